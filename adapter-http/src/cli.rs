@@ -1,0 +1,52 @@
+//! The command line of a node, shared by `otkv-server` and `harness node`.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use otkv_engine::{Durability, EngineKind};
+
+/// How to run one OTKV node.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
+    /// Address to listen on. Loopback by default: expose a node deliberately.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+    /// Port to listen on; 0 picks a free one (the `listening on` line says which).
+    #[arg(long, default_value_t = 7070)]
+    pub port: u16,
+    /// Storage backend: `memory` (flurry hash map) or `sled` (durable B-tree; needs --data-dir).
+    #[arg(long, default_value = "memory")]
+    pub engine: EngineKind,
+    /// Directory for durable data.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// `none`, `periodic` (durable every --flush-interval) or `sync` (durable before the reply).
+    /// The memory engine supports `none` only, until its operation log lands.
+    #[arg(long, default_value = "none")]
+    pub durability: Durability,
+    /// With `--durability periodic`: how often everything is made durable (e.g. `1s`, `200ms`).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub flush_interval: Duration,
+    /// Worker threads running connections (default: one per CPU).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Longest key, in bytes after percent-decoding (longer: 414).
+    #[arg(long, default_value_t = 1024)]
+    pub max_key_bytes: usize,
+    /// Largest value, in bytes (larger: 413, decided from Content-Length before the body is read).
+    #[arg(long, default_value_t = 1_048_576)]
+    pub max_value_bytes: usize,
+    /// Open connections beyond this are answered 503 and closed.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// A request head must arrive within this of its first byte, and a body must keep arriving.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+    /// A keep-alive connection with no request for this long is closed.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+    /// Serve `GET /debug/panic`, which panics (for tests of panic isolation).
+    #[arg(long, hide = true)]
+    pub test_panic_route: bool,
+}

@@ -1,0 +1,134 @@
+//! Every way a request can fail, and the one place that maps failures to HTTP statuses.
+//!
+//! Handlers and the connection layer return [`HttpError`]; [`HttpError::status`] picks the status and
+//! [`HttpError::closes_connection`] says whether the byte stream can still be trusted afterwards. The
+//! message ([`std::fmt::Display`]) is what the client reads: short, and saying what was wrong.
+
+use otkv_engine::EngineError;
+
+/// A request that cannot be answered with success.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The request line or a header is not valid HTTP/1.1.
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    /// The request head (request line and headers) exceeds the cap.
+    #[error("request head exceeds {max} bytes")]
+    HeaderTooLarge {
+        /// The cap in bytes.
+        max: usize,
+    },
+    /// More header fields than the cap.
+    #[error("more than {max} header fields")]
+    TooManyHeaders {
+        /// The cap.
+        max: usize,
+    },
+    /// `Content-Length` is not a number, or two of them disagree, or it comes with `Transfer-Encoding`.
+    #[error("{0}")]
+    BadFraming(&'static str),
+    /// `Transfer-Encoding: chunked`: refused rather than risk storing a wrong value.
+    #[error("chunked request bodies are not supported; send Content-Length")]
+    ChunkedNotSupported,
+    /// A transfer coding other than chunked.
+    #[error("transfer coding not implemented")]
+    TransferCodingNotImplemented,
+    /// An `Expect` header other than `100-continue`.
+    #[error("only `Expect: 100-continue` is supported")]
+    ExpectationFailed,
+    /// A bad query, path or body that is not one of the cases below.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The key in the path is empty.
+    #[error("empty key")]
+    EmptyKey,
+    /// The key exceeds `--max-key-bytes`.
+    #[error("key of {len} bytes exceeds the limit of {max} bytes")]
+    KeyTooLong {
+        /// Decoded key length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The value (or the body) exceeds its limit.
+    #[error("body of {len} bytes exceeds the limit of {max} bytes")]
+    PayloadTooLarge {
+        /// Declared length.
+        len: u64,
+        /// The limit.
+        max: usize,
+    },
+    /// A known path with a method it does not serve.
+    #[error("method not allowed; allowed: {allow}")]
+    MethodNotAllowed {
+        /// The `Allow` header's value.
+        allow: &'static str,
+    },
+    /// No route has this path.
+    #[error("no such path")]
+    NoRoute,
+    /// The key is absent.
+    #[error("key not found")]
+    KeyNotFound,
+    /// A compatible-API read of a value that is not UTF-8 text (so cannot be a JSON string).
+    #[error("value is not UTF-8 text; read it with GET /v1/kv/{{key}}")]
+    ValueNotText,
+    /// The client sent the head but not the rest in time.
+    #[error("request timed out")]
+    RequestTimeout,
+    /// The engine failed.
+    #[error("storage error: {0}")]
+    Engine(#[from] EngineError),
+    /// A handler panicked; the connection is closed.
+    #[error("internal error")]
+    Internal,
+}
+
+impl HttpError {
+    /// The one mapping from failure to HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            HttpError::Malformed(_)
+            | HttpError::BadFraming(_)
+            | HttpError::BadRequest(_)
+            | HttpError::EmptyKey => 400,
+            HttpError::KeyNotFound | HttpError::NoRoute => 404,
+            HttpError::MethodNotAllowed { .. } => 405,
+            HttpError::ValueNotText => 406,
+            HttpError::RequestTimeout => 408,
+            HttpError::ChunkedNotSupported => 411,
+            HttpError::PayloadTooLarge { .. } => 413,
+            HttpError::KeyTooLong { .. } => 414,
+            HttpError::ExpectationFailed => 417,
+            HttpError::HeaderTooLarge { .. } | HttpError::TooManyHeaders { .. } => 431,
+            HttpError::Engine(_) | HttpError::Internal => 500,
+            HttpError::TransferCodingNotImplemented => 501,
+        }
+    }
+
+    /// Whether the connection must close after this response: the stream's framing can no longer be
+    /// trusted (we do not know where the next request starts), or the body was not read.
+    pub fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            HttpError::Malformed(_)
+                | HttpError::HeaderTooLarge { .. }
+                | HttpError::TooManyHeaders { .. }
+                | HttpError::BadFraming(_)
+                | HttpError::ChunkedNotSupported
+                | HttpError::TransferCodingNotImplemented
+                | HttpError::ExpectationFailed
+                | HttpError::PayloadTooLarge { .. }
+                | HttpError::RequestTimeout
+                | HttpError::Internal
+        )
+    }
+
+    /// The `Allow` header to send with this error, if any.
+    pub fn allow(&self) -> Option<&'static str> {
+        match self {
+            HttpError::MethodNotAllowed { allow } => Some(allow),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! # otkv-adapter-http: one OTKV node over HTTP/1.1
+//!
+//! `otkv-server` exposes one [`otkv_engine::Engine`] over HTTP/1.1, on `may` stackful coroutines: one
+//! coroutine per connection, written as plain blocking code, multiplexed over a few worker threads.
+//!
+//! A tour, in the order a request meets the code:
+//!
+//! 1. [`server`] opens the engine, binds, prints `listening on http://ADDR`, and accepts connections
+//!    (capped; backing off when out of file descriptors); SIGINT/SIGTERM drain and flush.
+//! 2. [`conn`] is the connection loop: read into a buffer, answer every complete request in it inside one
+//!    engine batch, write all responses with one write. Timeouts, the head cap, body framing and panic
+//!    isolation live here.
+//! 3. [`request`] parses a head with `httparse` and applies the framing rules (`Content-Length`,
+//!    `Transfer-Encoding`, `Connection`, `Expect`).
+//! 4. [`routes`] maps method and path to an operation and runs it; [`error`] maps every failure to its
+//!    status in one place; [`response`] encodes the answer.
+//! 5. [`metrics`] counts requests for `/metrics` and `/v1/stats`.
+//!
+//! Why not may_minihttp itself: its connection loop is private and has no timeouts, no head or body cap,
+//! panics on a bad `Content-Length`, ignores `Transfer-Encoding` and `Connection: close`, and parses an
+//! unread body as the next request. This crate keeps its shape (buffer, parse all, one write) and adds the
+//! rules. may_minihttp stays as a dev-dependency: `examples/minihttp_hello.rs` is the speed baseline.
+//!
+//! This crate knows nothing about other nodes or routing between them.
+
+pub mod cli;
+pub mod conn;
+pub mod error;
+pub mod metrics;
+mod pct;
+pub mod request;
+pub mod response;
+pub mod routes;
+pub mod server;
+
+pub use cli::ServerArgs;
+pub use server::{run, ServerError};
+
+/// Sends `tracing` output to stderr, filtered by `RUST_LOG` (default `info`, with may's per-socket chatter
+/// at `warn`), in colour only on a terminal.
+pub fn init_logging() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,may=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}

@@ -1,0 +1,165 @@
+//! Request counters and latency histogram, exposed as Prometheus text (`/metrics`) and JSON (`/v1/stats`).
+//!
+//! Everything is a relaxed atomic in fixed arrays: recording a request is two increments and a bucket
+//! search, with no lock and no allocation, so metrics stay on in benchmarks.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+/// What a request did, as the `op` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// `GET /v1/kv/{key}`
+    Get,
+    /// `HEAD /v1/kv/{key}`
+    Head,
+    /// `PUT /v1/kv/{key}`
+    Put,
+    /// `DELETE /v1/kv/{key}`
+    Delete,
+    /// `GET /v1/kv?prefix=`
+    Scan,
+    /// `GET /{key}` (compatible API)
+    CompatGet,
+    /// `POST /{key}` (compatible API)
+    CompatPost,
+    /// `DELETE /{key}` (compatible API)
+    CompatDelete,
+    /// `/healthz`, `/metrics`, `/v1/stats`
+    Admin,
+    /// Anything that failed before it was routed.
+    Other,
+}
+
+const OPS: [(Op, &str); 10] = [
+    (Op::Get, "get"),
+    (Op::Head, "head"),
+    (Op::Put, "put"),
+    (Op::Delete, "delete"),
+    (Op::Scan, "scan"),
+    (Op::CompatGet, "compat_get"),
+    (Op::CompatPost, "compat_post"),
+    (Op::CompatDelete, "compat_delete"),
+    (Op::Admin, "admin"),
+    (Op::Other, "other"),
+];
+
+const CODES: [u16; 17] = [200, 201, 204, 400, 404, 405, 406, 408, 411, 413, 414, 417, 431, 500, 501, 503, 0];
+
+/// Upper bounds of the latency buckets, in seconds (`+Inf` is implicit).
+const BUCKETS: [f64; 16] =
+    [1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0];
+
+fn code_index(status: u16) -> usize {
+    CODES.iter().position(|&c| c == status).unwrap_or(CODES.len() - 1)
+}
+
+/// The server's counters.
+#[derive(Debug)]
+pub struct Metrics {
+    requests: [[AtomicU64; CODES.len()]; OPS.len()],
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    duration_sum_ns: AtomicU64,
+    connections: AtomicI64,
+    connections_refused: AtomicU64,
+    started: Instant,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            duration_sum_ns: AtomicU64::new(0),
+            connections: AtomicI64::new(0),
+            connections_refused: AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one answered request and how long the server spent on it.
+    pub fn record(&self, op: Op, status: u16, nanos: u64) {
+        self.requests[op as usize][code_index(status)].fetch_add(1, Relaxed);
+        let secs = nanos as f64 * 1e-9;
+        let bucket = BUCKETS.iter().position(|&b| secs <= b).unwrap_or(BUCKETS.len());
+        self.buckets[bucket].fetch_add(1, Relaxed);
+        self.duration_sum_ns.fetch_add(nanos, Relaxed);
+    }
+
+    /// A connection opened (`+1`) or closed (`-1`).
+    pub fn connection_delta(&self, delta: i64) {
+        self.connections.fetch_add(delta, Relaxed);
+    }
+
+    /// A connection was refused at `--max-connections`.
+    pub fn connection_refused(&self) {
+        self.connections_refused.fetch_add(1, Relaxed);
+    }
+
+    /// Open connections.
+    pub fn connections(&self) -> i64 {
+        self.connections.load(Relaxed)
+    }
+
+    fn requests_by_op(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        OPS.iter().map(|&(op, name)| (name, self.requests[op as usize].iter().map(|c| c.load(Relaxed)).sum()))
+    }
+
+    /// Prometheus text exposition. `in_flight`: connections holding a request not yet answered.
+    pub fn prometheus(&self, keys: usize, in_flight: usize) -> String {
+        let mut s = String::with_capacity(4096);
+        s.push_str("# HELP otkv_requests_total Requests answered, by operation and status code.\n");
+        s.push_str("# TYPE otkv_requests_total counter\n");
+        for &(op, name) in &OPS {
+            for (i, &code) in CODES.iter().enumerate() {
+                let n = self.requests[op as usize][i].load(Relaxed);
+                if n > 0 {
+                    let code = if code == 0 { "other".to_string() } else { code.to_string() };
+                    let _ = writeln!(s, "otkv_requests_total{{op=\"{name}\",code=\"{code}\"}} {n}");
+                }
+            }
+        }
+        s.push_str(
+            "# HELP otkv_request_duration_seconds Time from a parsed request to its encoded response.\n",
+        );
+        s.push_str("# TYPE otkv_request_duration_seconds histogram\n");
+        let mut cumulative = 0;
+        for (i, bucket) in self.buckets.iter().enumerate() {
+            cumulative += bucket.load(Relaxed);
+            let le = BUCKETS.get(i).map_or_else(|| "+Inf".to_string(), |b| b.to_string());
+            let _ = writeln!(s, "otkv_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let sum = self.duration_sum_ns.load(Relaxed) as f64 * 1e-9;
+        let _ = writeln!(s, "otkv_request_duration_seconds_sum {sum}");
+        let _ = writeln!(s, "otkv_request_duration_seconds_count {cumulative}");
+        s.push_str("# HELP otkv_keys Keys stored.\n# TYPE otkv_keys gauge\n");
+        let _ = writeln!(s, "otkv_keys {keys}");
+        s.push_str("# HELP otkv_connections Open client connections.\n# TYPE otkv_connections gauge\n");
+        let _ = writeln!(s, "otkv_connections {}", self.connections());
+        s.push_str("# HELP otkv_requests_in_flight Connections holding a request not yet answered.\n");
+        s.push_str("# TYPE otkv_requests_in_flight gauge\n");
+        let _ = writeln!(s, "otkv_requests_in_flight {in_flight}");
+        s.push_str("# HELP otkv_connections_refused_total Connections refused at --max-connections.\n");
+        s.push_str("# TYPE otkv_connections_refused_total counter\n");
+        let _ = writeln!(s, "otkv_connections_refused_total {}", self.connections_refused.load(Relaxed));
+        s
+    }
+
+    /// The `/v1/stats` document.
+    pub fn stats_json(&self, engine: &str, durability: &str, keys: usize) -> String {
+        let requests: serde_json::Map<String, serde_json::Value> =
+            self.requests_by_op().map(|(name, n)| (name.to_string(), n.into())).collect();
+        serde_json::json!({
+            "engine": engine,
+            "durability": durability,
+            "keys": keys,
+            "uptime_seconds": self.started.elapsed().as_secs_f64(),
+            "connections": self.connections(),
+            "requests": requests,
+        })
+        .to_string()
+    }
+}

@@ -1,0 +1,128 @@
+//! Encoding responses straight into the connection's output buffer.
+//!
+//! Hand-written because it is the hot path: one response is a handful of `extend_from_slice` calls into a
+//! buffer that is reused for the whole connection, and all responses of a pipelined batch leave in one write.
+//! The `Date` header (required of an origin server with a clock, RFC 9110 §6.6.1) is formatted at most once
+//! a second per connection.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Content types the server sends.
+pub const OCTET_STREAM: &str = "application/octet-stream";
+/// JSON bodies.
+pub const JSON: &str = "application/json";
+/// Short plain-text messages.
+pub const TEXT: &str = "text/plain; charset=utf-8";
+/// Prometheus text exposition format 0.0.4.
+pub const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// One response to encode.
+#[derive(Debug)]
+pub struct Reply<'a> {
+    /// Status code.
+    pub status: u16,
+    /// `Content-Type`, when there is a body.
+    pub content_type: Option<&'static str>,
+    /// The body (its length is sent even for HEAD).
+    pub body: &'a [u8],
+    /// Value of an `Allow` header (405).
+    pub allow: Option<&'static str>,
+}
+
+/// How the connection frames this response.
+#[derive(Debug, Clone, Copy)]
+pub struct Framing {
+    /// Send `Connection: close` (the connection closes after this response).
+    pub close: bool,
+    /// The request was HTTP/1.0 with keep-alive: say `Connection: keep-alive`.
+    pub http10_keep_alive: bool,
+    /// HEAD request: send the headers, not the body.
+    pub head_only: bool,
+}
+
+/// Per-connection encoder with a cached `Date` value.
+#[derive(Debug)]
+pub struct Encoder {
+    date: [u8; 29],
+    date_secs: u64,
+}
+
+impl Default for Encoder {
+    fn default() -> Self {
+        let mut e = Encoder { date: [b' '; 29], date_secs: u64::MAX };
+        e.refresh_date();
+        e
+    }
+}
+
+impl Encoder {
+    /// Re-formats the date if the second changed. Call once per batch of responses.
+    pub fn refresh_date(&mut self) {
+        let now = SystemTime::now();
+        let secs = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        if secs != self.date_secs {
+            let text = httpdate::fmt_http_date(now);
+            if text.len() == self.date.len() {
+                self.date.copy_from_slice(text.as_bytes());
+            }
+            self.date_secs = secs;
+        }
+    }
+
+    /// Appends the encoded response to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>, reply: &Reply<'_>, framing: Framing) {
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(itoa::Buffer::new().format(reply.status).as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(reason(reply.status).as_bytes());
+        out.extend_from_slice(b"\r\nServer: otkv\r\nDate: ");
+        out.extend_from_slice(&self.date);
+        if let Some(ct) = reply.content_type {
+            out.extend_from_slice(b"\r\nContent-Type: ");
+            out.extend_from_slice(ct.as_bytes());
+        }
+        if let Some(allow) = reply.allow {
+            out.extend_from_slice(b"\r\nAllow: ");
+            out.extend_from_slice(allow.as_bytes());
+        }
+        if framing.close {
+            out.extend_from_slice(b"\r\nConnection: close");
+        } else if framing.http10_keep_alive {
+            out.extend_from_slice(b"\r\nConnection: keep-alive");
+        }
+        // 1xx and 204 carry no Content-Length (RFC 9110 §8.6).
+        if reply.status != 204 {
+            out.extend_from_slice(b"\r\nContent-Length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(reply.body.len()).as_bytes());
+        }
+        out.extend_from_slice(b"\r\n\r\n");
+        if !framing.head_only {
+            out.extend_from_slice(reply.body);
+        }
+    }
+}
+
+/// The interim response to `Expect: 100-continue`.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        417 => "Expectation Failed",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}

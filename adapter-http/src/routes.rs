@@ -1,0 +1,335 @@
+//! The API: which path and method do what, and the handlers that call the engine.
+//!
+//! Routing happens twice per request, both times without touching the engine: once when the head arrives
+//! ([`resolve`] decides the body limit, so `413` and `100 Continue` are sent before the body), and once when
+//! the whole request is in ([`handle`] runs the operation inside the connection's engine batch).
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use otkv_engine::{Batch, Engine, PutOutcome};
+
+use crate::error::HttpError;
+use crate::metrics::{Metrics, Op};
+use crate::pct;
+use crate::request::Method;
+use crate::response::{JSON, OCTET_STREAM, PROMETHEUS, TEXT};
+
+/// Body limit for routes that do not use the body (it is still read and discarded).
+const MAX_UNUSED_BODY: usize = 64 * 1024;
+/// `GET /v1/kv` returns at most this many keys when `limit` is not given.
+const DEFAULT_LIST_LIMIT: usize = 1000;
+/// ... and at most this many when it is.
+const MAX_LIST_LIMIT: usize = 100_000;
+
+/// Size limits from the command line.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest key, after percent-decoding.
+    pub max_key_bytes: usize,
+    /// Largest value.
+    pub max_value_bytes: usize,
+    /// Whether `GET /debug/panic` exists (tests of panic isolation only; hidden flag).
+    pub panic_route: bool,
+}
+
+/// Where a request goes.
+#[derive(Debug)]
+pub enum Route<'b> {
+    /// `/v1/kv/{key}`
+    Kv(Cow<'b, [u8]>),
+    /// `/v1/kv?prefix=&limit=`
+    List {
+        /// Keys must start with this.
+        prefix: Cow<'b, [u8]>,
+        /// At most this many keys.
+        limit: usize,
+    },
+    /// `/{key}`: the original OTKV's JSON API.
+    Compat(Cow<'b, [u8]>),
+    /// `/healthz`
+    Health,
+    /// `/metrics`
+    Metrics,
+    /// `/v1/stats`
+    Stats,
+    /// `/debug/panic` (only with the hidden `--test-panic-route`)
+    Panic,
+}
+
+/// The outcome of routing: the metrics label, whether errors are JSON, and the route or why there is none.
+#[derive(Debug)]
+pub struct Routed<'b> {
+    /// The `op` label.
+    pub op: Op,
+    /// Errors on this path are JSON (the compatible API), not plain text.
+    pub json_errors: bool,
+    /// The route, or the error to answer with.
+    pub route: Result<Route<'b>, HttpError>,
+}
+
+impl Routed<'_> {
+    /// The largest body this route accepts (decided from `Content-Length`, before reading it).
+    pub fn max_body(&self, method: Method, limits: &Limits) -> usize {
+        match (&self.route, method) {
+            (Ok(Route::Kv(_)), Method::Put) => limits.max_value_bytes,
+            // A JSON string may escape each byte; the decoded value is checked against the value limit.
+            (Ok(Route::Compat(_)), Method::Post) => {
+                limits.max_value_bytes.saturating_mul(2).saturating_add(1024)
+            }
+            _ => MAX_UNUSED_BODY,
+        }
+    }
+}
+
+/// Decides the route for `method` and `target`.
+pub fn resolve<'b>(method: Method, target: &'b str, limits: &Limits) -> Routed<'b> {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let plain = |op, route| Routed { op, json_errors: false, route };
+    let allow = |allowed: &[Method], allow: &'static str| {
+        if allowed.contains(&method) {
+            Ok(())
+        } else {
+            Err(HttpError::MethodNotAllowed { allow })
+        }
+    };
+    match path {
+        "/healthz" => {
+            plain(Op::Admin, allow(&[Method::Get, Method::Head], "GET, HEAD").map(|()| Route::Health))
+        }
+        "/metrics" => {
+            plain(Op::Admin, allow(&[Method::Get, Method::Head], "GET, HEAD").map(|()| Route::Metrics))
+        }
+        "/v1/stats" => {
+            plain(Op::Admin, allow(&[Method::Get, Method::Head], "GET, HEAD").map(|()| Route::Stats))
+        }
+        "/debug/panic" if limits.panic_route => plain(Op::Other, Ok(Route::Panic)),
+        "/v1/kv" => {
+            plain(Op::Scan, allow(&[Method::Get, Method::Head], "GET, HEAD").and_then(|()| list_query(query)))
+        }
+        _ => {
+            if let Some(segment) = path.strip_prefix("/v1/kv/") {
+                let op = match method {
+                    Method::Get => Op::Get,
+                    Method::Head => Op::Head,
+                    Method::Put => Op::Put,
+                    Method::Delete => Op::Delete,
+                    _ => Op::Other,
+                };
+                let route = allow(
+                    &[Method::Get, Method::Head, Method::Put, Method::Delete],
+                    "GET, HEAD, PUT, DELETE",
+                )
+                .and_then(|()| key(segment, limits))
+                .map(Route::Kv);
+                return plain(op, route);
+            }
+            if path == "/v1" || path.starts_with("/v1/") {
+                return plain(Op::Other, Err(HttpError::NoRoute));
+            }
+            // The compatible API: any other single path segment is a key.
+            let segment = &path[1..];
+            let op = match method {
+                Method::Get | Method::Head => Op::CompatGet,
+                Method::Post => Op::CompatPost,
+                Method::Delete => Op::CompatDelete,
+                _ => Op::Other,
+            };
+            let route =
+                allow(&[Method::Get, Method::Head, Method::Post, Method::Delete], "GET, HEAD, POST, DELETE")
+                    .and_then(|()| key(segment, limits))
+                    .map(Route::Compat);
+            Routed { op, json_errors: true, route }
+        }
+    }
+}
+
+/// A key is exactly one percent-encoded path segment, non-empty and within the limit.
+fn key<'b>(segment: &'b str, limits: &Limits) -> Result<Cow<'b, [u8]>, HttpError> {
+    if segment.contains('/') {
+        return Err(HttpError::NoRoute);
+    }
+    let key = pct::decode(segment, false)
+        .ok_or_else(|| HttpError::BadRequest("invalid percent-encoding in key".into()))?;
+    if key.is_empty() {
+        return Err(HttpError::EmptyKey);
+    }
+    if key.len() > limits.max_key_bytes {
+        return Err(HttpError::KeyTooLong { len: key.len(), max: limits.max_key_bytes });
+    }
+    Ok(key)
+}
+
+fn list_query(query: &str) -> Result<Route<'_>, HttpError> {
+    let mut prefix: Cow<'_, [u8]> = Cow::Borrowed(b"");
+    let mut limit = DEFAULT_LIST_LIMIT;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match name {
+            "prefix" => {
+                prefix = pct::decode(value, true)
+                    .ok_or_else(|| HttpError::BadRequest("invalid percent-encoding in prefix".into()))?;
+            }
+            "limit" => {
+                limit =
+                    value.parse::<usize>().ok().filter(|&n| n <= MAX_LIST_LIMIT).ok_or_else(|| {
+                        HttpError::BadRequest(format!("limit must be 0..={MAX_LIST_LIMIT}"))
+                    })?;
+            }
+            other => return Err(HttpError::BadRequest(format!("unknown query parameter `{other}`"))),
+        }
+    }
+    Ok(Route::List { prefix, limit })
+}
+
+/// A successful answer, before encoding.
+#[derive(Debug)]
+pub struct Answer {
+    /// Status code.
+    pub status: u16,
+    /// `Content-Type`, when there is a body.
+    pub content_type: Option<&'static str>,
+    /// The body.
+    pub body: AnswerBody,
+}
+
+/// A body that is either borrowed from the engine (no copy until encoding) or built by the handler.
+#[derive(Debug)]
+pub enum AnswerBody {
+    /// Static text.
+    Static(&'static [u8]),
+    /// A value from the engine.
+    Value(Bytes),
+    /// Built by the handler.
+    Owned(Vec<u8>),
+}
+
+impl AnswerBody {
+    /// The bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            AnswerBody::Static(b) => b,
+            AnswerBody::Value(b) => b,
+            AnswerBody::Owned(b) => b,
+        }
+    }
+}
+
+fn answer(status: u16, content_type: &'static str, body: AnswerBody) -> Answer {
+    Answer { status, content_type: Some(content_type), body }
+}
+
+fn no_content() -> Answer {
+    Answer { status: 204, content_type: None, body: AnswerBody::Static(b"") }
+}
+
+fn json(status: u16, value: serde_json::Value) -> Answer {
+    answer(status, JSON, AnswerBody::Owned(value.to_string().into_bytes()))
+}
+
+/// What handlers can reach besides the request.
+#[derive(Debug)]
+pub struct Context<'a> {
+    /// The engine (for `len` and the configuration; operations go through the batch).
+    pub engine: &'a Engine,
+    /// The server's metrics.
+    pub metrics: &'a Metrics,
+    /// The limits.
+    pub limits: &'a Limits,
+    /// Connections holding a request not yet answered (for `/metrics`).
+    pub in_flight: usize,
+}
+
+#[derive(serde::Deserialize)]
+struct CompatValue {
+    value: String,
+}
+
+/// Runs the request. Must not block or yield: it runs inside the connection's engine batch.
+pub fn handle(
+    route: &Route<'_>,
+    method: Method,
+    body: &[u8],
+    batch: &Batch<'_>,
+    ctx: &Context<'_>,
+) -> Result<Answer, HttpError> {
+    Ok(match route {
+        Route::Kv(key) => match method {
+            Method::Put => match batch.put(key, body)? {
+                PutOutcome::Created => answer(201, TEXT, AnswerBody::Static(b"")),
+                PutOutcome::Replaced => no_content(),
+            },
+            Method::Delete => {
+                if batch.delete(key)? {
+                    no_content()
+                } else {
+                    return Err(HttpError::KeyNotFound);
+                }
+            }
+            _ => match batch.get(key)? {
+                Some(value) => answer(200, OCTET_STREAM, AnswerBody::Value(value)),
+                None => return Err(HttpError::KeyNotFound),
+            },
+        },
+        Route::List { prefix, limit } => {
+            let keys: Vec<String> =
+                batch.scan_prefix(prefix, *limit)?.iter().map(|k| pct::encode_segment(k)).collect();
+            json(200, serde_json::json!({ "keys": keys }))
+        }
+        Route::Compat(key) => match method {
+            Method::Post => {
+                let CompatValue { value } = serde_json::from_slice(body).map_err(|e| {
+                    HttpError::BadRequest(format!("body must be JSON {{\"value\": \"...\"}}: {e}"))
+                })?;
+                if value.len() > ctx.limits.max_value_bytes {
+                    return Err(HttpError::PayloadTooLarge {
+                        len: value.len() as u64,
+                        max: ctx.limits.max_value_bytes,
+                    });
+                }
+                batch.put(key, value.as_bytes())?;
+                json(
+                    200,
+                    serde_json::json!({ "message": format!("stored key '{}'", String::from_utf8_lossy(key)) }),
+                )
+            }
+            Method::Delete => {
+                if batch.delete(key)? {
+                    json(
+                        200,
+                        serde_json::json!({ "message": format!("deleted key '{}'", String::from_utf8_lossy(key)) }),
+                    )
+                } else {
+                    return Err(HttpError::KeyNotFound);
+                }
+            }
+            _ => {
+                let value = batch.get(key)?.ok_or(HttpError::KeyNotFound)?;
+                let text = std::str::from_utf8(&value).map_err(|_| HttpError::ValueNotText)?;
+                json(200, serde_json::json!({ "value": text }))
+            }
+        },
+        Route::Health => answer(200, TEXT, AnswerBody::Static(b"ok\n")),
+        Route::Metrics => answer(
+            200,
+            PROMETHEUS,
+            AnswerBody::Owned(ctx.metrics.prometheus(ctx.engine.len(), ctx.in_flight).into_bytes()),
+        ),
+        Route::Stats => {
+            let config = ctx.engine.config();
+            let doc =
+                ctx.metrics.stats_json(config.kind.as_str(), config.durability.as_str(), ctx.engine.len());
+            answer(200, JSON, AnswerBody::Owned(doc.into_bytes()))
+        }
+        Route::Panic => panic!("panic requested through /debug/panic"),
+    })
+}
+
+/// The body of an error response: JSON `{"error": ...}` on the compatible API, plain text elsewhere.
+pub fn error_body(err: &HttpError, json_errors: bool) -> (&'static str, Vec<u8>) {
+    if json_errors {
+        (JSON, serde_json::json!({ "error": err.to_string() }).to_string().into_bytes())
+    } else {
+        (TEXT, format!("{err}\n").into_bytes())
+    }
+}

@@ -1,0 +1,242 @@
+//! The node: open the engine, bind, accept connections, shut down cleanly.
+//!
+//! - Connections beyond `--max-connections` get `503` and are closed at once.
+//! - When `accept` fails for lack of file descriptors (or kernel memory) the loop sleeps and retries,
+//!   instead of spinning on a listener that stays readable; it serves again once descriptors free up.
+//! - SIGINT/SIGTERM: stop accepting, let requests in flight finish (bounded by the header timeout), flush
+//!   the engine, return. Idle keep-alive connections are simply closed by the exit.
+
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use may::net::{TcpListener, TcpStream};
+use otkv_engine::{Engine, EngineConfig, EngineError};
+
+use crate::cli::ServerArgs;
+use crate::metrics::Metrics;
+use crate::routes::Limits;
+
+/// How long a client may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// From the first byte of a request head to its end; and between reads of a body.
+    pub header: Duration,
+    /// Between requests on a keep-alive connection.
+    pub idle: Duration,
+}
+
+/// State every connection shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// The engine.
+    pub engine: Engine,
+    /// Counters.
+    pub metrics: Metrics,
+    /// Size limits.
+    pub limits: Limits,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// Set by SIGINT/SIGTERM.
+    pub shutting_down: AtomicBool,
+    /// Connections holding a request not yet answered.
+    pub busy: AtomicUsize,
+    open: AtomicUsize,
+    max_connections: usize,
+}
+
+/// Why the server could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The command line does not make sense.
+    #[error("{0}")]
+    Config(String),
+    /// The engine failed to open or flush.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// Binding the listening socket failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another I/O failure at start.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+const STACK_WORDS: usize = 0x4000; // 128 KiB on 64-bit: room for the 64-header parse array and serde_json.
+const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nServer: otkv\r\nConnection: close\r\n\
+Content-Type: text/plain; charset=utf-8\r\nContent-Length: 21\r\n\r\ntoo many connections\n";
+
+/// Runs a node until SIGINT or SIGTERM. Prints `listening on http://ADDR` on stdout once it accepts.
+pub fn run(args: ServerArgs) -> Result<(), ServerError> {
+    let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    may::config().set_workers(workers).set_stack_size(STACK_WORDS);
+    may::config().set_worker_pin(false);
+
+    let config = args.engine_config()?;
+    let engine = Engine::open(config)?;
+    let addr = SocketAddr::new(args.bind, args.port);
+    let listener = TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
+    let local = listener.local_addr().map_err(|source| ServerError::Io { what: "local address", source })?;
+
+    let shared = Arc::new(Shared {
+        engine,
+        metrics: Metrics::default(),
+        limits: Limits {
+            max_key_bytes: args.max_key_bytes,
+            max_value_bytes: args.max_value_bytes,
+            panic_route: args.test_panic_route,
+        },
+        timeouts: Timeouts { header: args.header_timeout, idle: args.idle_timeout },
+        shutting_down: AtomicBool::new(false),
+        busy: AtomicUsize::new(0),
+        open: AtomicUsize::new(0),
+        max_connections: args.max_connections,
+    });
+    watch_signals(Arc::clone(&shared), local)?;
+
+    tracing::info!(%local, engine = %shared.engine.config().kind, durability = %shared.engine.config().durability,
+        workers, "listening");
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "listening on http://{local}");
+    let _ = stdout.flush();
+    drop(stdout);
+
+    let accept_shared = Arc::clone(&shared);
+    let accept = spawn_coroutine(move || accept_loop(listener, &accept_shared));
+    if accept.join().is_err() {
+        tracing::error!("accept loop panicked");
+    }
+
+    // Let requests in flight finish, bounded so a stalled client cannot hold the shutdown.
+    let deadline = Instant::now() + shared.timeouts.header.min(Duration::from_secs(30));
+    while shared.busy.load(Relaxed) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    shared.engine.flush()?;
+    tracing::info!(keys = shared.engine.len(), "stopped");
+    Ok(())
+}
+
+fn accept_loop(listener: TcpListener, shared: &Arc<Shared>) {
+    let mut last_warning: Option<Instant> = None;
+    loop {
+        let stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                ) {
+                    if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+                        tracing::warn!(error = %e, "cannot accept connections: out of resources; backing off");
+                        last_warning = Some(Instant::now());
+                    }
+                    may::coroutine::sleep(Duration::from_millis(50));
+                } else {
+                    tracing::debug!(error = %e, "accept failed");
+                }
+                continue;
+            }
+        };
+        if shared.shutting_down.load(Relaxed) {
+            return;
+        }
+        if shared.open.load(Relaxed) >= shared.max_connections {
+            shared.metrics.connection_refused();
+            refuse(stream);
+            continue;
+        }
+        shared.open.fetch_add(1, Relaxed);
+        shared.metrics.connection_delta(1);
+        let shared = Arc::clone(shared);
+        spawn_coroutine(move || {
+            let _open = OpenConnection(&shared);
+            if catch_unwind(AssertUnwindSafe(|| crate::conn::serve(stream, &shared))).is_err() {
+                tracing::error!("connection task panicked; closed that connection");
+            }
+        });
+    }
+}
+
+fn refuse(mut stream: TcpStream) {
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+    let _ = stream.write_all(REFUSED);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+}
+
+/// Decrements the open-connection count when the connection's task ends, however it ends.
+struct OpenConnection<'a>(&'a Shared);
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Relaxed);
+        self.0.metrics.connection_delta(-1);
+    }
+}
+
+/// On SIGINT/SIGTERM: mark shutdown, then wake the accept loop with a connection to ourselves.
+fn watch_signals(shared: Arc<Shared>, local: SocketAddr) -> Result<(), ServerError> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .map_err(|source| ServerError::Io { what: "installing signal handlers", source })?;
+    let wake = match local.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), local.port()),
+        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), local.port()),
+        _ => local,
+    };
+    std::thread::Builder::new()
+        .name("otkv-signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                tracing::info!(signal, "shutting down");
+                shared.shutting_down.store(true, Relaxed);
+                let _ = std::net::TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+            }
+        })
+        .map_err(|source| ServerError::Io { what: "starting the signal thread", source })?;
+    Ok(())
+}
+
+/// Spawns a coroutine on may's runtime.
+#[allow(unsafe_code)]
+fn spawn_coroutine<F>(f: F) -> may::coroutine::JoinHandle<()>
+where
+    F: FnOnce() + Send + 'static,
+{
+    // SAFETY: may marks spawn unsafe for two hazards. (1) Thread-local storage: a coroutine may move between
+    // worker threads at a yield, so a TLS reference held across a yield could point at another thread's
+    // slot. Our coroutines hold none across a yield: the only thread-bound state is flurry's epoch guard,
+    // which lives inside `Engine::batch`, whose closure does no I/O and cannot yield. (2) Stack overflow:
+    // the stack is set to STACK_WORDS (128 KiB) in `run`, well above the deepest handler path.
+    unsafe { may::coroutine::spawn(f) }
+}
+
+impl ServerArgs {
+    /// The engine configuration these arguments describe.
+    pub fn engine_config(&self) -> Result<EngineConfig, ServerError> {
+        use otkv_engine::EngineKind;
+        if self.engine == EngineKind::Sled && self.data_dir.is_none() {
+            return Err(ServerError::Config("--engine sled needs --data-dir DIR".into()));
+        }
+        Ok(EngineConfig {
+            kind: self.engine,
+            data_dir: self.data_dir.clone(),
+            durability: self.durability,
+            flush_interval: self.flush_interval,
+        })
+    }
+}

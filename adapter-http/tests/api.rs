@@ -1,0 +1,160 @@
+//! The native and compatible APIs, through a real HTTP client against a real server.
+
+mod common;
+
+use common::{status_of, Node};
+
+fn put(node: &Node, key: &str, body: &[u8]) -> (u16, String) {
+    status_of(ureq::put(&format!("{}/v1/kv/{key}", node.url)).send_bytes(body))
+}
+
+fn get(node: &Node, key: &str) -> (u16, Vec<u8>) {
+    match ureq::get(&format!("{}/v1/kv/{key}", node.url)).call() {
+        Ok(r) => {
+            let mut body = Vec::new();
+            std::io::Read::read_to_end(&mut r.into_reader(), &mut body).expect("body");
+            (200, body)
+        }
+        Err(ureq::Error::Status(code, _)) => (code, Vec::new()),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn put_get_head_delete_round_trip() {
+    let node = Node::start(&[]);
+    assert_eq!(put(&node, "alpha", b"one").0, 201);
+    assert_eq!(put(&node, "alpha", b"two").0, 204);
+    assert_eq!(get(&node, "alpha"), (200, b"two".to_vec()));
+
+    let r = ureq::get(&format!("{}/v1/kv/alpha", node.url)).call().expect("get");
+    assert_eq!(r.content_type(), "application/octet-stream");
+    let head = ureq::head(&format!("{}/v1/kv/alpha", node.url)).call().expect("head");
+    assert_eq!(head.header("content-length"), Some("3"));
+
+    let (code, _) = status_of(ureq::delete(&format!("{}/v1/kv/alpha", node.url)).call());
+    assert_eq!(code, 204);
+    let (code, _) = status_of(ureq::delete(&format!("{}/v1/kv/alpha", node.url)).call());
+    assert_eq!(code, 404);
+    assert_eq!(get(&node, "alpha").0, 404);
+}
+
+#[test]
+fn keys_and_values_are_binary_safe() {
+    let node = Node::start(&[]);
+    let value: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
+    assert_eq!(put(&node, "a%2Fb%00%FF%20c", &value).0, 201);
+    assert_eq!(get(&node, "a%2Fb%00%FF%20c"), (200, value));
+    assert_eq!(put(&node, "empty-value", b"").0, 201);
+    assert_eq!(get(&node, "empty-value"), (200, Vec::new()));
+    // The listing gives keys in path form, ready to reuse in a URL.
+    let listed =
+        ureq::get(&format!("{}/v1/kv?prefix=a%2F", node.url)).call().expect("list").into_string().expect("s");
+    assert_eq!(listed, r#"{"keys":["a%2Fb%00%FF%20c"]}"#);
+}
+
+#[test]
+fn listing_is_ordered_filtered_and_limited() {
+    let node = Node::start(&[]);
+    for k in ["user:3", "user:1", "user:2", "order:1", "userx"] {
+        put(&node, k, b"v");
+    }
+    let list = |q: &str| -> serde_json::Value {
+        let body =
+            ureq::get(&format!("{}/v1/kv{q}", node.url)).call().expect("list").into_string().expect("s");
+        serde_json::from_str(&body).expect("json")
+    };
+    assert_eq!(list("?prefix=user:")["keys"], serde_json::json!(["user:1", "user:2", "user:3"]));
+    assert_eq!(list("?prefix=user&limit=2")["keys"], serde_json::json!(["user:1", "user:2"]));
+    assert_eq!(list("")["keys"].as_array().map(Vec::len), Some(5));
+    let (code, msg) = status_of(ureq::get(&format!("{}/v1/kv?limit=lots", node.url)).call());
+    assert_eq!(code, 400, "{msg}");
+    let (code, _) = status_of(ureq::get(&format!("{}/v1/kv?colour=red", node.url)).call());
+    assert_eq!(code, 400);
+}
+
+#[test]
+fn compatible_api_shares_the_keyspace() {
+    let node = Node::start(&[]);
+    let r = ureq::post(&format!("{}/greeting", node.url))
+        .send_string(&serde_json::json!({"value": "héllo"}).to_string());
+    let (code, body) = status_of(r);
+    assert_eq!(code, 200);
+    assert!(body.contains("message"), "{body}");
+    let body = ureq::get(&format!("{}/greeting", node.url)).call().expect("get").into_string().expect("s");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).expect("json"),
+        serde_json::json!({"value": "héllo"})
+    );
+    assert_eq!(get(&node, "greeting"), (200, "héllo".as_bytes().to_vec()));
+
+    let (code, body) = status_of(ureq::get(&format!("{}/missing", node.url)).call());
+    assert_eq!(code, 404);
+    assert!(body.contains("\"error\""), "{body}");
+    let (code, body) = status_of(ureq::post(&format!("{}/bad", node.url)).send_string("not json"));
+    assert_eq!(code, 400);
+    assert!(body.contains("\"error\""), "{body}");
+
+    put(&node, "binary", &[0xff, 0xfe]);
+    assert_eq!(status_of(ureq::get(&format!("{}/binary", node.url)).call()).0, 406);
+
+    assert_eq!(status_of(ureq::delete(&format!("{}/greeting", node.url)).call()).0, 200);
+    assert_eq!(status_of(ureq::delete(&format!("{}/greeting", node.url)).call()).0, 404);
+}
+
+#[test]
+fn operations_endpoints_report_health_metrics_and_stats() {
+    let node = Node::start(&[]);
+    put(&node, "k", b"v");
+    get(&node, "k");
+    get(&node, "absent");
+    let health =
+        ureq::get(&format!("{}/healthz", node.url)).call().expect("health").into_string().expect("s");
+    assert_eq!(health.trim(), "ok");
+
+    let metrics =
+        ureq::get(&format!("{}/metrics", node.url)).call().expect("metrics").into_string().expect("s");
+    for needle in [
+        r#"otkv_requests_total{op="put",code="201"} 1"#,
+        r#"otkv_requests_total{op="get",code="200"} 1"#,
+        r#"otkv_requests_total{op="get",code="404"} 1"#,
+        "otkv_request_duration_seconds_bucket{le=\"+Inf\"}",
+        "otkv_request_duration_seconds_count",
+        "otkv_keys 1",
+        "otkv_connections ",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle} in\n{metrics}");
+    }
+
+    let stats = ureq::get(&format!("{}/v1/stats", node.url)).call().expect("stats").into_string().expect("s");
+    let stats: serde_json::Value = serde_json::from_str(&stats).expect("json");
+    assert_eq!(stats["engine"], "memory");
+    assert_eq!(stats["keys"], 1);
+    assert_eq!(stats["requests"]["put"], 1);
+    assert!(stats["uptime_seconds"].as_f64().is_some());
+}
+
+#[test]
+fn sled_engine_serves_the_same_api() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir_arg = dir.path().to_str().expect("utf8 path");
+    let node = Node::start(&["--engine", "sled", "--data-dir", dir_arg, "--durability", "periodic"]);
+    assert_eq!(put(&node, "k", b"v").0, 201);
+    assert_eq!(get(&node, "k"), (200, b"v".to_vec()));
+    let stats = ureq::get(&format!("{}/v1/stats", node.url)).call().expect("stats").into_string().expect("s");
+    assert!(stats.contains(r#""engine":"sled""#), "{stats}");
+}
+
+#[test]
+fn sled_without_data_dir_fails_with_a_clear_error() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_otkv-server"))
+        .args(["--port", "0", "--engine", "sled"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--data-dir"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,174 @@
+//! Shared by the integration tests: start a real `otkv-server` on port 0 and talk to it over real sockets.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a test waits for the server before calling it a hang.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A running `otkv-server`, killed when dropped.
+pub struct Node {
+    pub child: Child,
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+}
+
+impl Node {
+    /// Starts the server with `args` (plus `--port 0`), waiting for its `listening on` line.
+    pub fn start(args: &[&str]) -> Node {
+        Node::start_with(Command::new(env!("CARGO_BIN_EXE_otkv-server")), args)
+    }
+
+    /// As [`Node::start`], through a wrapper command (e.g. `prlimit`).
+    pub fn start_with(mut command: Command, args: &[&str]) -> Node {
+        let mut child = command
+            .args(["--port", "0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn otkv-server");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read listening line");
+        let url =
+            line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("bad first line {line:?}"));
+        let addr = url.strip_prefix("http://").expect("http url").to_string();
+        Node { child, url: url.to_string(), addr }
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(&self.addr).expect("connect");
+        s.set_read_timeout(Some(PATIENCE)).expect("timeout");
+        s
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name (`TERM`, `INT`, `KILL`) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let ok =
+            Command::new("kill").args([format!("-{name}"), self.pid().to_string()]).status().expect("kill");
+        assert!(ok.success());
+    }
+
+    /// Waits for the process to exit, at most `PATIENCE`.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "server did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One parsed HTTP response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Reads one response from `r`; `head_request` for a response to HEAD (no body follows).
+/// Returns `None` on a clean EOF before any byte.
+pub fn read_response(r: &mut BufReader<TcpStream>, head_request: bool) -> Option<Response> {
+    let mut status_line = String::new();
+    if r.read_line(&mut status_line).expect("read status line") == 0 {
+        return None;
+    }
+    let status: u16 = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        panic!("bad status line {status_line:?}");
+    });
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).expect("read header");
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line.split_once(':').expect("header colon");
+        headers.push((name.to_string(), value.trim().to_string()));
+    }
+    let mut resp = Response { status, headers, body: Vec::new() };
+    if !head_request && status != 204 && status / 100 != 1 {
+        let len: usize = resp.header("content-length").expect("content-length").parse().expect("length");
+        resp.body = vec![0; len];
+        r.read_exact(&mut resp.body).expect("read body");
+    }
+    Some(resp)
+}
+
+/// Sends raw bytes on a new connection and reads every response until the server closes it.
+pub fn raw_exchange(node: &Node, bytes: &[u8]) -> Vec<Response> {
+    let mut s = node.connect();
+    s.write_all(bytes).expect("write");
+    read_all(s)
+}
+
+/// As [`raw_exchange`], then half-closes our side, so a keep-alive connection ends after its answers.
+pub fn raw_exchange_then_eof(node: &Node, bytes: &[u8]) -> Vec<Response> {
+    let mut s = node.connect();
+    s.write_all(bytes).expect("write");
+    s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    read_all(s)
+}
+
+fn read_all(s: TcpStream) -> Vec<Response> {
+    let mut r = BufReader::new(s);
+    let mut out = Vec::new();
+    while let Some(resp) = read_response(&mut r, false) {
+        out.push(resp);
+    }
+    out
+}
+
+/// Asserts the server closed the connection: the next read is EOF (or a reset).
+pub fn assert_closed(r: &mut BufReader<TcpStream>) {
+    let mut rest = Vec::new();
+    match r.read_to_end(&mut rest) {
+        Ok(_) => assert!(rest.is_empty(), "expected close, got {:?}", String::from_utf8_lossy(&rest)),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "expected close, got {e}"),
+    }
+}
+
+/// A ureq agent that returns 4xx/5xx as responses, for status checks.
+pub fn status_of(result: Result<ureq::Response, ureq::Error>) -> (u16, String) {
+    match result {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+        Err(e) => panic!("transport error: {e}"),
+    }
+}

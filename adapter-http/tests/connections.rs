@@ -1,0 +1,221 @@
+//! Connection behaviour: close semantics, pipelining, timeouts, caps, descriptor exhaustion, panics and
+//! shutdown, against the real binary.
+
+mod common;
+
+use std::io::{BufReader, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{assert_closed, raw_exchange, read_response, status_of, Node, PATIENCE};
+
+fn healthy(node: &Node) -> bool {
+    ureq::get(&format!("{}/healthz", node.url)).call().map(|r| r.status() == 200).unwrap_or(false)
+}
+
+/// Polls `f` until it is true, failing after `PATIENCE`. For conditions the server reaches on its own time
+/// (a connection it has not yet noticed is closed), not as a stand-in for synchronisation we could have.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn connection_close_and_http10_close_after_the_response() {
+    let node = Node::start(&[]);
+    let responses = raw_exchange(&node, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(responses.len(), 1);
+    assert_eq!(responses[0].header("connection"), Some("close"));
+
+    let responses = raw_exchange(&node, b"GET /healthz HTTP/1.0\r\n\r\nGET /healthz HTTP/1.0\r\n\r\n");
+    assert_eq!(responses.len(), 1, "HTTP/1.0 without keep-alive closes after one response");
+
+    let mut s = node.connect();
+    s.write_all(b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").expect("write");
+    let mut r = BufReader::new(s.try_clone().expect("clone"));
+    let first = read_response(&mut r, false).expect("first");
+    assert_eq!(first.header("connection"), Some("keep-alive"));
+    s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").expect("write");
+    assert_eq!(read_response(&mut r, false).expect("second").status, 200);
+    assert_closed(&mut r);
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let node = Node::start(&[]);
+    let mut batch = Vec::new();
+    for i in 0..50 {
+        batch.extend_from_slice(
+            format!("PUT /v1/kv/p{i} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{i:02}").as_bytes(),
+        );
+        batch.extend_from_slice(format!("GET /v1/kv/p{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+    }
+    batch.extend_from_slice(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let responses = raw_exchange(&node, &batch);
+    assert_eq!(responses.len(), 101);
+    for i in 0..50 {
+        assert_eq!(responses[2 * i].status, 201);
+        assert_eq!(responses[2 * i + 1].text(), format!("{i:02}"));
+    }
+}
+
+#[test]
+fn an_error_mid_batch_still_sends_the_earlier_responses() {
+    let node = Node::start(&[]);
+    let batch = b"PUT /v1/kv/a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n1\
+        GET /v1/kv/a HTTP/1.1\r\nHost: x\r\n\r\n\
+        GET /v1/kv/a HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n\
+        GET /v1/kv/a HTTP/1.1\r\nHost: x\r\n\r\n";
+    let responses = raw_exchange(&node, batch);
+    let statuses: Vec<u16> = responses.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [201, 200, 400], "responses before the error, the error, then close");
+}
+
+#[test]
+fn a_client_stalling_mid_request_is_disconnected_after_the_header_timeout() {
+    let node = Node::start(&["--header-timeout", "300ms", "--idle-timeout", "30s"]);
+    let mut s = node.connect();
+    let started = Instant::now();
+    s.write_all(b"GET /v1/kv/a HTTP/1.1\r\nHo").expect("write");
+    let mut r = BufReader::new(s);
+    let resp = read_response(&mut r, false).expect("408");
+    assert_eq!(resp.status, 408);
+    assert_closed(&mut r);
+    assert!(started.elapsed() >= Duration::from_millis(250), "closed before the timeout");
+
+    // A body that stops arriving is cut off too.
+    let mut s = node.connect();
+    s.write_all(b"PUT /v1/kv/a HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc").expect("write");
+    let mut r = BufReader::new(s);
+    assert_eq!(read_response(&mut r, false).expect("408").status, 408);
+    assert!(healthy(&node));
+}
+
+#[test]
+fn an_idle_connection_is_closed_after_the_idle_timeout() {
+    let node = Node::start(&["--idle-timeout", "300ms"]);
+    let mut s = node.connect();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+    let mut r = BufReader::new(s);
+    assert_eq!(read_response(&mut r, false).expect("first").status, 200);
+    let started = Instant::now();
+    assert_closed(&mut r);
+    assert!(started.elapsed() >= Duration::from_millis(250));
+}
+
+#[test]
+fn connections_beyond_the_cap_are_refused_until_one_closes() {
+    let node = Node::start(&["--max-connections", "2"]);
+    let open = |n: &Node| {
+        let mut s = n.connect();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+        let mut r = BufReader::new(s);
+        let status = read_response(&mut r, false).map(|resp| resp.status);
+        (r, status)
+    };
+    let (first, s1) = open(&node);
+    let (_second, s2) = open(&node);
+    assert_eq!((s1, s2), (Some(200), Some(200)));
+    let (_third, s3) = open(&node);
+    assert_eq!(s3, Some(503));
+    drop(first);
+    eventually("a slot frees up", || open(&node).1 == Some(200));
+}
+
+#[test]
+fn running_out_of_descriptors_neither_spins_nor_stops_the_server() {
+    let mut limited = Command::new("prlimit");
+    limited.args(["--nofile=40:40", "--", env!("CARGO_BIN_EXE_otkv-server")]);
+    let node = Node::start_with(limited, &["--workers", "1"]);
+    // Hold far more connections than the server has descriptors.
+    let held: Vec<TcpStream> = (0..80).filter_map(|_| TcpStream::connect(&node.addr).ok()).collect();
+    assert!(held.len() > 40);
+    let cpu_before = cpu_ticks(node.pid());
+    let window = Instant::now();
+    // While it is starved, the accept loop must back off rather than spin on the readable listener.
+    while window.elapsed() < Duration::from_millis(1000) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let burnt = cpu_ticks(node.pid()) - cpu_before;
+    assert!(burnt < 30, "server burnt {burnt} ticks of CPU in 1 s while out of descriptors");
+    drop(held);
+    eventually("serves again once descriptors free up", || healthy(&node));
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let after_name = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+#[test]
+fn a_panicking_handler_ends_only_its_own_connection() {
+    let mut node = Node::start(&["--test-panic-route"]);
+    let mut bystander = node.connect();
+    bystander.write_all(b"PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nv").expect("write");
+    let mut bystander_r = BufReader::new(bystander.try_clone().expect("clone"));
+    assert_eq!(read_response(&mut bystander_r, false).expect("put").status, 201);
+
+    let responses = raw_exchange(&node, b"GET /debug/panic HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(responses.len(), 1);
+    assert_eq!(responses[0].status, 500);
+
+    bystander.write_all(b"GET /v1/kv/k HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+    assert_eq!(read_response(&mut bystander_r, false).expect("get").text(), "v");
+    assert!(node.alive());
+    assert!(healthy(&node));
+}
+
+#[test]
+fn sigterm_finishes_in_flight_requests_flushes_and_exits_zero() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir_arg = dir.path().to_str().expect("utf8");
+    let args = ["--engine", "sled", "--data-dir", dir_arg, "--durability", "none"];
+    let mut node = Node::start(&args);
+    for i in 0..100 {
+        let r = ureq::put(&format!("{}/v1/kv/k{i}", node.url)).send_bytes(format!("v{i}").as_bytes());
+        assert_eq!(status_of(r).0, 201);
+    }
+    // A request whose body is still on its way when the signal arrives is finished, not dropped.
+    let mut s = node.connect();
+    s.write_all(b"PUT /v1/kv/late HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nla").expect("write");
+    let mut r = BufReader::new(s.try_clone().expect("clone"));
+    eventually("the partial request is in flight", || busy_metric_ready(&node));
+    node.signal("TERM");
+    s.write_all(b"te").expect("rest of body");
+    let resp = read_response(&mut r, false).expect("response");
+    assert_eq!(resp.status, 201);
+    assert_eq!(resp.header("connection"), Some("close"));
+    assert!(node.wait_exit().success());
+
+    let node = Node::start(&args);
+    for i in 0..100 {
+        let v = ureq::get(&format!("{}/v1/kv/k{i}", node.url)).call().expect("get").into_string().expect("s");
+        assert_eq!(v, format!("v{i}"));
+    }
+    let v = ureq::get(&format!("{}/v1/kv/late", node.url)).call().expect("get").into_string().expect("s");
+    assert_eq!(v, "late");
+}
+
+/// The server has read the partial request: besides the `/metrics` request itself, one is in flight.
+fn busy_metric_ready(node: &Node) -> bool {
+    ureq::get(&format!("{}/metrics", node.url))
+        .call()
+        .ok()
+        .and_then(|r| r.into_string().ok())
+        .is_some_and(|m| m.lines().any(|l| l == "otkv_requests_in_flight 2"))
+}
+
+#[test]
+fn sigint_also_stops_cleanly() {
+    let mut node = Node::start(&[]);
+    assert!(healthy(&node));
+    node.signal("INT");
+    assert!(node.wait_exit().success());
+}

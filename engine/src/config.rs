@@ -1,0 +1,122 @@
+//! How an engine is chosen and opened: kind, data directory and durability.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Which backend stores the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EngineKind {
+    /// A lock-free concurrent hash map (`flurry`, hashed with `ahash`). Volatile unless made durable.
+    Memory,
+    /// A `sled` 0.34 B-tree in a data directory.
+    Sled,
+}
+
+impl EngineKind {
+    /// The name used on command lines and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Memory => "memory",
+            EngineKind::Sled => "sled",
+        }
+    }
+}
+
+impl FromStr for EngineKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "memory" => Ok(EngineKind::Memory),
+            "sled" => Ok(EngineKind::Sled),
+            other => Err(format!("unknown engine `{other}` (expected `memory` or `sled`)")),
+        }
+    }
+}
+
+impl std::fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an acknowledged write promises about surviving a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Durability {
+    /// Nothing is promised. The memory engine writes nothing; sled writes when it decides to and on shutdown.
+    None,
+    /// Everything is made durable every `flush_interval`; a crash loses at most that window.
+    Periodic,
+    /// A write returns only after it is durable.
+    Sync,
+}
+
+impl Durability {
+    /// The name used on command lines and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::None => "none",
+            Durability::Periodic => "periodic",
+            Durability::Sync => "sync",
+        }
+    }
+}
+
+impl FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(Durability::None),
+            "periodic" => Ok(Durability::Periodic),
+            "sync" => Ok(Durability::Sync),
+            other => Err(format!("unknown durability `{other}` (expected `none`, `periodic` or `sync`)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Everything needed to open an [`crate::Engine`].
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The backend.
+    pub kind: EngineKind,
+    /// Where durable data lives. Required by `sled` and by any durability other than `none`.
+    pub data_dir: Option<PathBuf>,
+    /// What an acknowledged write promises.
+    pub durability: Durability,
+    /// For [`Durability::Periodic`]: how often everything is made durable.
+    pub flush_interval: Duration,
+}
+
+impl EngineConfig {
+    /// A volatile in-memory engine.
+    pub fn memory() -> Self {
+        EngineConfig {
+            kind: EngineKind::Memory,
+            data_dir: None,
+            durability: Durability::None,
+            flush_interval: Duration::from_secs(1),
+        }
+    }
+
+    /// A sled engine in `dir` with periodic durability (sled's own flusher).
+    pub fn sled(dir: impl Into<PathBuf>) -> Self {
+        EngineConfig {
+            kind: EngineKind::Sled,
+            data_dir: Some(dir.into()),
+            durability: Durability::Periodic,
+            flush_interval: Duration::from_secs(1),
+        }
+    }
+
+    /// The same configuration with another durability.
+    pub fn with_durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+}

@@ -1,0 +1,40 @@
+//! The engine's one error type.
+//!
+//! Every fallible engine call returns [`EngineError`]. Callers (the HTTP adapter) map these to their own
+//! statuses in one place; the engine itself never decides how an error is shown to a client.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong inside the storage engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The configuration asks for something this engine cannot do (e.g. `sled` without a data directory).
+    #[error("invalid engine configuration: {0}")]
+    InvalidConfig(String),
+
+    /// An I/O error on a file the engine owns.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The file or directory the operation touched.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The sled tree reported an error (I/O, corruption, or an unsupported on-disk version).
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+
+    /// A value exceeds the engine's hard limit ([`crate::MAX_VALUE_BYTES`]).
+    #[error("value of {len} bytes exceeds the engine limit of {max} bytes")]
+    ValueTooLarge {
+        /// Length of the rejected value.
+        len: usize,
+        /// The limit it exceeded.
+        max: usize,
+    },
+}
+
+/// Shorthand for results of engine calls.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

@@ -1,0 +1,235 @@
+//! One conformance suite, run against every backend.
+//!
+//! `conformance_suite!` expands to a module of tests for one backend, given an expression that opens a fresh
+//! engine (and the temporary directory that must outlive it). Whatever one backend must do, all must do.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use otkv_engine::{Durability, Engine, EngineConfig, PutOutcome};
+use proptest::prelude::*;
+
+/// A fresh engine plus whatever keeps its storage alive.
+struct Fixture {
+    engine: Engine,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn memory() -> Fixture {
+    Fixture { engine: Engine::open(EngineConfig::memory()).expect("open memory engine"), _dir: None }
+}
+
+fn sled() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = EngineConfig::sled(dir.path()).with_durability(Durability::None);
+    Fixture { engine: Engine::open(config).expect("open sled engine"), _dir: Some(dir) }
+}
+
+/// One step of the model test.
+#[derive(Debug, Clone)]
+enum Op {
+    Put(Vec<u8>, Vec<u8>),
+    Delete(Vec<u8>),
+    Get(Vec<u8>),
+    Scan(Vec<u8>, usize),
+}
+
+/// Keys from a small alphabet so that puts, deletes and gets collide often, and prefixes share keys.
+fn key() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(prop::sample::select(vec![b'a', b'b', 0u8, 0xff]), 0..4)
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (key(), prop::collection::vec(any::<u8>(), 0..16)).prop_map(|(k, v)| Op::Put(k, v)),
+        2 => key().prop_map(Op::Delete),
+        3 => key().prop_map(Op::Get),
+        1 => (prop::collection::vec(prop::sample::select(vec![b'a', b'b', 0u8]), 0..3), 0usize..6)
+            .prop_map(|(p, n)| Op::Scan(p, n)),
+    ]
+}
+
+/// Applies `ops` to the engine and to a `BTreeMap`, checking every answer against the model.
+fn check_against_model(engine: &Engine, ops: &[Op]) -> Result<(), TestCaseError> {
+    let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    for op in ops {
+        match op {
+            Op::Put(k, v) => {
+                let expected = if model.insert(k.clone(), v.clone()).is_some() {
+                    PutOutcome::Replaced
+                } else {
+                    PutOutcome::Created
+                };
+                prop_assert_eq!(engine.put(k, v).expect("put"), expected);
+            }
+            Op::Delete(k) => {
+                prop_assert_eq!(engine.delete(k).expect("delete"), model.remove(k).is_some());
+            }
+            Op::Get(k) => {
+                let got = engine.get(k).expect("get").map(|b| b.to_vec());
+                prop_assert_eq!(got, model.get(k).cloned());
+            }
+            Op::Scan(prefix, limit) => {
+                let expected: Vec<Vec<u8>> =
+                    model.keys().filter(|k| k.starts_with(prefix)).take(*limit).cloned().collect();
+                prop_assert_eq!(engine.scan_prefix(prefix, *limit).expect("scan"), expected);
+            }
+        }
+        prop_assert_eq!(engine.len(), model.len());
+    }
+    Ok(())
+}
+
+/// Threads write disjoint keys (each must end with its own last value) and shared keys (each must end with
+/// the last value *some* thread wrote to it: the result of some interleaving).
+fn concurrent_writers(engine: Arc<Engine>) {
+    const THREADS: usize = 4;
+    const ROUNDS: usize = 500;
+    const SHARED: usize = 16;
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let engine = Arc::clone(&engine);
+            s.spawn(move || {
+                for r in 0..ROUNDS {
+                    let own = format!("own/{t}/{}", r % 50);
+                    engine.put(own.as_bytes(), format!("{t}:{r}").as_bytes()).expect("put own");
+                    let shared = format!("shared/{}", r % SHARED);
+                    engine.put(shared.as_bytes(), format!("{t}:{r}").as_bytes()).expect("put shared");
+                    if r % 7 == 0 {
+                        engine.delete(format!("own/{t}/{}", (r + 25) % 50).as_bytes()).expect("delete");
+                    }
+                }
+            });
+        }
+    });
+
+    // Replay each thread alone to learn its own final state and its last write to each shared key.
+    let mut expected_own: HashMap<String, Option<String>> = HashMap::new();
+    let mut last_shared: HashMap<String, HashSet<String>> = HashMap::new();
+    for t in 0..THREADS {
+        let mut last_by_key: HashMap<String, String> = HashMap::new();
+        for r in 0..ROUNDS {
+            expected_own.insert(format!("own/{t}/{}", r % 50), Some(format!("{t}:{r}")));
+            last_by_key.insert(format!("shared/{}", r % SHARED), format!("{t}:{r}"));
+            if r % 7 == 0 {
+                expected_own.insert(format!("own/{t}/{}", (r + 25) % 50), None);
+            }
+        }
+        for (k, v) in last_by_key {
+            last_shared.entry(k).or_default().insert(v);
+        }
+    }
+    for (key, expected) in &expected_own {
+        let got = engine.get(key.as_bytes()).expect("get").map(|b| String::from_utf8_lossy(&b).into_owned());
+        assert_eq!(&got, expected, "disjoint key {key}");
+    }
+    for (key, candidates) in &last_shared {
+        let got = engine.get(key.as_bytes()).expect("get").expect("shared key present");
+        let got = String::from_utf8_lossy(&got).into_owned();
+        assert!(candidates.contains(&got), "shared key {key} = {got}, not any thread's last write");
+    }
+    let live = expected_own.values().filter(|v| v.is_some()).count() + last_shared.len();
+    assert_eq!(engine.len(), live);
+}
+
+macro_rules! conformance_suite {
+    ($backend:ident) => {
+        mod $backend {
+            use super::*;
+
+            #[test]
+            fn empty_engine_has_nothing() {
+                let f = $backend();
+                assert!(f.engine.is_empty());
+                assert_eq!(f.engine.get(b"missing").expect("get"), None);
+                assert!(!f.engine.delete(b"missing").expect("delete"));
+                assert!(f.engine.scan_prefix(b"", 10).expect("scan").is_empty());
+            }
+
+            #[test]
+            fn put_reports_created_then_replaced() {
+                let f = $backend();
+                assert_eq!(f.engine.put(b"k", b"one").expect("put"), PutOutcome::Created);
+                assert_eq!(f.engine.put(b"k", b"two").expect("put"), PutOutcome::Replaced);
+                assert_eq!(f.engine.get(b"k").expect("get").as_deref(), Some(&b"two"[..]));
+                assert!(f.engine.delete(b"k").expect("delete"));
+                assert!(!f.engine.delete(b"k").expect("delete again"));
+                assert_eq!(f.engine.get(b"k").expect("get"), None);
+            }
+
+            #[test]
+            fn binary_keys_and_empty_values_round_trip() {
+                let f = $backend();
+                let key = [0u8, 0xff, b'/', b'%', 0x80];
+                f.engine.put(&key, b"").expect("put");
+                assert_eq!(f.engine.get(&key).expect("get").as_deref(), Some(&b""[..]));
+                let value: Vec<u8> = (0..=255u8).collect();
+                f.engine.put(b"bin", &value).expect("put");
+                assert_eq!(f.engine.get(b"bin").expect("get").as_deref(), Some(&value[..]));
+            }
+
+            #[test]
+            fn sixteen_mib_value_round_trips() {
+                let f = $backend();
+                let value: Vec<u8> = (0..16usize << 20).map(|i| (i * 31 % 251) as u8).collect();
+                f.engine.put(b"big", &value).expect("put");
+                assert_eq!(f.engine.get(b"big").expect("get").as_deref(), Some(&value[..]));
+            }
+
+            #[test]
+            fn scan_prefix_is_ordered_and_limited() {
+                let f = $backend();
+                for k in ["b/2", "a/3", "a/1", "a/2", "ab", "c"] {
+                    f.engine.put(k.as_bytes(), b"v").expect("put");
+                }
+                let keys = |p: &str, n| -> Vec<String> {
+                    f.engine
+                        .scan_prefix(p.as_bytes(), n)
+                        .expect("scan")
+                        .into_iter()
+                        .map(|k| String::from_utf8(k).expect("utf8"))
+                        .collect()
+                };
+                assert_eq!(keys("a/", 10), ["a/1", "a/2", "a/3"]);
+                assert_eq!(keys("a", 2), ["a/1", "a/2"]);
+                assert_eq!(keys("", 100), ["a/1", "a/2", "a/3", "ab", "b/2", "c"]);
+                assert!(keys("a", 0).is_empty());
+                assert!(keys("zz", 5).is_empty());
+            }
+
+            #[test]
+            fn batch_shares_one_view() {
+                let f = $backend();
+                let (created, got, removed) = f.engine.batch(|b| {
+                    let created = b.put(b"x", b"1").expect("put");
+                    let got = b.get(b"x").expect("get");
+                    let removed = b.delete(b"x").expect("delete");
+                    (created, got, removed)
+                });
+                assert_eq!(created, PutOutcome::Created);
+                assert_eq!(got.as_deref(), Some(&b"1"[..]));
+                assert!(removed);
+                assert!(f.engine.is_empty());
+            }
+
+            #[test]
+            fn concurrent_writers_end_in_an_interleaving() {
+                let f = $backend();
+                let engine = Arc::new(f.engine);
+                concurrent_writers(engine);
+            }
+
+            proptest! {
+                #![proptest_config(ProptestConfig::with_cases(64))]
+                #[test]
+                fn agrees_with_btreemap_model(ops in prop::collection::vec(op(), 1..200)) {
+                    let f = $backend();
+                    check_against_model(&f.engine, &ops)?;
+                }
+            }
+        }
+    };
+}
+
+conformance_suite!(memory);
+conformance_suite!(sled);
