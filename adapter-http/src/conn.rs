@@ -25,7 +25,7 @@ use crate::error::HttpError;
 use crate::metrics::Op;
 use crate::request::{self, Method};
 use crate::response::{Encoder, Framing, Reply, CONTINUE};
-use crate::routes::{self, Context};
+use crate::routes::{self, Context, Responder};
 use crate::server::Shared;
 
 /// The request head cap (431 beyond it).
@@ -129,10 +129,19 @@ impl Connection<'_> {
     }
 
     /// Parses and answers every complete request in the buffer, inside one engine batch.
+    ///
+    /// `inline(never)` is load-bearing. The engine batch touches thread-locals (flurry's epoch guard), and
+    /// this coroutine may resume on another worker thread after each read. If this function were inlined
+    /// into the loop in `run`, the compiler may compute a thread-local's address once and reuse it after
+    /// the coroutine moved, so two threads would share one epoch slot (seen as a segfault under load with
+    /// LTO). A separate frame computes every thread-local address afresh, on the thread it runs on.
+    #[inline(never)]
     fn process_batch(&mut self) -> Next {
         self.encoder.refresh_date();
         let shared = self.shared;
-        let outcome = catch_unwind(AssertUnwindSafe(|| shared.engine.batch(|batch| self.answer_all(batch))));
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            shared.engine.batch(|batch| self.answer_all(batch, &mut Instant::now()))
+        }));
         outcome.unwrap_or_else(|_| {
             tracing::error!("a request handler panicked; closing its connection");
             respond_error(&mut self.out, &self.encoder, shared, Op::Other, &HttpError::Internal, false);
@@ -140,7 +149,7 @@ impl Connection<'_> {
         })
     }
 
-    fn answer_all(&mut self, batch: &Batch<'_>) -> Next {
+    fn answer_all(&mut self, batch: &Batch<'_>, last_answered: &mut Instant) -> Next {
         let shared = self.shared;
         let limits = &shared.limits;
         loop {
@@ -187,38 +196,30 @@ impl Connection<'_> {
             }
 
             let body = &data[head.head_len..total];
-            let started = Instant::now();
-            let in_flight = shared.busy.load(Relaxed);
-            let ctx = Context { engine: &shared.engine, metrics: &shared.metrics, limits, in_flight };
-            let result =
-                routed.route.and_then(|route| routes::handle(&route, head.method, body, batch, &ctx));
+            let ctx =
+                Context { engine: &shared.engine, metrics: &shared.metrics, limits, in_flight: &shared.busy };
             let head_only = head.method == Method::Head;
             let keep_alive = head.keep_alive && !shared.shutting_down.load(Relaxed);
-            let close = match &result {
-                Ok(answer) => {
-                    let framing = Framing {
-                        close: !keep_alive,
-                        http10_keep_alive: head.http10 && keep_alive,
-                        head_only,
-                    };
-                    let reply = Reply {
-                        status: answer.status,
-                        content_type: answer.content_type,
-                        body: answer.body.as_bytes(),
-                        allow: None,
-                    };
-                    self.encoder.encode(&mut self.out, &reply, framing);
-                    shared.metrics.record(routed.op, answer.status, elapsed_nanos(started));
-                    !keep_alive
-                }
+            let framing =
+                Framing { close: !keep_alive, http10_keep_alive: head.http10 && keep_alive, head_only };
+            let mut responder = Responder { out: &mut self.out, encoder: &self.encoder, framing };
+            let result = routed
+                .route
+                .and_then(|route| routes::handle(&route, head.method, body, batch, &ctx, &mut responder));
+            let (status, close) = match result {
+                Ok(status) => (status, !keep_alive),
                 Err(err) => {
                     let close = !keep_alive || err.closes_connection();
                     let framing = Framing { close, http10_keep_alive: head.http10 && !close, head_only };
-                    encode_error(&mut self.out, &self.encoder, err, routed.json_errors, framing);
-                    shared.metrics.record(routed.op, err.status(), elapsed_nanos(started));
-                    close
+                    encode_error(&mut self.out, &self.encoder, &err, routed.json_errors, framing);
+                    (err.status(), close)
                 }
             };
+            // One clock read per request: the time since the previous request of the batch was answered
+            // (or the batch started) covers this request's parsing, handling and encoding.
+            let now = Instant::now();
+            shared.metrics.record(routed.op, status, elapsed_nanos(*last_answered, now));
+            *last_answered = now;
             self.start += total;
             self.continue_sent = false;
             self.request_started = None;
@@ -324,6 +325,6 @@ fn is_timeout(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock)
 }
 
-fn elapsed_nanos(since: Instant) -> u64 {
-    u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX)
+fn elapsed_nanos(since: Instant, now: Instant) -> u64 {
+    u64::try_from(now.saturating_duration_since(since).as_nanos()).unwrap_or(u64::MAX)
 }

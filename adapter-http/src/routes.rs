@@ -5,15 +5,15 @@
 //! the whole request is in ([`handle`] runs the operation inside the connection's engine batch).
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-use bytes::Bytes;
 use otkv_engine::{Batch, Engine, PutOutcome};
 
 use crate::error::HttpError;
 use crate::metrics::{Metrics, Op};
 use crate::pct;
 use crate::request::Method;
-use crate::response::{JSON, OCTET_STREAM, PROMETHEUS, TEXT};
+use crate::response::{Encoder, Framing, Reply, JSON, OCTET_STREAM, PROMETHEUS, TEXT};
 
 /// Body limit for routes that do not use the body (it is still read and discarded).
 const MAX_UNUSED_BODY: usize = 64 * 1024;
@@ -182,49 +182,29 @@ fn list_query(query: &str) -> Result<Route<'_>, HttpError> {
     Ok(Route::List { prefix, limit })
 }
 
-/// A successful answer, before encoding.
+/// Where a handler writes its successful response: straight into the connection's output buffer, so a
+/// value read in place from the engine is copied exactly once.
 #[derive(Debug)]
-pub struct Answer {
-    /// Status code.
-    pub status: u16,
-    /// `Content-Type`, when there is a body.
-    pub content_type: Option<&'static str>,
-    /// The body.
-    pub body: AnswerBody,
+pub struct Responder<'a> {
+    /// The connection's output buffer.
+    pub out: &'a mut Vec<u8>,
+    /// The connection's encoder.
+    pub encoder: &'a Encoder,
+    /// How the response is framed.
+    pub framing: Framing,
 }
 
-/// A body that is either borrowed from the engine (no copy until encoding) or built by the handler.
-#[derive(Debug)]
-pub enum AnswerBody {
-    /// Static text.
-    Static(&'static [u8]),
-    /// A value from the engine.
-    Value(Bytes),
-    /// Built by the handler.
-    Owned(Vec<u8>),
-}
-
-impl AnswerBody {
-    /// The bytes.
-    pub fn as_bytes(&self) -> &[u8] {
-        match self {
-            AnswerBody::Static(b) => b,
-            AnswerBody::Value(b) => b,
-            AnswerBody::Owned(b) => b,
-        }
+impl Responder<'_> {
+    /// Encodes a response and returns its status.
+    fn send(&mut self, status: u16, content_type: Option<&'static str>, body: &[u8]) -> u16 {
+        let reply = Reply { status, content_type, body, allow: None };
+        self.encoder.encode(self.out, &reply, self.framing);
+        status
     }
-}
 
-fn answer(status: u16, content_type: &'static str, body: AnswerBody) -> Answer {
-    Answer { status, content_type: Some(content_type), body }
-}
-
-fn no_content() -> Answer {
-    Answer { status: 204, content_type: None, body: AnswerBody::Static(b"") }
-}
-
-fn json(status: u16, value: serde_json::Value) -> Answer {
-    answer(status, JSON, AnswerBody::Owned(value.to_string().into_bytes()))
+    fn json(&mut self, status: u16, value: serde_json::Value) -> u16 {
+        self.send(status, Some(JSON), value.to_string().as_bytes())
+    }
 }
 
 /// What handlers can reach besides the request.
@@ -236,8 +216,8 @@ pub struct Context<'a> {
     pub metrics: &'a Metrics,
     /// The limits.
     pub limits: &'a Limits,
-    /// Connections holding a request not yet answered (for `/metrics`).
-    pub in_flight: usize,
+    /// Connections holding a request not yet answered (read only by `/metrics`).
+    pub in_flight: &'a AtomicUsize,
 }
 
 #[derive(serde::Deserialize)]
@@ -245,36 +225,36 @@ struct CompatValue {
     value: String,
 }
 
-/// Runs the request. Must not block or yield: it runs inside the connection's engine batch.
+/// Runs the request and encodes its successful response through `resp`, returning the status; a failure is
+/// returned for the caller to encode. Must not block or yield: it runs inside the connection's engine batch.
 pub fn handle(
     route: &Route<'_>,
     method: Method,
     body: &[u8],
     batch: &Batch<'_>,
     ctx: &Context<'_>,
-) -> Result<Answer, HttpError> {
+    resp: &mut Responder<'_>,
+) -> Result<u16, HttpError> {
     Ok(match route {
         Route::Kv(key) => match method {
             Method::Put => match batch.put(key, body)? {
-                PutOutcome::Created => answer(201, TEXT, AnswerBody::Static(b"")),
-                PutOutcome::Replaced => no_content(),
+                PutOutcome::Created => resp.send(201, Some(TEXT), b""),
+                PutOutcome::Replaced => resp.send(204, None, b""),
             },
             Method::Delete => {
-                if batch.delete(key)? {
-                    no_content()
-                } else {
+                if !batch.delete(key)? {
                     return Err(HttpError::KeyNotFound);
                 }
+                resp.send(204, None, b"")
             }
-            _ => match batch.get(key)? {
-                Some(value) => answer(200, OCTET_STREAM, AnswerBody::Value(value)),
-                None => return Err(HttpError::KeyNotFound),
-            },
+            _ => batch
+                .get_with(key, |value| resp.send(200, Some(OCTET_STREAM), value))?
+                .ok_or(HttpError::KeyNotFound)?,
         },
         Route::List { prefix, limit } => {
             let keys: Vec<String> =
                 batch.scan_prefix(prefix, *limit)?.iter().map(|k| pct::encode_segment(k)).collect();
-            json(200, serde_json::json!({ "keys": keys }))
+            resp.json(200, serde_json::json!({ "keys": keys }))
         }
         Route::Compat(key) => match method {
             Method::Post => {
@@ -288,38 +268,32 @@ pub fn handle(
                     });
                 }
                 batch.put(key, value.as_bytes())?;
-                json(
-                    200,
-                    serde_json::json!({ "message": format!("stored key '{}'", String::from_utf8_lossy(key)) }),
-                )
+                let message = format!("stored key '{}'", String::from_utf8_lossy(key));
+                resp.json(200, serde_json::json!({ "message": message }))
             }
             Method::Delete => {
-                if batch.delete(key)? {
-                    json(
-                        200,
-                        serde_json::json!({ "message": format!("deleted key '{}'", String::from_utf8_lossy(key)) }),
-                    )
-                } else {
+                if !batch.delete(key)? {
                     return Err(HttpError::KeyNotFound);
                 }
+                let message = format!("deleted key '{}'", String::from_utf8_lossy(key));
+                resp.json(200, serde_json::json!({ "message": message }))
             }
             _ => {
-                let value = batch.get(key)?.ok_or(HttpError::KeyNotFound)?;
-                let text = std::str::from_utf8(&value).map_err(|_| HttpError::ValueNotText)?;
-                json(200, serde_json::json!({ "value": text }))
+                let text = batch.get_with(key, |v| std::str::from_utf8(v).map(str::to_owned))?;
+                let text = text.ok_or(HttpError::KeyNotFound)?.map_err(|_| HttpError::ValueNotText)?;
+                resp.json(200, serde_json::json!({ "value": text }))
             }
         },
-        Route::Health => answer(200, TEXT, AnswerBody::Static(b"ok\n")),
-        Route::Metrics => answer(
-            200,
-            PROMETHEUS,
-            AnswerBody::Owned(ctx.metrics.prometheus(ctx.engine.len(), ctx.in_flight).into_bytes()),
-        ),
+        Route::Health => resp.send(200, Some(TEXT), b"ok\n"),
+        Route::Metrics => {
+            let text = ctx.metrics.prometheus(ctx.engine.len(), ctx.in_flight.load(Relaxed));
+            resp.send(200, Some(PROMETHEUS), text.as_bytes())
+        }
         Route::Stats => {
             let config = ctx.engine.config();
             let doc =
                 ctx.metrics.stats_json(config.kind.as_str(), config.durability.as_str(), ctx.engine.len());
-            answer(200, JSON, AnswerBody::Owned(doc.into_bytes()))
+            resp.send(200, Some(JSON), doc.as_bytes())
         }
         Route::Panic => panic!("panic requested through /debug/panic"),
     })

@@ -179,9 +179,15 @@ enum View<'e> {
 impl Batch<'_> {
     /// See [`Engine::get`].
     pub fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        self.get_with(key, Bytes::copy_from_slice)
+    }
+
+    /// Runs `f` on the value stored under `key`, in place, without copying it out first: the way to send a
+    /// value somewhere (a response buffer) with a single copy.
+    pub fn get_with<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
         match &self.view {
-            View::Memory(m) => Ok(m.get(key)),
-            View::Sled(s) => s.get(key),
+            View::Memory(m) => Ok(m.get_with(key, f)),
+            View::Sled(s) => s.get_with(key, f),
         }
     }
 

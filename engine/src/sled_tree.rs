@@ -8,8 +8,6 @@
 
 use std::path::Path;
 
-use bytes::Bytes;
-
 use crate::{Durability, EngineConfig, EngineError, PutOutcome, Result};
 
 /// The sled backend.
@@ -39,8 +37,8 @@ impl SledStore {
         Ok(())
     }
 
-    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
-        Ok(self.db.get(key)?.map(|v| Bytes::copy_from_slice(&v)))
+    pub(crate) fn get_with<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
+        Ok(self.db.get(key)?.map(|v| f(&v)))
     }
 
     pub(crate) fn put(&self, key: &[u8], value: &[u8]) -> Result<PutOutcome> {
