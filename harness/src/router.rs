@@ -96,7 +96,9 @@ impl RingRouter {
         let mut points: Vec<(u64, usize)> = names
             .iter()
             .enumerate()
-            .flat_map(|(i, name)| (0..vnodes.max(1)).map(move |v| (stable_hash(format!("{name}#{v}").as_bytes()), i)))
+            .flat_map(|(i, name)| {
+                (0..vnodes.max(1)).map(move |v| (stable_hash(format!("{name}#{v}").as_bytes()), i))
+            })
             .collect();
         points.sort_unstable();
         RingRouter { points, nodes: names.len() }
@@ -120,21 +122,48 @@ pub fn node_names(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("node-{i}")).collect()
 }
 
+/// Each node's fraction of keys `0..keys` (named as the load generator names them).
+pub fn shares(router: &dyn Router, keys: u64) -> Vec<f64> {
+    let mut counts = vec![0u64; router.nodes()];
+    for i in 0..keys {
+        counts[router.route(&crate::workload::key_bytes(i))] += 1;
+    }
+    counts.iter().map(|&c| c as f64 / keys.max(1) as f64).collect()
+}
+
+/// Going from `before` to `after` (which has one node more, the last): the fraction of keys that moved,
+/// and whether every moved key moved onto the new node.
+pub fn movement(before: &dyn Router, after: &dyn Router, keys: u64) -> (f64, bool) {
+    let new_node = after.nodes() - 1;
+    let mut moved = 0u64;
+    let mut only_to_new = true;
+    for i in 0..keys {
+        let key = crate::workload::key_bytes(i);
+        let (a, b) = (before.route(&key), after.route(&key));
+        if a != b {
+            moved += 1;
+            only_to_new &= b == new_node;
+        }
+    }
+    (moved as f64 / keys.max(1) as f64, only_to_new)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn xxh3_test_vectors_are_frozen() {
-        // Published XXH3-64 values (seed 0), and values this project pins.
+        // Published XXH3-64 values (seed 0): the empty string and "a".
         assert_eq!(stable_hash(b""), 0x2D06_8005_38D3_94C2);
-        assert_eq!(stable_hash(b"node-0"), stable_hash("node-0".as_bytes()));
-        let pinned: Vec<u64> = ["a", "key0000000000042", "node-2"].iter().map(|s| stable_hash(s.as_bytes())).collect();
+        assert_eq!(stable_hash(b"a"), 0xE6C6_32B6_1E96_4E1F);
+        let pinned: Vec<u64> =
+            ["a", "key0000000000042", "node-2"].iter().map(|s| stable_hash(s.as_bytes())).collect();
         assert_eq!(pinned, PINNED_HASHES);
     }
 
     /// Computed once and frozen: any change in the hash or its use shows here.
-    const PINNED_HASHES: [u64; 3] = [0, 0, 0];
+    const PINNED_HASHES: [u64; 3] = [0xE6C6_32B6_1E96_4E1F, 0x986A_1213_174B_8409, 0x1CC6_C50C_6B36_742E];
 
     #[test]
     fn routing_test_vectors_are_frozen() {
@@ -142,9 +171,10 @@ mod tests {
         let rv = RendezvousRouter::new(&names);
         let ring = RingRouter::new(&names, 160);
         let keys = ["a", "b", "key0000000000000", "key0000000000001", "key0000000099999", "user:42"];
-        let got: Vec<(usize, usize)> = keys.iter().map(|k| (rv.route(k.as_bytes()), ring.route(k.as_bytes()))).collect();
+        let got: Vec<(usize, usize)> =
+            keys.iter().map(|k| (rv.route(k.as_bytes()), ring.route(k.as_bytes()))).collect();
         assert_eq!(got, PINNED_ROUTES);
     }
 
-    const PINNED_ROUTES: [(usize, usize); 6] = [(0, 0); 6];
+    const PINNED_ROUTES: [(usize, usize); 6] = [(2, 0), (0, 2), (2, 1), (2, 0), (0, 1), (2, 0)];
 }

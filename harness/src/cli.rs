@@ -1,0 +1,361 @@
+//! The command line: `harness run`, `harness ring`, `harness node`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::load::{self, LoadSpec, Target};
+use crate::nodes::{self, NodeOptions};
+use crate::plot;
+use crate::report::{self, Preload, RunSummary, Summary};
+use crate::router::{self, RouterKind};
+use crate::workload::{KeyChooser, KeyDist, WorkloadKind};
+
+/// Benchmark OTKV: start nodes, route keys across them, drive load, report latency and throughput.
+#[derive(Debug, Parser)]
+#[command(name = "harness", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a workload against 1, 2, ... N nodes (started locally, or given with --node) and compare.
+    Run(RunArgs),
+    /// Print how evenly each router spreads keys, and how many move when a node is added.
+    Ring(RingArgs),
+    /// Run one OTKV node (the same server as otkv-server; `harness run` starts its nodes this way).
+    Node(NodeArgs),
+}
+
+#[derive(Debug, Args)]
+struct NodeArgs {
+    #[command(flatten)]
+    server: otkv_adapter_http::ServerArgs,
+}
+
+/// Node counts: `1..3`, `1..=3`, `2`, or `1,3`.
+#[derive(Debug, Clone)]
+pub struct NodeCounts(pub Vec<usize>);
+
+impl std::str::FromStr for NodeCounts {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("`{s}`: expected a count (2), a range (1..3) or a list (1,3)");
+        let counts: Vec<usize> = if let Some((a, b)) = s.split_once("..") {
+            let a: usize = a.parse().map_err(|_| bad())?;
+            let b: usize = b.trim_start_matches('=').parse().map_err(|_| bad())?;
+            (a..=b).collect()
+        } else {
+            s.split(',').map(|p| p.trim().parse().map_err(|_| bad())).collect::<Result<_, _>>()?
+        };
+        if counts.is_empty() || counts.contains(&0) {
+            return Err(bad());
+        }
+        Ok(NodeCounts(counts))
+    }
+}
+
+#[derive(Debug, Args, serde::Serialize)]
+struct RunArgs {
+    /// Node counts to run, in order: `1..3` runs 1, 2 and 3 nodes. [default: 1..3; with --node: all given]
+    #[arg(long, value_name = "RANGE")]
+    #[serde(skip)]
+    nodes: Option<NodeCounts>,
+    /// Target an already-running node (repeatable), e.g. http://10.0.0.5:7070, instead of starting nodes.
+    #[arg(long = "node", value_name = "URL")]
+    node_urls: Vec<String>,
+    /// Engine of the nodes the harness starts: memory or sled.
+    #[arg(long, default_value = "memory")]
+    engine: String,
+    /// Durability of the nodes the harness starts: none, periodic or sync.
+    #[arg(long, default_value = "none")]
+    durability: String,
+    /// Worker threads of each node the harness starts.
+    #[arg(long, default_value_t = 1)]
+    node_workers: usize,
+    /// Keep the nodes' data directories (their path is printed).
+    #[arg(long)]
+    keep_data: bool,
+    /// How keys are routed to nodes.
+    #[arg(long, value_enum, default_value = "rendezvous")]
+    router: RouterKind,
+    /// Virtual nodes per node, for --router ring.
+    #[arg(long, default_value_t = 160)]
+    vnodes: usize,
+    /// What to send: seed (set each key, then read it back), ycsb-a (50/50 read/update), ycsb-b (95/5),
+    /// ycsb-c (read only), put, get.
+    #[arg(long, value_enum, default_value = "ycsb-b")]
+    workload: WorkloadKind,
+    /// Size of the key space.
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Key popularity: uniform, or zipf (YCSB's, θ = 0.99).
+    #[arg(long, value_enum, default_value = "uniform")]
+    key_dist: KeyDist,
+    /// Connections in all, spread over the nodes in proportion to the work routing sends them.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// How long to measure each node count (e.g. 10s, 1m). Ignored with --ops.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[serde(serialize_with = "as_secs")]
+    duration: Duration,
+    /// Stop each node count after this many operations instead of after --duration.
+    #[arg(long)]
+    ops: Option<u64>,
+    /// Requests in flight per connection (closed loop).
+    #[arg(long, default_value_t = 1)]
+    pipeline: usize,
+    /// Open loop: send this many ops/s in total on a fixed schedule; latency counts from each request's
+    /// intended send time (coordinated omission corrected, as wrk2).
+    #[arg(long, value_name = "OPS_PER_SEC")]
+    rate: Option<f64>,
+    /// A request with no answer after this long counts as a timeout error.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    #[serde(serialize_with = "as_secs")]
+    timeout: Duration,
+    /// Client worker threads (like wrk -t).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Where summary.json, the .hgrm files and the plots go.
+    #[arg(long, default_value = "results")]
+    out: PathBuf,
+    /// Print summary.json on stdout (the text report then goes to stderr).
+    #[arg(long)]
+    json: bool,
+}
+
+fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+#[derive(Debug, Args)]
+struct RingArgs {
+    /// Nodes before one is added.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Keys to route.
+    #[arg(long, default_value_t = 1_000_000)]
+    keys: u64,
+    /// Virtual nodes per node for the ring.
+    #[arg(long, default_value_t = 160)]
+    vnodes: usize,
+}
+
+/// Runs a parsed command line.
+pub fn execute(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Node(args) => {
+            otkv_adapter_http::init_logging();
+            otkv_adapter_http::run(args.server).map_err(|e| e.to_string())
+        }
+        Command::Ring(args) => {
+            ring(&args);
+            Ok(())
+        }
+        Command::Run(args) => run(&args),
+    }
+}
+
+fn ring(args: &RingArgs) {
+    let n = args.nodes.max(1);
+    println!("{} keys, {n} nodes, then {} nodes", args.keys, n + 1);
+    for kind in [RouterKind::Rendezvous, RouterKind::Ring] {
+        let before = kind.build(&router::node_names(n), args.vnodes);
+        let after = kind.build(&router::node_names(n + 1), args.vnodes);
+        let shares = router::shares(before.as_ref(), args.keys);
+        let ideal = 1.0 / n as f64;
+        let worst = shares.iter().map(|s| (s - ideal).abs() / ideal).fold(0.0, f64::max);
+        let label = match kind {
+            RouterKind::Rendezvous => "rendezvous".to_string(),
+            RouterKind::Ring => format!("ring ({} vnodes)", args.vnodes),
+        };
+        println!("\n{label}");
+        let list: Vec<String> =
+            shares.iter().enumerate().map(|(i, s)| format!("node-{i} {:.2}%", s * 100.0)).collect();
+        println!("  shares       {}", list.join("  "));
+        println!("  spread       largest deviation from 1/{n}: {:.2}% of the ideal share", worst * 100.0);
+        let (moved, only_new) = router::movement(before.as_ref(), after.as_ref(), args.keys);
+        println!(
+            "  {n} -> {} nodes  {:.2}% of keys moved (ideal {:.2}%), {}",
+            n + 1,
+            moved * 100.0,
+            100.0 / (n + 1) as f64,
+            if only_new { "all onto the new node" } else { "SOME BETWEEN OLD NODES" }
+        );
+    }
+}
+
+fn run(args: &RunArgs) -> Result<(), String> {
+    if args.rate.is_some() && args.pipeline > 1 {
+        return Err("--rate (open loop) sends one request at a time per connection: drop --pipeline".into());
+    }
+    if args.value_size == 0 || args.keys == 0 || args.connections == 0 {
+        return Err("--keys, --value-size and --connections must be positive".into());
+    }
+    let remote = if args.node_urls.is_empty() { None } else { Some(nodes::remote_targets(&args.node_urls)?) };
+    let counts = match (&args.nodes, &remote) {
+        (Some(c), Some(r)) => {
+            if let Some(&too_many) = c.0.iter().find(|&&n| n > r.len()) {
+                return Err(format!(
+                    "--nodes asks for {too_many} nodes but only {} --node URLs were given",
+                    r.len()
+                ));
+            }
+            c.0.clone()
+        }
+        (Some(c), None) => c.0.clone(),
+        (None, Some(r)) => vec![r.len()],
+        (None, None) => vec![1, 2, 3],
+    };
+    std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
+    crate::configure_runtime(args.threads);
+    let data = tempfile::Builder::new().prefix("otkv-harness-").tempdir().map_err(|e| e.to_string())?;
+    let say = |line: String| if args.json { eprintln!("{line}") } else { println!("{line}") };
+    say(format!(
+        "harness: {} workload, {} keys of {} B ({}), {} connections, {}, router {}, node counts {:?}",
+        serde_json::to_value(args.workload)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        args.keys,
+        args.value_size,
+        serde_json::to_value(args.key_dist)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        args.connections,
+        match (args.ops, args.rate) {
+            (Some(n), _) => format!("{n} ops per node count"),
+            (None, Some(r)) => format!("open loop at {r} ops/s for {:?}", args.duration),
+            (None, None) => format!("closed loop for {:?}, pipeline {}", args.duration, args.pipeline),
+        },
+        serde_json::to_value(args.router)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        counts
+    ));
+    if remote.is_none() {
+        say(format!("nodes: local, engine {} durability {}", args.engine, args.durability));
+    }
+
+    let mut runs = Vec::new();
+    let mut spectra = Vec::new();
+    for &n in &counts {
+        let (mut local, targets): (Option<nodes::LocalNodes>, Vec<Target>) = match &remote {
+            Some(r) => (None, r[..n].to_vec()),
+            None => {
+                let opts = NodeOptions {
+                    engine: args.engine.clone(),
+                    durability: args.durability.clone(),
+                    workers: args.node_workers,
+                };
+                let root = data.path().join(format!("{n}nodes"));
+                let local = nodes::start_local(n, &opts, &root)?;
+                let targets = local.targets.clone();
+                (Some(local), targets)
+            }
+        };
+        let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
+        let router = args.router.build(&names, args.vnodes);
+        let spec = LoadSpec {
+            workload: args.workload,
+            keys: args.keys,
+            value_size: args.value_size,
+            chooser: KeyChooser::new(args.key_dist, args.keys),
+            connections: args.connections,
+            duration: if args.ops.is_some() { None } else { Some(args.duration) },
+            ops: args.ops,
+            pipeline: args.pipeline,
+            rate: args.rate,
+            timeout: args.timeout,
+            progress: true,
+        };
+        eprintln!("-- {n} node{}: {}", if n == 1 { "" } else { "s" }, addrs(&targets));
+        let preload = args.workload.needs_preload().then(|| {
+            eprintln!("   preloading {} keys (untimed)...", args.keys);
+            let (took, tally) = load::preload(&spec, router.as_ref(), &targets);
+            Preload { keys: args.keys, seconds: took.as_secs_f64(), errors: tally.total() }
+        });
+        let outcome = load::run(&spec, router.as_ref(), &targets);
+        let exits = local.as_mut().map(|l| l.exit_statuses()).unwrap_or_else(|| vec![None; targets.len()]);
+        let node_info: Vec<(String, String, Option<String>)> =
+            targets.iter().zip(exits).map(|(t, e)| (t.name.clone(), t.addr.to_string(), e)).collect();
+        if let Some(mut l) = local {
+            l.stop();
+        }
+        let summary = RunSummary::new(&node_info, &outcome, preload);
+        report::write_hgrm(&args.out.join(&summary.hgrm), &outcome.histogram)
+            .map_err(|e| format!("cannot write {}: {e}", summary.hgrm))?;
+        let spectrum: Vec<(f64, f64)> = outcome
+            .histogram
+            .iter_quantiles(5)
+            .map(|v| (v.value_iterated_to() as f64 / 1000.0, v.quantile_iterated_to()))
+            .collect();
+        spectra.push((n, spectrum));
+        if args.json {
+            print_to_stderr(&summary);
+        } else {
+            report::print_run(&summary);
+        }
+        runs.push(summary);
+    }
+    if !args.json {
+        report::print_comparison(&runs);
+    }
+
+    let title = |what: &str| {
+        format!("OTKV {what} ({} engine)", if remote.is_some() { "remote" } else { &args.engine })
+    };
+    for r in &runs {
+        let path = args.out.join(format!("latency_{}nodes.png", r.nodes));
+        plot::latency_over_time(&path, r, &title(&format!("latency over time, {} node(s)", r.nodes)))
+            .map_err(|e| format!("plot {}: {e}", path.display()))?;
+    }
+    plot::percentile_spectrum(&args.out.join("percentiles.png"), &spectra, &title("latency by percentile"))
+        .map_err(|e| format!("plot percentiles: {e}"))?;
+    plot::throughput(&args.out.join("throughput.png"), &runs, &title("throughput by node count"))
+        .map_err(|e| format!("plot throughput: {e}"))?;
+
+    let mut config = serde_json::to_value(args).map_err(|e| e.to_string())?;
+    config["node_counts"] = serde_json::json!(counts);
+    let summary = Summary { config, runs };
+    let json = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
+    std::fs::write(args.out.join("summary.json"), &json)
+        .map_err(|e| format!("cannot write summary.json: {e}"))?;
+    if args.json {
+        println!("{json}");
+    }
+    if args.keep_data {
+        let kept = data.keep();
+        eprintln!("data kept in {}", kept.display());
+    }
+    let errors: u64 = summary.runs.iter().map(|r| r.errors_total).sum();
+    eprintln!(
+        "results in {}/ (summary.json, *.hgrm, *.png){}",
+        args.out.display(),
+        if errors > 0 { "; there were errors" } else { "" }
+    );
+    Ok(())
+}
+
+fn addrs(targets: &[Target]) -> String {
+    targets.iter().map(|t| format!("{}={}", t.name, t.addr)).collect::<Vec<_>>().join(" ")
+}
+
+fn print_to_stderr(r: &RunSummary) {
+    eprintln!(
+        "   {} nodes: {} ops/s, p50 {:.3} ms, p99 {:.3} ms, {} errors",
+        r.nodes,
+        report::group(r.throughput),
+        r.latency_ms.p50,
+        r.latency_ms.p99,
+        r.errors_total
+    );
+}

@@ -1,0 +1,183 @@
+//! PNG plots of a run: latency over time per node count, the percentile spectrum of all node counts
+//! overlaid, and throughput by node count.
+//!
+//! Text renders on a machine without system fonts: plotters' `ab_glyph` backend with DejaVu Sans from the
+//! `dejavu` crate, registered once (../shared/field-notes.md).
+
+use std::path::Path;
+use std::sync::Once;
+
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+use crate::report::RunSummary;
+
+/// Why a plot could not be drawn.
+pub type PlotError = Box<dyn std::error::Error + Send + Sync>;
+
+const SIZE: (u32, u32) = (1000, 600);
+const COLORS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+fn fonts() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Bold, dejavu::sans::bold());
+    });
+}
+
+fn to_err<E: std::fmt::Display>(e: E) -> PlotError {
+    e.to_string().into()
+}
+
+/// p50, p99 and max latency, second by second, of one run.
+pub fn latency_over_time(path: &Path, run: &RunSummary, title: &str) -> Result<(), PlotError> {
+    fonts();
+    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE).map_err(to_err)?;
+    let t_max = run.timeline.last().map_or(1.0, |i| i.t).max(1.0);
+    let y_max = run.timeline.iter().map(|i| i.p99_ms).fold(0.0, f64::max).max(0.001) * 1.3;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 24))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(65)
+        .build_cartesian_2d(0f64..t_max, 0f64..y_max)
+        .map_err(to_err)?;
+    chart
+        .configure_mesh()
+        .x_desc("time (s)")
+        .y_desc("latency (ms)")
+        .label_style(("sans-serif", 15))
+        .draw()
+        .map_err(to_err)?;
+    for (i, (name, get)) in
+        [("p50", (|iv: &crate::load::Interval| iv.p50_ms) as fn(&_) -> f64), ("p99", |iv| iv.p99_ms)]
+            .into_iter()
+            .enumerate()
+    {
+        let color = COLORS[i];
+        chart
+            .draw_series(LineSeries::new(
+                run.timeline.iter().map(|iv| (iv.t, get(iv))),
+                color.stroke_width(2),
+            ))
+            .map_err(to_err)?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 15))
+        .draw()
+        .map_err(to_err)?;
+    root.present().map_err(to_err)?;
+    Ok(())
+}
+
+/// Latency by percentile, one line per node count, x on a log scale of 1/(1-p) (as HdrHistogram plots).
+/// `spectra` holds, per run, `(nodes, [(latency ms, percentile in 0..1)])`.
+pub fn percentile_spectrum(
+    path: &Path,
+    spectra: &[(usize, Vec<(f64, f64)>)],
+    title: &str,
+) -> Result<(), PlotError> {
+    fonts();
+    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE).map_err(to_err)?;
+    let x = |p: f64| 1.0 / (1.0 - p.min(0.999_999));
+    let x_max = spectra.iter().flat_map(|(_, s)| s.iter().map(|&(_, p)| x(p))).fold(10.0, f64::max);
+    let y_max = spectra.iter().flat_map(|(_, s)| s.iter().map(|&(v, _)| v)).fold(0.001, f64::max) * 1.1;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 24))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(65)
+        .build_cartesian_2d((1f64..x_max).log_scale(), 0f64..y_max)
+        .map_err(to_err)?;
+    chart
+        .configure_mesh()
+        .x_desc("percentile (1/(1-p): 10 = p90, 100 = p99, 1000 = p99.9)")
+        .y_desc("latency (ms)")
+        .x_label_formatter(&|v| percent_label(100.0 * (1.0 - 1.0 / v)))
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(to_err)?;
+    for (i, (nodes, points)) in spectra.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let label = format!("{nodes} node{}", if *nodes == 1 { "" } else { "s" });
+        chart
+            .draw_series(LineSeries::new(points.iter().map(|&(v, p)| (x(p), v)), color.stroke_width(2)))
+            .map_err(to_err)?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 15))
+        .draw()
+        .map_err(to_err)?;
+    root.present().map_err(to_err)?;
+    Ok(())
+}
+
+/// `99.9%`, not `99.90000%`.
+fn percent_label(p: f64) -> String {
+    let s = format!("{p:.4}");
+    format!("{}%", s.trim_end_matches('0').trim_end_matches('.'))
+}
+
+/// Throughput (bars) by node count.
+pub fn throughput(path: &Path, runs: &[RunSummary], title: &str) -> Result<(), PlotError> {
+    fonts();
+    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE).map_err(to_err)?;
+    let max_nodes = runs.iter().map(|r| r.nodes).max().unwrap_or(1) as f64;
+    let y_max = runs.iter().map(|r| r.throughput).fold(1.0, f64::max) * 1.2;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 24))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0.5f64..max_nodes + 0.5, 0f64..y_max)
+        .map_err(to_err)?;
+    chart
+        .configure_mesh()
+        .x_desc("nodes")
+        .y_desc("ops/s")
+        .x_labels(runs.len().max(2) + 1)
+        .x_label_formatter(&|v| if (v - v.round()).abs() < 1e-9 { format!("{v:.0}") } else { String::new() })
+        .y_label_formatter(&|v| crate::report::group(*v))
+        .label_style(("sans-serif", 15))
+        .draw()
+        .map_err(to_err)?;
+    chart
+        .draw_series(runs.iter().map(|r| {
+            let n = r.nodes as f64;
+            Rectangle::new([(n - 0.3, 0.0), (n + 0.3, r.throughput)], COLORS[0].filled())
+        }))
+        .map_err(to_err)?;
+    chart
+        .draw_series(runs.iter().map(|r| {
+            Text::new(
+                crate::report::group(r.throughput),
+                (r.nodes as f64 - 0.2, r.throughput * 1.03),
+                ("sans-serif", 16),
+            )
+        }))
+        .map_err(to_err)?;
+    root.present().map_err(to_err)?;
+    Ok(())
+}

@@ -1,0 +1,247 @@
+//! The harness against real nodes: its numbers add up, its files are well-formed, a dying node is
+//! reported, and the open loop keeps its schedule.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use otkv_harness::report::read_hgrm;
+
+const HARNESS: &str = env!("CARGO_BIN_EXE_harness");
+
+/// A node started as `harness node --port 0`, killed on drop.
+struct Node {
+    child: Child,
+    url: String,
+}
+
+impl Node {
+    fn start() -> Node {
+        let mut child = Command::new(HARNESS)
+            .args(["node", "--port", "0", "--workers", "1"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start node");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("line");
+        let url = line.trim().strip_prefix("listening on ").expect("listening line").to_string();
+        Node { child, url }
+    }
+
+    fn requests_answered(&self) -> u64 {
+        let stats =
+            ureq::get(&format!("{}/v1/stats", self.url)).call().expect("stats").into_string().expect("s");
+        let stats: serde_json::Value = serde_json::from_str(&stats).expect("json");
+        ["get", "put"].iter().map(|op| stats["requests"][op].as_u64().unwrap_or(0)).sum()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn harness(args: &[&str]) -> (Output, serde_json::Value) {
+    let out = Command::new(HARNESS).args(args).arg("--json").output().expect("run harness");
+    assert!(out.status.success(), "harness failed: {}", String::from_utf8_lossy(&out.stderr));
+    let summary = serde_json::from_slice(&out.stdout).expect("summary JSON on stdout");
+    (out, summary)
+}
+
+fn check_png(path: &Path) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(bytes.len() > 5_000, "{} is too small to hold a plot", path.display());
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{} is not a PNG", path.display());
+}
+
+#[test]
+fn summary_adds_up_against_the_nodes_own_counters() {
+    let nodes = [Node::start(), Node::start()];
+    let out = tempfile::tempdir().expect("tempdir");
+    let out_arg = out.path().to_str().expect("utf8");
+    let (_, summary) = harness(&[
+        "run",
+        "--node",
+        &nodes[0].url,
+        "--node",
+        &nodes[1].url,
+        "--workload",
+        "ycsb-a",
+        "--keys",
+        "2000",
+        "--ops",
+        "6000",
+        "--connections",
+        "8",
+        "--pipeline",
+        "4",
+        "--out",
+        out_arg,
+    ]);
+    let runs = summary["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 1);
+    let run = &runs[0];
+    assert_eq!(run["nodes"], 2);
+    assert_eq!(run["errors_total"], 0, "{run}");
+    let ops = run["ops"].as_u64().expect("ops");
+    assert_eq!(ops, 6000, "--ops 6000 with no errors answers exactly 6000");
+    let per_node = run["per_node"].as_array().expect("per_node");
+    assert_eq!(per_node.iter().map(|n| n["ops"].as_u64().unwrap_or(0)).sum::<u64>(), ops);
+    let shares: f64 = per_node.iter().map(|n| n["share"].as_f64().unwrap_or(0.0)).sum();
+    assert!((shares - 1.0).abs() < 1e-9, "shares sum to {shares}");
+    let preloaded = run["preload"]["keys"].as_u64().expect("preload");
+    assert_eq!(preloaded, 2000);
+    // Ops counted = ops answered: the nodes saw exactly the preload and the measured operations.
+    let answered: u64 = nodes.iter().map(Node::requests_answered).sum();
+    assert_eq!(answered, ops + preloaded);
+    let timeline_ops: u64 =
+        run["timeline"].as_array().expect("timeline").iter().map(|i| i["ops"].as_u64().unwrap_or(0)).sum();
+    assert!(timeline_ops <= ops);
+
+    // The .hgrm parses, ends at the 100th percentile, and never decreases.
+    let hgrm =
+        std::fs::read_to_string(out.path().join(run["hgrm"].as_str().expect("hgrm"))).expect("read hgrm");
+    let rows = read_hgrm(&hgrm);
+    assert!(rows.len() > 10);
+    assert!(rows.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1));
+    assert_eq!(rows.last().map(|r| r.1), Some(1.0));
+    assert!(hgrm.contains(&format!("Total count    = {:>12}", ops)));
+    for png in ["latency_2nodes.png", "percentiles.png", "throughput.png"] {
+        check_png(&out.path().join(png));
+    }
+    assert!(out.path().join("summary.json").exists());
+}
+
+#[test]
+fn seed_workload_on_local_nodes_verifies_every_read() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let out_arg = out.path().to_str().expect("utf8");
+    let (_, summary) = harness(&[
+        "run",
+        "--nodes",
+        "1..2",
+        "--workload",
+        "seed",
+        "--keys",
+        "1000",
+        "--ops",
+        "3000",
+        "--connections",
+        "4",
+        "--out",
+        out_arg,
+    ]);
+    let runs = summary["runs"].as_array().expect("runs");
+    assert_eq!(runs.iter().map(|r| r["nodes"].as_u64().unwrap_or(0)).collect::<Vec<_>>(), [1, 2]);
+    for run in runs {
+        assert_eq!(run["errors_total"], 0, "{run}");
+        assert_eq!(run["ops"], 3000);
+        assert!(run["preload"].is_null(), "seed writes its own keys");
+        assert!(run["per_node"].as_array().expect("nodes").iter().all(|n| n["exited"].is_null()));
+    }
+    for png in ["latency_1nodes.png", "latency_2nodes.png", "percentiles.png", "throughput.png"] {
+        check_png(&out.path().join(png));
+    }
+}
+
+#[test]
+fn a_node_that_dies_mid_run_is_reported_not_a_hang() {
+    let survivor = Node::start();
+    let mut victim = Node::start();
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut run = Command::new(HARNESS)
+        .args([
+            "run",
+            "--node",
+            &survivor.url,
+            "--node",
+            &victim.url,
+            "--workload",
+            "put",
+            "--duration",
+            "3s",
+        ])
+        .args(["--connections", "8", "--timeout", "1s", "--json", "--out"])
+        .arg(out.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run harness");
+    // Kill the victim once the harness reports its first second of load.
+    let mut stderr = BufReader::new(run.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    while stderr.read_line(&mut line).expect("read") > 0 && !line.contains("ops/s") {
+        line.clear();
+    }
+    victim.child.kill().expect("kill -9 the victim");
+    let _ = victim.child.wait();
+    let drain = std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = run.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the harness hung after a node died");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = drain.join();
+    assert!(status.success());
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut run.stdout.take().expect("stdout"), &mut stdout).expect("stdout");
+    let summary: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    let r = &summary["runs"][0];
+    assert!(r["errors_total"].as_u64().unwrap_or(0) > 0, "{r}");
+    let kinds = r["errors"].as_object().expect("errors");
+    assert!(kinds.keys().any(|k| k == "connect" || k == "io" || k == "timeout"), "{kinds:?}");
+    assert!(r["per_node"][0]["ops"].as_u64().unwrap_or(0) > 0, "the survivor kept serving");
+}
+
+#[test]
+fn open_loop_keeps_its_schedule() {
+    let node = Node::start();
+    let out = tempfile::tempdir().expect("tempdir");
+    let out_arg = out.path().to_str().expect("utf8");
+    let (_, summary) = harness(&[
+        "run",
+        "--node",
+        &node.url,
+        "--workload",
+        "ycsb-b",
+        "--keys",
+        "1000",
+        "--rate",
+        "400",
+        "--duration",
+        "2s",
+        "--connections",
+        "4",
+        "--out",
+        out_arg,
+    ]);
+    let run = &summary["runs"][0];
+    let throughput = run["throughput"].as_f64().expect("throughput");
+    assert!((300.0..=440.0).contains(&throughput), "asked for 400 ops/s, got {throughput}");
+    assert_eq!(run["errors_total"], 0);
+}
+
+#[test]
+fn ring_command_prints_both_routers() {
+    let out =
+        Command::new(HARNESS).args(["ring", "--nodes", "3", "--keys", "100000"]).output().expect("ring");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("rendezvous") && text.contains("ring (160 vnodes)"), "{text}");
+    assert_eq!(text.matches("all onto the new node").count(), 2, "{text}");
+}
+
+#[test]
+fn bad_arguments_are_refused_clearly() {
+    let out = Command::new(HARNESS).args(["run", "--rate", "100", "--pipeline", "4"]).output().expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--pipeline"));
+    let out = Command::new(HARNESS).args(["run", "--nodes", "0..2"]).output().expect("run");
+    assert!(!out.status.success());
+}
