@@ -94,10 +94,14 @@ pub fn check_value(value: &[u8], index: u64, expect: Expect, size: usize) -> boo
             value == want.as_slice()
         }
         Expect::AnyVersion => {
-            let mut prefix = Vec::with_capacity(24);
-            let _ = write!(prefix, "k{index}:");
-            prefix.truncate(size);
-            value.len() == size && value.starts_with(&prefix)
+            // `k{index}:` on the stack: this runs on every read of the hot loop.
+            let mut prefix = [0u8; 24];
+            prefix[0] = b'k';
+            let digits = itoa::Buffer::new().format(index).len();
+            prefix[1..=digits].copy_from_slice(itoa::Buffer::new().format(index).as_bytes());
+            prefix[digits + 1] = b':';
+            let prefix = &prefix[..(digits + 2).min(size)];
+            value.len() == size && value.starts_with(prefix)
         }
     }
 }
