@@ -21,13 +21,18 @@ pub struct ServerArgs {
     /// Directory for durable data.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// `none`, `periodic` (durable every --flush-interval) or `sync` (durable before the reply).
-    /// The memory engine supports `none` only, until its operation log lands.
+    /// `none` (memory: volatile), `periodic` (durable every --flush-interval) or `sync` (durable before
+    /// the reply; concurrent writes share one sync). With the memory engine, `periodic` and `sync` keep an
+    /// operation log and snapshots in --data-dir.
     #[arg(long, default_value = "none")]
     pub durability: Durability,
     /// With `--durability periodic`: how often everything is made durable (e.g. `1s`, `200ms`).
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub flush_interval: Duration,
+    /// Memory engine with a log: write a snapshot this often (and on shutdown), then drop the log before
+    /// it; `0s` never snapshots (the whole log is replayed at start).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub snapshot_interval: Duration,
     /// Worker threads running connections (default: one per CPU).
     #[arg(long)]
     pub workers: Option<usize>,

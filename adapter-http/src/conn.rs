@@ -18,9 +18,12 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+use std::os::fd::AsRawFd;
+
 use may::net::TcpStream;
 use otkv_engine::Batch;
 
+use crate::deadline::Deadline;
 use crate::error::HttpError;
 use crate::metrics::Op;
 use crate::request::{self, Method};
@@ -47,6 +50,8 @@ enum Next {
 }
 
 struct Connection<'s> {
+    /// Declared before `stream`, so it is dropped (removed from the reaper) before the socket closes.
+    deadline: Deadline,
     stream: TcpStream,
     shared: &'s Shared,
     /// `buf[start..filled]` holds bytes received but not yet consumed.
@@ -59,8 +64,6 @@ struct Connection<'s> {
     continue_sent: bool,
     /// When the first byte of the current, incomplete request was seen.
     request_started: Option<Instant>,
-    /// The read timeout currently set on the socket (setting it is a syscall).
-    read_timeout: Option<Duration>,
     /// This connection counts in `Shared::busy` (it holds a request not yet answered).
     busy: bool,
 }
@@ -68,8 +71,8 @@ struct Connection<'s> {
 /// Serves one connection until it closes. Never panics: a panic in a handler is caught and answered.
 pub fn serve(stream: TcpStream, shared: &Shared) {
     let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(Some(shared.timeouts.idle));
     let mut conn = Connection {
+        deadline: Deadline::watch(stream.as_raw_fd()),
         stream,
         shared,
         buf: vec![0; INITIAL_BUF],
@@ -79,7 +82,6 @@ pub fn serve(stream: TcpStream, shared: &Shared) {
         encoder: Encoder::default(),
         continue_sent: false,
         request_started: None,
-        read_timeout: None,
         busy: false,
     };
     conn.run();
@@ -106,16 +108,27 @@ impl Connection<'_> {
                         self.encoder.refresh_date();
                         let err = HttpError::RequestTimeout;
                         respond_error(&mut self.out, &self.encoder, self.shared, Op::Other, &err, false);
-                        let _ = self.stream.write_all(&self.out);
+                        let _ = self.write_out();
                     }
                     return;
                 }
                 Err(_) => return,
             }
             self.set_busy(true);
-            next = self.process_batch();
+            let ticket;
+            (next, ticket) = self.process_batch();
+            if let Some(ticket) = ticket {
+                // `sync` durability: the batch's writes are acknowledged only once durable. The coroutine
+                // parks (its worker thread serves other connections) until the flusher's sync covers it.
+                if let Err(reason) = wait_durable(self.shared, ticket) {
+                    self.out.clear();
+                    let err = HttpError::NotDurable(reason);
+                    respond_error(&mut self.out, &self.encoder, self.shared, Op::Other, &err, false);
+                    next = Next::Close;
+                }
+            }
             if !self.out.is_empty() {
-                if self.stream.write_all(&self.out).is_err() {
+                if self.write_out().is_err() {
                     return;
                 }
                 self.out.clear();
@@ -135,17 +148,19 @@ impl Connection<'_> {
     /// into the loop in `run`, the compiler may compute a thread-local's address once and reuse it after
     /// the coroutine moved, so two threads would share one epoch slot (seen as a segfault under load with
     /// LTO). A separate frame computes every thread-local address afresh, on the thread it runs on.
+    ///
+    /// Returns what to do next and, in `sync` mode, the durability ticket the batch's writes wait for.
     #[inline(never)]
-    fn process_batch(&mut self) -> Next {
+    fn process_batch(&mut self) -> (Next, Option<u64>) {
         self.encoder.refresh_date();
         let shared = self.shared;
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            shared.engine.batch(|batch| self.answer_all(batch, &mut Instant::now()))
+            shared.engine.batch(|batch| (self.answer_all(batch, &mut Instant::now()), batch.sync_ticket()))
         }));
         outcome.unwrap_or_else(|_| {
             tracing::error!("a request handler panicked; closing its connection");
             respond_error(&mut self.out, &self.encoder, shared, Op::Other, &HttpError::Internal, false);
-            Next::Close
+            (Next::Close, None)
         })
     }
 
@@ -259,28 +274,39 @@ impl Connection<'_> {
             }
             left
         };
-        if self.read_timeout != Some(timeout) {
-            self.stream.set_read_timeout(Some(timeout))?;
-            self.read_timeout = Some(timeout);
+        self.deadline.read_within(timeout);
+        let read = self.stream.read(&mut self.buf[self.filled..]);
+        self.deadline.clear();
+        if self.deadline.fired() {
+            // The reaper shut the read side: the read saw end-of-file (or an error) because time ran out.
+            return Err(io::ErrorKind::TimedOut.into());
         }
-        let n = self.stream.read(&mut self.buf[self.filled..])?;
+        let n = read?;
         self.filled += n;
         Ok(n)
+    }
+
+    /// Writes all of `out`; a client that does not read it within the idle timeout is disconnected.
+    fn write_out(&mut self) -> io::Result<()> {
+        self.deadline.write_within(self.shared.timeouts.idle);
+        let result = self.stream.write_all(&self.out);
+        self.deadline.clear();
+        result
     }
 
     /// Closes after an error or `Connection: close`: stop sending, then read and discard what the client
     /// already sent (bounded), so our last response is not lost to a reset.
     fn linger_close(&mut self) {
         let _ = self.stream.shutdown(Shutdown::Write);
-        let deadline = Instant::now() + LINGER_TIME;
-        let _ = self.stream.set_read_timeout(Some(LINGER_TIME));
+        self.deadline.read_within(LINGER_TIME);
         let mut discarded = 0;
-        while discarded < LINGER_BYTES && Instant::now() < deadline {
+        while discarded < LINGER_BYTES && !self.deadline.fired() {
             match self.stream.read(&mut self.buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => discarded += n,
             }
         }
+        self.deadline.clear();
     }
 
     fn set_busy(&mut self, busy: bool) {
@@ -292,6 +318,27 @@ impl Connection<'_> {
                 self.shared.busy.fetch_sub(1, Relaxed);
             }
         }
+    }
+}
+
+/// Parks the calling coroutine until the engine reports `ticket` durable (or why it never will be).
+#[inline(never)]
+fn wait_durable(shared: &Shared, ticket: u64) -> Result<(), String> {
+    let slot: std::sync::Arc<std::sync::Mutex<Option<Result<(), String>>>> = Default::default();
+    let co = may::coroutine::current();
+    let filled = std::sync::Arc::clone(&slot);
+    shared.engine.on_durable(
+        ticket,
+        Box::new(move |result| {
+            *filled.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+            co.unpark();
+        }),
+    );
+    loop {
+        if let Some(result) = slot.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return result;
+        }
+        may::coroutine::park();
     }
 }
 

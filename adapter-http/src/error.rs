@@ -79,6 +79,9 @@ pub enum HttpError {
     /// The engine failed.
     #[error("storage error: {0}")]
     Engine(#[from] EngineError),
+    /// The writes of this batch could not be made durable; the connection is closed.
+    #[error("write not acknowledged: {0}")]
+    NotDurable(String),
     /// A handler panicked; the connection is closed.
     #[error("internal error")]
     Internal,
@@ -101,6 +104,7 @@ impl HttpError {
             HttpError::KeyTooLong { .. } => 414,
             HttpError::ExpectationFailed => 417,
             HttpError::HeaderTooLarge { .. } | HttpError::TooManyHeaders { .. } => 431,
+            HttpError::Engine(EngineError::Unavailable(_)) | HttpError::NotDurable(_) => 503,
             HttpError::Engine(_) | HttpError::Internal => 500,
             HttpError::TransferCodingNotImplemented => 501,
         }
@@ -120,6 +124,7 @@ impl HttpError {
                 | HttpError::ExpectationFailed
                 | HttpError::PayloadTooLarge { .. }
                 | HttpError::RequestTimeout
+                | HttpError::NotDurable(_)
                 | HttpError::Internal
         )
     }

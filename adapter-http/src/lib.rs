@@ -9,7 +9,7 @@
 //!    (capped; backing off when out of file descriptors); SIGINT/SIGTERM drain and flush.
 //! 2. [`conn`] is the connection loop: read into a buffer, answer every complete request in it inside one
 //!    engine batch, write all responses with one write. Timeouts, the head cap, body framing and panic
-//!    isolation live here.
+//!    isolation live here; [`deadline`] enforces the timeouts (may's own socket timeouts are racy).
 //! 3. [`request`] parses a head with `httparse` and applies the framing rules (`Content-Length`,
 //!    `Transfer-Encoding`, `Connection`, `Expect`).
 //! 4. [`routes`] maps method and path to an operation and runs it; [`error`] maps every failure to its
@@ -25,6 +25,7 @@
 
 pub mod cli;
 pub mod conn;
+pub mod deadline;
 pub mod error;
 pub mod metrics;
 mod pct;

@@ -127,7 +127,8 @@ pub fn run(args: ServerArgs) -> Result<(), ServerError> {
     while shared.busy.load(Relaxed) > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
-    shared.engine.flush()?;
+    // A last snapshot (memory engine with a log) and flush; later writes are refused.
+    shared.engine.shutdown()?;
     tracing::info!(keys = shared.engine.len(), "stopped");
     Ok(())
 }
@@ -174,7 +175,7 @@ fn accept_loop(listener: TcpListener, shared: &Arc<Shared>) {
 }
 
 fn refuse(mut stream: TcpStream) {
-    let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+    // A fresh socket's send buffer is empty, so this short write completes without waiting.
     let _ = stream.write_all(REFUSED);
     let _ = stream.shutdown(std::net::Shutdown::Write);
 }
@@ -232,11 +233,18 @@ impl ServerArgs {
         if self.engine == EngineKind::Sled && self.data_dir.is_none() {
             return Err(ServerError::Config("--engine sled needs --data-dir DIR".into()));
         }
+        if self.durability != otkv_engine::Durability::None && self.data_dir.is_none() {
+            return Err(ServerError::Config(format!(
+                "--durability {} needs --data-dir DIR",
+                self.durability
+            )));
+        }
         Ok(EngineConfig {
             kind: self.engine,
             data_dir: self.data_dir.clone(),
             durability: self.durability,
             flush_interval: self.flush_interval,
+            snapshot_interval: Some(self.snapshot_interval).filter(|d| !d.is_zero()),
         })
     }
 }

@@ -191,7 +191,8 @@ fn sigterm_finishes_in_flight_requests_flushes_and_exits_zero() {
     s.write_all(b"te").expect("rest of body");
     let resp = read_response(&mut r, false).expect("response");
     assert_eq!(resp.status, 201);
-    assert_eq!(resp.header("connection"), Some("close"));
+    // (Whether this response says `Connection: close` depends on whether the signal thread set the
+    // shutdown flag before the body arrived; either is correct.)
     assert!(node.wait_exit().success());
 
     let node = Node::start(&args);

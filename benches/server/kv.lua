@@ -1,7 +1,8 @@
 -- wrk script for benches/server/compare.sh.
 -- wrk ... -s kv.lua -- OP DEPTH
---   OP: hello (GET /), get (GET a random one of 100k keys), put (PUT 100 bytes to a random key),
---       preload (PUT every key once, in order); DEPTH: requests per pipelined batch (default 1).
+--   OP: hello (GET /), get (GET a random one of 100k keys), put (PUT 100 bytes to a random key; every
+--       value is unique, since sled skips a write equal to the stored value), preload (PUT every key once,
+--       in order); DEPTH: requests per pipelined batch (default 1).
 -- Keys are 16 bytes, "key" and 13 digits, as in the engine benchmarks.
 local op, depth, keys, counter = "get", 1, 100000, 0
 local body = string.rep("v", 100)
@@ -18,7 +19,6 @@ local function one()
   local k
   if op == "preload" then
     k = counter % keys
-    counter = counter + 1
   else
     k = math.random(0, keys - 1)
   end
@@ -26,7 +26,8 @@ local function one()
   if op == "get" then
     return wrk.format("GET", path)
   end
-  return wrk.format("PUT", path, nil, body)
+  counter = counter + 1
+  return wrk.format("PUT", path, nil, string.format("%012d", counter) .. string.sub(body, 13))
 end
 
 function request()

@@ -91,6 +91,9 @@ pub struct EngineConfig {
     pub durability: Durability,
     /// For [`Durability::Periodic`]: how often everything is made durable.
     pub flush_interval: Duration,
+    /// Memory engine with a log: how often a snapshot is written in the background (and one is written on
+    /// clean shutdown). `None`: never (the log alone is replayed at start).
+    pub snapshot_interval: Option<Duration>,
 }
 
 impl EngineConfig {
@@ -101,7 +104,13 @@ impl EngineConfig {
             data_dir: None,
             durability: Durability::None,
             flush_interval: Duration::from_secs(1),
+            snapshot_interval: Some(Duration::from_secs(60)),
         }
+    }
+
+    /// A memory engine made durable by an operation log and snapshots in `dir`.
+    pub fn memory_durable(dir: impl Into<PathBuf>, durability: Durability) -> Self {
+        EngineConfig { data_dir: Some(dir.into()), durability, ..EngineConfig::memory() }
     }
 
     /// A sled engine in `dir` with periodic durability (sled's own flusher).
@@ -111,6 +120,7 @@ impl EngineConfig {
             data_dir: Some(dir.into()),
             durability: Durability::Periodic,
             flush_interval: Duration::from_secs(1),
+            snapshot_interval: None,
         }
     }
 

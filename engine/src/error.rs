@@ -26,6 +26,19 @@ pub enum EngineError {
     #[error("sled: {0}")]
     Sled(#[from] sled::Error),
 
+    /// A sync failed earlier: the engine no longer acknowledges writes (a failed fsync is never retried).
+    #[error("not accepting writes: {0}")]
+    Unavailable(String),
+
+    /// A durable file is damaged in a way that could hide acknowledged writes; the engine will not start.
+    #[error("corrupt data in {path}: {detail}")]
+    Corrupt {
+        /// The damaged file.
+        path: PathBuf,
+        /// What is wrong, and where.
+        detail: String,
+    },
+
     /// A value exceeds the engine's hard limit ([`crate::MAX_VALUE_BYTES`]).
     #[error("value of {len} bytes exceeds the engine limit of {max} bytes")]
     ValueTooLarge {

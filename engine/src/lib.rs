@@ -15,16 +15,28 @@
 //!    [`Batch`]: a short-lived view of the backend. For the memory backend the batch holds one epoch guard, so
 //!    a caller with several operations at hand (a pipelined batch of HTTP requests) pays for pinning once, via
 //!    [`Engine::batch`] (`memory.rs`, `sled_tree.rs`).
-//! 3. Errors are one enum, [`EngineError`]; an I/O error is returned, never a panic (`error.rs`).
+//! 3. Durability (`commit.rs`, `persist.rs`, `logfile.rs`, `snapshot.rs`): every write gets a *ticket*.
+//!    In `sync` mode a write is acknowledged once its ticket is durable; a flusher thread makes pending
+//!    writes durable together (group commit). [`Engine::put`] waits by blocking its thread; a coroutine
+//!    runtime uses [`Batch::sync_ticket`] and [`Engine::on_durable`] to park instead. The memory backend is
+//!    made durable by an operation log plus snapshots; sled by flushing its tree.
+//! 4. Errors are one enum, [`EngineError`]; an I/O error is returned, never a panic (`error.rs`).
 //!
 //! The engine knows nothing about HTTP, nodes or routing: it is a library that stores bytes.
 
+mod commit;
 mod config;
 mod error;
+mod logfile;
 mod memory;
+mod persist;
 mod sled_tree;
+mod snapshot;
+
+use std::cell::Cell;
 
 pub use bytes::Bytes;
+pub use commit::DurableCallback;
 pub use config::{Durability, EngineConfig, EngineKind};
 pub use error::{EngineError, Result};
 
@@ -69,16 +81,15 @@ impl Engine {
     /// directory; durability the memory backend cannot give yet), or with the backend's error.
     pub fn open(config: EngineConfig) -> Result<Engine> {
         let store = match config.kind {
-            EngineKind::Memory => {
-                if config.durability != Durability::None {
+            EngineKind::Memory => match (config.durability, config.data_dir.as_deref()) {
+                (Durability::None, _) => Store::Memory(MemoryStore::new()),
+                (_, Some(dir)) => Store::Memory(MemoryStore::durable(dir, &config)?),
+                (d, None) => {
                     return Err(EngineError::InvalidConfig(format!(
-                        "the memory engine supports only durability `none` (got `{}`); use the sled engine \
-                         for durability",
-                        config.durability
-                    )));
+                        "durability `{d}` needs a data directory for the operation log"
+                    )))
                 }
-                Store::Memory(MemoryStore::new())
-            }
+            },
             EngineKind::Sled => {
                 let dir = config.data_dir.as_deref().ok_or_else(|| {
                     EngineError::InvalidConfig("the sled engine needs a data directory".into())
@@ -99,11 +110,69 @@ impl Engine {
     /// For the memory backend the batch pins one epoch guard for all of them. `f` must not block or yield
     /// (no I/O, no coroutine switch): a guard must be released on the thread that took it.
     pub fn batch<R>(&self, f: impl FnOnce(&Batch<'_>) -> R) -> R {
+        let sync = self.config.durability == Durability::Sync;
         let batch = match &self.store {
-            Store::Memory(m) => Batch { view: View::Memory(m.view()) },
-            Store::Sled(s) => Batch { view: View::Sled(s) },
+            Store::Memory(m) => Batch { view: View::Memory(m.view()), ticket: Cell::new(0), sync },
+            Store::Sled(s) => Batch { view: View::Sled(s), ticket: Cell::new(0), sync },
         };
         f(&batch)
+    }
+
+    /// Calls `callback` once the write with `ticket` (from [`Batch::sync_ticket`]) is durable, or with the
+    /// reason it never will be. At once if it already is, or if this engine does not wait for durability.
+    pub fn on_durable(&self, ticket: u64, callback: DurableCallback) {
+        match self.commit() {
+            Some(c) => c.on_durable(ticket, callback),
+            None => callback(Ok(())),
+        }
+    }
+
+    /// Blocks the calling thread until `ticket` is durable. Coroutines should use [`Engine::on_durable`].
+    pub fn wait_durable(&self, ticket: u64) -> Result<()> {
+        match self.commit() {
+            Some(c) => c.wait(ticket).map_err(EngineError::Unavailable),
+            None => Ok(()),
+        }
+    }
+
+    fn commit(&self) -> Option<&commit::GroupCommit> {
+        match &self.store {
+            Store::Memory(m) => m.persistence().map(persist::Persistence::commit),
+            Store::Sled(s) => s.commit(),
+        }
+    }
+
+    /// Runs a write through a batch, then, in `sync` mode, waits until it is durable.
+    fn write<R>(&self, f: impl FnOnce(&Batch<'_>) -> Result<R>) -> Result<R> {
+        let (result, ticket) = self.batch(|b| (f(b), b.sync_ticket()));
+        let result = result?;
+        if let Some(t) = ticket {
+            self.wait_durable(t)?;
+        }
+        Ok(result)
+    }
+
+    /// Writes a snapshot now (memory engine with a log); otherwise the same as [`Engine::flush`].
+    pub fn snapshot(&self) -> Result<()> {
+        match &self.store {
+            Store::Memory(m) => m.snapshot(),
+            Store::Sled(s) => s.flush(),
+        }
+    }
+
+    /// Clean shutdown: a last snapshot (memory engine with a log), a last flush, and the flusher stopped.
+    /// Dropping the engine does the same, logging instead of returning an error.
+    pub fn close(self) -> Result<()> {
+        self.shutdown()
+    }
+
+    /// [`Engine::close`] through a shared reference (an engine behind an `Arc`). Writes after it fail with
+    /// [`EngineError::Unavailable`]; reads still work. Calling it again does nothing.
+    pub fn shutdown(&self) -> Result<()> {
+        match &self.store {
+            Store::Memory(m) => m.close(),
+            Store::Sled(s) => s.close(),
+        }
     }
 
     /// The value stored under `key`, if any.
@@ -111,14 +180,14 @@ impl Engine {
         self.batch(|b| b.get(key))
     }
 
-    /// Stores `value` under `key`, saying whether the key was new.
+    /// Stores `value` under `key`, saying whether the key was new. In `sync` mode, returns once durable.
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<PutOutcome> {
-        self.batch(|b| b.put(key, value))
+        self.write(|b| b.put(key, value))
     }
 
-    /// Removes `key`, saying whether it existed.
+    /// Removes `key`, saying whether it existed. In `sync` mode, returns once durable.
     pub fn delete(&self, key: &[u8]) -> Result<bool> {
-        self.batch(|b| b.delete(key))
+        self.write(|b| b.delete(key))
     }
 
     /// Up to `limit` keys that start with `prefix`, in lexicographic byte order.
@@ -141,10 +210,10 @@ impl Engine {
         self.len() == 0
     }
 
-    /// Makes every earlier write durable. A no-op where durability is off for the memory backend.
+    /// Makes every earlier write durable. A no-op for the volatile memory backend.
     pub fn flush(&self) -> Result<()> {
         match &self.store {
-            Store::Memory(_) => Ok(()),
+            Store::Memory(m) => m.persistence().map_or(Ok(()), persist::Persistence::flush),
             Store::Sled(s) => s.flush(),
         }
     }
@@ -152,10 +221,10 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        // A clean shutdown should leave everything on disk whatever the durability mode; an error here has
-        // nobody to return to, so it is logged.
-        if let Err(e) = self.flush() {
-            tracing::error!(error = %e, "flush on close failed");
+        // A clean shutdown leaves everything on disk whatever the durability mode; an error here has nobody
+        // to return to, so it is logged.
+        if let Err(e) = self.shutdown() {
+            tracing::error!(error = %e, "closing the engine failed");
         }
     }
 }
@@ -163,6 +232,9 @@ impl Drop for Engine {
 /// A view of the engine shared by several operations; see [`Engine::batch`].
 pub struct Batch<'e> {
     view: View<'e>,
+    /// The highest ticket of this batch's writes.
+    ticket: Cell<u64>,
+    sync: bool,
 }
 
 impl std::fmt::Debug for Batch<'_> {
@@ -196,18 +268,29 @@ impl Batch<'_> {
         if value.len() > MAX_VALUE_BYTES {
             return Err(EngineError::ValueTooLarge { len: value.len(), max: MAX_VALUE_BYTES });
         }
-        match &self.view {
-            View::Memory(m) => Ok(m.put(key, value)),
-            View::Sled(s) => s.put(key, value),
-        }
+        let (outcome, ticket) = match &self.view {
+            View::Memory(m) => m.put(key, value)?,
+            View::Sled(s) => s.put(key, value)?,
+        };
+        self.ticket.set(self.ticket.get().max(ticket));
+        Ok(outcome)
+    }
+
+    /// In `sync` mode, the ticket to wait for before acknowledging this batch's writes (see
+    /// [`Engine::on_durable`]); `None` when there is nothing to wait for.
+    pub fn sync_ticket(&self) -> Option<u64> {
+        let t = self.ticket.get();
+        (self.sync && t > 0).then_some(t)
     }
 
     /// See [`Engine::delete`].
     pub fn delete(&self, key: &[u8]) -> Result<bool> {
-        match &self.view {
-            View::Memory(m) => Ok(m.delete(key)),
-            View::Sled(s) => s.delete(key),
-        }
+        let (existed, ticket) = match &self.view {
+            View::Memory(m) => m.delete(key)?,
+            View::Sled(s) => s.delete(key)?,
+        };
+        self.ticket.set(self.ticket.get().max(ticket));
+        Ok(existed)
     }
 
     /// See [`Engine::scan_prefix`].

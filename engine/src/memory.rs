@@ -17,18 +17,22 @@
 //! view is [`crate::Engine::batch`], whose closure is synchronous, which makes that easy to keep.
 
 use std::collections::BinaryHeap;
+use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use crate::PutOutcome;
+use crate::logfile::LogOp;
+use crate::persist::Persistence;
+use crate::{EngineConfig, PutOutcome, Result};
 
 /// A key, inline up to 24 bytes. Hashes, compares and borrows as `[u8]`, so lookups take `&[u8]`.
-type Key = SmallVec<[u8; 24]>;
-type Map = flurry::HashMap<Key, Box<[u8]>, ahash::RandomState>;
+pub(crate) type Key = SmallVec<[u8; 24]>;
+pub(crate) type Map = flurry::HashMap<Key, Box<[u8]>, ahash::RandomState>;
 
-/// The in-memory backend.
+/// The in-memory backend, optionally made durable by an operation log and snapshots.
 pub(crate) struct MemoryStore {
-    map: Map,
+    map: Arc<Map>,
+    persist: Option<Persistence>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -38,23 +42,48 @@ impl std::fmt::Debug for MemoryStore {
 }
 
 impl MemoryStore {
+    /// A volatile store.
     pub(crate) fn new() -> Self {
-        MemoryStore { map: Map::with_hasher(ahash::RandomState::new()) }
+        MemoryStore { map: Arc::new(Map::with_hasher(ahash::RandomState::new())), persist: None }
+    }
+
+    /// A store recovered from, and logging to, `dir`.
+    pub(crate) fn durable(dir: &std::path::Path, config: &EngineConfig) -> Result<Self> {
+        let map = Arc::new(Map::with_hasher(ahash::RandomState::new()));
+        let persist = Persistence::open(dir, config, &map)?;
+        Ok(MemoryStore { map, persist: Some(persist) })
     }
 
     /// Pins the current thread once for a batch of operations.
     pub(crate) fn view(&self) -> MemoryView<'_> {
-        MemoryView { map: self.map.pin() }
+        MemoryView { map: self.map.pin(), persist: self.persist.as_ref() }
     }
 
     pub(crate) fn len(&self) -> usize {
         self.map.len()
+    }
+
+    pub(crate) fn persistence(&self) -> Option<&Persistence> {
+        self.persist.as_ref()
+    }
+
+    pub(crate) fn snapshot(&self) -> Result<()> {
+        self.persist.as_ref().map_or(Ok(()), |p| p.snapshot_now(&self.map))
+    }
+
+    /// Clean shutdown: a last snapshot and flush, when durable.
+    pub(crate) fn close(&self) -> Result<()> {
+        match self.persist.as_ref() {
+            Some(p) => p.close(&self.map),
+            None => Ok(()),
+        }
     }
 }
 
 /// The memory map with one epoch guard held for a batch of operations.
 pub(crate) struct MemoryView<'a> {
     map: flurry::HashMapRef<'a, Key, Box<[u8]>, ahash::RandomState>,
+    persist: Option<&'a Persistence>,
 }
 
 impl MemoryView<'_> {
@@ -63,15 +92,25 @@ impl MemoryView<'_> {
         self.map.get(key).map(|v| f(v))
     }
 
-    pub(crate) fn put(&self, key: &[u8], value: &[u8]) -> PutOutcome {
-        match self.map.insert(Key::from_slice(key), value.into()) {
+    /// Stores the value; with a log, also logs it. Returns the outcome and the log ticket (0: none).
+    pub(crate) fn put(&self, key: &[u8], value: &[u8]) -> Result<(PutOutcome, u64)> {
+        let insert = || match self.map.insert(Key::from_slice(key), value.into()) {
             None => PutOutcome::Created,
             Some(_) => PutOutcome::Replaced,
+        };
+        match self.persist {
+            None => Ok((insert(), 0)),
+            Some(p) => p.append(LogOp::Put(key, value), insert, |_| true),
         }
     }
 
-    pub(crate) fn delete(&self, key: &[u8]) -> bool {
-        self.map.remove(key).is_some()
+    /// Removes the key; with a log, logs the removal if there was one.
+    pub(crate) fn delete(&self, key: &[u8]) -> Result<(bool, u64)> {
+        let remove = || self.map.remove(key).is_some();
+        match self.persist {
+            None => Ok((remove(), 0)),
+            Some(p) => p.append(LogOp::Delete(key), remove, |existed| *existed),
+        }
     }
 
     /// The first `limit` keys starting with `prefix`, in lexicographic order.

@@ -25,6 +25,21 @@ fn sled() -> Fixture {
     Fixture { engine: Engine::open(config).expect("open sled engine"), _dir: Some(dir) }
 }
 
+/// The memory engine with its operation log, in `sync` mode (every write waits for its fsync).
+fn memory_logged() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = EngineConfig::memory_durable(dir.path(), Durability::Sync);
+    config.snapshot_interval = None;
+    Fixture { engine: Engine::open(config).expect("open logged memory engine"), _dir: Some(dir) }
+}
+
+/// sled with group-committed `sync`.
+fn sled_sync() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = EngineConfig::sled(dir.path()).with_durability(Durability::Sync);
+    Fixture { engine: Engine::open(config).expect("open sled engine"), _dir: Some(dir) }
+}
+
 /// One step of the model test.
 #[derive(Debug, Clone)]
 enum Op {
@@ -233,3 +248,5 @@ macro_rules! conformance_suite {
 
 conformance_suite!(memory);
 conformance_suite!(sled);
+conformance_suite!(memory_logged);
+conformance_suite!(sled_sync);

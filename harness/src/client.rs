@@ -10,7 +10,10 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::os::fd::AsRawFd;
+
 use may::net::TcpStream;
+use otkv_adapter_http::deadline::Deadline;
 
 /// Why a request got no usable answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -38,6 +41,10 @@ impl From<io::Error> for Failure {
 /// One keep-alive connection to a node.
 #[derive(Debug)]
 pub struct HttpConn {
+    /// Request timeouts, enforced without may's racy socket timeouts (see
+    /// `otkv_adapter_http::deadline`). Declared before `stream` so it is dropped first.
+    deadline: Deadline,
+    timeout: Duration,
     stream: TcpStream,
     host: String,
     out: Vec<u8>,
@@ -60,9 +67,9 @@ impl HttpConn {
     pub fn connect(addr: SocketAddr, host: &str, timeout: Duration) -> Result<HttpConn, Failure> {
         let stream = TcpStream::connect(addr).map_err(|_| Failure::Connect)?;
         let _ = stream.set_nodelay(true);
-        stream.set_read_timeout(Some(timeout)).map_err(|_| Failure::Connect)?;
-        stream.set_write_timeout(Some(timeout)).map_err(|_| Failure::Connect)?;
         Ok(HttpConn {
+            deadline: Deadline::watch(stream.as_raw_fd()),
+            timeout,
             stream,
             host: host.to_string(),
             out: Vec::with_capacity(4096),
@@ -98,8 +105,13 @@ impl HttpConn {
 
     /// Sends everything queued, with one write.
     pub fn send(&mut self) -> Result<(), Failure> {
+        self.deadline.write_within(self.timeout);
         let result = self.stream.write_all(&self.out);
+        self.deadline.clear();
         self.out.clear();
+        if self.deadline.fired() {
+            return Err(Failure::Timeout);
+        }
         result.map_err(Failure::from)
     }
 
@@ -150,7 +162,13 @@ impl HttpConn {
             let len = need.max(self.buf.len() * 2);
             self.buf.resize(len, 0);
         }
-        match self.stream.read(&mut self.buf[self.filled..]) {
+        self.deadline.read_within(self.timeout);
+        let read = self.stream.read(&mut self.buf[self.filled..]);
+        self.deadline.clear();
+        if self.deadline.fired() {
+            return Err(Failure::Timeout);
+        }
+        match read {
             Ok(0) => Err(Failure::Io),
             Ok(n) => {
                 self.filled += n;

@@ -102,33 +102,49 @@ impl Response {
 }
 
 /// Reads one response from `r`; `head_request` for a response to HEAD (no body follows).
-/// Returns `None` on a clean EOF before any byte.
+/// Returns `None` on a clean EOF before any byte; panics on anything else that is not a response.
 pub fn read_response(r: &mut BufReader<TcpStream>, head_request: bool) -> Option<Response> {
+    try_read_response(r, head_request).expect("read a response")
+}
+
+/// As [`read_response`], but an I/O failure (a reset, a kill) is an error instead of a panic.
+pub fn try_read_response(
+    r: &mut BufReader<TcpStream>,
+    head_request: bool,
+) -> std::io::Result<Option<Response>> {
+    let bad = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
     let mut status_line = String::new();
-    if r.read_line(&mut status_line).expect("read status line") == 0 {
-        return None;
+    if r.read_line(&mut status_line)? == 0 {
+        return Ok(None);
     }
-    let status: u16 = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        panic!("bad status line {status_line:?}");
-    });
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
     let mut headers = Vec::new();
     loop {
         let mut line = String::new();
-        r.read_line(&mut line).expect("read header");
+        if r.read_line(&mut line)? == 0 {
+            return Err(bad("connection closed inside the head".into()));
+        }
         let line = line.trim_end();
         if line.is_empty() {
             break;
         }
-        let (name, value) = line.split_once(':').expect("header colon");
+        let (name, value) = line.split_once(':').ok_or_else(|| bad(format!("bad header {line:?}")))?;
         headers.push((name.to_string(), value.trim().to_string()));
     }
     let mut resp = Response { status, headers, body: Vec::new() };
     if !head_request && status != 204 && status / 100 != 1 {
-        let len: usize = resp.header("content-length").expect("content-length").parse().expect("length");
+        let len: usize = resp
+            .header("content-length")
+            .and_then(|l| l.parse().ok())
+            .ok_or_else(|| bad("missing Content-Length".into()))?;
         resp.body = vec![0; len];
-        r.read_exact(&mut resp.body).expect("read body");
+        r.read_exact(&mut resp.body)?;
     }
-    Some(resp)
+    Ok(Some(resp))
 }
 
 /// Sends raw bytes on a new connection and reads every response until the server closes it.

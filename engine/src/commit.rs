@@ -1,0 +1,196 @@
+//! Group commit: one flusher thread makes writes durable in batches and wakes the writers it covered.
+//!
+//! Writers get a *ticket* (a sequence number) for each write. In `sync` mode a writer asks for its ticket
+//! to be made durable ([`GroupCommit::request`]) and then waits for it, either blocking its thread
+//! ([`GroupCommit::wait`]) or registering a callback ([`GroupCommit::on_durable`]) so that a coroutine
+//! can park instead of blocking its worker thread. The flusher takes whatever is pending, makes all of it
+//! durable with one sync, and wakes every waiter whose ticket it covered: concurrent writers share syncs.
+//! In `periodic` mode nobody waits; the flusher syncs once per interval.
+//!
+//! A failed sync is not retried (after fsyncgate: the kernel may have dropped the dirty pages and cleared
+//! the error). The failure is kept, every waiter gets it, and every later write is refused.
+//!
+//! The flusher is our own thread (not, for sled, sled's timer), so closing the engine stops and joins it
+//! deterministically: nothing holds the data directory after `Engine` is dropped.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// What the flusher calls: make everything written so far durable, and return the highest ticket that
+/// is now durable.
+pub(crate) trait Flush: Send + 'static {
+    fn flush(&mut self) -> std::io::Result<u64>;
+}
+
+/// Called once a ticket is durable (`Ok`) or can never be (`Err`, the sync failure).
+pub type DurableCallback = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// When the flusher runs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Schedule {
+    /// As soon as a writer asks.
+    OnRequest,
+    /// Every interval.
+    Every(Duration),
+}
+
+struct State {
+    pending: bool,
+    stop: bool,
+    waiters: Vec<(u64, DurableCallback)>,
+}
+
+struct Shared {
+    durable: AtomicU64,
+    state: Mutex<State>,
+    wake: Condvar,
+    failure: OnceLock<String>,
+}
+
+/// The flusher thread and what writers share with it.
+pub(crate) struct GroupCommit {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for GroupCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCommit").field("durable", &self.shared.durable.load(Ordering::Relaxed)).finish()
+    }
+}
+
+impl GroupCommit {
+    /// Starts the flusher. `durable` is the highest ticket already durable (from recovery).
+    pub(crate) fn start(
+        name: &str,
+        schedule: Schedule,
+        durable: u64,
+        mut flusher: impl Flush,
+    ) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            durable: AtomicU64::new(durable),
+            state: Mutex::new(State { pending: false, stop: false, waiters: Vec::new() }),
+            wake: Condvar::new(),
+            failure: OnceLock::new(),
+        });
+        let s = Arc::clone(&shared);
+        let thread = std::thread::Builder::new().name(name.into()).spawn(move || loop {
+            let stop = {
+                let mut st = lock(&s.state);
+                match schedule {
+                    Schedule::OnRequest => {
+                        while !st.pending && !st.stop {
+                            st = s.wake.wait(st).unwrap_or_else(|p| p.into_inner());
+                        }
+                    }
+                    Schedule::Every(interval) => {
+                        if !st.stop && !st.pending {
+                            st = s.wake.wait_timeout(st, interval).unwrap_or_else(|p| p.into_inner()).0;
+                        }
+                    }
+                }
+                st.pending = false;
+                st.stop
+            };
+            match flusher.flush() {
+                Ok(ticket) => s.complete(ticket),
+                Err(e) => {
+                    s.fail(format!("sync failed, writes are refused from now on: {e}"));
+                    return;
+                }
+            }
+            if stop {
+                return;
+            }
+        })?;
+        Ok(GroupCommit { shared, thread: Mutex::new(Some(thread)) })
+    }
+
+    /// Asks the flusher to run now (a `sync` writer, a snapshot).
+    pub(crate) fn request(&self) {
+        let mut st = lock(&self.shared.state);
+        st.pending = true;
+        self.shared.wake.notify_one();
+    }
+
+    /// Calls `callback` once `ticket` is durable (at once if it already is).
+    pub(crate) fn on_durable(&self, ticket: u64, callback: DurableCallback) {
+        let ready = {
+            let mut st = lock(&self.shared.state);
+            if let Some(f) = self.shared.failure.get() {
+                Some(Err(f.clone()))
+            } else if self.shared.durable.load(Ordering::Acquire) >= ticket {
+                Some(Ok(()))
+            } else {
+                st.waiters.push((ticket, callback));
+                return;
+            }
+        };
+        if let Some(result) = ready {
+            callback(result);
+        }
+    }
+
+    /// Blocks the calling thread until `ticket` is durable. Not for coroutines: use `on_durable`.
+    pub(crate) fn wait(&self, ticket: u64) -> Result<(), String> {
+        if self.shared.durable.load(Ordering::Acquire) >= ticket {
+            return Ok(());
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.on_durable(ticket, Box::new(move |r| drop(tx.send(r))));
+        rx.recv().unwrap_or_else(|_| Err("the flusher stopped".into()))
+    }
+
+    /// The sync failure, if one happened.
+    pub(crate) fn failure(&self) -> Option<&str> {
+        self.shared.failure.get().map(String::as_str)
+    }
+
+    /// Stops the flusher after a last flush, and waits for it.
+    pub(crate) fn close(&self) {
+        {
+            let mut st = lock(&self.shared.state);
+            st.stop = true;
+            self.shared.wake.notify_one();
+        }
+        if let Some(t) = lock(&self.thread).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for GroupCommit {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Shared {
+    fn complete(&self, ticket: u64) {
+        let ready: Vec<DurableCallback> = {
+            let mut st = lock(&self.state);
+            let durable = self.durable.fetch_max(ticket, Ordering::AcqRel).max(ticket);
+            let (done, rest): (Vec<_>, Vec<_>) = st.waiters.drain(..).partition(|(t, _)| *t <= durable);
+            st.waiters = rest;
+            done.into_iter().map(|(_, cb)| cb).collect()
+        };
+        for cb in ready {
+            cb(Ok(()));
+        }
+    }
+
+    fn fail(&self, message: String) {
+        tracing::error!("{message}");
+        let _ = self.failure.set(message.clone());
+        let waiters: Vec<(u64, DurableCallback)> = std::mem::take(&mut lock(&self.state).waiters);
+        for (_, cb) in waiters {
+            cb(Err(message.clone()));
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,410 @@
+//! Making the memory engine durable: the operation log, its flusher, snapshots, and recovery.
+//!
+//! Layout of `DATA_DIR`: `log/log-{first seq}.otkv` segments (format in `logfile.rs`) and
+//! `snapshots/snapshot-{replay_from}.otkv` (format in `snapshot.rs`).
+//!
+//! **Writing.** A mutation takes the log lock, gets the next sequence number, applies itself to the map and
+//! appends its record to an in-memory buffer, then releases the lock (a few hundred nanoseconds; reads never
+//! take it). Applying under the lock makes the log's order of writes to a key the map's order, so replaying
+//! the log reproduces the map. The flusher thread ([`GroupCommit`]) swaps the buffer out, writes it and
+//! `fdatasync`s it: in `sync` mode as soon as a writer asks (every writer whose record was in the buffer is
+//! then acknowledged: group commit), in `periodic` mode every `flush_interval`.
+//!
+//! **Snapshots** (every `snapshot_interval`, and on clean shutdown), without stopping writes: the flusher
+//! rotates to a new segment starting at sequence `B` (everything before `B` is then in older segments and
+//! applied to the map); the snapshot thread copies the live map to a snapshot named for `B`; once that is
+//! durable, older segments and snapshots are deleted, so disk use follows the data, not its history.
+//!
+//! **Recovery** (at open): the newest snapshot, then every log record from its `B` on, in order. Rules:
+//! - a `*.tmp` snapshot is an interrupted write: removed;
+//! - a damaged newest snapshot, a gap in the sequence numbers, a missing segment, or a damaged record that
+//!   is followed by valid ones: the start fails with an error naming the file (serving less data silently
+//!   could hide an acknowledged write);
+//! - a damaged record at the very end of the last segment is a torn write (never acknowledged): cut off and
+//!   reported in the log, never applied.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rayon::prelude::*;
+
+use crate::commit::{Flush, GroupCommit, Schedule};
+use crate::logfile::{self, LogOp};
+use crate::memory::Map;
+use crate::snapshot;
+use crate::{Durability, EngineConfig, EngineError, Result};
+
+/// What writers share with the flusher.
+struct LogState {
+    next_seq: u64,
+    buf: Vec<u8>,
+    /// A snapshot asks the flusher to start a new segment and tell it the first sequence number there.
+    rotate: Option<crossbeam_channel::Sender<u64>>,
+}
+
+/// The background snapshot thread and the flag (with its condvar) that stops it.
+type Snapshotter = (JoinHandle<()>, Arc<(Mutex<bool>, Condvar)>);
+
+/// Persistence of one memory store.
+pub(crate) struct Persistence {
+    inner: Arc<Inner>,
+    snapshotter: Mutex<Option<Snapshotter>>,
+    snapshots_enabled: bool,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+struct Inner {
+    log_dir: PathBuf,
+    snap_dir: PathBuf,
+    state: Arc<Mutex<LogState>>,
+    commit: GroupCommit,
+    sync: bool,
+}
+
+impl std::fmt::Debug for Persistence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Persistence").field("log_dir", &self.inner.log_dir).finish_non_exhaustive()
+    }
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> EngineError + '_ {
+    move |source| EngineError::Io { path: path.to_path_buf(), source }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+impl Persistence {
+    /// Recovers `map` from `dir` and starts logging to it.
+    pub(crate) fn open(dir: &Path, config: &EngineConfig, map: &Arc<Map>) -> Result<Persistence> {
+        let started = Instant::now();
+        let log_dir = dir.join("log");
+        let snap_dir = dir.join("snapshots");
+        for d in [&log_dir, &snap_dir] {
+            std::fs::create_dir_all(d).map_err(io_err(d))?;
+        }
+        let replay_from = load_newest_snapshot(&snap_dir, map)?;
+        let (next_seq, file, segment_start) = replay_log(&log_dir, replay_from, map)?;
+        tracing::info!(
+            keys = map.len(),
+            next_seq,
+            ms = started.elapsed().as_millis() as u64,
+            dir = %dir.display(),
+            "recovered memory engine"
+        );
+
+        let state =
+            Arc::new(Mutex::new(LogState { next_seq, buf: Vec::with_capacity(1 << 16), rotate: None }));
+        let flusher = LogFlush {
+            state: Arc::clone(&state),
+            file,
+            segment_start,
+            log_dir: log_dir.clone(),
+            spare: Vec::with_capacity(1 << 16),
+        };
+        let schedule = match config.durability {
+            Durability::Sync => Schedule::OnRequest,
+            _ => Schedule::Every(config.flush_interval),
+        };
+        let commit = GroupCommit::start("otkv-log-flush", schedule, next_seq - 1, flusher)
+            .map_err(io_err(&log_dir))?;
+        let inner =
+            Arc::new(Inner { log_dir, snap_dir, state, commit, sync: config.durability == Durability::Sync });
+        let snapshotter = config
+            .snapshot_interval
+            .map(|every| spawn_snapshotter(Arc::clone(&inner), Arc::clone(map), every));
+        Ok(Persistence {
+            inner,
+            snapshotter: Mutex::new(snapshotter),
+            snapshots_enabled: config.snapshot_interval.is_some(),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Logs `op` and applies it to the map (`apply`) under the log lock; logs only if `logged(&result)`.
+    /// Returns the result and the record's sequence number (0 when nothing was logged).
+    pub(crate) fn append<R>(
+        &self,
+        op: LogOp<'_>,
+        apply: impl FnOnce() -> R,
+        logged: impl Fn(&R) -> bool,
+    ) -> Result<(R, u64)> {
+        if let Some(f) = self.inner.commit.failure() {
+            return Err(EngineError::Unavailable(f.to_string()));
+        }
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(EngineError::Unavailable("the engine is shutting down".into()));
+        }
+        let mut st = lock(&self.inner.state);
+        let result = apply();
+        if !logged(&result) {
+            return Ok((result, 0));
+        }
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        logfile::encode(&mut st.buf, seq, now_us(), op);
+        drop(st);
+        if self.inner.sync {
+            self.inner.commit.request();
+        }
+        Ok((result, seq))
+    }
+
+    pub(crate) fn commit(&self) -> &GroupCommit {
+        &self.inner.commit
+    }
+
+    /// Makes every record so far durable.
+    pub(crate) fn flush(&self) -> Result<()> {
+        let last = lock(&self.inner.state).next_seq - 1;
+        self.inner.commit.request();
+        self.inner.commit.wait(last).map_err(EngineError::Unavailable)
+    }
+
+    /// Takes a snapshot now (tests, and clean shutdown).
+    pub(crate) fn snapshot_now(&self, map: &Map) -> Result<()> {
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(EngineError::Unavailable("the engine is closed".into()));
+        }
+        self.inner.snapshot(map)
+    }
+
+    /// Clean shutdown: stop the snapshot thread, write a last snapshot, flush and stop the flusher.
+    /// Closing twice does nothing the second time.
+    pub(crate) fn close(&self, map: &Map) -> Result<()> {
+        if self.closed.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return Ok(());
+        }
+        let snapshotter = lock(&self.snapshotter).take();
+        if let Some((thread, stop)) = snapshotter {
+            *lock(&stop.0) = true;
+            stop.1.notify_all();
+            let _ = thread.join();
+        }
+        let result = if self.snapshots_enabled && self.inner.commit.failure().is_none() {
+            self.inner.snapshot(map)
+        } else {
+            Ok(())
+        };
+        self.inner.commit.close();
+        result
+    }
+}
+
+impl Inner {
+    fn snapshot(&self, map: &Map) -> Result<()> {
+        let started = Instant::now();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        lock(&self.state).rotate = Some(tx);
+        self.commit.request();
+        let boundary = rx
+            .recv_timeout(Duration::from_secs(60))
+            .map_err(|_| EngineError::Unavailable("the log flusher did not rotate the log".into()))?;
+        let guard = map.guard();
+        let entries = map.iter(&guard).map(|(k, v)| (k.as_slice(), &v[..]));
+        let (path, count) = snapshot::write(&self.snap_dir, boundary, entries)?;
+        drop(guard);
+        // The snapshot holds everything before `boundary`: older segments and snapshots are history.
+        for (seq, old) in logfile::list_segments(&self.log_dir)? {
+            if seq < boundary {
+                std::fs::remove_file(&old).map_err(io_err(&old))?;
+            }
+        }
+        remove_snapshots_other_than(&self.snap_dir, boundary)?;
+        snapshot::sync_dir(&self.log_dir)?;
+        tracing::info!(file = %path.display(), keys = count, ms = started.elapsed().as_millis() as u64, "snapshot written");
+        Ok(())
+    }
+}
+
+fn spawn_snapshotter(inner: Arc<Inner>, map: Arc<Map>, every: Duration) -> Snapshotter {
+    let stop = Arc::new((Mutex::new(false), Condvar::new()));
+    let stop2 = Arc::clone(&stop);
+    let thread = std::thread::spawn(move || loop {
+        {
+            let stopped = lock(&stop2.0);
+            let (stopped, _) =
+                stop2.1.wait_timeout_while(stopped, every, |s| !*s).unwrap_or_else(|p| p.into_inner());
+            if *stopped {
+                return;
+            }
+        }
+        if let Err(e) = inner.snapshot(&map) {
+            tracing::error!(error = %e, "snapshot failed; the log keeps every write, the next attempt follows");
+        }
+    });
+    (thread, stop)
+}
+
+/// The flusher's side: write the buffered records, sync, rotate segments on request.
+struct LogFlush {
+    state: Arc<Mutex<LogState>>,
+    file: File,
+    segment_start: u64,
+    log_dir: PathBuf,
+    spare: Vec<u8>,
+}
+
+impl Flush for LogFlush {
+    fn flush(&mut self) -> std::io::Result<u64> {
+        let (rotate, next_seq) = {
+            let mut st = lock(&self.state);
+            std::mem::swap(&mut st.buf, &mut self.spare);
+            (st.rotate.take(), st.next_seq)
+        };
+        if !self.spare.is_empty() {
+            self.file.write_all(&self.spare)?;
+            self.file.sync_data()?;
+            self.spare.clear();
+            if self.spare.capacity() > 16 << 20 {
+                self.spare = Vec::with_capacity(1 << 16);
+            }
+        }
+        if let Some(tx) = rotate {
+            if next_seq != self.segment_start {
+                self.file = create_segment(&self.log_dir, next_seq)?;
+                self.segment_start = next_seq;
+            }
+            let _ = tx.send(next_seq);
+        }
+        Ok(next_seq - 1)
+    }
+}
+
+/// Creates `log-{seq}` with its header, durably (file and directory entry).
+fn create_segment(log_dir: &Path, seq: u64) -> std::io::Result<File> {
+    let path = log_dir.join(logfile::segment_name(seq));
+    let mut file = OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
+    file.write_all(&logfile::header())?;
+    file.sync_all()?;
+    File::open(log_dir)?.sync_all()?;
+    Ok(file)
+}
+
+/// Loads the newest snapshot into `map`; returns the sequence number to replay the log from.
+fn load_newest_snapshot(snap_dir: &Path, map: &Map) -> Result<u64> {
+    let mut snapshots = Vec::new();
+    for entry in std::fs::read_dir(snap_dir).map_err(io_err(snap_dir))? {
+        let path = entry.map_err(io_err(snap_dir))?.path();
+        if path.extension().is_some_and(|e| e == "tmp") {
+            tracing::warn!(file = %path.display(), "removing an interrupted snapshot");
+            std::fs::remove_file(&path).map_err(io_err(&path))?;
+        } else if let Some(seq) = snapshot::snapshot_seq(&path) {
+            snapshots.push((seq, path));
+        }
+    }
+    snapshots.sort();
+    let Some((_, newest)) = snapshots.last() else { return Ok(1) };
+    let data = std::fs::read(newest).map_err(io_err(newest))?;
+    let loaded = snapshot::parse(newest, &data)?;
+    // rayon: the entries are parsed; inserting them is the costly part, and flurry takes concurrent inserts.
+    loaded.entries.par_chunks(4096).for_each(|chunk| {
+        let guard = map.guard();
+        for (k, v) in chunk {
+            map.insert(crate::memory::Key::from_slice(k), (*v).into(), &guard);
+        }
+    });
+    tracing::info!(file = %newest.display(), keys = loaded.entries.len(), "loaded snapshot");
+    remove_snapshots_other_than(snap_dir, loaded.replay_from)?;
+    Ok(loaded.replay_from)
+}
+
+fn remove_snapshots_other_than(snap_dir: &Path, keep: u64) -> Result<()> {
+    for entry in std::fs::read_dir(snap_dir).map_err(io_err(snap_dir))? {
+        let path = entry.map_err(io_err(snap_dir))?.path();
+        if snapshot::snapshot_seq(&path).is_some_and(|s| s != keep) {
+            std::fs::remove_file(&path).map_err(io_err(&path))?;
+        }
+    }
+    Ok(())
+}
+
+/// Replays every segment from `replay_from` into `map`; returns the next sequence number, the segment to
+/// append to, and its first sequence number.
+fn replay_log(log_dir: &Path, replay_from: u64, map: &Map) -> Result<(u64, File, u64)> {
+    let mut segments = logfile::list_segments(log_dir)?;
+    // Segments before the snapshot's boundary are history a crash left behind after the snapshot.
+    for (seq, path) in segments.iter().filter(|(seq, _)| *seq < replay_from) {
+        tracing::info!(file = %path.display(), seq, "removing a log segment the snapshot covers");
+        std::fs::remove_file(path).map_err(io_err(path))?;
+    }
+    segments.retain(|(seq, _)| *seq >= replay_from);
+    if let Some((first, path)) = segments.first() {
+        if *first != replay_from {
+            return Err(EngineError::Corrupt {
+                path: path.clone(),
+                detail: format!(
+                    "the log starts at sequence {first} but recovery needs {replay_from}: a snapshot or a log \
+                     segment is missing"
+                ),
+            });
+        }
+    } else if replay_from > 1 {
+        return Err(EngineError::Corrupt {
+            path: log_dir.join(logfile::segment_name(replay_from)),
+            detail: "the log segment that follows the newest snapshot is missing".into(),
+        });
+    }
+    let mut next_seq = replay_from;
+    let guard = map.guard();
+    let count = segments.len();
+    for (i, (start, path)) in segments.iter().enumerate() {
+        if *start != next_seq {
+            return Err(EngineError::Corrupt {
+                path: path.clone(),
+                detail: format!(
+                    "segment starts at sequence {start}, but the previous one ended at {next_seq}"
+                ),
+            });
+        }
+        let data = std::fs::read(path).map_err(io_err(path))?;
+        let scan = logfile::scan(path, &data, next_seq, |record| match record.op {
+            LogOp::Put(k, v) => {
+                map.insert(crate::memory::Key::from_slice(k), v.into(), &guard);
+            }
+            LogOp::Delete(k) => {
+                map.remove(k, &guard);
+            }
+        })?;
+        if let Some((offset, reason)) = &scan.torn {
+            if i + 1 != count {
+                return Err(EngineError::Corrupt {
+                    path: path.clone(),
+                    detail: format!(
+                        "damaged record at offset {offset} ({reason}) in a segment that later ones follow"
+                    ),
+                });
+            }
+            tracing::warn!(file = %path.display(), offset, reason = %reason, "cut a torn record off the end of the log");
+            let file = OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
+            if scan.valid_len < logfile::HEADER_LEN {
+                file.set_len(0).map_err(io_err(path))?;
+                (&file).write_all(&logfile::header()).map_err(io_err(path))?;
+            } else {
+                file.set_len(scan.valid_len as u64).map_err(io_err(path))?;
+            }
+            file.sync_all().map_err(io_err(path))?;
+        }
+        next_seq = scan.next_seq;
+    }
+    drop(guard);
+    let (file, start) = match segments.last() {
+        Some((start, path)) => {
+            let file = OpenOptions::new().append(true).open(path).map_err(io_err(path))?;
+            (file, *start)
+        }
+        None => (create_segment(log_dir, next_seq).map_err(io_err(log_dir))?, next_seq),
+    };
+    Ok((next_seq, file, start))
+}
