@@ -14,7 +14,7 @@ DUR=${1:-10s}
 CONNS=64
 HERE=benches/server
 HZ=$(getconf CLK_TCK)
-WORKERS=${WORKERS:-2}
+WORKERS=${WORKERS:-1}
 
 cargo build --release -q -p otkv-adapter-http --bin otkv-server --example minihttp_hello
 TMP=$(mktemp -d)

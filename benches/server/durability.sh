@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # PUT throughput by engine and durability mode, one run: wrk -t1 -c64 -d DURATION, PUT of 100-byte unique
-# values to random keys among 100k, against otkv-server with 2 workers and a fresh data directory each.
+# values to random keys among 100k, against otkv-server with 1 worker and a fresh data directory each.
 # Usage: benches/server/durability.sh [DURATION]   (default 10s; needs wrk)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -11,7 +11,7 @@ trap 'kill $NODE 2>/dev/null || true; rm -rf "$TMP"' EXIT
 for mode in "memory none" "memory periodic" "memory sync" "sled none" "sled periodic" "sled sync"; do
   set -- $mode
   rm -rf "$TMP/data"
-  ./target/release/otkv-server --port 0 --workers 2 --engine "$1" --durability "$2" --data-dir "$TMP/data" \
+  ./target/release/otkv-server --port 0 --workers 1 --engine "$1" --durability "$2" --data-dir "$TMP/data" \
     >"$TMP/node.out" 2>"$TMP/node.err" &
   NODE=$!
   until grep -q listening "$TMP/node.out" 2>/dev/null; do sleep 0.05; done
