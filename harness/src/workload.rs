@@ -97,8 +97,10 @@ pub fn check_value(value: &[u8], index: u64, expect: Expect, size: usize) -> boo
             // `k{index}:` on the stack: this runs on every read of the hot loop.
             let mut prefix = [0u8; 24];
             prefix[0] = b'k';
-            let digits = itoa::Buffer::new().format(index).len();
-            prefix[1..=digits].copy_from_slice(itoa::Buffer::new().format(index).as_bytes());
+            let mut itoa_buf = itoa::Buffer::new();
+            let number = itoa_buf.format(index).as_bytes();
+            let digits = number.len();
+            prefix[1..=digits].copy_from_slice(number);
             prefix[digits + 1] = b':';
             let prefix = &prefix[..(digits + 2).min(size)];
             value.len() == size && value.starts_with(prefix)
