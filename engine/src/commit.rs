@@ -111,8 +111,11 @@ impl GroupCommit {
     /// Asks the flusher to run now (a `sync` writer, a snapshot).
     pub(crate) fn request(&self) {
         let mut st = lock(&self.shared.state);
-        st.pending = true;
-        self.shared.wake.notify_one();
+        // Already pending: the flusher will run without another wake-up.
+        if !st.pending {
+            st.pending = true;
+            self.shared.wake.notify_one();
+        }
     }
 
     /// Calls `callback` once `ticket` is durable (at once if it already is).
@@ -191,6 +194,7 @@ impl Shared {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// Locks `m`, recovering from poisoning (a panicked holder leaves data that is still consistent here).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }

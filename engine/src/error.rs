@@ -3,7 +3,7 @@
 //! Every fallible engine call returns [`EngineError`]. Callers (the HTTP adapter) map these to their own
 //! statuses in one place; the engine itself never decides how an error is shown to a client.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Everything that can go wrong inside the storage engine.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +47,11 @@ pub enum EngineError {
         /// The limit it exceeded.
         max: usize,
     },
+}
+
+/// Maps an I/O error on `path` to [`EngineError::Io`]: `.map_err(io_err(path))`.
+pub(crate) fn io_err(path: &Path) -> impl Fn(std::io::Error) -> EngineError + Copy + '_ {
+    move |source| EngineError::Io { path: path.to_path_buf(), source }
 }
 
 /// Shorthand for results of engine calls.

@@ -14,6 +14,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::error::io_err;
 use crate::{EngineError, Result};
 
 /// The segment header.
@@ -232,10 +233,9 @@ fn valid_record_after(data: &[u8], from: usize, min_seq: u64) -> Option<usize> {
 /// Segment files in `dir`, sorted by first sequence number.
 pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let mut out = Vec::new();
-    let entries =
-        std::fs::read_dir(dir).map_err(|source| EngineError::Io { path: dir.to_path_buf(), source })?;
+    let entries = std::fs::read_dir(dir).map_err(io_err(dir))?;
     for entry in entries {
-        let path = entry.map_err(|source| EngineError::Io { path: dir.to_path_buf(), source })?.path();
+        let path = entry.map_err(io_err(dir))?.path();
         if let Some(seq) = segment_seq(&path) {
             out.push((seq, path));
         }

@@ -32,7 +32,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rayon::prelude::*;
 
-use crate::commit::{Flush, GroupCommit, Schedule};
+use crate::commit::{lock, Flush, GroupCommit, Schedule};
+use crate::error::io_err;
 use crate::logfile::{self, LogOp};
 use crate::memory::Map;
 use crate::snapshot;
@@ -69,14 +70,6 @@ impl std::fmt::Debug for Persistence {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Persistence").field("log_dir", &self.inner.log_dir).finish_non_exhaustive()
     }
-}
-
-fn io_err(path: &Path) -> impl Fn(std::io::Error) -> EngineError + '_ {
-    move |source| EngineError::Io { path: path.to_path_buf(), source }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn now_us() -> u64 {

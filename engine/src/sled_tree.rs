@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::commit::{Flush, GroupCommit, Schedule};
+use crate::error::io_err;
 use crate::{Durability, EngineConfig, EngineError, PutOutcome, Result};
 
 /// The sled backend.
@@ -67,7 +68,7 @@ fn open_waiting_for_lock(dir: &Path) -> Result<sled::Db> {
 
 impl SledStore {
     pub(crate) fn open(dir: &Path, config: &EngineConfig) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|source| EngineError::Io { path: dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let db = open_waiting_for_lock(dir)?;
         let issued = Arc::new(AtomicU64::new(0));
         let schedule = match config.durability {
@@ -81,7 +82,7 @@ impl SledStore {
                 GroupCommit::start("otkv-sled-flush", s, 0, flusher)
             })
             .transpose()
-            .map_err(|source| EngineError::Io { path: dir.to_path_buf(), source })?;
+            .map_err(io_err(dir))?;
         Ok(SledStore {
             db,
             issued,

@@ -23,6 +23,7 @@
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use crate::error::io_err;
 use crate::{EngineError, Result};
 
 const MAGIC: &[u8; 8] = b"OTKVSNP1";
@@ -50,7 +51,7 @@ pub(crate) fn write<'a>(
 ) -> Result<(PathBuf, u64)> {
     let final_path = dir.join(snapshot_name(replay_from));
     let tmp_path = dir.join(format!("{}.tmp", snapshot_name(replay_from)));
-    let io = |source| EngineError::Io { path: tmp_path.clone(), source };
+    let io = io_err(&tmp_path);
     let file = std::fs::File::create(&tmp_path).map_err(io)?;
     let mut out =
         HashingWriter { inner: BufWriter::with_capacity(1 << 20, file), crc: crc32fast::Hasher::new() };
@@ -74,8 +75,7 @@ pub(crate) fn write<'a>(
     let file = inner.into_inner().map_err(|e| io(e.into_error()))?;
     file.sync_all().map_err(io)?;
     drop(file);
-    std::fs::rename(&tmp_path, &final_path)
-        .map_err(|source| EngineError::Io { path: final_path.clone(), source })?;
+    std::fs::rename(&tmp_path, &final_path).map_err(io_err(&final_path))?;
     sync_dir(dir)?;
     Ok((final_path, count))
 }
@@ -151,7 +151,5 @@ pub(crate) fn parse<'a>(path: &Path, data: &'a [u8]) -> Result<Loaded<'a>> {
 
 /// Makes a rename or a file creation in `dir` durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| EngineError::Io { path: dir.to_path_buf(), source })
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
 }

@@ -53,6 +53,23 @@ fn check(engine: &Engine, upto: u32) {
     }
 }
 
+/// Writes `k{i:05}` = `value(i)` for every `i` in `range`.
+fn put_keys(engine: &Engine, range: std::ops::Range<u32>) {
+    for i in range {
+        engine.put(format!("k{i:05}").as_bytes(), &value(i)).expect("put");
+    }
+}
+
+/// The one snapshot file in `dir`.
+fn only_snapshot(dir: &Path) -> PathBuf {
+    let mut snaps: Vec<PathBuf> = std::fs::read_dir(dir.join("snapshots"))
+        .expect("snapshot dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(snaps.len(), 1, "exactly one snapshot: {snaps:?}");
+    snaps.pop().expect("a snapshot")
+}
+
 fn only_segment(dir: &Path) -> PathBuf {
     let mut segs: Vec<PathBuf> =
         std::fs::read_dir(dir.join("log")).expect("log dir").map(|e| e.expect("entry").path()).collect();
@@ -81,13 +98,9 @@ fn recover_from_the_log_alone() {
 fn recover_from_snapshot_plus_log_and_drop_history() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = open(dir.path(), true).expect("open");
-    for i in 0..300 {
-        engine.put(format!("k{i:05}").as_bytes(), &value(i)).expect("put");
-    }
+    put_keys(&engine, 0..300);
     engine.snapshot().expect("snapshot");
-    for i in 300..400 {
-        engine.put(format!("k{i:05}").as_bytes(), &value(i)).expect("put");
-    }
+    put_keys(&engine, 300..400);
     crash(engine);
     let snaps: Vec<_> = std::fs::read_dir(dir.path().join("snapshots")).expect("dir").collect();
     assert_eq!(snaps.len(), 1, "one snapshot");
@@ -104,9 +117,7 @@ fn recover_from_snapshot_plus_log_and_drop_history() {
 fn clean_shutdown_snapshots_and_restarts_from_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = open(dir.path(), true).expect("open");
-    for i in 0..200 {
-        engine.put(format!("k{i:05}").as_bytes(), &value(i)).expect("put");
-    }
+    put_keys(&engine, 0..200);
     engine.close().expect("close");
     let log = std::fs::read(only_segment(dir.path())).expect("segment");
     assert_eq!(log.len(), 16, "after the shutdown snapshot the log holds only its header");
@@ -177,12 +188,9 @@ fn a_flipped_bit_followed_by_valid_records_refuses_to_start() {
 fn a_corrupt_newest_snapshot_refuses_to_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = open(dir.path(), true).expect("open");
-    for i in 0..100 {
-        engine.put(format!("k{i:05}").as_bytes(), &value(i)).expect("put");
-    }
+    put_keys(&engine, 0..100);
     engine.close().expect("close");
-    let snap =
-        std::fs::read_dir(dir.path().join("snapshots")).expect("dir").next().expect("one").expect("e").path();
+    let snap = only_snapshot(dir.path());
     let mut data = std::fs::read(&snap).expect("read");
     data[40] ^= 0x04;
     std::fs::write(&snap, &data).expect("write");
@@ -196,9 +204,7 @@ fn a_corrupt_newest_snapshot_refuses_to_start() {
 fn a_missing_snapshot_refuses_to_start_and_a_half_written_one_is_ignored() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = open(dir.path(), true).expect("open");
-    for i in 0..100 {
-        engine.put(format!("k{i:05}").as_bytes(), &value(i)).expect("put");
-    }
+    put_keys(&engine, 0..100);
     engine.snapshot().expect("snapshot");
     engine.put(b"after", b"snapshot").expect("put");
     crash(engine);
@@ -212,8 +218,7 @@ fn a_missing_snapshot_refuses_to_start_and_a_half_written_one_is_ignored() {
     assert!(!tmp.exists());
 
     // Without its snapshot, the log does not start at 1: the data before it is gone, so refuse.
-    let snap =
-        std::fs::read_dir(dir.path().join("snapshots")).expect("dir").next().expect("one").expect("e").path();
+    let snap = only_snapshot(dir.path());
     std::fs::remove_file(&snap).expect("remove snapshot");
     match open(dir.path(), true) {
         Err(EngineError::Corrupt { detail, .. }) => assert!(detail.contains("missing"), "{detail}"),

@@ -219,26 +219,17 @@ fn run(args: &RunArgs) -> Result<(), String> {
     let say = |line: String| if args.json { eprintln!("{line}") } else { println!("{line}") };
     say(format!(
         "harness: {} workload, {} keys of {} B ({}), {} connections, {}, router {}, node counts {:?}",
-        serde_json::to_value(args.workload)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default(),
+        report::wire_name(&args.workload),
         args.keys,
         args.value_size,
-        serde_json::to_value(args.key_dist)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default(),
+        report::wire_name(&args.key_dist),
         args.connections,
         match (args.ops, args.rate) {
             (Some(n), _) => format!("{n} ops per node count"),
             (None, Some(r)) => format!("open loop at {r} ops/s for {:?}", args.duration),
             (None, None) => format!("closed loop for {:?}, pipeline {}", args.duration, args.pipeline),
         },
-        serde_json::to_value(args.router)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default(),
+        report::wire_name(&args.router),
         counts
     ));
     if remote.is_none() {

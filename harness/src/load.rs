@@ -98,9 +98,7 @@ impl Tally {
     pub fn by_kind(&self) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();
         for (k, n) in self.failures.lock().expect("tally").iter() {
-            let name =
-                serde_json::to_value(k).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-            out.insert(name, *n);
+            out.insert(crate::report::wire_name(k), *n);
         }
         for (code, n) in self.statuses.lock().expect("tally").iter() {
             out.insert(format!("http_{code}"), *n);

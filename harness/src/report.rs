@@ -142,6 +142,11 @@ impl RunSummary {
     }
 }
 
+/// How an enum is named in `summary.json` (its serde name), for text that must match it.
+pub fn wire_name<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
 /// The once-a-second line on stderr.
 pub fn progress_line(iv: &Interval, duration: Option<Duration>) {
     let of = duration.map(|d| format!("/{}s", d.as_secs())).unwrap_or_default();
