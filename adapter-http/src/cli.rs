@@ -29,6 +29,10 @@ pub struct ServerArgs {
     /// With `--durability periodic`: how often everything is made durable (e.g. `1s`, `200ms`).
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub flush_interval: Duration,
+    /// With `--durability sync`: the longest the flusher holds a sync to gather as many writers as its
+    /// last sync released, so they share one (group commit). `0s` syncs as soon as any write waits.
+    #[arg(long, default_value = "1ms", value_parser = humantime::parse_duration)]
+    pub commit_delay: Duration,
     /// Memory engine with a log: write a snapshot this often (and on shutdown), then drop the log before
     /// it; `0s` never snapshots (the whole log is replayed at start).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]

@@ -120,7 +120,7 @@ impl Connection<'_> {
             if let Some(ticket) = ticket {
                 // `sync` durability: the batch's writes are acknowledged only once durable. The coroutine
                 // parks (its worker thread serves other connections) until the flusher's sync covers it.
-                if let Err(reason) = wait_durable(self.shared, ticket) {
+                if let Err(reason) = self.shared.durable_waits.wait(&self.shared.engine, ticket) {
                     self.out.clear();
                     let err = HttpError::NotDurable(reason);
                     respond_error(&mut self.out, &self.encoder, self.shared, Op::Other, &err, false);
@@ -318,27 +318,6 @@ impl Connection<'_> {
                 self.shared.busy.fetch_sub(1, Relaxed);
             }
         }
-    }
-}
-
-/// Parks the calling coroutine until the engine reports `ticket` durable (or why it never will be).
-#[inline(never)]
-fn wait_durable(shared: &Shared, ticket: u64) -> Result<(), String> {
-    let slot: std::sync::Arc<std::sync::Mutex<Option<Result<(), String>>>> = Default::default();
-    let co = may::coroutine::current();
-    let filled = std::sync::Arc::clone(&slot);
-    shared.engine.on_durable(
-        ticket,
-        Box::new(move |result| {
-            *filled.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
-            co.unpark();
-        }),
-    );
-    loop {
-        if let Some(result) = slot.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            return result;
-        }
-        may::coroutine::park();
     }
 }
 

@@ -14,7 +14,9 @@
 //!    `Transfer-Encoding`, `Connection`, `Expect`).
 //! 4. [`routes`] maps method and path to an operation and runs it; [`error`] maps every failure to its
 //!    status in one place; [`response`] encodes the answer.
-//! 5. [`metrics`] counts requests for `/metrics` and `/v1/stats`.
+//! 5. [`durable`] parks a connection until its `sync` writes are durable, and wakes it from the engine's
+//!    flusher through one relay coroutine.
+//! 6. [`metrics`] counts requests for `/metrics` and `/v1/stats`.
 //!
 //! Why not may_minihttp itself: its connection loop is private and has no timeouts, no head or body cap,
 //! panics on a bad `Content-Length`, ignores `Transfer-Encoding` and `Connection: close`, and parses an
@@ -26,6 +28,7 @@
 pub mod cli;
 pub mod conn;
 pub mod deadline;
+pub mod durable;
 pub mod error;
 pub mod metrics;
 mod pct;

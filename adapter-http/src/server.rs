@@ -17,6 +17,7 @@ use may::net::{TcpListener, TcpStream};
 use otkv_engine::{Engine, EngineConfig, EngineError};
 
 use crate::cli::ServerArgs;
+use crate::durable::DurableWaits;
 use crate::metrics::Metrics;
 use crate::routes::Limits;
 
@@ -44,6 +45,8 @@ pub struct Shared {
     pub shutting_down: AtomicBool,
     /// Connections holding a request not yet answered.
     pub busy: AtomicUsize,
+    /// Connections waiting for their writes to become durable (`sync`).
+    pub durable_waits: Arc<DurableWaits>,
     open: AtomicUsize,
     max_connections: usize,
 }
@@ -107,6 +110,7 @@ pub fn run(args: ServerArgs) -> Result<(), ServerError> {
         timeouts: Timeouts { header: args.header_timeout, idle: args.idle_timeout },
         shutting_down: AtomicBool::new(false),
         busy: AtomicUsize::new(0),
+        durable_waits: Arc::default(),
         open: AtomicUsize::new(0),
         max_connections: args.max_connections,
     });
@@ -119,6 +123,8 @@ pub fn run(args: ServerArgs) -> Result<(), ServerError> {
     let _ = stdout.flush();
     drop(stdout);
 
+    let waits = Arc::clone(&shared.durable_waits);
+    spawn_coroutine(move || waits.relay());
     let accept_shared = Arc::clone(&shared);
     let accept = spawn_coroutine(move || accept_loop(listener, &accept_shared));
     if accept.join().is_err() {
@@ -247,6 +253,7 @@ impl ServerArgs {
             data_dir: self.data_dir.clone(),
             durability: self.durability,
             flush_interval: self.flush_interval,
+            commit_delay: self.commit_delay,
             snapshot_interval: Some(self.snapshot_interval).filter(|d| !d.is_zero()),
         })
     }

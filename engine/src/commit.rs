@@ -5,6 +5,7 @@
 //! ([`GroupCommit::wait`]) or registering a callback ([`GroupCommit::on_durable`]) so that a coroutine
 //! can park instead of blocking its worker thread. The flusher takes whatever is pending, makes all of it
 //! durable with one sync, and wakes every waiter whose ticket it covered: concurrent writers share syncs.
+//! Before a sync it waits briefly for the writers it expects (the commit delay, see the flusher loop).
 //! In `periodic` mode nobody waits; the flusher syncs once per interval.
 //!
 //! A failed sync is not retried (after fsyncgate: the kernel may have dropped the dirty pages and cleared
@@ -16,7 +17,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What the flusher calls: make everything written so far durable, and return the highest ticket that
 /// is now durable.
@@ -30,8 +31,8 @@ pub type DurableCallback = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// When the flusher runs.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Schedule {
-    /// As soon as a writer asks.
-    OnRequest,
+    /// When a writer asks, after a commit delay of at most the given duration (see the flusher loop).
+    OnRequest(Duration),
     /// Every interval.
     Every(Duration),
 }
@@ -40,6 +41,9 @@ struct State {
     pending: bool,
     stop: bool,
     waiters: Vec<(u64, DurableCallback)>,
+    /// How many waiters the last sync released: about how many writers cycle through the flusher, so
+    /// how many to gather before the next sync (the commit delay).
+    expected: usize,
 }
 
 struct Shared {
@@ -71,7 +75,7 @@ impl GroupCommit {
     ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             durable: AtomicU64::new(durable),
-            state: Mutex::new(State { pending: false, stop: false, waiters: Vec::new() }),
+            state: Mutex::new(State { pending: false, stop: false, waiters: Vec::new(), expected: 0 }),
             wake: Condvar::new(),
             failure: OnceLock::new(),
         });
@@ -80,9 +84,23 @@ impl GroupCommit {
             let stop = {
                 let mut st = lock(&s.state);
                 match schedule {
-                    Schedule::OnRequest => {
+                    Schedule::OnRequest(max_delay) => {
                         while !st.pending && !st.stop {
                             st = s.wake.wait(st).unwrap_or_else(|p| p.into_inner());
+                        }
+                        // The commit delay. The writers the last sync released are on their way back with
+                        // their next writes. A sync costs the same for one write as for sixty (here about
+                        // 150 µs, 70 of them CPU), so syncing for the first to arrive would spend most of
+                        // the CPU on syncs and keep batches small. Wait until as many are waiting as last
+                        // time, for at most `max_delay`: a writer that left costs one delay, after which
+                        // `expected` is smaller. (Measured: fixed smaller targets, or none, were slower.)
+                        let deadline = Instant::now() + max_delay;
+                        while st.waiters.len() < st.expected && !st.stop {
+                            let left = deadline.saturating_duration_since(Instant::now());
+                            if left.is_zero() {
+                                break;
+                            }
+                            st = s.wake.wait_timeout(st, left).unwrap_or_else(|p| p.into_inner()).0;
                         }
                     }
                     Schedule::Every(interval) => {
@@ -128,6 +146,10 @@ impl GroupCommit {
                 Some(Ok(()))
             } else {
                 st.waiters.push((ticket, callback));
+                // The flusher is holding a sync for the writers it expects, and this is the last of them.
+                if st.pending && st.waiters.len() == st.expected {
+                    self.shared.wake.notify_one();
+                }
                 return;
             }
         };
@@ -177,6 +199,7 @@ impl Shared {
             let durable = self.durable.fetch_max(ticket, Ordering::AcqRel).max(ticket);
             let (done, rest): (Vec<_>, Vec<_>) = st.waiters.drain(..).partition(|(t, _)| *t <= durable);
             st.waiters = rest;
+            st.expected = done.len();
             done.into_iter().map(|(_, cb)| cb).collect()
         };
         for cb in ready {

