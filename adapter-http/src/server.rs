@@ -87,9 +87,6 @@ Content-Type: text/plain; charset=utf-8\r\nContent-Length: 21\r\n\r\ntoo many co
 /// Runs a node until SIGINT or SIGTERM. Prints `listening on http://ADDR` on stdout once it accepts.
 pub fn run(args: ServerArgs) -> Result<(), ServerError> {
     let workers = args.workers.unwrap_or(1).max(1);
-    if workers > 1 {
-        tracing::warn!(workers, "more than one worker thread: see README, Known issues");
-    }
     may::config().set_workers(workers).set_stack_size(STACK_WORDS);
     may::config().set_worker_pin(false);
 

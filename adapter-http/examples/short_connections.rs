@@ -1,0 +1,26 @@
+//! Stress: many sequential short-lived connections (one GET each, as `ureq::get` makes them) against a
+//! running node. Usage: `cargo run --release -p otkv-adapter-http --example short_connections -- URL N`.
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let url = args.next().expect("URL");
+    let n: usize = args.next().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let keys = 20_000;
+    let agent = ureq::agent();
+    for i in 0..keys {
+        agent.put(&format!("{url}/v1/kv/key-{i}")).send_bytes(format!("value-{i}").as_bytes()).expect("put");
+    }
+    let started = std::time::Instant::now();
+    for i in 0..n {
+        let key = i % keys;
+        if std::env::var_os("HEALTHZ").is_some() {
+            let got = ureq::get(&format!("{url}/healthz")).call().expect("get").into_string().expect("utf8");
+            assert_eq!(got.trim(), "ok");
+            continue;
+        }
+        let got = ureq::get(&format!("{url}/v1/kv/key-{key}")).call().expect("get").into_string().expect("utf8");
+        assert_eq!(got, format!("value-{key}"));
+        if i % 50_000 == 0 {
+            eprintln!("{i} connections, {:.0}/s", i as f64 / started.elapsed().as_secs_f64());
+        }
+    }
+}
