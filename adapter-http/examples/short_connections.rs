@@ -17,7 +17,8 @@ fn main() {
             assert_eq!(got.trim(), "ok");
             continue;
         }
-        let got = ureq::get(&format!("{url}/v1/kv/key-{key}")).call().expect("get").into_string().expect("utf8");
+        let got =
+            ureq::get(&format!("{url}/v1/kv/key-{key}")).call().expect("get").into_string().expect("utf8");
         assert_eq!(got, format!("value-{key}"));
         if i % 50_000 == 0 {
             eprintln!("{i} connections, {:.0}/s", i as f64 / started.elapsed().as_secs_f64());
