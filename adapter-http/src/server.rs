@@ -197,7 +197,12 @@ impl Drop for OpenConnection<'_> {
 
 /// On SIGINT/SIGTERM: mark shutdown, then wake the accept loop with a connection to ourselves.
 fn watch_signals(shared: Arc<Shared>, local: SocketAddr) -> Result<(), ServerError> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::consts::{SIGINT, SIGTERM, SIGXFSZ};
+    // A write past the file-size limit (RLIMIT_FSIZE) would kill the process with SIGXFSZ; handled, the
+    // write fails with EFBIG instead, and the engine treats it like any failed write: writes stop with
+    // 503 and a reason, reads go on (the same path as a failed fsync).
+    signal_hook::flag::register(SIGXFSZ, Arc::new(AtomicBool::new(false)))
+        .map_err(|source| ServerError::Io { what: "installing signal handlers", source })?;
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
         .map_err(|source| ServerError::Io { what: "installing signal handlers", source })?;
     let wake = match local.ip() {
