@@ -1,5 +1,9 @@
 //! Stress: many sequential short-lived connections (one GET each, as `ureq::get` makes them) against a
-//! running node. Usage: `cargo run --release -p otkv-adapter-http --example short_connections -- URL N`.
+//! running node, checking every answer. It found may 0.3.51's use-after-free with `--workers 2`
+//! (third_party/may/PATCH.md). Writes 20k keys, then makes N connections (default 100k); with `HEALTHZ`
+//! set in the environment, each asks for `/healthz` instead (no engine work).
+//!
+//! Usage: `cargo run --release -p otkv-adapter-http --example short_connections -- URL [N]`
 fn main() {
     let mut args = std::env::args().skip(1);
     let url = args.next().expect("URL");
