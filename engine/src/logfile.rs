@@ -18,6 +18,9 @@
 //! what tells a torn write from damage to acknowledged data: the flusher writes a batch only after the
 //! previous one is synced, so a valid marker after a damaged record proves the damaged record had been
 //! synced (acknowledged). Without one, the damage is in the last write, which nobody was told is durable.
+//! What this cannot tell apart: damage that struck the last write *after* its sync (bit rot) while no later
+//! write followed. That is cut like a torn write; the format without markers had the same blind spot for
+//! its last record.
 //!
 //! The file is grown with zeros ahead of the writes, so that a sync overwrites allocated blocks instead of
 //! extending the file (measured on this project's disk: 140–190 µs per `fdatasync` instead of 210–300).
