@@ -230,13 +230,9 @@ fn a_flipped_bit_followed_by_valid_records_refuses_to_start() {
     let mut data = std::fs::read(&seg).expect("read");
     data[100] ^= 0x01; // inside an early record
     std::fs::write(&seg, &data).expect("write");
-    match open(dir.path(), false) {
-        Err(EngineError::Corrupt { path, detail }) => {
-            assert_eq!(path, seg);
-            assert!(detail.contains("followed by a valid record"), "{detail}");
-        }
-        other => panic!("expected a corruption error, got {other:?}"),
-    }
+    let (path, detail) = corruption(open(dir.path(), false));
+    assert_eq!(path, seg);
+    assert!(detail.contains("followed by a valid record"), "{detail}");
 }
 
 #[test]
@@ -249,10 +245,7 @@ fn a_corrupt_newest_snapshot_refuses_to_start() {
     let mut data = std::fs::read(&snap).expect("read");
     data[40] ^= 0x04;
     std::fs::write(&snap, &data).expect("write");
-    match open(dir.path(), true) {
-        Err(EngineError::Corrupt { path, .. }) => assert_eq!(path, snap),
-        other => panic!("expected a corruption error, got {other:?}"),
-    }
+    assert_eq!(corruption(open(dir.path(), true)).0, snap);
 }
 
 #[test]
@@ -275,8 +268,14 @@ fn a_missing_snapshot_refuses_to_start_and_a_half_written_one_is_ignored() {
     // Without its snapshot, the log does not start at 1: the data before it is gone, so refuse.
     let snap = only_snapshot(dir.path());
     std::fs::remove_file(&snap).expect("remove snapshot");
-    match open(dir.path(), true) {
-        Err(EngineError::Corrupt { detail, .. }) => assert!(detail.contains("missing"), "{detail}"),
+    let (_, detail) = corruption(open(dir.path(), true));
+    assert!(detail.contains("missing"), "{detail}");
+}
+
+/// The file and detail of the corruption error `opened` must be.
+fn corruption(opened: otkv_engine::Result<Engine>) -> (PathBuf, String) {
+    match opened {
+        Err(EngineError::Corrupt { path, detail }) => (path, detail),
         other => panic!("expected a corruption error, got {other:?}"),
     }
 }
