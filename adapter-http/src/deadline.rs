@@ -23,6 +23,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::lock;
+
 /// How often the reaper looks; deadlines are honoured to within this.
 pub const TICK: Duration = Duration::from_millis(25);
 
@@ -58,7 +60,7 @@ fn reaper() -> &'static Reaper {
             std::thread::sleep(TICK);
             let now = u64::try_from(r.started.elapsed().as_millis()).unwrap_or(u64::MAX);
             r.now_ms.store(now, Relaxed);
-            let slots = r.slots.lock().unwrap_or_else(|p| p.into_inner());
+            let slots = lock(&r.slots);
             for slot in slots.values() {
                 let kind = slot.kind.load(Relaxed);
                 if kind != NONE && slot.at_ms.load(Relaxed) <= now {
@@ -104,7 +106,7 @@ impl Deadline {
             kind: AtomicU8::new(NONE),
             fired: AtomicBool::new(false),
         });
-        r.slots.lock().unwrap_or_else(|p| p.into_inner()).insert(id, Arc::clone(&slot));
+        lock(&r.slots).insert(id, Arc::clone(&slot));
         Deadline { id, slot }
     }
 
@@ -138,6 +140,6 @@ impl Deadline {
 
 impl Drop for Deadline {
     fn drop(&mut self) {
-        reaper().slots.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+        lock(&reaper().slots).remove(&self.id);
     }
 }

@@ -8,10 +8,12 @@
 //! most once per round; the relay runs on a worker thread, where unparking is a push onto a local queue.
 
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use may::coroutine::{self, Coroutine};
 use otkv_engine::Engine;
+
+use crate::lock;
 
 /// The coroutines whose writes became durable, and the relay that wakes them.
 #[derive(Debug, Default)]
@@ -75,8 +77,4 @@ impl DurableWaits {
             None => co.unpark(),
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
