@@ -1,16 +1,16 @@
-//! One client connection: read, parse, answer, write. The hot path.
+//! One client connection: read, parse, answer, write. The hot path, shared by every [`Service`].
 //!
 //! The loop, once per batch of bytes from the socket:
 //! 1. read what the socket has into `buf` (a read timeout bounds how long a client may stall);
-//! 2. inside one engine batch (one epoch guard, no I/O, no yield), parse every complete request in `buf`,
-//!    run it, and encode its response into `out`;
+//! 2. hand the complete requests in `buf` to the service through [`Requests`], which parses each head,
+//!    applies the framing rules and the body cap, and encodes or accepts each response into `out`;
 //! 3. write all of `out` with one `write_all`, as may_minihttp does: pipelined requests cost one syscall
 //!    per batch, not per request.
 //!
 //! The rules that keep the byte stream trustworthy: a request is consumed exactly as its `Content-Length`
 //! says, used or not, so a body is never parsed as the next request; an error whose framing is in doubt
 //! answers and closes; responses already encoded for earlier requests of the batch are still sent. A panic
-//! in a handler is caught here and ends this connection only.
+//! in a service is caught here and ends this connection only.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
@@ -21,15 +21,15 @@ use std::time::{Duration, Instant};
 use std::os::fd::AsRawFd;
 
 use may::net::TcpStream;
-use otkv_engine::Batch;
 
 use crate::deadline::Deadline;
 use crate::error::HttpError;
 use crate::metrics::Op;
 use crate::request::{self, Method};
 use crate::response::{Encoder, Framing, Reply, CONTINUE};
-use crate::routes::{self, Context, Responder};
-use crate::server::Shared;
+use crate::routes::{self, Route};
+use crate::server::Front;
+use crate::service::Service;
 
 /// The request head cap (431 beyond it).
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -42,6 +42,7 @@ const LINGER_TIME: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 1 << 20;
 
 /// What the connection does after a batch.
+#[derive(Debug, Clone, Copy)]
 enum Next {
     /// Read more; `need` is how many bytes (from the start of the current request) it waits for.
     Read { need: usize, in_body: bool },
@@ -49,11 +50,13 @@ enum Next {
     Close,
 }
 
-struct Connection<'s> {
+struct Connection<'s, S: Service> {
     /// Declared before `stream`, so it is dropped (removed from the reaper) before the socket closes.
     deadline: Deadline,
     stream: TcpStream,
-    shared: &'s Shared,
+    service: &'s S,
+    front: &'s Front,
+    session: S::Session,
     /// `buf[start..filled]` holds bytes received but not yet consumed.
     buf: Vec<u8>,
     start: usize,
@@ -64,17 +67,19 @@ struct Connection<'s> {
     continue_sent: bool,
     /// When the first byte of the current, incomplete request was seen.
     request_started: Option<Instant>,
-    /// This connection counts in `Shared::busy` (it holds a request not yet answered).
+    /// This connection counts in `Front::busy` (it holds a request not yet answered).
     busy: bool,
 }
 
-/// Serves one connection until it closes. Never panics: a panic in a handler is caught and answered.
-pub fn serve(stream: TcpStream, shared: &Shared) {
+/// Serves one connection until it closes. Never panics: a panic in the service is caught and answered.
+pub fn serve<S: Service>(stream: TcpStream, service: &S) {
     let _ = stream.set_nodelay(true);
     let mut conn = Connection {
         deadline: Deadline::watch(stream.as_raw_fd()),
         stream,
-        shared,
+        service,
+        front: service.front(),
+        session: service.session(),
         buf: vec![0; INITIAL_BUF],
         start: 0,
         filled: 0,
@@ -88,7 +93,7 @@ pub fn serve(stream: TcpStream, shared: &Shared) {
     conn.set_busy(false);
 }
 
-impl Connection<'_> {
+impl<S: Service> Connection<'_, S> {
     fn run(&mut self) {
         let mut next = Next::Read { need: 1, in_body: false };
         loop {
@@ -96,7 +101,7 @@ impl Connection<'_> {
                 Next::Read { need, in_body } => (need, in_body),
                 Next::Close => return self.linger_close(),
             };
-            if self.shared.shutting_down.load(Relaxed) && self.start == self.filled {
+            if self.front.shutting_down.load(Relaxed) && self.start == self.filled {
                 return;
             }
             match self.read_more(need, in_body) {
@@ -107,7 +112,7 @@ impl Connection<'_> {
                         // Stalled mid-request: say so, then close.
                         self.encoder.refresh_date();
                         let err = HttpError::RequestTimeout;
-                        respond_error(&mut self.out, &self.encoder, self.shared, Op::Other, &err, false);
+                        respond_error(&mut self.out, &self.encoder, self.front, Op::Other, &err, false);
                         let _ = self.write_out();
                     }
                     return;
@@ -115,18 +120,7 @@ impl Connection<'_> {
                 Err(_) => return,
             }
             self.set_busy(true);
-            let ticket;
-            (next, ticket) = self.process_batch();
-            if let Some(ticket) = ticket {
-                // `sync` durability: the batch's writes are acknowledged only once durable. The coroutine
-                // parks (its worker thread serves other connections) until the flusher's sync covers it.
-                if let Err(reason) = self.shared.durable_waits.wait(&self.shared.engine, ticket) {
-                    self.out.clear();
-                    let err = HttpError::NotDurable(reason);
-                    respond_error(&mut self.out, &self.encoder, self.shared, Op::Other, &err, false);
-                    next = Next::Close;
-                }
-            }
+            next = self.process_batch();
             if !self.out.is_empty() {
                 if self.write_out().is_err() {
                     return;
@@ -141,105 +135,53 @@ impl Connection<'_> {
         }
     }
 
-    /// Parses and answers every complete request in the buffer, inside one engine batch.
+    /// Lets the service answer every complete request in the buffer.
     ///
-    /// `inline(never)` is load-bearing. The engine batch touches thread-locals (flurry's epoch guard), and
-    /// this coroutine may resume on another worker thread after each read. If this function were inlined
-    /// into the loop in `run`, the compiler may compute a thread-local's address once and reuse it after
-    /// the coroutine moved, so two threads would share one epoch slot (seen as a segfault under load with
-    /// LTO). A separate frame computes every thread-local address afresh, on the thread it runs on.
-    ///
-    /// Returns what to do next and, in `sync` mode, the durability ticket the batch's writes wait for.
+    /// `inline(never)` is load-bearing. The node's service touches thread-locals (flurry's epoch guard),
+    /// and this coroutine may resume on another worker thread after each read. If this function were
+    /// inlined into the loop in `run`, the compiler may compute a thread-local's address once and reuse it
+    /// after the coroutine moved, so two threads would share one epoch slot (seen as a segfault under load
+    /// with LTO). A separate frame computes every thread-local address afresh, on the thread it runs on.
     #[inline(never)]
-    fn process_batch(&mut self) -> (Next, Option<u64>) {
+    fn process_batch(&mut self) -> Next {
         self.encoder.refresh_date();
-        let shared = self.shared;
+        let mut requests = Requests {
+            window: &self.buf[self.start..self.filled],
+            consumed: 0,
+            out: &mut self.out,
+            encoder: &self.encoder,
+            front: self.front,
+            continue_sent: self.continue_sent,
+            continue_due: false,
+            next: Next::Read { need: 1, in_body: false },
+            last_answered: Instant::now(),
+        };
+        let service = self.service;
+        let session = &mut self.session;
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            shared.engine.batch(|batch| (self.answer_all(batch, &mut Instant::now()), batch.sync_ticket()))
+            service.answer(session, &mut requests);
+            // A service stops pulling early only when it closes; make sure the state says so.
+            (requests.consumed, requests.continue_sent, requests.continue_due, requests.next)
         }));
-        outcome.unwrap_or_else(|_| {
-            tracing::error!("a request handler panicked; closing its connection");
-            respond_error(&mut self.out, &self.encoder, shared, Op::Other, &HttpError::Internal, false);
-            (Next::Close, None)
-        })
-    }
-
-    fn answer_all(&mut self, batch: &Batch<'_>, last_answered: &mut Instant) -> Next {
-        let shared = self.shared;
-        let limits = &shared.limits;
-        loop {
-            let data = &self.buf[self.start..self.filled];
-            if data.is_empty() {
-                return Next::Read { need: 1, in_body: false };
-            }
-            let head = match request::parse(data, MAX_HEAD_BYTES) {
-                Ok(Some(head)) => head,
-                Ok(None) => return Next::Read { need: data.len() + 1, in_body: false },
-                Err(err) => {
-                    respond_error(&mut self.out, &self.encoder, shared, Op::Other, &err, false);
-                    return Next::Close;
+        match outcome {
+            Ok((consumed, continue_sent, continue_due, next)) => {
+                if consumed > 0 {
+                    self.start += consumed;
+                    self.request_started = None;
                 }
-            };
-            let routed = routes::resolve(head.method, head.target, limits);
-            let max_body = routed.max_body(head.method, limits);
-            if head.body_len > max_body as u64 {
-                let err = HttpError::PayloadTooLarge { len: head.body_len, max: max_body };
-                respond_error(&mut self.out, &self.encoder, shared, routed.op, &err, routed.json_errors);
-                return Next::Close;
-            }
-            // Fits in usize: bounded by the head cap plus `max_body`.
-            let total = head.head_len + head.body_len as usize;
-            if data.len() < total {
-                if head.expect_continue && data.len() == head.head_len && !self.continue_sent {
-                    if let Err(err) = &routed.route {
-                        // The client holds the body back for our answer: refuse it now, and close since
-                        // it may send the body anyway.
-                        respond_error(
-                            &mut self.out,
-                            &self.encoder,
-                            shared,
-                            routed.op,
-                            err,
-                            routed.json_errors,
-                        );
-                        return Next::Close;
-                    }
+                self.continue_sent = continue_sent;
+                if continue_due {
+                    // After every earlier response: the service may have appended some late (the proxy).
                     self.out.extend_from_slice(CONTINUE);
                     self.continue_sent = true;
                 }
-                return Next::Read { need: total, in_body: true };
+                next
             }
-
-            let body = &data[head.head_len..total];
-            let ctx =
-                Context { engine: &shared.engine, metrics: &shared.metrics, limits, in_flight: &shared.busy };
-            let head_only = head.method == Method::Head;
-            let keep_alive = head.keep_alive && !shared.shutting_down.load(Relaxed);
-            let framing =
-                Framing { close: !keep_alive, http10_keep_alive: head.http10 && keep_alive, head_only };
-            let mut responder = Responder { out: &mut self.out, encoder: &self.encoder, framing };
-            let result = routed
-                .route
-                .and_then(|route| routes::handle(&route, head.method, body, batch, &ctx, &mut responder));
-            let (status, close) = match result {
-                Ok(status) => (status, !keep_alive),
-                Err(err) => {
-                    let close = !keep_alive || err.closes_connection();
-                    let framing = Framing { close, http10_keep_alive: head.http10 && !close, head_only };
-                    encode_error(&mut self.out, &self.encoder, &err, routed.json_errors, framing);
-                    (err.status(), close)
-                }
-            };
-            // One clock read per request: the time since the previous request of the batch was answered
-            // (or the batch started) covers this request's parsing, handling and encoding.
-            let now = Instant::now();
-            shared.metrics.record(routed.op, status, elapsed_nanos(*last_answered, now));
-            *last_answered = now;
-            self.start += total;
-            self.continue_sent = false;
-            self.request_started = None;
-            if close {
-                return Next::Close;
+            Err(_) => {
+                tracing::error!("a request handler panicked; closing its connection");
+                let err = HttpError::Internal;
+                respond_error(&mut self.out, &self.encoder, self.front, Op::Other, &err, false);
+                Next::Close
             }
         }
     }
@@ -259,7 +201,7 @@ impl Connection<'_> {
             let len = need.max(self.buf.len() * 2);
             self.buf.resize(len, 0);
         }
-        let timeouts = &self.shared.timeouts;
+        let timeouts = &self.front.timeouts;
         let timeout = if self.filled == 0 {
             timeouts.idle
         } else if in_body {
@@ -288,7 +230,7 @@ impl Connection<'_> {
 
     /// Writes all of `out`; a client that does not read it within the idle timeout is disconnected.
     fn write_out(&mut self) -> io::Result<()> {
-        self.deadline.write_within(self.shared.timeouts.idle);
+        self.deadline.write_within(self.front.timeouts.idle);
         let result = self.stream.write_all(&self.out);
         self.deadline.clear();
         result
@@ -313,31 +255,227 @@ impl Connection<'_> {
         if busy != self.busy {
             self.busy = busy;
             if busy {
-                self.shared.busy.fetch_add(1, Relaxed);
+                self.front.busy.fetch_add(1, Relaxed);
             } else {
-                self.shared.busy.fetch_sub(1, Relaxed);
+                self.front.busy.fetch_sub(1, Relaxed);
             }
         }
     }
 }
 
+/// The complete requests of one batch, handed to a [`Service`] one at a time, in order.
+///
+/// [`Requests::next_request`] parses the next head and applies every framing rule before the service sees the
+/// request: a request it returns is complete (head and body in memory) or carries the error to answer
+/// with. The service must give each one exactly one response, through [`Requests::respond`] or, when it
+/// produced the bytes elsewhere, [`Requests::pass`] followed by appending them to [`Requests::out`].
+#[derive(Debug)]
+pub struct Requests<'c> {
+    /// The unconsumed bytes of the connection's buffer.
+    window: &'c [u8],
+    /// How many bytes of `window` belong to requests already answered.
+    consumed: usize,
+    out: &'c mut Vec<u8>,
+    encoder: &'c Encoder,
+    front: &'c Front,
+    continue_sent: bool,
+    continue_due: bool,
+    next: Next,
+    last_answered: Instant,
+}
+
+/// One request, complete, or the error it must be answered with.
+#[derive(Debug)]
+pub struct Exchange<'c> {
+    /// The method.
+    pub method: Method,
+    /// The metrics label.
+    pub op: Op,
+    /// Errors on this path are JSON (the compatible API).
+    pub json_errors: bool,
+    /// Where it goes, or the error to answer with.
+    pub route: Result<Route<'c>, HttpError>,
+    /// The body (empty when there is none).
+    pub body: &'c [u8],
+    /// The whole request as received, head and body: what a proxy forwards.
+    pub raw: &'c [u8],
+    /// The connection closes after this response (`Connection: close`, HTTP/1.0, shutdown, or an error
+    /// that leaves the byte stream in doubt).
+    pub closes: bool,
+    framing: Framing,
+}
+
+impl<'c> Requests<'c> {
+    /// The next request of the batch, or `None` when the buffer holds no further complete request (or the
+    /// connection closes after the last one answered).
+    pub fn next_request(&mut self) -> Option<Exchange<'c>> {
+        if matches!(self.next, Next::Close) {
+            return None;
+        }
+        let front = self.front;
+        let limits = &front.limits;
+        let data: &'c [u8] = &self.window[self.consumed..];
+        if data.is_empty() {
+            self.next = Next::Read { need: 1, in_body: false };
+            return None;
+        }
+        let head = match request::parse(data, MAX_HEAD_BYTES) {
+            Ok(Some(head)) => head,
+            Ok(None) => {
+                self.next = Next::Read { need: data.len() + 1, in_body: false };
+                return None;
+            }
+            Err(err) => return Some(Exchange::fatal(Method::Other, Op::Other, false, err)),
+        };
+        let routed = routes::resolve(head.method, head.target, limits);
+        let max_body = routed.max_body(head.method, limits);
+        if head.body_len > max_body as u64 {
+            let err = HttpError::PayloadTooLarge { len: head.body_len, max: max_body };
+            return Some(Exchange::fatal(head.method, routed.op, routed.json_errors, err));
+        }
+        // Fits in usize: bounded by the head cap plus `max_body`.
+        let total = head.head_len + head.body_len as usize;
+        if data.len() < total {
+            if head.expect_continue && data.len() == head.head_len && !self.continue_sent {
+                if let Err(err) = routed.route {
+                    // The client holds the body back for our answer: refuse it now, and close since it
+                    // may send the body anyway.
+                    return Some(Exchange::fatal(head.method, routed.op, routed.json_errors, err));
+                }
+                self.continue_due = true;
+            }
+            self.next = Next::Read { need: total, in_body: true };
+            return None;
+        }
+        let keep_alive = head.keep_alive && !front.shutting_down.load(Relaxed);
+        let head_only = head.method == Method::Head;
+        Some(Exchange {
+            method: head.method,
+            op: routed.op,
+            json_errors: routed.json_errors,
+            route: routed.route,
+            body: &data[head.head_len..total],
+            raw: &data[..total],
+            closes: !keep_alive,
+            framing: Framing { close: !keep_alive, http10_keep_alive: head.http10 && keep_alive, head_only },
+        })
+    }
+
+    /// Answers `exchange`: an `Err` route is answered with its error; otherwise `handler` gets the route,
+    /// the body and a [`Responder`] to encode a success into, and its error, if any, is encoded here.
+    /// Counts the request in the metrics. Returns the status sent.
+    pub fn respond(
+        &mut self,
+        exchange: Exchange<'c>,
+        handler: impl FnOnce(Route<'c>, &'c [u8], &mut Responder<'_>) -> Result<u16, HttpError>,
+    ) -> u16 {
+        let Exchange { method: _, op, json_errors, route, body, raw, closes, framing } = exchange;
+        let mut responder = Responder { out: self.out, encoder: self.encoder, framing };
+        let result = route.and_then(|route| handler(route, body, &mut responder));
+        let status = match result {
+            Ok(status) => {
+                self.finish(raw.len(), closes);
+                status
+            }
+            Err(err) => {
+                let close = closes || err.closes_connection();
+                let framing = Framing {
+                    close,
+                    http10_keep_alive: framing.http10_keep_alive && !close,
+                    head_only: framing.head_only,
+                };
+                encode_error(self.out, self.encoder, &err, json_errors, framing);
+                self.finish(raw.len(), close);
+                err.status()
+            }
+        };
+        // One clock read per request: the time since the previous request of the batch was answered (or
+        // the batch started) covers this request's parsing, handling and encoding.
+        let now = Instant::now();
+        self.front.metrics.record(op, status, elapsed_nanos(self.last_answered, now));
+        self.last_answered = now;
+        status
+    }
+
+    /// Consumes `exchange` without encoding a response: the caller appends one to [`Requests::out`]
+    /// (a proxy, with the node's answer) and counts it. Only for an `Ok` route. Returns whether the
+    /// connection closes after this response.
+    pub fn pass(&mut self, exchange: &Exchange<'c>) -> bool {
+        self.finish(exchange.raw.len(), exchange.closes);
+        exchange.closes
+    }
+
+    /// Replaces everything encoded in this batch with one error, and closes: for a batch whose answers
+    /// cannot stand (the node's `sync` writes that did not become durable).
+    pub fn fail_batch(&mut self, err: &HttpError) {
+        self.out.clear();
+        respond_error(self.out, self.encoder, self.front, Op::Other, err, false);
+        self.next = Next::Close;
+    }
+
+    /// The connection's output buffer: responses in request order.
+    pub fn out(&mut self) -> &mut Vec<u8> {
+        self.out
+    }
+
+    /// The connection's response encoder (with the cached `Date`).
+    pub fn encoder(&self) -> &Encoder {
+        self.encoder
+    }
+
+    fn finish(&mut self, len: usize, close: bool) {
+        self.consumed += len;
+        self.continue_sent = false;
+        if close {
+            self.next = Next::Close;
+        }
+    }
+}
+
+impl Exchange<'_> {
+    /// A request refused before its body was read: answered, then the connection closes.
+    fn fatal(method: Method, op: Op, json_errors: bool, err: HttpError) -> Self {
+        Exchange {
+            method,
+            op,
+            json_errors,
+            route: Err(err),
+            body: &[],
+            raw: &[],
+            closes: true,
+            framing: Framing { close: true, http10_keep_alive: false, head_only: false },
+        }
+    }
+}
+
+/// Where a handler writes its successful response: straight into the connection's output buffer, so a
+/// value read in place from the engine is copied exactly once.
+#[derive(Debug)]
+pub struct Responder<'a> {
+    out: &'a mut Vec<u8>,
+    encoder: &'a Encoder,
+    framing: Framing,
+}
+
+impl Responder<'_> {
+    /// Encodes a response and returns its status.
+    pub fn send(&mut self, status: u16, content_type: Option<&'static str>, body: &[u8]) -> u16 {
+        let reply = Reply { status, content_type, body, allow: None };
+        self.encoder.encode(self.out, &reply, self.framing);
+        status
+    }
+}
+
 /// Encodes an error response that ends the connection, and counts it.
-fn respond_error(
-    out: &mut Vec<u8>,
-    encoder: &Encoder,
-    shared: &Shared,
-    op: Op,
-    err: &HttpError,
-    json_errors: bool,
-) {
+fn respond_error(out: &mut Vec<u8>, encoder: &Encoder, front: &Front, op: Op, err: &HttpError, json: bool) {
     encode_error(
         out,
         encoder,
         err,
-        json_errors,
+        json,
         Framing { close: true, http10_keep_alive: false, head_only: false },
     );
-    shared.metrics.record(op, err.status(), 0);
+    front.metrics.record(op, err.status(), 0);
 }
 
 fn encode_error(out: &mut Vec<u8>, encoder: &Encoder, err: &HttpError, json_errors: bool, framing: Framing) {

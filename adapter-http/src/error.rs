@@ -82,6 +82,13 @@ pub enum HttpError {
     /// The writes of this batch could not be made durable; the connection is closed.
     #[error("write not acknowledged: {0}")]
     NotDurable(String),
+    /// A proxy could not get an answer from the node that owns the key (refused, reset, or not a valid
+    /// response). The message names the node.
+    #[error("{0}")]
+    BadGateway(String),
+    /// A proxy got no answer from the node within its upstream timeout. The message names the node.
+    #[error("{0}")]
+    GatewayTimeout(String),
     /// A handler panicked; the connection is closed.
     #[error("internal error")]
     Internal,
@@ -107,6 +114,8 @@ impl HttpError {
             HttpError::Engine(EngineError::Unavailable(_)) | HttpError::NotDurable(_) => 503,
             HttpError::Engine(_) | HttpError::Internal => 500,
             HttpError::TransferCodingNotImplemented => 501,
+            HttpError::BadGateway(_) => 502,
+            HttpError::GatewayTimeout(_) => 504,
         }
     }
 

@@ -5,11 +5,13 @@
 //!
 //! A tour, in the order a request meets the code:
 //!
-//! 1. [`server`] opens the engine, binds, prints `listening on http://ADDR`, and accepts connections
-//!    (capped; backing off when out of file descriptors); SIGINT/SIGTERM drain and flush.
-//! 2. [`conn`] is the connection loop: read into a buffer, answer every complete request in it inside one
-//!    engine batch, write all responses with one write. Timeouts, the head cap, body framing and panic
-//!    isolation live here; [`deadline`] enforces the timeouts (may's own socket timeouts are racy).
+//! 1. [`node`] opens the engine and hands a [`node::Node`] to [`server`], which binds, prints
+//!    `listening on http://ADDR`, and accepts connections (capped; backing off when out of file
+//!    descriptors); SIGINT/SIGTERM drain, then the node flushes.
+//! 2. [`conn`] is the connection loop: read into a buffer, let the [`service::Service`] answer every
+//!    complete request in it (the node: inside one engine batch), write all responses with one write.
+//!    Timeouts, the head cap, body framing and panic isolation live here; [`deadline`] enforces the
+//!    timeouts (may's own socket timeouts are racy).
 //! 3. [`request`] parses a head with `httparse` and applies the framing rules (`Content-Length`,
 //!    `Transfer-Encoding`, `Connection`, `Expect`).
 //! 4. [`routes`] maps method and path to an operation and runs it; [`error`] maps every failure to its
@@ -23,7 +25,9 @@
 //! unread body as the next request. This crate keeps its shape (buffer, parse all, one write) and adds the
 //! rules. may_minihttp stays as a dev-dependency: `examples/minihttp_hello.rs` is the speed baseline.
 //!
-//! This crate knows nothing about other nodes or routing between them.
+//! The front door ([`server`], [`conn`], [`request`], [`response`], [`error`]) is reusable: any
+//! [`service::Service`] runs behind it with the same hardening. The harness's routing proxy is the other
+//! one. This crate knows nothing about other nodes or routing between them.
 
 pub mod cli;
 pub mod conn;
@@ -31,14 +35,17 @@ pub mod deadline;
 pub mod durable;
 pub mod error;
 pub mod metrics;
-mod pct;
+pub mod node;
+pub mod pct;
 pub mod request;
 pub mod response;
 pub mod routes;
 pub mod server;
+pub mod service;
 
-pub use cli::ServerArgs;
-pub use server::{run, ServerError};
+pub use cli::{FrontArgs, ServerArgs};
+pub use node::run;
+pub use server::ServerError;
 
 /// Sends `tracing` output to stderr, filtered by `RUST_LOG` (default `info`, with may's per-socket chatter
 /// at `warn`), in colour only on a terminal.

@@ -45,7 +45,8 @@ const OPS: [(Op, &str); 10] = [
     (Op::Other, "other"),
 ];
 
-const CODES: [u16; 17] = [200, 201, 204, 400, 404, 405, 406, 408, 411, 413, 414, 417, 431, 500, 501, 503, 0];
+const CODES: [u16; 19] =
+    [200, 201, 204, 400, 404, 405, 406, 408, 411, 413, 414, 417, 431, 500, 501, 502, 503, 504, 0];
 
 /// Upper bounds of the latency buckets, in seconds (`+Inf` is implicit).
 const BUCKETS: [f64; 16] =
@@ -104,12 +105,14 @@ impl Metrics {
         self.connections.load(Relaxed)
     }
 
-    fn requests_by_op(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+    /// Requests answered so far, by `op` label.
+    pub fn requests_by_op(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
         OPS.iter().map(|&(op, name)| (name, self.requests[op as usize].iter().map(|c| c.load(Relaxed)).sum()))
     }
 
-    /// Prometheus text exposition. `in_flight`: connections holding a request not yet answered.
-    pub fn prometheus(&self, keys: usize, in_flight: usize) -> String {
+    /// Prometheus text exposition. `keys`: keys stored (a node's; a proxy has none); `in_flight`:
+    /// connections holding a request not yet answered.
+    pub fn prometheus(&self, keys: Option<usize>, in_flight: usize) -> String {
         let mut s = String::with_capacity(4096);
         s.push_str("# HELP otkv_requests_total Requests answered, by operation and status code.\n");
         s.push_str("# TYPE otkv_requests_total counter\n");
@@ -135,8 +138,10 @@ impl Metrics {
         let sum = self.duration_sum_ns.load(Relaxed) as f64 * 1e-9;
         let _ = writeln!(s, "otkv_request_duration_seconds_sum {sum}");
         let _ = writeln!(s, "otkv_request_duration_seconds_count {cumulative}");
-        s.push_str("# HELP otkv_keys Keys stored.\n# TYPE otkv_keys gauge\n");
-        let _ = writeln!(s, "otkv_keys {keys}");
+        if let Some(keys) = keys {
+            s.push_str("# HELP otkv_keys Keys stored.\n# TYPE otkv_keys gauge\n");
+            let _ = writeln!(s, "otkv_keys {keys}");
+        }
         s.push_str("# HELP otkv_connections Open client connections.\n# TYPE otkv_connections gauge\n");
         let _ = writeln!(s, "otkv_connections {}", self.connections());
         s.push_str("# HELP otkv_requests_in_flight Connections holding a request not yet answered.\n");

@@ -9,11 +9,12 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use otkv_engine::{Batch, Engine, PutOutcome};
 
+use crate::conn::Responder;
 use crate::error::HttpError;
 use crate::metrics::{Metrics, Op};
 use crate::pct;
 use crate::request::Method;
-use crate::response::{Encoder, Framing, Reply, JSON, OCTET_STREAM, PROMETHEUS, TEXT};
+use crate::response::{JSON, OCTET_STREAM, PROMETHEUS, TEXT};
 
 /// Body limit for routes that do not use the body (it is still read and discarded).
 const MAX_UNUSED_BODY: usize = 64 * 1024;
@@ -182,29 +183,9 @@ fn list_query(query: &str) -> Result<Route<'_>, HttpError> {
     Ok(Route::List { prefix, limit })
 }
 
-/// Where a handler writes its successful response: straight into the connection's output buffer, so a
-/// value read in place from the engine is copied exactly once.
-#[derive(Debug)]
-pub struct Responder<'a> {
-    /// The connection's output buffer.
-    pub out: &'a mut Vec<u8>,
-    /// The connection's encoder.
-    pub encoder: &'a Encoder,
-    /// How the response is framed.
-    pub framing: Framing,
-}
-
-impl Responder<'_> {
-    /// Encodes a response and returns its status.
-    fn send(&mut self, status: u16, content_type: Option<&'static str>, body: &[u8]) -> u16 {
-        let reply = Reply { status, content_type, body, allow: None };
-        self.encoder.encode(self.out, &reply, self.framing);
-        status
-    }
-
-    fn json(&mut self, status: u16, value: serde_json::Value) -> u16 {
-        self.send(status, Some(JSON), value.to_string().as_bytes())
-    }
+/// Encodes a JSON document as the response body.
+fn send_json(resp: &mut Responder<'_>, status: u16, value: serde_json::Value) -> u16 {
+    resp.send(status, Some(JSON), value.to_string().as_bytes())
 }
 
 /// What handlers can reach besides the request.
@@ -254,7 +235,7 @@ pub fn handle(
         Route::List { prefix, limit } => {
             let keys: Vec<String> =
                 batch.scan_prefix(prefix, *limit)?.iter().map(|k| pct::encode_segment(k)).collect();
-            resp.json(200, serde_json::json!({ "keys": keys }))
+            send_json(resp, 200, serde_json::json!({ "keys": keys }))
         }
         Route::Compat(key) => match method {
             Method::Post => {
@@ -269,24 +250,24 @@ pub fn handle(
                 }
                 batch.put(key, value.as_bytes())?;
                 let message = format!("stored key '{}'", String::from_utf8_lossy(key));
-                resp.json(200, serde_json::json!({ "message": message }))
+                send_json(resp, 200, serde_json::json!({ "message": message }))
             }
             Method::Delete => {
                 if !batch.delete(key)? {
                     return Err(HttpError::KeyNotFound);
                 }
                 let message = format!("deleted key '{}'", String::from_utf8_lossy(key));
-                resp.json(200, serde_json::json!({ "message": message }))
+                send_json(resp, 200, serde_json::json!({ "message": message }))
             }
             _ => {
                 let text = batch.get_with(key, |v| std::str::from_utf8(v).map(str::to_owned))?;
                 let text = text.ok_or(HttpError::KeyNotFound)?.map_err(|_| HttpError::ValueNotText)?;
-                resp.json(200, serde_json::json!({ "value": text }))
+                send_json(resp, 200, serde_json::json!({ "value": text }))
             }
         },
         Route::Health => resp.send(200, Some(TEXT), b"ok\n"),
         Route::Metrics => {
-            let text = ctx.metrics.prometheus(ctx.engine.len(), ctx.in_flight.load(Relaxed));
+            let text = ctx.metrics.prometheus(Some(ctx.engine.len()), ctx.in_flight.load(Relaxed));
             resp.send(200, Some(PROMETHEUS), text.as_bytes())
         }
         Route::Stats => {

@@ -1,10 +1,12 @@
-//! The node: open the engine, bind, accept connections, shut down cleanly.
+//! The front door every server here shares: bind, accept connections, shut down cleanly.
 //!
+//! [`serve`] runs any [`Service`] (the node's engine, the harness's routing proxy) behind the same
+//! accept loop and connection layer:
 //! - Connections beyond `--max-connections` get `503` and are closed at once.
 //! - When `accept` fails for lack of file descriptors (or kernel memory) the loop sleeps and retries,
 //!   instead of spinning on a listener that stays readable; it serves again once descriptors free up.
-//! - SIGINT/SIGTERM: stop accepting, let requests in flight finish (bounded by the header timeout), flush
-//!   the engine, return. Idle keep-alive connections are simply closed by the exit.
+//! - SIGINT/SIGTERM: stop accepting, let requests in flight finish (bounded by the header timeout), and
+//!   return, so the caller can flush. Idle keep-alive connections are simply closed by the exit.
 
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -14,12 +16,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use may::net::{TcpListener, TcpStream};
-use otkv_engine::{Engine, EngineConfig, EngineError};
+use otkv_engine::EngineError;
 
-use crate::cli::ServerArgs;
-use crate::durable::DurableWaits;
+use crate::cli::FrontArgs;
 use crate::metrics::Metrics;
 use crate::routes::Limits;
+use crate::service::Service;
 
 /// How long a client may take.
 #[derive(Debug, Clone, Copy)]
@@ -30,11 +32,9 @@ pub struct Timeouts {
     pub idle: Duration,
 }
 
-/// State every connection shares.
+/// State every connection of a server shares, whatever its service.
 #[derive(Debug)]
-pub struct Shared {
-    /// The engine.
-    pub engine: Engine,
+pub struct Front {
     /// Counters.
     pub metrics: Metrics,
     /// Size limits.
@@ -45,13 +45,30 @@ pub struct Shared {
     pub shutting_down: AtomicBool,
     /// Connections holding a request not yet answered.
     pub busy: AtomicUsize,
-    /// Connections waiting for their writes to become durable (`sync`).
-    pub durable_waits: Arc<DurableWaits>,
     open: AtomicUsize,
     max_connections: usize,
 }
 
-/// Why the server could not start or stop cleanly.
+impl Front {
+    /// The front door `args` describe.
+    pub fn new(args: &FrontArgs) -> Front {
+        Front {
+            metrics: Metrics::default(),
+            limits: Limits {
+                max_key_bytes: args.max_key_bytes,
+                max_value_bytes: args.max_value_bytes,
+                panic_route: args.test_panic_route,
+            },
+            timeouts: Timeouts { header: args.header_timeout, idle: args.idle_timeout },
+            shutting_down: AtomicBool::new(false),
+            busy: AtomicUsize::new(0),
+            open: AtomicUsize::new(0),
+            max_connections: args.max_connections,
+        }
+    }
+}
+
+/// Why a server could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// The command line does not make sense.
@@ -84,62 +101,56 @@ const STACK_WORDS: usize = 0x4000; // 128 KiB on 64-bit: room for the 64-header 
 const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nServer: otkv\r\nConnection: close\r\n\
 Content-Type: text/plain; charset=utf-8\r\nContent-Length: 21\r\n\r\ntoo many connections\n";
 
-/// Runs a node until SIGINT or SIGTERM. Prints `listening on http://ADDR` on stdout once it accepts.
-pub fn run(args: ServerArgs) -> Result<(), ServerError> {
-    let workers = args.workers.unwrap_or(1).max(1);
+/// Sets up may's runtime for a server: `workers` unpinned worker threads (pinned workers were 30% slower
+/// here, with clients on the same cores), 128 KiB coroutine stacks. Call before any coroutine starts.
+pub fn configure_runtime(workers: Option<usize>) -> usize {
+    let workers = workers.unwrap_or(1).max(1);
     may::config().set_workers(workers).set_stack_size(STACK_WORDS);
     may::config().set_worker_pin(false);
+    workers
+}
 
-    let config = args.engine_config()?;
-    let engine = Engine::open(config)?;
-    let addr = SocketAddr::new(args.bind, args.port);
+/// Binds `bind:port`, returning the listener and the address it got (port 0 picks a free one).
+pub fn bind(bind: IpAddr, port: u16) -> Result<(TcpListener, SocketAddr), ServerError> {
+    let addr = SocketAddr::new(bind, port);
     let listener = TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
     let local = listener.local_addr().map_err(|source| ServerError::Io { what: "local address", source })?;
+    Ok((listener, local))
+}
 
-    let shared = Arc::new(Shared {
-        engine,
-        metrics: Metrics::default(),
-        limits: Limits {
-            max_key_bytes: args.max_key_bytes,
-            max_value_bytes: args.max_value_bytes,
-            panic_route: args.test_panic_route,
-        },
-        timeouts: Timeouts { header: args.header_timeout, idle: args.idle_timeout },
-        shutting_down: AtomicBool::new(false),
-        busy: AtomicUsize::new(0),
-        durable_waits: Arc::default(),
-        open: AtomicUsize::new(0),
-        max_connections: args.max_connections,
-    });
-    watch_signals(Arc::clone(&shared), local)?;
-
-    tracing::info!(%local, engine = %shared.engine.config().kind, durability = %shared.engine.config().durability,
-        workers, "listening");
+/// Serves `service` on `listener` until SIGINT or SIGTERM, then lets requests in flight finish and
+/// returns. Prints `listening on http://ADDR` on stdout once it accepts (after `ready`, which starts any
+/// coroutine the service needs).
+pub fn serve<S: Service>(
+    service: Arc<S>,
+    listener: TcpListener,
+    local: SocketAddr,
+    ready: impl FnOnce(),
+) -> Result<(), ServerError> {
+    watch_signals(Arc::clone(&service), local)?;
+    ready();
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "listening on http://{local}");
     let _ = stdout.flush();
     drop(stdout);
 
-    let waits = Arc::clone(&shared.durable_waits);
-    spawn_coroutine(move || waits.relay());
-    let accept_shared = Arc::clone(&shared);
-    let accept = spawn_coroutine(move || accept_loop(listener, &accept_shared));
+    let accept_service = Arc::clone(&service);
+    let accept = spawn_coroutine(move || accept_loop(listener, &accept_service));
     if accept.join().is_err() {
         tracing::error!("accept loop panicked");
     }
 
     // Let requests in flight finish, bounded so a stalled client cannot hold the shutdown.
-    let deadline = Instant::now() + shared.timeouts.header.min(Duration::from_secs(30));
-    while shared.busy.load(Relaxed) > 0 && Instant::now() < deadline {
+    let front = service.front();
+    let deadline = Instant::now() + front.timeouts.header.min(Duration::from_secs(30));
+    while front.busy.load(Relaxed) > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
-    // A last snapshot (memory engine with a log) and flush; later writes are refused.
-    shared.engine.shutdown()?;
-    tracing::info!(keys = shared.engine.len(), "stopped");
     Ok(())
 }
 
-fn accept_loop(listener: TcpListener, shared: &Arc<Shared>) {
+fn accept_loop<S: Service>(listener: TcpListener, service: &Arc<S>) {
+    let front = service.front();
     let mut last_warning: Option<Instant> = None;
     loop {
         let stream = match listener.accept() {
@@ -160,20 +171,20 @@ fn accept_loop(listener: TcpListener, shared: &Arc<Shared>) {
                 continue;
             }
         };
-        if shared.shutting_down.load(Relaxed) {
+        if front.shutting_down.load(Relaxed) {
             return;
         }
-        if shared.open.load(Relaxed) >= shared.max_connections {
-            shared.metrics.connection_refused();
+        if front.open.load(Relaxed) >= front.max_connections {
+            front.metrics.connection_refused();
             refuse(stream);
             continue;
         }
-        shared.open.fetch_add(1, Relaxed);
-        shared.metrics.connection_delta(1);
-        let shared = Arc::clone(shared);
+        front.open.fetch_add(1, Relaxed);
+        front.metrics.connection_delta(1);
+        let service = Arc::clone(service);
         spawn_coroutine(move || {
-            let _open = OpenConnection(&shared);
-            if catch_unwind(AssertUnwindSafe(|| crate::conn::serve(stream, &shared))).is_err() {
+            let _open = OpenConnection(service.front());
+            if catch_unwind(AssertUnwindSafe(|| crate::conn::serve(stream, &*service))).is_err() {
                 tracing::error!("connection task panicked; closed that connection");
             }
         });
@@ -187,7 +198,7 @@ fn refuse(mut stream: TcpStream) {
 }
 
 /// Decrements the open-connection count when the connection's task ends, however it ends.
-struct OpenConnection<'a>(&'a Shared);
+struct OpenConnection<'a>(&'a Front);
 impl Drop for OpenConnection<'_> {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Relaxed);
@@ -196,7 +207,7 @@ impl Drop for OpenConnection<'_> {
 }
 
 /// On SIGINT/SIGTERM: mark shutdown, then wake the accept loop with a connection to ourselves.
-fn watch_signals(shared: Arc<Shared>, local: SocketAddr) -> Result<(), ServerError> {
+fn watch_signals<S: Service>(service: Arc<S>, local: SocketAddr) -> Result<(), ServerError> {
     use signal_hook::consts::{SIGINT, SIGTERM, SIGXFSZ};
     // A write past the file-size limit (RLIMIT_FSIZE) would kill the process with SIGXFSZ; handled, the
     // write fails with EFBIG instead, and the engine treats it like any failed write: writes stop with
@@ -215,7 +226,7 @@ fn watch_signals(shared: Arc<Shared>, local: SocketAddr) -> Result<(), ServerErr
         .spawn(move || {
             if let Some(signal) = signals.forever().next() {
                 tracing::info!(signal, "shutting down");
-                shared.shutting_down.store(true, Relaxed);
+                service.front().shutting_down.store(true, Relaxed);
                 let _ = std::net::TcpStream::connect_timeout(&wake, Duration::from_secs(1));
             }
         })
@@ -225,38 +236,15 @@ fn watch_signals(shared: Arc<Shared>, local: SocketAddr) -> Result<(), ServerErr
 
 /// Spawns a coroutine on may's runtime.
 #[allow(unsafe_code)]
-fn spawn_coroutine<F>(f: F) -> may::coroutine::JoinHandle<()>
+pub fn spawn_coroutine<F>(f: F) -> may::coroutine::JoinHandle<()>
 where
     F: FnOnce() + Send + 'static,
 {
     // SAFETY: may marks spawn unsafe for two hazards. (1) Thread-local storage: a coroutine may move between
     // worker threads at a yield, so a TLS reference held across a yield could point at another thread's
     // slot. Our coroutines hold none across a yield: the only thread-bound state is flurry's epoch guard,
-    // which lives inside `Engine::batch`, whose closure does no I/O and cannot yield. (2) Stack overflow:
-    // the stack is set to STACK_WORDS (128 KiB) in `run`, well above the deepest handler path.
+    // which lives inside `Engine::batch`, whose closure does no I/O and cannot yield; a `Service` must hold
+    // none across its I/O either (its documented contract). (2) Stack overflow: the stack is set to
+    // STACK_WORDS (128 KiB) in `configure_runtime`, well above the deepest handler path.
     unsafe { may::coroutine::spawn(f) }
-}
-
-impl ServerArgs {
-    /// The engine configuration these arguments describe.
-    pub fn engine_config(&self) -> Result<EngineConfig, ServerError> {
-        use otkv_engine::EngineKind;
-        if self.engine == EngineKind::Sled && self.data_dir.is_none() {
-            return Err(ServerError::Config("--engine sled needs --data-dir DIR".into()));
-        }
-        if self.durability != otkv_engine::Durability::None && self.data_dir.is_none() {
-            return Err(ServerError::Config(format!(
-                "--durability {} needs --data-dir DIR",
-                self.durability
-            )));
-        }
-        Ok(EngineConfig {
-            kind: self.engine,
-            data_dir: self.data_dir.clone(),
-            durability: self.durability,
-            flush_interval: self.flush_interval,
-            commit_delay: self.commit_delay,
-            snapshot_interval: Some(self.snapshot_interval).filter(|d| !d.is_zero()),
-        })
-    }
 }
