@@ -405,6 +405,27 @@ impl<'c> Requests<'c> {
         exchange.closes
     }
 
+    /// Appends a response produced elsewhere (a node's answer, passed on as received) for a request
+    /// consumed with [`Requests::pass`], and counts it: `nanos` is how long it took.
+    pub fn send_raw(&mut self, op: Op, status: u16, response: &[u8], nanos: u64) {
+        self.out.extend_from_slice(response);
+        self.front.metrics.record(op, status, nanos);
+    }
+
+    /// Encodes `err` as the response to a request consumed with [`Requests::pass`] (with that request's
+    /// `framing`), and counts it.
+    pub fn send_error(&mut self, op: Op, err: &HttpError, json_errors: bool, framing: Framing, nanos: u64) {
+        encode_error(self.out, self.encoder, err, json_errors, framing);
+        self.front.metrics.record(op, err.status(), nanos);
+    }
+
+    /// Closes the connection after what is already in the output: the requests passed but not yet
+    /// answered get no response (a node closed the connection it answered on with `Connection: close`,
+    /// and that answer was passed on as it is).
+    pub fn close_now(&mut self) {
+        self.next = Next::Close;
+    }
+
     /// Replaces everything encoded in this batch with one error, and closes: for a batch whose answers
     /// cannot stand (the node's `sync` writes that did not become durable).
     pub fn fail_batch(&mut self, err: &HttpError) {
@@ -433,6 +454,11 @@ impl<'c> Requests<'c> {
 }
 
 impl Exchange<'_> {
+    /// How its response is framed (`Connection` header, HEAD).
+    pub fn framing(&self) -> Framing {
+        self.framing
+    }
+
     /// A request refused before its body was read: answered, then the connection closes.
     fn fatal(method: Method, op: Op, json_errors: bool, err: HttpError) -> Self {
         Exchange {

@@ -62,6 +62,6 @@ pub fn init_logging() {
 
 /// Locks `m`, recovering from poisoning: every mutex here guards data that stays consistent if a holder
 /// panicked (a panic must end one connection, never wedge the server).
-pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }

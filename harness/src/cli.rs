@@ -6,10 +6,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::load::{self, LoadSpec, Target};
-use crate::nodes::{self, NodeOptions};
+use crate::nodes::{self, LocalNodeArgs, LocalNodes};
 use crate::plot;
+use crate::proxy::ProxyArgs;
 use crate::report::{self, Preload, RunSummary, Summary};
-use crate::router::{self, RouterKind};
+use crate::router::{self, RouterKind, RoutingArgs};
 use crate::workload::{KeyChooser, KeyDist, WorkloadKind};
 
 /// Benchmark OTKV: start nodes, route keys across them, drive load, report latency and throughput.
@@ -28,6 +29,9 @@ enum Command {
     Ring(RingArgs),
     /// Run one OTKV node (the same server as otkv-server; `harness run` starts its nodes this way).
     Node(NodeArgs),
+    /// Serve a cluster on one address: forward each request to the node that owns its key (the same
+    /// routing as `harness run`), merge listings, report health and stats for all nodes.
+    Proxy(ProxyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -67,24 +71,20 @@ struct RunArgs {
     /// Target an already-running node (repeatable), e.g. http://10.0.0.5:7070, instead of starting nodes.
     #[arg(long = "node", value_name = "URL")]
     node_urls: Vec<String>,
-    /// Engine of the nodes the harness starts: memory or sled.
-    #[arg(long, default_value = "memory")]
-    engine: String,
-    /// Durability of the nodes the harness starts: none, periodic or sync.
-    #[arg(long, default_value = "none")]
-    durability: String,
-    /// Worker threads of each node the harness starts.
-    #[arg(long, default_value_t = 1)]
-    node_workers: usize,
-    /// Keep the nodes' data directories (their path is printed).
+    #[command(flatten)]
+    #[serde(flatten)]
+    local: LocalNodeArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
+    routing: RoutingArgs,
+    /// Send every request through this `harness proxy` (http://HOST:PORT) instead of routing on the
+    /// client; one run, at the proxy's own node count.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["node_urls", "via_proxy"])]
+    proxy: Option<String>,
+    /// For each node count, run twice: routed by the client, then through a `harness proxy` started in
+    /// front of the same nodes (one comparison table: what the hop costs).
     #[arg(long)]
-    keep_data: bool,
-    /// How keys are routed to nodes.
-    #[arg(long, value_enum, default_value = "rendezvous")]
-    router: RouterKind,
-    /// Virtual nodes per node, for --router ring.
-    #[arg(long, default_value_t = 160)]
-    vnodes: usize,
+    via_proxy: bool,
     /// What to send: seed (set each key, then read it back), ycsb-a (50/50 read/update), ycsb-b (95/5),
     /// ycsb-c (read only), put, get.
     #[arg(long, value_enum, default_value = "ycsb-b")]
@@ -159,6 +159,7 @@ pub fn execute(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Run(args) => run(&args),
+        Command::Proxy(args) => crate::proxy::run(&args),
     }
 }
 
@@ -199,8 +200,18 @@ fn run(args: &RunArgs) -> Result<(), String> {
         return Err("--keys, --value-size and --connections must be positive".into());
     }
     let remote = if args.node_urls.is_empty() { None } else { Some(nodes::remote_targets(&args.node_urls)?) };
-    let counts = match (&args.nodes, &remote) {
-        (Some(c), Some(r)) => {
+    let proxy = match &args.proxy {
+        Some(url) => {
+            let mut target = nodes::remote_targets(std::slice::from_ref(url))?.remove(0);
+            target.name = "proxy".into();
+            let nodes = nodes::proxy_node_count(&target)?;
+            Some((target, nodes))
+        }
+        None => None,
+    };
+    let counts = match (&args.nodes, &remote, &proxy) {
+        (_, _, Some((_, n))) => vec![*n],
+        (Some(c), Some(r), None) => {
             if let Some(&too_many) = c.0.iter().find(|&&n| n > r.len()) {
                 return Err(format!(
                     "--nodes asks for {too_many} nodes but only {} --node URLs were given",
@@ -209,9 +220,9 @@ fn run(args: &RunArgs) -> Result<(), String> {
             }
             c.0.clone()
         }
-        (Some(c), None) => c.0.clone(),
-        (None, Some(r)) => vec![r.len()],
-        (None, None) => vec![1, 2, 3],
+        (Some(c), None, None) => c.0.clone(),
+        (None, Some(r), None) => vec![r.len()],
+        (None, None, None) => vec![1, 2, 3],
     };
     std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
     crate::configure_runtime(args.threads);
@@ -229,84 +240,55 @@ fn run(args: &RunArgs) -> Result<(), String> {
             (None, Some(r)) => format!("open loop at {r} ops/s for {:?}", args.duration),
             (None, None) => format!("closed loop for {:?}, pipeline {}", args.duration, args.pipeline),
         },
-        report::wire_name(&args.router),
+        if proxy.is_some() { "of the proxy".to_string() } else { args.routing.describe() },
         counts
     ));
-    if remote.is_none() {
-        say(format!("nodes: local, engine {} durability {}", args.engine, args.durability));
+    if remote.is_none() && proxy.is_none() {
+        say(format!("nodes: local, engine {} durability {}", args.local.engine, args.local.durability));
+    }
+    if args.via_proxy {
+        say("each node count runs twice: routed by the client, then through harness proxy".into());
     }
 
     let mut runs = Vec::new();
     let mut spectra = Vec::new();
     for &n in &counts {
-        let (mut local, targets): (Option<nodes::LocalNodes>, Vec<Target>) = match &remote {
-            Some(r) => (None, r[..n].to_vec()),
-            None => {
-                let opts = NodeOptions {
-                    engine: args.engine.clone(),
-                    durability: args.durability.clone(),
-                    workers: args.node_workers,
-                };
+        let (mut local, targets): (Option<LocalNodes>, Vec<Target>) = match (&proxy, &remote) {
+            (Some((p, _)), _) => (None, vec![p.clone()]),
+            (None, Some(r)) => (None, r[..n].to_vec()),
+            (None, None) => {
                 let root = data.path().join(format!("{n}nodes"));
-                let local = nodes::start_local(n, &opts, &root)?;
+                let local = nodes::start_local(n, &args.local.options(), &root)?;
                 let targets = local.targets.clone();
                 (Some(local), targets)
             }
         };
-        let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
-        let router = args.router.build(&names, args.vnodes);
-        let spec = LoadSpec {
-            workload: args.workload,
-            keys: args.keys,
-            value_size: args.value_size,
-            chooser: KeyChooser::new(args.key_dist, args.keys),
-            connections: args.connections,
-            duration: if args.ops.is_some() { None } else { Some(args.duration) },
-            ops: args.ops,
-            pipeline: args.pipeline,
-            rate: args.rate,
-            timeout: args.timeout,
-            progress: true,
-        };
-        eprintln!("-- {n} node{}: {}", if n == 1 { "" } else { "s" }, addrs(&targets));
-        let preload = args.workload.needs_preload().then(|| {
-            eprintln!("   preloading {} keys (untimed)...", args.keys);
-            let (took, tally) = load::preload(&spec, router.as_ref(), &targets);
-            Preload { keys: args.keys, seconds: took.as_secs_f64(), errors: tally.total() }
-        });
-        let outcome = load::run(&spec, router.as_ref(), &targets);
-        let exits = local.as_mut().map(|l| l.exit_statuses()).unwrap_or_else(|| vec![None; targets.len()]);
-        let node_info: Vec<(String, String, Option<String>)> =
-            targets.iter().zip(exits).map(|(t, e)| (t.name.clone(), t.addr.to_string(), e)).collect();
+        let via = proxy.as_ref().map(|_| "proxy");
+        let mut measured = vec![measure(args, n, &targets, via, local.as_mut())?];
+        if args.via_proxy {
+            let mut front = nodes::start_proxy(&targets, &args.routing)?;
+            let proxied = front.targets.clone();
+            measured.push(measure(args, n, &proxied, Some("proxy"), Some(&mut front))?);
+        }
         if let Some(mut l) = local {
             l.stop();
         }
-        let summary = RunSummary::new(&node_info, &outcome, preload);
-        report::write_hgrm(&args.out.join(&summary.hgrm), &outcome.histogram)
-            .map_err(|e| format!("cannot write {}: {e}", summary.hgrm))?;
-        let spectrum: Vec<(f64, f64)> = outcome
-            .histogram
-            .iter_quantiles(5)
-            .map(|v| (v.value_iterated_to() as f64 / 1000.0, v.quantile_iterated_to()))
-            .collect();
-        spectra.push((n, spectrum));
-        if args.json {
-            print_to_stderr(&summary);
-        } else {
-            report::print_run(&summary);
+        for (summary, spectrum) in measured {
+            spectra.push((summary.label(), spectrum));
+            runs.push(summary);
         }
-        runs.push(summary);
     }
     if !args.json {
         report::print_comparison(&runs);
     }
 
     let title = |what: &str| {
-        format!("OTKV {what} ({} engine)", if remote.is_some() { "remote" } else { &args.engine })
+        let engine = if remote.is_some() || proxy.is_some() { "remote" } else { &args.local.engine };
+        format!("OTKV {what} ({engine} engine)")
     };
     for r in &runs {
-        let path = args.out.join(format!("latency_{}nodes.png", r.nodes));
-        plot::latency_over_time(&path, r, &title(&format!("latency over time, {} node(s)", r.nodes)))
+        let path = args.out.join(format!("latency_{}.png", r.file_stem()));
+        plot::latency_over_time(&path, r, &title(&format!("latency over time, {}", r.label())))
             .map_err(|e| format!("plot {}: {e}", path.display()))?;
     }
     plot::percentile_spectrum(&args.out.join("percentiles.png"), &spectra, &title("latency by percentile"))
@@ -323,7 +305,7 @@ fn run(args: &RunArgs) -> Result<(), String> {
     if args.json {
         println!("{json}");
     }
-    if args.keep_data {
+    if args.local.keep_data {
         let kept = data.keep();
         eprintln!("data kept in {}", kept.display());
     }
@@ -336,14 +318,66 @@ fn run(args: &RunArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// Runs the workload once against `targets` (the nodes, or one proxy in front of `n` nodes, `via`),
+/// writes its `.hgrm`, prints its summary. `started`: the processes behind `targets` that the harness
+/// started, to report any that exited during the run.
+fn measure(
+    args: &RunArgs,
+    n: usize,
+    targets: &[Target],
+    via: Option<&str>,
+    started: Option<&mut LocalNodes>,
+) -> Result<(RunSummary, Vec<(f64, f64)>), String> {
+    let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
+    let router = args.routing.build(&names);
+    let spec = LoadSpec {
+        workload: args.workload,
+        keys: args.keys,
+        value_size: args.value_size,
+        chooser: KeyChooser::new(args.key_dist, args.keys),
+        connections: args.connections,
+        duration: if args.ops.is_some() { None } else { Some(args.duration) },
+        ops: args.ops,
+        pipeline: args.pipeline,
+        rate: args.rate,
+        timeout: args.timeout,
+        progress: true,
+    };
+    let through = via.map(|v| format!(" via {v}")).unwrap_or_default();
+    eprintln!("-- {n} node{}{through}: {}", if n == 1 { "" } else { "s" }, addrs(targets));
+    let preload = args.workload.needs_preload().then(|| {
+        eprintln!("   preloading {} keys (untimed)...", args.keys);
+        let (took, tally) = load::preload(&spec, router.as_ref(), targets);
+        Preload { keys: args.keys, seconds: took.as_secs_f64(), errors: tally.total() }
+    });
+    let outcome = load::run(&spec, router.as_ref(), targets);
+    let exits = started.map(|l| l.exit_statuses()).unwrap_or_else(|| vec![None; targets.len()]);
+    let node_info: Vec<(String, String, Option<String>)> =
+        targets.iter().zip(exits).map(|(t, e)| (t.name.clone(), t.addr.to_string(), e)).collect();
+    let summary = RunSummary::new(n, via, &node_info, &outcome, preload);
+    report::write_hgrm(&args.out.join(&summary.hgrm), &outcome.histogram)
+        .map_err(|e| format!("cannot write {}: {e}", summary.hgrm))?;
+    let spectrum: Vec<(f64, f64)> = outcome
+        .histogram
+        .iter_quantiles(5)
+        .map(|v| (v.value_iterated_to() as f64 / 1000.0, v.quantile_iterated_to()))
+        .collect();
+    if args.json {
+        print_to_stderr(&summary);
+    } else {
+        report::print_run(&summary);
+    }
+    Ok((summary, spectrum))
+}
+
 fn addrs(targets: &[Target]) -> String {
     targets.iter().map(|t| format!("{}={}", t.name, t.addr)).collect::<Vec<_>>().join(" ")
 }
 
 fn print_to_stderr(r: &RunSummary) {
     eprintln!(
-        "   {} nodes: {} ops/s, p50 {:.3} ms, p99 {:.3} ms, {} errors",
-        r.nodes,
+        "   {}: {} ops/s, p50 {:.3} ms, p99 {:.3} ms, {} errors",
+        r.label(),
         report::group(r.throughput),
         r.latency_ms.p50,
         r.latency_ms.p99,

@@ -1,10 +1,11 @@
-//! A minimal HTTP/1.1 client connection for the load generator.
+//! A minimal HTTP/1.1 client connection: the load generator's, and the routing proxy's to its nodes.
 //!
 //! Hand-written over may's `TcpStream` rather than a general client (ureq, reqwest) because it is the
 //! measuring instrument: it must cost less than the server it measures (the harness has to keep up with
 //! `wrk -t1`), pipeline K requests with one write, and it only ever talks to OTKV nodes, whose responses
-//! always carry `Content-Length`. Requests are encoded into one reusable buffer; responses are parsed in
-//! place with `httparse`.
+//! carry `Content-Length` whenever they have a body. Requests are encoded into one reusable buffer
+//! (or, for the proxy, copied in as received); responses are parsed in place with `httparse`, and
+//! handed out whole as well as split, so the proxy can pass a node's answer on byte for byte.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -53,21 +54,70 @@ pub struct HttpConn {
     filled: usize,
 }
 
-/// A parsed response; `body` borrows the connection's buffer until the next read.
+/// A parsed response; it borrows the connection's buffer until the next read.
 #[derive(Debug)]
 pub struct Response<'a> {
     /// Status code.
     pub status: u16,
     /// The body.
     pub body: &'a [u8],
+    /// The whole response as received: status line, headers and body.
+    pub raw: &'a [u8],
+    /// The server closes the connection after this response (`Connection: close`).
+    pub close: bool,
+}
+
+/// Where a response read by [`HttpConn::read_meta`] lies in the connection's buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseMeta {
+    /// Status code.
+    pub status: u16,
+    start: usize,
+    head_len: usize,
+    total: usize,
+    /// The server closes the connection after this response.
+    pub close: bool,
 }
 
 impl HttpConn {
     /// Connects, with `timeout` for every read and write after.
     pub fn connect(addr: SocketAddr, host: &str, timeout: Duration) -> Result<HttpConn, Failure> {
         let stream = TcpStream::connect(addr).map_err(|_| Failure::Connect)?;
+        Ok(HttpConn::over(stream, host, timeout))
+    }
+
+    /// Connects within `timeout` (a refused connection fails at once; an unanswered one after
+    /// `timeout`, as [`Failure::Timeout`]), with `timeout` for every read and write after.
+    ///
+    /// may's own `connect_timeout` uses its racy socket timers (see `otkv_adapter_http::deadline`), so
+    /// the connect runs on a short-lived helper thread with std's, and this coroutine waits on a channel.
+    /// Only for rare connects (the proxy's, with back-off), not per request.
+    pub fn connect_within(addr: SocketAddr, host: &str, timeout: Duration) -> Result<HttpConn, Failure> {
+        let (tx, rx) = may::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("otkv-connect".into())
+            .spawn(move || {
+                let _ = tx.send(std::net::TcpStream::connect_timeout(&addr, timeout));
+            })
+            .map_err(|_| Failure::Connect)?;
+        let std_stream = match rx.recv() {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) => {
+                return Err(Failure::Timeout)
+            }
+            _ => return Err(Failure::Connect),
+        };
+        let fd = std::os::fd::IntoRawFd::into_raw_fd(std_stream);
+        // SAFETY: `fd` is a connected TCP socket we own (just taken out of a std `TcpStream`), handed over
+        // exactly once; may's stream makes it non-blocking and registers it with its event loop.
+        #[allow(unsafe_code)]
+        let stream = unsafe { <TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        Ok(HttpConn::over(stream, host, timeout))
+    }
+
+    fn over(stream: TcpStream, host: &str, timeout: Duration) -> HttpConn {
         let _ = stream.set_nodelay(true);
-        Ok(HttpConn {
+        HttpConn {
             deadline: Deadline::watch(stream.as_raw_fd()),
             timeout,
             stream,
@@ -76,7 +126,7 @@ impl HttpConn {
             buf: vec![0; 16 * 1024],
             start: 0,
             filled: 0,
-        })
+        }
     }
 
     /// Queues `GET /v1/kv/{key}`.
@@ -105,18 +155,34 @@ impl HttpConn {
 
     /// Sends everything queued, with one write.
     pub fn send(&mut self) -> Result<(), Failure> {
-        self.deadline.write_within(self.timeout);
-        let result = self.stream.write_all(&self.out);
-        self.deadline.clear();
+        let out = std::mem::take(&mut self.out);
+        let result = self.send_bytes(&out);
+        self.out = out;
         self.out.clear();
+        result
+    }
+
+    /// Sends `requests`, already encoded (the proxy forwards what its clients sent), with one write.
+    pub fn send_bytes(&mut self, requests: &[u8]) -> Result<(), Failure> {
+        self.deadline.write_within(self.timeout);
+        let result = self.stream.write_all(requests);
+        self.deadline.clear();
         if self.deadline.fired() {
             return Err(Failure::Timeout);
         }
         result.map_err(Failure::from)
     }
 
-    /// Reads the next response.
-    pub fn read_response(&mut self) -> Result<Response<'_>, Failure> {
+    /// Reads the next response (`no_body`: it answers a HEAD request, so it has none whatever its
+    /// headers say). Interim `1xx` responses are skipped.
+    pub fn read_response(&mut self, no_body: bool) -> Result<Response<'_>, Failure> {
+        let meta = self.read_meta(no_body)?;
+        Ok(self.response(&meta))
+    }
+
+    /// Reads the next response as [`HttpConn::read_response`] does, returning where it lies in the
+    /// connection's buffer rather than borrowing it, so a caller can decide to retry before looking.
+    pub fn read_meta(&mut self, no_body: bool) -> Result<ResponseMeta, Failure> {
         // Drop the previous response's bytes.
         if self.start == self.filled {
             self.start = 0;
@@ -128,27 +194,44 @@ impl HttpConn {
             match resp.parse(&self.buf[self.start..self.filled]) {
                 Ok(httparse::Status::Complete(head_len)) => {
                     let status = resp.code.unwrap_or(0);
+                    if (100..200).contains(&status) {
+                        self.start += head_len;
+                        continue;
+                    }
                     let mut len = 0usize;
+                    let mut close = false;
                     for h in resp.headers.iter() {
                         if h.name.eq_ignore_ascii_case("content-length") {
                             len = std::str::from_utf8(h.value)
                                 .ok()
                                 .and_then(|v| v.trim().parse().ok())
                                 .ok_or(Failure::Protocol)?;
+                        } else if h.name.eq_ignore_ascii_case("connection") {
+                            close |= h.value.eq_ignore_ascii_case(b"close");
                         }
+                    }
+                    // RFC 9112 §6.3: no body for HEAD, 204 and 304, whatever Content-Length says.
+                    if no_body || status == 204 || status == 304 {
+                        len = 0;
                     }
                     let total = head_len + len;
                     while self.filled - self.start < total {
                         self.fill(total)?;
                     }
-                    let body_start = self.start + head_len;
+                    let start = self.start;
                     self.start += total;
-                    return Ok(Response { status, body: &self.buf[body_start..body_start + len] });
+                    return Ok(ResponseMeta { status, start, head_len, total, close });
                 }
                 Ok(httparse::Status::Partial) => self.fill(0)?,
                 Err(_) => return Err(Failure::Protocol),
             }
         }
+    }
+
+    /// The response `meta` describes (valid until the next read).
+    pub fn response(&self, meta: &ResponseMeta) -> Response<'_> {
+        let raw = &self.buf[meta.start..meta.start + meta.total];
+        Response { status: meta.status, body: &raw[meta.head_len..], raw, close: meta.close }
     }
 
     /// Reads more bytes, making room for `need` bytes from `start`.

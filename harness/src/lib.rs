@@ -19,6 +19,7 @@ pub mod client;
 pub mod load;
 pub mod nodes;
 pub mod plot;
+pub mod proxy;
 pub mod report;
 pub mod router;
 pub mod workload;

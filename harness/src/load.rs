@@ -447,7 +447,7 @@ fn connection(
             continue;
         }
         for p in &pending {
-            let response = match c.read_response() {
+            let response = match c.read_response(false) {
                 Ok(r) => r,
                 Err(kind) => {
                     shared.tally.failure(kind, 1);

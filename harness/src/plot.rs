@@ -80,10 +80,10 @@ pub fn latency_over_time(path: &Path, run: &RunSummary, title: &str) -> Result<(
 }
 
 /// Latency by percentile, one line per node count, x on a log scale of 1/(1-p) (as HdrHistogram plots).
-/// `spectra` holds, per run, `(nodes, [(latency ms, percentile in 0..1)])`.
+/// `spectra` holds, per run, `(label, [(latency ms, percentile in 0..1)])`.
 pub fn percentile_spectrum(
     path: &Path,
-    spectra: &[(usize, Vec<(f64, f64)>)],
+    spectra: &[(String, Vec<(f64, f64)>)],
     title: &str,
 ) -> Result<(), PlotError> {
     fonts();
@@ -107,9 +107,9 @@ pub fn percentile_spectrum(
         .label_style(("sans-serif", 14))
         .draw()
         .map_err(to_err)?;
-    for (i, (nodes, points)) in spectra.iter().enumerate() {
+    for (i, (label, points)) in spectra.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
-        let label = format!("{nodes} node{}", if *nodes == 1 { "" } else { "s" });
+        let label = label.clone();
         chart
             .draw_series(LineSeries::new(points.iter().map(|&(v, p)| (x(p), v)), color.stroke_width(2)))
             .map_err(to_err)?
@@ -171,21 +171,39 @@ pub fn throughput(path: &Path, runs: &[RunSummary], title: &str) -> Result<(), P
         .label_style(("sans-serif", 15))
         .draw()
         .map_err(to_err)?;
-    chart
-        .draw_series(runs.iter().map(|r| {
-            let n = r.nodes as f64;
-            Rectangle::new([(n - 0.3, 0.0), (n + 0.3, r.throughput)], COLORS[0].filled())
-        }))
-        .map_err(to_err)?;
+    // Runs through a proxy stand beside the client-routed run of the same node count.
+    let proxied = runs.iter().any(|r| r.via.is_some());
+    let (width, offset) = if proxied { (0.18, 0.2) } else { (0.3, 0.0) };
+    let center = |r: &RunSummary| r.nodes as f64 + if r.via.is_some() { offset } else { -offset };
+    for (color, via) in [(COLORS[0], false), (COLORS[1], true)] {
+        let series: Vec<&RunSummary> = runs.iter().filter(|r| r.via.is_some() == via).collect();
+        if series.is_empty() {
+            continue;
+        }
+        let drawn = chart
+            .draw_series(series.iter().map(|r| {
+                let x = center(r);
+                Rectangle::new([(x - width, 0.0), (x + width, r.throughput)], color.filled())
+            }))
+            .map_err(to_err)?;
+        if proxied {
+            drawn
+                .label(if via { "through harness proxy" } else { "routed by the client" })
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 15, y + 5)], color.filled()));
+        }
+    }
     chart
         .draw_series(runs.iter().map(|r| {
             Text::new(
                 crate::report::group(r.throughput),
-                (r.nodes as f64 - 0.2, r.throughput * 1.03),
-                ("sans-serif", 16),
+                (center(r) - width, r.throughput * 1.03),
+                ("sans-serif", if proxied { 13 } else { 16 }),
             )
         }))
         .map_err(to_err)?;
+    if proxied {
+        legend(&mut chart, SeriesLabelPosition::UpperRight)?;
+    }
     root.present().map_err(to_err)?;
     Ok(())
 }

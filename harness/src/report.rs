@@ -64,6 +64,10 @@ pub struct NodeShare {
 pub struct RunSummary {
     /// How many nodes.
     pub nodes: usize,
+    /// `proxy` when every request went through `harness proxy` (then `per_node` is the proxy); absent
+    /// when the harness routed each key itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
     /// Operations answered correctly.
     pub ops: u64,
     /// Seconds of the measured part.
@@ -107,14 +111,17 @@ pub struct Summary {
 }
 
 impl RunSummary {
-    /// Builds the summary of one node count.
+    /// Builds the summary of one run at `nodes` nodes; `targets` are what the load went to (the nodes, or
+    /// the proxy `via`), as (name, address, exit status if it exited).
     pub fn new(
-        nodes: &[(String, String, Option<String>)],
+        nodes: usize,
+        via: Option<&str>,
+        targets: &[(String, String, Option<String>)],
         outcome: &RunOutcome,
         preload: Option<Preload>,
     ) -> Self {
         let secs = outcome.elapsed.as_secs_f64().max(1e-9);
-        let per_node = nodes
+        let per_node = targets
             .iter()
             .enumerate()
             .map(|(i, (name, addr, exited))| NodeShare {
@@ -126,8 +133,10 @@ impl RunSummary {
                 exited: exited.clone(),
             })
             .collect();
+        let label_stem = format!("{nodes}nodes{}", via.map(|v| format!("-{v}")).unwrap_or_default());
         RunSummary {
-            nodes: nodes.len(),
+            nodes,
+            via: via.map(str::to_owned),
             ops: outcome.ops,
             duration_s: secs,
             throughput: outcome.ops as f64 / secs,
@@ -137,8 +146,19 @@ impl RunSummary {
             per_node,
             preload,
             timeline: outcome.timeline.clone(),
-            hgrm: format!("{}nodes.hgrm", nodes.len()),
+            hgrm: format!("{label_stem}.hgrm"),
         }
+    }
+
+    /// `2 nodes`, or `2 nodes via proxy`.
+    pub fn label(&self) -> String {
+        let via = self.via.as_deref().map(|v| format!(" via {v}")).unwrap_or_default();
+        format!("{} node{}{via}", self.nodes, if self.nodes == 1 { "" } else { "s" })
+    }
+
+    /// `2nodes`, or `2nodes-proxy`: how this run's files are named.
+    pub fn file_stem(&self) -> String {
+        self.hgrm.trim_end_matches(".hgrm").to_string()
     }
 }
 
@@ -176,7 +196,7 @@ pub fn group(n: f64) -> String {
 /// The summary of one node count, as text.
 pub fn print_run(r: &RunSummary) {
     let l = &r.latency_ms;
-    println!("\n== {} node{}", r.nodes, if r.nodes == 1 { "" } else { "s" });
+    println!("\n== {}", r.label());
     if let Some(p) = &r.preload {
         println!("   preload (untimed): {} keys in {:.2} s, {} errors", p.keys, p.seconds, p.errors);
     }
@@ -207,12 +227,13 @@ pub fn print_run(r: &RunSummary) {
 /// The comparison of all node counts, as a table.
 pub fn print_comparison(runs: &[RunSummary]) {
     println!("\n== comparison");
-    println!("   nodes       ops/s    p50 ms    p99 ms  p99.9 ms    max ms   errors");
+    println!("   nodes            ops/s    p50 ms    p99 ms  p99.9 ms    max ms   errors");
     for r in runs {
         let l = &r.latency_ms;
+        let via = r.via.as_deref().map(|v| format!(" via {v}")).unwrap_or_default();
         println!(
-            "   {:>5} {:>11} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>8}",
-            r.nodes,
+            "   {:<10} {:>11} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>8}",
+            format!("{}{via}", r.nodes),
             group(r.throughput),
             l.p50,
             l.p99,

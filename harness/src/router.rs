@@ -49,6 +49,32 @@ impl RouterKind {
     }
 }
 
+/// How keys are routed, as `harness run` and `harness proxy` both take it on the command line.
+#[derive(Debug, Clone, clap::Args, serde::Serialize)]
+pub struct RoutingArgs {
+    /// How keys are routed to nodes.
+    #[arg(long, value_enum, default_value = "rendezvous")]
+    pub router: RouterKind,
+    /// Virtual nodes per node, for --router ring.
+    #[arg(long, default_value_t = 160)]
+    pub vnodes: usize,
+}
+
+impl RoutingArgs {
+    /// The router over nodes with these names.
+    pub fn build(&self, names: &[String]) -> Box<dyn Router> {
+        self.router.build(names, self.vnodes)
+    }
+
+    /// `rendezvous`, or `ring (160 vnodes)`.
+    pub fn describe(&self) -> String {
+        match self.router {
+            RouterKind::Rendezvous => "rendezvous".into(),
+            RouterKind::Ring => format!("ring ({} vnodes)", self.vnodes),
+        }
+    }
+}
+
 /// Highest-random-weight (rendezvous) hashing.
 #[derive(Debug, Clone)]
 pub struct RendezvousRouter {

@@ -1,0 +1,193 @@
+//! What the proxy answers itself: the listing merged from every node, `/healthz`, `/v1/stats`, and its own
+//! `/metrics`.
+//!
+//! A fan-out sends one request to every node at once (each on a connection from its pool, taken in node
+//! order like any group) and then reads the answers, so it takes as long as the slowest node, not the sum.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
+
+use otkv_adapter_http::conn::Responder;
+use otkv_adapter_http::error::HttpError;
+use otkv_adapter_http::pct;
+use otkv_adapter_http::response::{JSON, PROMETHEUS, TEXT};
+use otkv_adapter_http::routes::Route;
+use serde_json::{json, Map, Value};
+
+use super::upstream::{Lease, Upstream};
+use super::Proxy;
+use crate::client::Failure;
+
+/// Answers a request the proxy does not forward; `route` is never a key route.
+pub fn answer(proxy: &Proxy, route: Route<'_>, resp: &mut Responder<'_>) -> Result<u16, HttpError> {
+    match route {
+        Route::List { prefix, limit } => list(proxy, &prefix, limit, resp),
+        Route::Health => Ok(health(proxy, resp)),
+        Route::Stats => Ok(stats(proxy, resp)),
+        Route::Metrics => Ok(resp.send(200, Some(PROMETHEUS), metrics(proxy).as_bytes())),
+        Route::Panic => panic!("panic requested through /debug/panic"),
+        Route::Kv(_) | Route::Compat(_) => Err(HttpError::Internal),
+    }
+}
+
+/// `GET {target}` to every node at once: each node's `(status, body)`, or the error naming it.
+fn fan_out(proxy: &Proxy, target: &str) -> Vec<Result<(u16, Vec<u8>), HttpError>> {
+    let ups = proxy.upstreams();
+    let requests: Vec<Vec<u8>> = ups
+        .iter()
+        .map(|u| format!("GET {target} HTTP/1.1\r\nHost: {}\r\n\r\n", u.host()).into_bytes())
+        .collect();
+    let leases: Vec<Result<Lease<'_>, Failure>> =
+        ups.iter().zip(&requests).map(|(u, r)| u.send(r, 1)).collect();
+    leases
+        .into_iter()
+        .zip(ups)
+        .zip(&requests)
+        .map(|((lease, up), request)| {
+            let mut lease = lease.map_err(|f| up.error(f))?;
+            let meta = lease.read(false, request).map_err(|f| up.error(f))?;
+            let conn = lease.conn().ok_or_else(|| up.error(Failure::Io))?;
+            Ok((meta.status, conn.response(&meta).body.to_vec()))
+        })
+        .collect()
+}
+
+fn who(up: &Upstream) -> String {
+    format!("{} ({})", up.name, up.addr)
+}
+
+#[derive(serde::Deserialize)]
+struct Listing {
+    keys: Vec<String>,
+}
+
+/// `GET /v1/kv?prefix=&limit=`: every node's first `limit` keys under `prefix`, merged in byte order,
+/// de-duplicated, cut to `limit`. Any node that cannot answer fails the whole listing (a partial one would
+/// silently miss keys).
+fn list(proxy: &Proxy, prefix: &[u8], limit: usize, resp: &mut Responder<'_>) -> Result<u16, HttpError> {
+    let target = format!("/v1/kv?prefix={}&limit={limit}", pct::encode_segment(prefix));
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    for (answer, up) in fan_out(proxy, &target).into_iter().zip(proxy.upstreams()) {
+        let (status, body) = answer?;
+        let bad = |why: String| HttpError::BadGateway(format!("{} {why}", who(up)));
+        if status != 200 {
+            return Err(bad(format!(
+                "answered {status} to the listing: {}",
+                String::from_utf8_lossy(&body).trim()
+            )));
+        }
+        let listing: Listing =
+            serde_json::from_slice(&body).map_err(|e| bad(format!("sent an invalid listing: {e}")))?;
+        for key in listing.keys {
+            let decoded =
+                pct::decode(&key, false).ok_or_else(|| bad(format!("listed a malformed key {key:?}")))?;
+            keys.push(decoded.into_owned());
+        }
+    }
+    keys.sort_unstable();
+    keys.dedup();
+    keys.truncate(limit);
+    let keys: Vec<String> = keys.iter().map(|k| pct::encode_segment(k)).collect();
+    Ok(resp.send(200, Some(JSON), json!({ "keys": keys }).to_string().as_bytes()))
+}
+
+/// `/healthz`: 200 when every node answers its own `/healthz` with 200, else 503 naming those that do not.
+fn health(proxy: &Proxy, resp: &mut Responder<'_>) -> u16 {
+    let failing: Vec<String> = fan_out(proxy, "/healthz")
+        .into_iter()
+        .zip(proxy.upstreams())
+        .filter_map(|(answer, up)| match answer {
+            Ok((200, _)) => None,
+            Ok((status, _)) => Some(format!("{} answered {status}", who(up))),
+            Err(e) => Some(e.to_string()),
+        })
+        .collect();
+    if failing.is_empty() {
+        resp.send(200, Some(TEXT), b"ok\n")
+    } else {
+        resp.send(503, Some(TEXT), format!("unhealthy: {}\n", failing.join("; ")).as_bytes())
+    }
+}
+
+/// `/v1/stats`: the proxy's own counters, each node's `/v1/stats` (or why it has none), and totals over
+/// the nodes that answered.
+fn stats(proxy: &Proxy, resp: &mut Responder<'_>) -> u16 {
+    let front = &proxy.front;
+    let mut nodes = Vec::new();
+    let (mut keys, mut connections, mut answering) = (0u64, 0i64, 0usize);
+    let mut requests: Map<String, Value> = Map::new();
+    for (answer, up) in fan_out(proxy, "/v1/stats").into_iter().zip(proxy.upstreams()) {
+        let mut entry = json!({ "name": up.name, "addr": up.addr.to_string() });
+        let doc = answer.and_then(|(status, body)| match (status, serde_json::from_slice::<Value>(&body)) {
+            (200, Ok(doc)) => Ok(doc),
+            _ => Err(HttpError::BadGateway(format!("{} answered {status} without stats", who(up)))),
+        });
+        match doc {
+            Ok(doc) => {
+                answering += 1;
+                keys += doc["keys"].as_u64().unwrap_or(0);
+                connections += doc["connections"].as_i64().unwrap_or(0);
+                if let Some(by_op) = doc["requests"].as_object() {
+                    for (op, n) in by_op {
+                        let sum =
+                            requests.get(op).and_then(Value::as_u64).unwrap_or(0) + n.as_u64().unwrap_or(0);
+                        requests.insert(op.clone(), sum.into());
+                    }
+                }
+                entry["stats"] = doc;
+            }
+            Err(e) => entry["error"] = e.to_string().into(),
+        }
+        nodes.push(entry);
+    }
+    let own: Map<String, Value> =
+        front.metrics.requests_by_op().map(|(op, n)| (op.to_string(), n.into())).collect();
+    let doc = json!({
+        "proxy": {
+            "router": proxy.router_name,
+            "connections": front.metrics.connections(),
+            "requests": own,
+        },
+        "nodes": nodes,
+        "totals": {
+            "nodes": proxy.upstreams().len(),
+            "nodes_answering": answering,
+            "keys": keys,
+            "connections": connections,
+            "requests": requests,
+        },
+    });
+    resp.send(200, Some(JSON), doc.to_string().as_bytes())
+}
+
+/// `/metrics`: the front door's counters (requests by op and code, latency), then per node the requests
+/// forwarded, the failures by kind, and the open connections.
+fn metrics(proxy: &Proxy) -> String {
+    let front = &proxy.front;
+    let mut s = front.metrics.prometheus(None, front.busy.load(Relaxed));
+    s.push_str("# HELP otkv_proxy_upstream_requests_total Requests forwarded to each node.\n");
+    s.push_str("# TYPE otkv_proxy_upstream_requests_total counter\n");
+    for up in proxy.upstreams() {
+        let n = up.forwarded.load(Relaxed);
+        let _ = writeln!(
+            s,
+            "otkv_proxy_upstream_requests_total{{node=\"{}\",addr=\"{}\"}} {n}",
+            up.name, up.addr
+        );
+    }
+    s.push_str("# HELP otkv_proxy_upstream_errors_total Failures reaching each node, by kind.\n");
+    s.push_str("# TYPE otkv_proxy_upstream_errors_total counter\n");
+    for up in proxy.upstreams() {
+        for (kind, n) in up.errors() {
+            let _ =
+                writeln!(s, "otkv_proxy_upstream_errors_total{{node=\"{}\",kind=\"{kind}\"}} {n}", up.name);
+        }
+    }
+    s.push_str("# HELP otkv_proxy_upstream_connections Open connections to each node.\n");
+    s.push_str("# TYPE otkv_proxy_upstream_connections gauge\n");
+    for up in proxy.upstreams() {
+        let _ =
+            writeln!(s, "otkv_proxy_upstream_connections{{node=\"{}\"}} {}", up.name, up.open_connections());
+    }
+    s
+}
