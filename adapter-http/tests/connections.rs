@@ -129,7 +129,7 @@ fn connections_beyond_the_cap_are_refused_until_one_closes() {
 #[test]
 fn running_out_of_descriptors_neither_spins_nor_stops_the_server() {
     let mut limited = Command::new("prlimit");
-    limited.args(["--nofile=40:40", "--", env!("CARGO_BIN_EXE_otkv-server")]);
+    limited.args(["--nofile=40:40", "--"]).args(common::server_argv());
     let node = Node::start_with(limited, &["--workers", "1"]);
     // Hold far more connections than the server has descriptors.
     let held: Vec<TcpStream> = (0..80).filter_map(|_| TcpStream::connect(&node.addr).ok()).collect();

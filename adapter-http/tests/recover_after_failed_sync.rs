@@ -18,7 +18,7 @@ fn a_failed_sync_refuses_writes_keeps_reads_and_loses_nothing_acknowledged() {
     let args = ["--durability", "sync", "--data-dir", dir_arg, "--snapshot-interval", "0s"];
     // Room for the log's first 1 MiB step of preallocation, not for the second.
     let mut limited = Command::new("prlimit");
-    limited.args(["--fsize=1500000", "--", env!("CARGO_BIN_EXE_otkv-server")]);
+    limited.args(["--fsize=1500000", "--"]).args(common::server_argv());
     let node = Node::start_with(limited, &args);
 
     let value = "v".repeat(1000);

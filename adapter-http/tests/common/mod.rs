@@ -9,37 +9,83 @@ use std::time::{Duration, Instant};
 /// How long a test waits for the server before calling it a hang.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
-/// A running `otkv-server`, killed when dropped.
+/// The server under test, as a command line: `otkv-server` in this crate's tests.
+///
+/// The harness includes `bad_input.rs` and `connections.rs` (see `harness/tests/proxy_front_door.rs`) to
+/// run them against `harness proxy` in front of [`BACKING_NODES`] nodes: there this is `harness proxy`,
+/// so every rule these suites check holds at the proxy too, with the same code and the same assertions.
+pub fn server_argv() -> Vec<String> {
+    match option_env!("CARGO_BIN_EXE_otkv-server") {
+        Some(exe) => vec![exe.to_string()],
+        None => vec![harness_exe().to_string(), "proxy".to_string()],
+    }
+}
+
+/// Whether the server under test is the harness's proxy.
+pub fn behind_proxy() -> bool {
+    option_env!("CARGO_BIN_EXE_otkv-server").is_none()
+}
+
+fn harness_exe() -> &'static str {
+    match option_env!("CARGO_BIN_EXE_harness") {
+        Some(exe) => exe,
+        None => panic!("these suites are built in otkv-adapter-http or in otkv-harness"),
+    }
+}
+
+/// How many nodes stand behind the proxy when the suites run against it.
+pub const BACKING_NODES: usize = 2;
+
+/// Options of the front door, which the proxy takes too; the others are the nodes' alone.
+const FRONT_OPTIONS: [&str; 8] = [
+    "--bind",
+    "--workers",
+    "--max-key-bytes",
+    "--max-value-bytes",
+    "--max-connections",
+    "--header-timeout",
+    "--idle-timeout",
+    "--test-panic-route",
+];
+
+/// A running server (with, behind a proxy, its nodes), killed when dropped.
 pub struct Node {
     pub child: Child,
     /// `127.0.0.1:PORT`
     pub addr: String,
     /// `http://127.0.0.1:PORT`
     pub url: String,
+    /// The nodes behind the proxy (none when the server under test is a node).
+    backing: Vec<Child>,
 }
 
 impl Node {
     /// Starts the server with `args` (plus `--port 0`), waiting for its `listening on` line.
     pub fn start(args: &[&str]) -> Node {
-        Node::start_with(Command::new(env!("CARGO_BIN_EXE_otkv-server")), args)
+        let argv = server_argv();
+        let mut command = Command::new(&argv[0]);
+        command.args(&argv[1..]);
+        Node::start_with(command, args)
     }
 
-    /// As [`Node::start`], through a wrapper command (e.g. `prlimit`).
+    /// As [`Node::start`], through a wrapper command (e.g. `prlimit`) that ends with [`server_argv`].
     pub fn start_with(mut command: Command, args: &[&str]) -> Node {
-        let mut child = command
-            .args(["--port", "0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn otkv-server");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read listening line");
-        let url =
-            line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("bad first line {line:?}"));
+        let mut backing = Vec::new();
+        let mut own_args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        if behind_proxy() {
+            own_args = front_args(args);
+            for i in 0..BACKING_NODES {
+                let mut node = Command::new(harness_exe());
+                node.args(["node", "--port", "0"]).args(node_args(args, i));
+                let (child, url) = spawn_listening(node);
+                backing.push(child);
+                own_args.extend(["--node".to_string(), url]);
+            }
+        }
+        command.args(["--port", "0"]).args(&own_args);
+        let (child, url) = spawn_listening(command);
         let addr = url.strip_prefix("http://").expect("http url").to_string();
-        Node { child, url: url.to_string(), addr }
+        Node { child, url, addr, backing }
     }
 
     pub fn connect(&self) -> TcpStream {
@@ -59,16 +105,16 @@ impl Node {
         assert!(ok.success());
     }
 
-    /// Waits for the process to exit, at most `PATIENCE`.
+    /// Waits for the process to exit, at most `PATIENCE`. Behind a proxy, then stops its nodes the same
+    /// way (SIGTERM: they flush), so the cluster as a whole has stopped.
     pub fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "server did not exit");
-            std::thread::sleep(Duration::from_millis(10));
+        let status = wait_exit(&mut self.child);
+        for node in &mut self.backing {
+            let ok = Command::new("kill").args(["-TERM", &node.id().to_string()]).status().expect("kill");
+            assert!(ok.success());
+            assert!(wait_exit(node).success(), "a node behind the proxy failed to stop");
         }
+        status
     }
 
     /// Whether the process is still running.
@@ -79,9 +125,59 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in std::iter::once(&mut self.child).chain(&mut self.backing) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
+}
+
+/// Waits for `child` to exit, at most `PATIENCE`.
+fn wait_exit(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "server did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs `command`, waiting for its `listening on http://...` line; returns the child and the URL.
+fn spawn_listening(mut command: Command) -> (Child, String) {
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn server");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("read listening line");
+    let url = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("bad first line {line:?}"));
+    (child, url.to_string())
+}
+
+/// The arguments among `args` that the proxy takes (the front door's).
+fn front_args(args: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let takes_value = args[i] != "--test-panic-route";
+        let n = if takes_value { 2 } else { 1 };
+        if FRONT_OPTIONS.contains(&args[i]) {
+            out.extend(args[i..(i + n).min(args.len())].iter().map(|a| a.to_string()));
+        }
+        i += n;
+    }
+    out
+}
+
+/// The arguments of node `i` behind a proxy: all of `args`, with its own subdirectory of `--data-dir`.
+fn node_args(args: &[&str], i: usize) -> Vec<String> {
+    let mut out: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    if let Some(p) = out.iter().position(|a| a == "--data-dir") {
+        if let Some(dir) = out.get_mut(p + 1) {
+            *dir = format!("{dir}/node-{i}");
+        }
+    }
+    out
 }
 
 /// One parsed HTTP response.
