@@ -7,13 +7,15 @@
 #      tier a user would otherwise deploy, under the same wrk load;
 # each proxy without pipelining and with pipelining depth 16. Every key is preloaded through the proxy
 # being measured, so each GET finds its value wherever that proxy routes it (wrk counts non-2xx).
-# Proxy CPU per request = (utime + stime of the proxy process over the run) / requests served.
+# Proxy CPU per request = (utime + stime of the proxy process over the run) / requests served. The two
+# proxies alternate, ROUNDS times (default 3), and the medians close the output (the machine is noisy).
 #
 # Needs wrk and haproxy (apt-get install wrk haproxy).
 # Usage: benches/server/proxy.sh [DURATION]   (default 10s)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DUR=${1:-10s}
+ROUNDS=${ROUNDS:-3}
 CONNS=64
 HERE=benches/server
 HZ=$(getconf CLK_TCK)
@@ -66,7 +68,8 @@ wrk_run() { # label pid url depth
   p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
   non2xx=$(echo "$out" | awk '/Non-2xx/ {print $5}')
   awk -v l="$1" -v n="$n" -v s="$secs" -v t="$((after - before))" -v hz="$HZ" -v p50="$p50" -v p99="$p99" \
-    'BEGIN { printf "%-28s %9.0f req/s  p50 %-8s p99 %-8s %7.2f us proxy CPU/req\n", l, n / s, p50, p99, t / hz * 1e6 / n }'
+    'BEGIN { printf "%-28s %9.0f req/s  p50 %-8s p99 %-8s %7.2f us proxy CPU/req\n", l, n / s, p50, p99, t / hz * 1e6 / n }' |
+    tee -a "$TMP/results"
   if [ -n "$non2xx" ]; then echo "   !! $non2xx non-2xx responses"; fi
 }
 
@@ -121,11 +124,28 @@ done
 HA_URL=http://127.0.0.1:$HAPORT
 preload "$HA_URL"
 
-echo "-- no pipelining"
-wrk_run "harness proxy" "$PROXY_PID" "$PROXY_URL" 1
-wrk_run "haproxy" "$HA_PID" "$HA_URL" 1
-wrk_run "harness proxy (again)" "$PROXY_PID" "$PROXY_URL" 1
-wrk_run "haproxy (again)" "$HA_PID" "$HA_URL" 1
-echo "-- pipelining depth 16"
-wrk_run "harness proxy -p16" "$PROXY_PID" "$PROXY_URL" 16
-wrk_run "haproxy -p16" "$HA_PID" "$HA_URL" 16
+for round in $(seq "$ROUNDS"); do
+  echo "-- round $round"
+  wrk_run "harness proxy" "$PROXY_PID" "$PROXY_URL" 1
+  wrk_run "haproxy" "$HA_PID" "$HA_URL" 1
+  wrk_run "harness proxy -p16" "$PROXY_PID" "$PROXY_URL" 16
+  wrk_run "haproxy -p16" "$HA_PID" "$HA_URL" 16
+done
+echo "-- medians of $ROUNDS rounds (wrk's latency under pipelining is per batch)"
+python3 - "$TMP/results" <<'PY'
+import re, statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    m = re.match(r"(.+?)\s+([\d.]+) req/s\s+p50 (\S+)\s+p99 (\S+)\s+([\d.]+) us", line)
+    if m:
+        rows.setdefault(m.group(1).strip(), []).append((float(m.group(2)), float(m.group(5))))
+for label, runs in rows.items():
+    rps = statistics.median(r[0] for r in runs)
+    cpu = statistics.median(r[1] for r in runs)
+    print(f"{label:<28} {rps:9.0f} req/s {cpu:7.2f} us proxy CPU/req")
+cpu = {label: statistics.median(r[1] for r in runs) for label, runs in rows.items()}
+for suffix in ["", " -p16"]:
+    ours, theirs = cpu.get("harness proxy" + suffix), cpu.get("haproxy" + suffix)
+    if ours and theirs:
+        print(f"harness proxy ÷ haproxy, CPU/req{suffix or ' (no pipelining)'}: {ours / theirs:.2f}")
+PY
