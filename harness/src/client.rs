@@ -16,6 +16,10 @@ use std::os::fd::AsRawFd;
 use may::net::TcpStream;
 use otkv_adapter_http::deadline::Deadline;
 
+/// A connection's read buffer, and the most it keeps between responses.
+const INITIAL_BUF: usize = 16 * 1024;
+const KEEP_BUF: usize = 64 * 1024;
+
 /// Why a request got no usable answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -123,7 +127,7 @@ impl HttpConn {
             stream,
             host: host.to_string(),
             out: Vec::with_capacity(4096),
-            buf: vec![0; 16 * 1024],
+            buf: vec![0; INITIAL_BUF],
             start: 0,
             filled: 0,
         }
@@ -183,10 +187,14 @@ impl HttpConn {
     /// Reads the next response as [`HttpConn::read_response`] does, returning where it lies in the
     /// connection's buffer rather than borrowing it, so a caller can decide to retry before looking.
     pub fn read_meta(&mut self, no_body: bool) -> Result<ResponseMeta, Failure> {
-        // Drop the previous response's bytes.
+        // Drop the previous response's bytes, and give back a buffer a large value made grow (the
+        // proxy keeps many of these connections idle in its pools).
         if self.start == self.filled {
             self.start = 0;
             self.filled = 0;
+            if self.buf.len() > KEEP_BUF {
+                self.buf = vec![0; INITIAL_BUF];
+            }
         }
         loop {
             let mut headers = [httparse::EMPTY_HEADER; 16];

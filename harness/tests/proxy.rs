@@ -62,6 +62,18 @@ impl Server {
         assert!(ok.success());
     }
 
+    /// SIGSTOP, and wait until every thread of the process is stopped (delivery is asynchronous).
+    fn freeze(&self) {
+        self.signal("STOP");
+        let tasks = format!("/proc/{}/task", self.child.id());
+        eventually("every thread of the node is stopped", || {
+            std::fs::read_dir(&tasks).expect("tasks").all(|t| {
+                let stat = std::fs::read_to_string(t.expect("task").path().join("stat")).unwrap_or_default();
+                stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('T'))
+            })
+        });
+    }
+
     fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -316,7 +328,7 @@ fn a_hung_node_gets_504_after_the_upstream_timeout_and_recovers() {
     for k in [&hung, &fine] {
         assert_eq!(call("PUT", &kv(&proxy, k.as_bytes()), Some(b"v")).0, 201);
     }
-    nodes[0].signal("STOP");
+    nodes[0].freeze();
     let started = Instant::now();
     let (status, body) = call("GET", &kv(&proxy, hung.as_bytes()), None);
     let waited = started.elapsed();
@@ -335,7 +347,7 @@ fn sigterm_lets_a_forwarded_request_finish_then_exits_zero() {
     let mut s = TcpStream::connect(proxy.url.trim_start_matches("http://")).expect("connect");
     s.set_read_timeout(Some(PATIENCE)).expect("timeout");
     // The node is stopped, so the forwarded PUT is in flight when the proxy is told to stop.
-    nodes[0].signal("STOP");
+    nodes[0].freeze();
     s.write_all(b"PUT /v1/kv/late HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nlate").expect("write");
     eventually("the PUT is in flight at the proxy", || {
         let (_, m) = call("GET", &format!("{}/metrics", proxy.url), None);
@@ -419,4 +431,45 @@ fn bad_proxy_arguments_are_clear_errors() {
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
+}
+
+#[test]
+fn a_pipelined_mix_of_large_reads_and_writes_does_not_deadlock() {
+    // Large answers and large requests in one batch to one node: the proxy must not block writing the
+    // later PUTs while the node blocks writing the earlier GETs' answers that nobody reads yet.
+    let nodes = [Server::node()];
+    let proxy = Server::proxy(&nodes, &[]);
+    let big = |i: usize| vec![b'a' + i as u8; 900 * 1024];
+    let mut batch = Vec::new();
+    for round in 0..2 {
+        for i in 0..4 {
+            let v = big(i + round);
+            batch.extend(
+                format!("PUT /v1/kv/big{i} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", v.len())
+                    .bytes(),
+            );
+            batch.extend(&v);
+        }
+        for i in 0..4 {
+            batch.extend(format!("GET /v1/kv/big{i} HTTP/1.1\r\nHost: x\r\n\r\n").bytes());
+        }
+    }
+    let s = TcpStream::connect(proxy.url.trim_start_matches("http://")).expect("connect");
+    s.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    let mut writer = s.try_clone().expect("clone");
+    // Written from another thread: the answers (7 MiB) must be read while the requests (7 MiB) go out.
+    let sender = std::thread::spawn(move || writer.write_all(&batch).expect("write"));
+    let mut r = BufReader::new(s);
+    for round in 0..2 {
+        for _ in 0..4 {
+            let (status, _) = read_response(&mut r, false);
+            assert!(status == 201 || status == 204, "PUT answered {status}");
+        }
+        for i in 0..4 {
+            let (status, body) = read_response(&mut r, false);
+            assert_eq!(status, 200);
+            assert!(body == big(i + round), "GET big{i} in round {round}: wrong value");
+        }
+    }
+    sender.join().expect("sender");
 }
