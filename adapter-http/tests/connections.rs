@@ -8,20 +8,10 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{assert_closed, raw_exchange, read_response, status_of, Node, PATIENCE};
+use common::{assert_closed, eventually, raw_exchange, read_response, status_of, Node};
 
 fn healthy(node: &Node) -> bool {
     ureq::get(&format!("{}/healthz", node.url)).call().map(|r| r.status() == 200).unwrap_or(false)
-}
-
-/// Polls `f` until it is true, failing after `PATIENCE`. For conditions the server reaches on its own time
-/// (a connection it has not yet noticed is closed), not as a stand-in for synchronisation we could have.
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

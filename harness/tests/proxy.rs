@@ -12,8 +12,13 @@ use otkv_harness::router::{node_names, RouterKind};
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 
+// The adapter's test helpers (`eventually`, `PATIENCE`); their `Node` is not used here.
+#[path = "../../adapter-http/tests/common/mod.rs"]
+mod common;
+
+use common::{eventually, PATIENCE};
+
 const HARNESS: &str = env!("CARGO_BIN_EXE_harness");
-const PATIENCE: Duration = Duration::from_secs(10);
 
 /// A `harness node` or `harness proxy` process, killed on drop.
 struct Server {
@@ -108,16 +113,6 @@ fn call(method: &str, url: &str, body: Option<&[u8]>) -> (u16, Vec<u8>) {
 
 fn kv(server: &Server, key: &[u8]) -> String {
     format!("{}/v1/kv/{}", server.url, encode_segment(key))
-}
-
-/// Polls `f` until it is true, failing after `PATIENCE`: for a state the system reaches on its own time
-/// (a restarted node accepting again), not a stand-in for synchronisation we could have.
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Any key, sent percent-encoded: the proxy stores it on the node the harness's own router names, and

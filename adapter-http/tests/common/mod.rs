@@ -9,6 +9,16 @@ use std::time::{Duration, Instant};
 /// How long a test waits for the server before calling it a hang.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
+/// Polls `f` until it is true, failing after `PATIENCE`. For conditions the server reaches on its own time
+/// (a connection it has not yet noticed is closed), not as a stand-in for synchronisation we could have.
+pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The server under test, as a command line: `otkv-server` in this crate's tests.
 ///
 /// The harness includes `bad_input.rs` and `connections.rs` (see `harness/tests/proxy_front_door.rs`) to
