@@ -308,6 +308,7 @@ pub struct Exchange<'c> {
 impl<'c> Requests<'c> {
     /// The next request of the batch, or `None` when the buffer holds no further complete request (or the
     /// connection closes after the last one answered).
+    #[inline]
     pub fn next_request(&mut self) -> Option<Exchange<'c>> {
         if matches!(self.next, Next::Close) {
             return None;
@@ -364,6 +365,7 @@ impl<'c> Requests<'c> {
     /// Answers `exchange`: an `Err` route is answered with its error; otherwise `handler` gets the route,
     /// the body and a [`Responder`] to encode a success into, and its error, if any, is encoded here.
     /// Counts the request in the metrics. Returns the status sent.
+    #[inline]
     pub fn respond(
         &mut self,
         exchange: Exchange<'c>,
@@ -444,6 +446,7 @@ impl<'c> Requests<'c> {
         self.encoder
     }
 
+    #[inline]
     fn finish(&mut self, len: usize, close: bool) {
         self.consumed += len;
         self.continue_sent = false;
