@@ -29,6 +29,12 @@ pub trait Router: Send + Sync {
     fn nodes(&self) -> usize;
 }
 
+impl std::fmt::Debug for dyn Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Router({} nodes)", self.nodes())
+    }
+}
+
 /// Which router to build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -88,12 +88,6 @@ pub struct Proxy {
     upstreams: Vec<Upstream>,
 }
 
-impl std::fmt::Debug for dyn Router {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Router({} nodes)", self.nodes())
-    }
-}
-
 /// One client connection's forwarding state: the group being gathered.
 #[derive(Debug)]
 pub struct Session {
@@ -110,9 +104,8 @@ pub struct Session {
 struct Slot {
     node: usize,
     op: Op,
-    /// A HEAD request: its answer has no body.
-    no_body: bool,
     json_errors: bool,
+    /// How the answer is framed; `head_only`: a HEAD request, whose answer has no body.
     framing: Framing,
 }
 
@@ -141,7 +134,6 @@ impl Service for Proxy {
                 s.slots.push(Slot {
                     node,
                     op: exchange.op,
-                    no_body: exchange.framing().head_only,
                     json_errors: exchange.json_errors,
                     framing: exchange.framing(),
                 });
@@ -177,7 +169,7 @@ impl Proxy {
             }
             let lease = &mut leases[slot.node];
             let read = match lease {
-                Some(Ok(l)) => l.read(slot.no_body, &s.pending[slot.node]),
+                Some(Ok(l)) => l.read(slot.framing.head_only, &s.pending[slot.node]),
                 Some(Err(failure)) => Err(*failure),
                 None => Err(Failure::Protocol),
             };
@@ -203,7 +195,7 @@ impl Proxy {
                 }
             }
         }
-        s.slots.clear();
+        // (Draining dropped any slot left after a close.)
         drop(leases);
         for (pending, count) in s.pending.iter_mut().zip(&mut s.counts) {
             pending.clear();
