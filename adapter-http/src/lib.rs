@@ -18,7 +18,8 @@
 //!    status in one place; [`response`] encodes the answer.
 //! 5. [`durable`] parks a connection until its `sync` writes are durable, and wakes it from the engine's
 //!    flusher through one relay coroutine.
-//! 6. [`metrics`] counts requests for `/metrics` and `/v1/stats`.
+//! 6. [`metrics`] counts requests for `/metrics` and `/v1/stats`; [`process`] adds the process's own CPU
+//!    time and memory, read from `/proc` at scrape time.
 //!
 //! Why not may_minihttp itself: its connection loop is private and has no timeouts, no head or body cap,
 //! panics on a bad `Content-Length`, ignores `Transfer-Encoding` and `Connection: close`, and parses an
@@ -37,6 +38,7 @@ pub mod error;
 pub mod metrics;
 pub mod node;
 pub mod pct;
+pub mod process;
 pub mod request;
 pub mod response;
 pub mod routes;

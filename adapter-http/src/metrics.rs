@@ -150,6 +150,9 @@ impl Metrics {
         s.push_str("# HELP otkv_connections_refused_total Connections refused at --max-connections.\n");
         s.push_str("# TYPE otkv_connections_refused_total counter\n");
         let _ = writeln!(s, "otkv_connections_refused_total {}", self.connections_refused.load(Relaxed));
+        if let Some(process) = crate::process::ProcessStats::read() {
+            process.write_prometheus(&mut s);
+        }
         s
     }
 
@@ -157,6 +160,7 @@ impl Metrics {
     pub fn stats_json(&self, engine: &str, durability: &str, keys: usize) -> String {
         let requests: serde_json::Map<String, serde_json::Value> =
             self.requests_by_op().map(|(name, n)| (name.to_string(), n.into())).collect();
+        let process = crate::process::ProcessStats::read();
         serde_json::json!({
             "engine": engine,
             "durability": durability,
@@ -164,6 +168,8 @@ impl Metrics {
             "uptime_seconds": self.started.elapsed().as_secs_f64(),
             "connections": self.connections(),
             "requests": requests,
+            "cpu_seconds": process.map(|p| p.cpu_seconds),
+            "rss_bytes": process.map(|p| p.rss_bytes),
         })
         .to_string()
     }

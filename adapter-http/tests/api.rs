@@ -158,3 +158,40 @@ fn sled_without_data_dir_fails_with_a_clear_error() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The value of an unlabelled metric in a `/metrics` scrape.
+fn scrape(node: &Node, name: &str) -> f64 {
+    let text = ureq::get(&format!("{}/metrics", node.url)).call().expect("metrics").into_string().expect("s");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
+#[test]
+fn process_metrics_parse_and_move_under_load() {
+    let node = Node::start(&[]);
+    let cpu_before = scrape(&node, "process_cpu_seconds_total");
+    let started = scrape(&node, "process_start_time_seconds");
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs_f64();
+    assert!(started <= now + 1.0 && started > now - 600.0, "started {started}, now {now}");
+    // Enough requests to cost the server well over one clock tick (10 ms).
+    let mut s = node.connect();
+    let batch = "PUT /v1/kv/load HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nv".repeat(100);
+    let mut r = std::io::BufReader::new(s.try_clone().expect("clone"));
+    for _ in 0..100 {
+        std::io::Write::write_all(&mut s, batch.as_bytes()).expect("write");
+        for _ in 0..100 {
+            assert!(common::read_response(&mut r, false).is_some());
+        }
+    }
+    assert!(scrape(&node, "process_cpu_seconds_total") > cpu_before);
+    assert!(scrape(&node, "process_resident_memory_bytes") > 1_000_000.0);
+    let stats: serde_json::Value = serde_json::from_str(
+        &ureq::get(&format!("{}/v1/stats", node.url)).call().expect("stats").into_string().expect("s"),
+    )
+    .expect("json");
+    assert!(stats["cpu_seconds"].as_f64().is_some_and(|c| c > 0.0), "{stats}");
+    assert!(stats["rss_bytes"].as_u64().is_some_and(|b| b > 1_000_000), "{stats}");
+}

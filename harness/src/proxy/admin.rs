@@ -142,11 +142,14 @@ fn stats(proxy: &Proxy, resp: &mut Responder<'_>) -> u16 {
     }
     let own: Map<String, Value> =
         front.metrics.requests_by_op().map(|(op, n)| (op.to_string(), n.into())).collect();
+    let process = otkv_adapter_http::process::ProcessStats::read();
     let doc = json!({
         "proxy": {
             "router": proxy.router_name,
             "connections": front.metrics.connections(),
             "requests": own,
+            "cpu_seconds": process.map(|p| p.cpu_seconds),
+            "rss_bytes": process.map(|p| p.rss_bytes),
         },
         "nodes": nodes,
         "totals": {
