@@ -9,8 +9,8 @@
 //!   permit the other waits for.
 //! - **Stale connections.** A pooled connection the node has since closed (its idle timeout, a restart)
 //!   fails on first use with nothing received; the group is then sent once more on a fresh connection.
-//!   GET, HEAD, PUT and DELETE are idempotent (RFC 9110 §9.2.2), so the retry cannot do twice what a
-//!   client asked once.
+//!   GET, HEAD, PUT and DELETE are idempotent (RFC 9110 §9.2.2), and the compatible API's POST is a
+//!   plain set of the same value, so the retry cannot do twice what a client asked once.
 //! - **Back-off.** A failed connect marks the node down for a while (50 ms, doubling to 1 s); meanwhile
 //!   its keys are answered 502 at once, without a connect per request. The first connect after that
 //!   time either brings it back or doubles the wait.
