@@ -73,11 +73,21 @@ pub fn start_local(n: usize, opts: &NodeOptions, data_root: &Path) -> Result<Loc
     let mut nodes = LocalNodes { children: Vec::new(), targets: Vec::new() };
     for name in node_names(n) {
         let dir: PathBuf = data_root.join(&name);
-        let mut args: Vec<OsString> = ["node", "--port", "0", "--engine", &opts.engine]
-            .iter()
-            .chain(&["--durability", &opts.durability, "--workers", &opts.workers.to_string()])
-            .map(OsString::from)
-            .collect();
+        let workers = opts.workers.to_string();
+        let mut args: Vec<OsString> = [
+            "node",
+            "--port",
+            "0",
+            "--engine",
+            &opts.engine,
+            "--durability",
+            &opts.durability,
+            "--workers",
+            &workers,
+        ]
+        .into_iter()
+        .map(OsString::from)
+        .collect();
         args.extend([OsString::from("--data-dir"), dir.into_os_string()]);
         let (child, addr) = spawn_server(&name, &args)?;
         nodes.children.push(child);
@@ -89,12 +99,11 @@ pub fn start_local(n: usize, opts: &NodeOptions, data_root: &Path) -> Result<Loc
 /// Starts `harness proxy` in front of `nodes` (named as they are), routing with `routing`; its one
 /// target is the proxy, named `proxy`.
 pub fn start_proxy(nodes: &[Target], routing: &RoutingArgs) -> Result<LocalNodes, String> {
-    let mut args: Vec<OsString> =
-        ["proxy", "--port", "0", "--router", &crate::report::wire_name(&routing.router)]
-            .iter()
-            .chain(&["--vnodes", &routing.vnodes.to_string()])
-            .map(OsString::from)
-            .collect();
+    let (router, vnodes) = (crate::report::wire_name(&routing.router), routing.vnodes.to_string());
+    let mut args: Vec<OsString> = ["proxy", "--port", "0", "--router", &router, "--vnodes", &vnodes]
+        .into_iter()
+        .map(OsString::from)
+        .collect();
     for node in nodes {
         args.extend([OsString::from("--node"), OsString::from(format!("http://{}", node.host))]);
     }
