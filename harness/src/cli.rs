@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::load::{self, LoadSpec, Target};
+use crate::cost::{Metered, Role, Snapshot};
+use crate::load::{self, LoadSpec, OpKind, Protocol, Target};
 use crate::nodes::{self, LocalNodeArgs, LocalNodes};
 use crate::plot;
 use crate::proxy::ProxyArgs;
-use crate::report::{self, Preload, RunSummary, Summary};
+use crate::report::{self, Preload, RunContext, RunSummary, Summary};
 use crate::router::{self, RouterKind, RoutingArgs};
 use crate::workload::{KeyChooser, KeyDist, WorkloadKind};
 
@@ -62,8 +63,23 @@ impl std::str::FromStr for NodeCounts {
     }
 }
 
+/// What `harness run` benchmarks (`--target`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    /// OTKV nodes, over HTTP.
+    Otkv,
+    /// redis-server, over RESP, with the same client, routing, workload and checks.
+    Redis,
+}
+
 #[derive(Debug, Args, serde::Serialize)]
 struct RunArgs {
+    /// What to benchmark: otkv, or redis (redis-server over RESP: the same client, routing, workload and
+    /// value checks, so the reports read as one table); `otkv,redis` runs both into one comparison.
+    /// Local redis-servers need `redis-server` on PATH; remote ones are `--node redis://HOST:PORT`.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "otkv")]
+    target: Vec<TargetKind>,
     /// Node counts to run, in order: `1..3` runs 1, 2 and 3 nodes. [default: 1..3; with --node: all given]
     #[arg(long, value_name = "RANGE")]
     #[serde(skip)]
@@ -108,6 +124,11 @@ struct RunArgs {
     /// Stop each node count after this many operations instead of after --duration.
     #[arg(long)]
     ops: Option<u64>,
+    /// Load to run before each measured window, reported apart and not measured: cold caches and
+    /// connection set-up stay out of the figures (its connections carry on into the window). 0s: none.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[serde(serialize_with = "as_secs")]
+    warmup: Duration,
     /// Requests in flight per connection (closed loop).
     #[arg(long, default_value_t = 1)]
     pipeline: usize,
@@ -199,18 +220,39 @@ fn run(args: &RunArgs) -> Result<(), String> {
     if args.value_size == 0 || args.keys == 0 || args.connections == 0 {
         return Err("--keys, --value-size and --connections must be positive".into());
     }
+    let mut kinds = args.target.clone();
+    kinds.dedup();
     let remote = if args.node_urls.is_empty() { None } else { Some(nodes::remote_targets(&args.node_urls)?) };
+    if let Some(r) = &remote {
+        let want = |k: TargetKind| if k == TargetKind::Redis { Protocol::Resp } else { Protocol::Http };
+        if kinds.len() > 1 {
+            return Err("--node: give one --target (the nodes are one kind)".into());
+        }
+        if let Some(t) = r.iter().find(|t| t.protocol != want(kinds[0])) {
+            let hint = if t.protocol == Protocol::Resp { ": add --target redis" } else { "" };
+            return Err(format!(
+                "--node {} does not match --target {}{hint}",
+                t.url(),
+                report::wire_name(&kinds[0])
+            ));
+        }
+    }
+    if kinds.contains(&TargetKind::Redis) && (args.proxy.is_some() || args.via_proxy) {
+        return Err(
+            "--target redis: harness proxy speaks OTKV's HTTP API, not RESP; drop --proxy/--via-proxy".into(),
+        );
+    }
     let proxy = match &args.proxy {
         Some(url) => {
             let mut target = nodes::remote_targets(std::slice::from_ref(url))?.remove(0);
             target.name = "proxy".into();
-            let nodes = nodes::proxy_node_count(&target)?;
-            Some((target, nodes))
+            let behind = nodes::proxy_nodes(&target)?;
+            Some((target, behind))
         }
         None => None,
     };
     let counts = match (&args.nodes, &remote, &proxy) {
-        (_, _, Some((_, n))) => vec![*n],
+        (_, _, Some((_, behind))) => vec![behind.len()],
         (Some(c), Some(r), None) => {
             if let Some(&too_many) = c.0.iter().find(|&&n| n > r.len()) {
                 return Err(format!(
@@ -229,7 +271,7 @@ fn run(args: &RunArgs) -> Result<(), String> {
     let data = tempfile::Builder::new().prefix("otkv-harness-").tempdir().map_err(|e| e.to_string())?;
     let say = |line: String| if args.json { eprintln!("{line}") } else { println!("{line}") };
     say(format!(
-        "harness: {} workload, {} keys of {} B ({}), {} connections, {}, router {}, node counts {:?}",
+        "harness: {} workload, {} keys of {} B ({}), {} connections, {}, warm-up {:?}, router {}, node counts {:?}",
         report::wire_name(&args.workload),
         args.keys,
         args.value_size,
@@ -240,11 +282,19 @@ fn run(args: &RunArgs) -> Result<(), String> {
             (None, Some(r)) => format!("open loop at {r} ops/s for {:?}", args.duration),
             (None, None) => format!("closed loop for {:?}, pipeline {}", args.duration, args.pipeline),
         },
+        args.warmup,
         if proxy.is_some() { "of the proxy".to_string() } else { args.routing.describe() },
         counts
     ));
     if remote.is_none() && proxy.is_none() {
-        say(format!("nodes: local, engine {} durability {}", args.local.engine, args.local.durability));
+        let names: Vec<String> = kinds.iter().map(report::wire_name).collect();
+        say(format!(
+            "nodes: local {}, engine {} durability {}, {} cores here (nodes and client share them)",
+            names.join(" then "),
+            args.local.engine,
+            args.local.durability,
+            crate::cost::cores()
+        ));
     }
     if args.via_proxy {
         say("each node count runs twice: routed by the client, then through harness proxy".into());
@@ -252,30 +302,50 @@ fn run(args: &RunArgs) -> Result<(), String> {
 
     let mut runs = Vec::new();
     let mut spectra = Vec::new();
-    for &n in &counts {
-        let (mut local, targets): (Option<LocalNodes>, Vec<Target>) = match (&proxy, &remote) {
-            (Some((p, _)), _) => (None, vec![p.clone()]),
-            (None, Some(r)) => (None, r[..n].to_vec()),
-            (None, None) => {
-                let root = data.path().join(format!("{n}nodes"));
-                let local = nodes::start_local(n, &args.local.options(), &root)?;
-                let targets = local.targets.clone();
-                (Some(local), targets)
+    for &kind in &kinds {
+        for &n in &counts {
+            let (mut local, targets): (Option<LocalNodes>, Vec<Target>) = match (&proxy, &remote) {
+                (Some((p, _)), _) => (None, vec![p.clone()]),
+                (None, Some(r)) => (None, r[..n].to_vec()),
+                (None, None) => {
+                    let root = data.path().join(format!("{}-{n}nodes", report::wire_name(&kind)));
+                    let local = match kind {
+                        TargetKind::Otkv => nodes::start_local(n, &args.local.options(), &root)?,
+                        TargetKind::Redis => nodes::start_local_redis(n, &args.local.options(), &root)?,
+                    };
+                    let targets = local.targets.clone();
+                    (Some(local), targets)
+                }
+            };
+            let as_nodes =
+                |ts: &[Target]| ts.iter().map(|t| Metered { target: t.clone(), role: Role::Node }).collect();
+            let mut measured = Vec::new();
+            if let Some((p, behind)) = &proxy {
+                let mut metered: Vec<Metered> = as_nodes(behind);
+                metered.push(Metered { target: p.clone(), role: Role::Proxy });
+                let plan = Plan { kind, nodes: n, targets: &targets, via: Some("proxy"), metered: &metered };
+                measured.push(measure(args, &plan, local.as_mut())?);
+            } else {
+                let metered: Vec<Metered> = as_nodes(&targets);
+                let plan = Plan { kind, nodes: n, targets: &targets, via: None, metered: &metered };
+                measured.push(measure(args, &plan, local.as_mut())?);
+                if args.via_proxy {
+                    let mut front = nodes::start_proxy(&targets, &args.routing)?;
+                    let proxied = front.targets.clone();
+                    let mut metered = metered.clone();
+                    metered.push(Metered { target: proxied[0].clone(), role: Role::Proxy });
+                    let plan =
+                        Plan { kind, nodes: n, targets: &proxied, via: Some("proxy"), metered: &metered };
+                    measured.push(measure(args, &plan, Some(&mut front))?);
+                }
             }
-        };
-        let via = proxy.as_ref().map(|_| "proxy");
-        let mut measured = vec![measure(args, n, &targets, via, local.as_mut())?];
-        if args.via_proxy {
-            let mut front = nodes::start_proxy(&targets, &args.routing)?;
-            let proxied = front.targets.clone();
-            measured.push(measure(args, n, &proxied, Some("proxy"), Some(&mut front))?);
-        }
-        if let Some(mut l) = local {
-            l.stop();
-        }
-        for (summary, spectrum) in measured {
-            spectra.push((summary.label(), spectrum));
-            runs.push(summary);
+            if let Some(mut l) = local {
+                l.stop();
+            }
+            for (summary, spectrum) in measured {
+                spectra.push((summary.label(), spectrum));
+                runs.push(summary);
+            }
         }
     }
     if !args.json {
@@ -284,7 +354,13 @@ fn run(args: &RunArgs) -> Result<(), String> {
 
     let title = |what: &str| {
         let engine = if remote.is_some() || proxy.is_some() { "remote" } else { &args.local.engine };
-        format!("OTKV {what} ({engine} engine)")
+        let who = if kinds == [TargetKind::Redis] {
+            "Redis".to_string()
+        } else {
+            format!("OTKV ({engine} engine)")
+        };
+        let vs = if kinds.len() > 1 { " and Redis" } else { "" };
+        format!("{who}{vs}: {what}")
     };
     for r in &runs {
         let path = args.out.join(format!("latency_{}.png", r.file_stem()));
@@ -295,6 +371,8 @@ fn run(args: &RunArgs) -> Result<(), String> {
         .map_err(|e| format!("plot percentiles: {e}"))?;
     plot::throughput(&args.out.join("throughput.png"), &runs, &title("throughput by node count"))
         .map_err(|e| format!("plot throughput: {e}"))?;
+    plot::projection(&args.out.join("projected.png"), &runs, &title("measured vs projected throughput"))
+        .map_err(|e| format!("plot projection: {e}"))?;
 
     let mut config = serde_json::to_value(args).map_err(|e| e.to_string())?;
     config["node_counts"] = serde_json::json!(counts);
@@ -318,16 +396,27 @@ fn run(args: &RunArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs the workload once against `targets` (the nodes, or one proxy in front of `n` nodes, `via`),
-/// writes its `.hgrm`, prints its summary. `started`: the processes behind `targets` that the harness
-/// started, to report any that exited during the run.
+/// One measured run: what it drives and which servers' cost it reads.
+struct Plan<'a> {
+    kind: TargetKind,
+    /// Nodes in the cluster.
+    nodes: usize,
+    /// Where the load goes: the nodes, or one proxy in front of them.
+    targets: &'a [Target],
+    /// `Some("proxy")` when `targets` is a proxy.
+    via: Option<&'a str>,
+    /// Every server whose CPU and memory the run reads: the nodes, and the proxy if there is one.
+    metered: &'a [Metered],
+}
+
+/// Runs the workload once as `plan` says, writes its `.hgrm` files, prints its summary. `started`: the
+/// processes behind the targets that the harness started, to report any that exited during the run.
 fn measure(
     args: &RunArgs,
-    n: usize,
-    targets: &[Target],
-    via: Option<&str>,
+    plan: &Plan<'_>,
     started: Option<&mut LocalNodes>,
 ) -> Result<(RunSummary, Vec<(f64, f64)>), String> {
+    let (n, targets) = (plan.nodes, plan.targets);
     let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
     let router = args.routing.build(&names);
     let spec = LoadSpec {
@@ -341,22 +430,47 @@ fn measure(
         pipeline: args.pipeline,
         rate: args.rate,
         timeout: args.timeout,
+        warmup: Some(args.warmup),
         progress: true,
     };
-    let through = via.map(|v| format!(" via {v}")).unwrap_or_default();
-    eprintln!("-- {n} node{}{through}: {}", if n == 1 { "" } else { "s" }, addrs(targets));
+    let through = plan.via.map(|v| format!(" via {v}")).unwrap_or_default();
+    let target_name = report::wire_name(&plan.kind);
+    eprintln!("-- {n} {target_name} node{}{through}: {}", if n == 1 { "" } else { "s" }, addrs(targets));
+    // Every server must answer before any load: an unreachable node is a clear error, not a run of errors.
+    if let Some(e) = Snapshot::take(plan.metered).servers.into_iter().find_map(Result::err) {
+        return Err(e);
+    }
     let preload = args.workload.needs_preload().then(|| {
         eprintln!("   preloading {} keys (untimed)...", args.keys);
         let (took, tally) = load::preload(&spec, router.as_ref(), targets);
         Preload { keys: args.keys, seconds: took.as_secs_f64(), errors: tally.total() }
     });
-    let outcome = load::run(&spec, router.as_ref(), targets);
+    let mut before = None;
+    let outcome =
+        load::run(&spec, router.as_ref(), targets, &mut || before = Some(Snapshot::take(plan.metered)));
+    let after = Snapshot::take(plan.metered);
+    let before = before.unwrap_or_else(|| after.clone());
     let exits = started.map(|l| l.exit_statuses()).unwrap_or_else(|| vec![None; targets.len()]);
     let node_info: Vec<(String, String, Option<String>)> =
         targets.iter().zip(exits).map(|(t, e)| (t.name.clone(), t.addr.to_string(), e)).collect();
-    let summary = RunSummary::new(n, via, &node_info, &outcome, preload);
+    let cx = RunContext {
+        nodes: n,
+        via: plan.via,
+        target: &target_name,
+        targets: &node_info,
+        metered: plan.metered,
+        before: &before,
+        after: &after,
+    };
+    let summary = RunSummary::new(&cx, &outcome, preload);
     report::write_hgrm(&args.out.join(&summary.hgrm), &outcome.histogram)
         .map_err(|e| format!("cannot write {}: {e}", summary.hgrm))?;
+    for (kind, h) in OpKind::ALL.iter().zip(&outcome.by_op) {
+        if let Some(op) = summary.by_op.get(&report::wire_name(kind)) {
+            report::write_hgrm(&args.out.join(&op.hgrm), h)
+                .map_err(|e| format!("cannot write {}: {e}", op.hgrm))?;
+        }
+    }
     let spectrum: Vec<(f64, f64)> = outcome
         .histogram
         .iter_quantiles(5)

@@ -7,55 +7,20 @@
 //! (or, for the proxy, copied in as received); responses are parsed in place with `httparse`, and
 //! handed out whole as well as split, so the proxy can pass a node's answer on byte for byte.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use std::os::fd::AsRawFd;
-
 use may::net::TcpStream;
-use otkv_adapter_http::deadline::Deadline;
 
-/// A connection's read buffer, and the most it keeps between responses.
-const INITIAL_BUF: usize = 16 * 1024;
-const KEEP_BUF: usize = 64 * 1024;
-
-/// Why a request got no usable answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Failure {
-    /// The node refused or did not accept the connection.
-    Connect,
-    /// No response within the timeout.
-    Timeout,
-    /// The connection broke (reset, closed mid-response).
-    Io,
-    /// The response was not valid HTTP.
-    Protocol,
-}
-
-impl From<io::Error> for Failure {
-    fn from(e: io::Error) -> Self {
-        match e.kind() {
-            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Failure::Timeout,
-            _ => Failure::Io,
-        }
-    }
-}
+pub use crate::wire::Failure;
+use crate::wire::Wire;
 
 /// One keep-alive connection to a node.
 #[derive(Debug)]
 pub struct HttpConn {
-    /// Request timeouts, enforced without may's racy socket timeouts (see
-    /// `otkv_adapter_http::deadline`). Declared before `stream` so it is dropped first.
-    deadline: Deadline,
-    timeout: Duration,
-    stream: TcpStream,
+    wire: Wire,
     host: String,
-    out: Vec<u8>,
-    buf: Vec<u8>,
-    start: usize,
-    filled: usize,
 }
 
 /// A parsed response; it borrows the connection's buffer until the next read.
@@ -120,61 +85,41 @@ impl HttpConn {
     }
 
     fn over(stream: TcpStream, host: &str, timeout: Duration) -> HttpConn {
-        let _ = stream.set_nodelay(true);
-        HttpConn {
-            deadline: Deadline::watch(stream.as_raw_fd()),
-            timeout,
-            stream,
-            host: host.to_string(),
-            out: Vec::with_capacity(4096),
-            buf: vec![0; INITIAL_BUF],
-            start: 0,
-            filled: 0,
-        }
+        HttpConn { wire: Wire::over(stream, timeout), host: host.to_string() }
     }
 
     /// Queues `GET /v1/kv/{key}`.
     pub fn push_get(&mut self, key: &[u8]) {
         self.push_head(b"GET ", key);
-        self.out.extend_from_slice(b"\r\n");
+        self.wire.out.extend_from_slice(b"\r\n");
     }
 
     /// Queues `PUT /v1/kv/{key}` with the body `write_body` appends.
     pub fn push_put(&mut self, key: &[u8], len: usize, write_body: impl FnOnce(&mut Vec<u8>)) {
         self.push_head(b"PUT ", key);
-        self.out.extend_from_slice(b"Content-Length: ");
-        self.out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
-        self.out.extend_from_slice(b"\r\n\r\n");
-        write_body(&mut self.out);
+        self.wire.out.extend_from_slice(b"Content-Length: ");
+        self.wire.out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
+        self.wire.out.extend_from_slice(b"\r\n\r\n");
+        write_body(&mut self.wire.out);
     }
 
     fn push_head(&mut self, method: &[u8], key: &[u8]) {
-        self.out.extend_from_slice(method);
-        self.out.extend_from_slice(b"/v1/kv/");
-        self.out.extend_from_slice(key);
-        self.out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-        self.out.extend_from_slice(self.host.as_bytes());
-        self.out.extend_from_slice(b"\r\n");
+        self.wire.out.extend_from_slice(method);
+        self.wire.out.extend_from_slice(b"/v1/kv/");
+        self.wire.out.extend_from_slice(key);
+        self.wire.out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+        self.wire.out.extend_from_slice(self.host.as_bytes());
+        self.wire.out.extend_from_slice(b"\r\n");
     }
 
     /// Sends everything queued, with one write.
     pub fn send(&mut self) -> Result<(), Failure> {
-        let out = std::mem::take(&mut self.out);
-        let result = self.send_bytes(&out);
-        self.out = out;
-        self.out.clear();
-        result
+        self.wire.send()
     }
 
     /// Sends `requests`, already encoded (the proxy forwards what its clients sent), with one write.
     pub fn send_bytes(&mut self, requests: &[u8]) -> Result<(), Failure> {
-        self.deadline.write_within(self.timeout);
-        let result = self.stream.write_all(requests);
-        self.deadline.clear();
-        if self.deadline.fired() {
-            return Err(Failure::Timeout);
-        }
-        result.map_err(Failure::from)
+        self.wire.send_bytes(requests)
     }
 
     /// Reads the next response (`no_body`: it answers a HEAD request, so it has none whatever its
@@ -187,23 +132,15 @@ impl HttpConn {
     /// Reads the next response as [`HttpConn::read_response`] does, returning where it lies in the
     /// connection's buffer rather than borrowing it, so a caller can decide to retry before looking.
     pub fn read_meta(&mut self, no_body: bool) -> Result<ResponseMeta, Failure> {
-        // Drop the previous response's bytes, and give back a buffer a large value made grow (the
-        // proxy keeps many of these connections idle in its pools).
-        if self.start == self.filled {
-            self.start = 0;
-            self.filled = 0;
-            if self.buf.len() > KEEP_BUF {
-                self.buf = vec![0; INITIAL_BUF];
-            }
-        }
+        self.wire.begin_answer();
         loop {
             let mut headers = [httparse::EMPTY_HEADER; 16];
             let mut resp = httparse::Response::new(&mut headers);
-            match resp.parse(&self.buf[self.start..self.filled]) {
+            match resp.parse(self.wire.unread()) {
                 Ok(httparse::Status::Complete(head_len)) => {
                     let status = resp.code.unwrap_or(0);
                     if (100..200).contains(&status) {
-                        self.start += head_len;
+                        self.wire.consume(head_len);
                         continue;
                     }
                     let mut len = 0usize;
@@ -223,14 +160,14 @@ impl HttpConn {
                         len = 0;
                     }
                     let total = head_len + len;
-                    while self.filled - self.start < total {
-                        self.fill(total)?;
+                    while self.wire.unread().len() < total {
+                        self.wire.fill(total)?;
                     }
-                    let start = self.start;
-                    self.start += total;
+                    let start = self.wire.position();
+                    self.wire.consume(total);
                     return Ok(ResponseMeta { status, start, head_len, total, close });
                 }
-                Ok(httparse::Status::Partial) => self.fill(0)?,
+                Ok(httparse::Status::Partial) => self.wire.fill(0)?,
                 Err(_) => return Err(Failure::Protocol),
             }
         }
@@ -238,34 +175,7 @@ impl HttpConn {
 
     /// The response `meta` describes (valid until the next read).
     pub fn response(&self, meta: &ResponseMeta) -> Response<'_> {
-        let raw = &self.buf[meta.start..meta.start + meta.total];
+        let raw = self.wire.slice(meta.start, meta.total);
         Response { status: meta.status, body: &raw[meta.head_len..], raw, close: meta.close }
-    }
-
-    /// Reads more bytes, making room for `need` bytes from `start`.
-    fn fill(&mut self, need: usize) -> Result<(), Failure> {
-        if self.start > 0 {
-            self.buf.copy_within(self.start..self.filled, 0);
-            self.filled -= self.start;
-            self.start = 0;
-        }
-        if need > self.buf.len() || self.filled == self.buf.len() {
-            let len = need.max(self.buf.len() * 2);
-            self.buf.resize(len, 0);
-        }
-        self.deadline.read_within(self.timeout);
-        let read = self.stream.read(&mut self.buf[self.filled..]);
-        self.deadline.clear();
-        if self.deadline.fired() {
-            return Err(Failure::Timeout);
-        }
-        match read {
-            Ok(0) => Err(Failure::Io),
-            Ok(n) => {
-                self.filled += n;
-                Ok(())
-            }
-            Err(e) => Err(e.into()),
-        }
     }
 }

@@ -16,12 +16,15 @@
 
 pub mod cli;
 pub mod client;
+pub mod cost;
 pub mod load;
 pub mod nodes;
 pub mod plot;
 pub mod proxy;
 pub mod report;
+pub mod resp;
 pub mod router;
+pub mod wire;
 pub mod workload;
 
 /// Sets up the may runtime for the load generator: `threads` unpinned workers, 64 KiB coroutine stacks.

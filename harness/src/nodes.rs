@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::load::Target;
+use crate::load::{Protocol, Target};
 use crate::router::{node_names, RoutingArgs};
 
 /// How long a node may take to print its address.
@@ -91,9 +91,115 @@ pub fn start_local(n: usize, opts: &NodeOptions, data_root: &Path) -> Result<Loc
         args.extend([OsString::from("--data-dir"), dir.into_os_string()]);
         let (child, addr) = spawn_server(&name, &args)?;
         nodes.children.push(child);
-        nodes.targets.push(Target { name, addr, host: addr.to_string() });
+        nodes.targets.push(Target { name, addr, host: addr.to_string(), protocol: Protocol::Http });
     }
     Ok(nodes)
+}
+
+/// Starts `n` redis-servers (`redis-server` from PATH) on free loopback ports, data directories under
+/// `data_root`. Durability maps to Redis's nearest setting: `none` keeps nothing (`appendonly no`,
+/// `save ""`), `periodic` is `appendfsync everysec`, `sync` is `appendfsync always`.
+pub fn start_local_redis(n: usize, opts: &NodeOptions, data_root: &Path) -> Result<LocalNodes, String> {
+    let fsync = match opts.durability.as_str() {
+        "none" => None,
+        "periodic" => Some("everysec"),
+        "sync" => Some("always"),
+        other => return Err(format!("--durability {other}: expected none, periodic or sync")),
+    };
+    let mut nodes = LocalNodes { children: Vec::new(), targets: Vec::new() };
+    for name in node_names(n) {
+        let dir: PathBuf = data_root.join(&name);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        // Redis cannot pick a free port itself (`--port 0` means no TCP at all): take one from the kernel
+        // and hand it over; if another process takes it in between, Redis says so and we try another.
+        let mut attempts = 0;
+        let (child, addr) = loop {
+            attempts += 1;
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map_err(|e| format!("cannot find a free port: {e}"))?
+                .port();
+            let mut args: Vec<OsString> = [
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+                "--logfile",
+                "",
+                "--protected-mode",
+                "no",
+                "--appendonly",
+                if fsync.is_some() { "yes" } else { "no" },
+            ]
+            .into_iter()
+            .map(OsString::from)
+            .collect();
+            if let Some(f) = fsync {
+                args.extend(["--appendfsync", f].map(OsString::from));
+            }
+            args.extend([OsString::from("--dir"), dir.clone().into_os_string()]);
+            match spawn_redis(&name, &args) {
+                Ok(child) => break (child, SocketAddr::from(([127, 0, 0, 1], port))),
+                Err(e) if e.contains("in use") && attempts < 5 => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        nodes.children.push(child);
+        nodes.targets.push(Target { name, addr, host: addr.to_string(), protocol: Protocol::Resp });
+    }
+    Ok(nodes)
+}
+
+/// Runs `redis-server` with `args`, waiting for its `Ready to accept connections` log line.
+fn spawn_redis(name: &str, args: &[OsString]) -> Result<Child, String> {
+    let mut child = match Command::new("redis-server").args(args).stdout(Stdio::piped()).spawn() {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err("--target redis: redis-server is not on PATH; install Debian's redis-server package \
+                 (apt-get install redis-server) or give running servers with --node redis://HOST:PORT"
+                .into())
+        }
+        Err(e) => return Err(format!("cannot start redis-server for {name}: {e}")),
+    };
+    let Some(stdout) = child.stdout.take() else {
+        let _ = child.kill();
+        return Err(format!("{name}: no stdout"));
+    };
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        // Send the log up to the ready line (or the end), then keep draining it so Redis never blocks.
+        let mut seen = String::new();
+        let mut sent = false;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if !sent {
+                seen.push_str(&line);
+                seen.push('\n');
+                if line.contains("Ready to accept connections") {
+                    let _ = tx.send(Ok(()));
+                    sent = true;
+                }
+            }
+        }
+        if !sent {
+            let _ = tx.send(Err(seen));
+        }
+    });
+    let ready =
+        rx.recv_timeout(START_TIMEOUT).map_err(|_| format!("{name} (redis-server) did not start in time"));
+    match ready
+        .and_then(|r| r.map_err(|log| format!("{name} (redis-server) failed to start: {}", log.trim())))
+    {
+        Ok(()) => Ok(child),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(e)
+        }
+    }
 }
 
 /// Starts `harness proxy` in front of `nodes` (named as they are), routing with `routing`; its one
@@ -110,7 +216,12 @@ pub fn start_proxy(nodes: &[Target], routing: &RoutingArgs) -> Result<LocalNodes
     let (child, addr) = spawn_server("proxy", &args)?;
     Ok(LocalNodes {
         children: vec![child],
-        targets: vec![Target { name: "proxy".into(), addr, host: addr.to_string() }],
+        targets: vec![Target {
+            name: "proxy".into(),
+            addr,
+            host: addr.to_string(),
+            protocol: Protocol::Http,
+        }],
     })
 }
 
@@ -186,45 +297,52 @@ impl Drop for LocalNodes {
     }
 }
 
-/// Targets for `--node URL` arguments, named `node-0`, `node-1`, ... in the order given.
+/// Targets for `--node URL` arguments (`http://HOST:PORT` for OTKV, `redis://HOST:PORT` for Redis),
+/// named `node-0`, `node-1`, ... in the order given.
 pub fn remote_targets(urls: &[String]) -> Result<Vec<Target>, String> {
     urls.iter()
         .zip(node_names(urls.len()))
         .map(|(url, name)| {
-            let host = url
-                .trim_end_matches('/')
-                .strip_prefix("http://")
-                .ok_or_else(|| format!("--node {url}: expected http://HOST:PORT (https is not supported)"))?;
+            let trimmed = url.trim_end_matches('/');
+            let (protocol, host) = if let Some(host) = trimmed.strip_prefix("http://") {
+                (Protocol::Http, host)
+            } else if let Some(host) = trimmed.strip_prefix("redis://") {
+                (Protocol::Resp, host)
+            } else {
+                return Err(format!(
+                    "--node {url}: expected http://HOST:PORT (an OTKV node) or redis://HOST:PORT (https and \
+                     rediss are not supported)"
+                ));
+            };
             let addr = host
                 .to_socket_addrs()
                 .map_err(|e| format!("--node {url}: {e}"))?
                 .next()
                 .ok_or_else(|| format!("--node {url}: no address"))?;
-            Ok(Target { name, addr, host: host.to_string() })
+            Ok(Target { name, addr, host: host.to_string(), protocol })
         })
         .collect()
 }
 
-/// How many nodes the `harness proxy` at `proxy` fronts (from its `/v1/stats`).
-pub fn proxy_node_count(proxy: &Target) -> Result<usize, String> {
-    use std::io::{Read, Write};
-    let failed = |e: String| format!("--proxy http://{}: {e}", proxy.host);
-    let mut stream = std::net::TcpStream::connect_timeout(&proxy.addr, Duration::from_secs(5))
-        .map_err(|e| failed(e.to_string()))?;
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let request = format!("GET /v1/stats HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", proxy.host);
-    stream.write_all(request.as_bytes()).map_err(|e| failed(e.to_string()))?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).map_err(|e| failed(e.to_string()))?;
-    let body = answer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| &answer[i + 4..])
-        .ok_or_else(|| failed("no HTTP answer".into()))?;
-    let stats: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| failed(format!("not a proxy: {e}")))?;
-    stats["totals"]["nodes"]
-        .as_u64()
-        .and_then(|n| usize::try_from(n).ok())
-        .ok_or_else(|| failed("its /v1/stats has no totals.nodes: is it a harness proxy?".into()))
+/// The nodes behind the `harness proxy` at `proxy`, as it names and reaches them (from its `/v1/stats`).
+pub fn proxy_nodes(proxy: &Target) -> Result<Vec<Target>, String> {
+    let failed = |e: String| format!("--proxy {}: {e}", proxy.url());
+    let (status, body) = crate::cost::http_get(proxy, "/v1/stats").map_err(failed)?;
+    let stats: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| failed(format!("/v1/stats answered {status}, not a proxy's stats: {e}")))?;
+    let nodes = stats["nodes"]
+        .as_array()
+        .filter(|_| stats["totals"]["nodes"].is_u64())
+        .ok_or_else(|| failed("its /v1/stats has no nodes: is it a harness proxy?".into()))?;
+    nodes
+        .iter()
+        .map(|n| {
+            let (name, host) = (n["name"].as_str(), n["addr"].as_str());
+            let (Some(name), Some(host)) = (name, host) else {
+                return Err(failed("a node in its /v1/stats has no name or addr".into()));
+            };
+            let addr = host.parse().map_err(|e| failed(format!("node address {host}: {e}")))?;
+            Ok(Target { name: name.into(), addr, host: host.into(), protocol: Protocol::Http })
+        })
+        .collect()
 }

@@ -171,24 +171,23 @@ pub fn throughput(path: &Path, runs: &[RunSummary], title: &str) -> Result<(), P
         .label_style(("sans-serif", 15))
         .draw()
         .map_err(to_err)?;
-    // Runs through a proxy stand beside the client-routed run of the same node count.
-    let proxied = runs.iter().any(|r| r.via.is_some());
-    let (width, offset) = if proxied { (0.18, 0.2) } else { (0.3, 0.0) };
-    let center = |r: &RunSummary| r.nodes as f64 + if r.via.is_some() { offset } else { -offset };
-    for (color, via) in [(COLORS[0], false), (COLORS[1], true)] {
-        let series: Vec<&RunSummary> = runs.iter().filter(|r| r.via.is_some() == via).collect();
-        if series.is_empty() {
-            continue;
-        }
+    // Runs of another target, or through a proxy, stand beside each other at the same node count.
+    let series = series_of(runs);
+    let k = series.len() as f64;
+    let width = 0.6 / k / 2.0;
+    let slot = |r: &RunSummary| series.iter().position(|s| *s == series_key(r)).unwrap_or(0) as f64;
+    let center = |r: &RunSummary| r.nodes as f64 - 0.3 + (2.0 * slot(r) + 1.0) * width;
+    for (i, key) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
         let drawn = chart
-            .draw_series(series.iter().map(|r| {
+            .draw_series(runs.iter().filter(|r| series_key(r) == *key).map(|r| {
                 let x = center(r);
-                Rectangle::new([(x - width, 0.0), (x + width, r.throughput)], color.filled())
+                Rectangle::new([(x - width * 0.9, 0.0), (x + width * 0.9, r.throughput)], color.filled())
             }))
             .map_err(to_err)?;
-        if proxied {
+        if series.len() > 1 {
             drawn
-                .label(if via { "through harness proxy" } else { "routed by the client" })
+                .label(series_label(key))
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 15, y + 5)], color.filled()));
         }
     }
@@ -196,14 +195,103 @@ pub fn throughput(path: &Path, runs: &[RunSummary], title: &str) -> Result<(), P
         .draw_series(runs.iter().map(|r| {
             Text::new(
                 crate::report::group(r.throughput),
-                (center(r) - width, r.throughput * 1.03),
-                ("sans-serif", if proxied { 13 } else { 16 }),
+                (center(r) - width * 0.9, r.throughput * 1.03),
+                ("sans-serif", if series.len() > 1 { 13 } else { 16 }),
             )
         }))
         .map_err(to_err)?;
-    if proxied {
+    if series.len() > 1 {
         legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     }
     root.present().map_err(to_err)?;
     Ok(())
+}
+
+/// Measured throughput by node count next to the projection from CPU per operation (a core per node,
+/// the client not the limit): one pair of lines per target (and per proxied series).
+pub fn projection(path: &Path, runs: &[RunSummary], title: &str) -> Result<(), PlotError> {
+    fonts();
+    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE).map_err(to_err)?;
+    let max_nodes = runs.iter().map(|r| r.nodes).max().unwrap_or(1) as f64;
+    let y_max =
+        runs.iter().map(|r| r.throughput.max(r.projected_throughput.unwrap_or(0.0))).fold(1.0, f64::max)
+            * 1.15;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 24))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(90)
+        .build_cartesian_2d(0.5f64..max_nodes + 0.5, 0f64..y_max)
+        .map_err(to_err)?;
+    chart
+        .configure_mesh()
+        .x_desc("nodes")
+        .y_desc("ops/s")
+        .x_labels(runs.len().max(2) + 1)
+        .x_label_formatter(&|v| if (v - v.round()).abs() < 1e-9 { format!("{v:.0}") } else { String::new() })
+        .y_label_formatter(&|v| crate::report::group(*v))
+        .label_style(("sans-serif", 15))
+        .draw()
+        .map_err(to_err)?;
+    for (i, key) in series_of(runs).iter().enumerate() {
+        let of: Vec<&RunSummary> = runs.iter().filter(|r| series_key(r) == *key).collect();
+        let name = series_label(key);
+        let measured: Vec<(f64, f64)> = of.iter().map(|r| (r.nodes as f64, r.throughput)).collect();
+        let projected: Vec<(f64, f64)> =
+            of.iter().filter_map(|r| r.projected_throughput.map(|p| (r.nodes as f64, p))).collect();
+        let (solid, light) = (COLORS[(2 * i) % COLORS.len()], COLORS[(2 * i + 1) % COLORS.len()]);
+        for (points, color, label) in [
+            (measured, solid, format!("{name}: measured (shared cores)")),
+            (projected, light, format!("{name}: projected (a core per node)")),
+        ] {
+            if points.is_empty() {
+                continue;
+            }
+            chart
+                .draw_series(LineSeries::new(points.clone(), color.stroke_width(3)))
+                .map_err(to_err)?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
+            chart
+                .draw_series(points.iter().map(|&(x, y)| Circle::new((x, y), 5, color.filled())))
+                .map_err(to_err)?;
+            chart
+                .draw_series(points.iter().map(|&(x, y)| {
+                    Text::new(crate::report::group(y), (x + 0.03, y * 1.02), ("sans-serif", 13))
+                }))
+                .map_err(to_err)?;
+        }
+    }
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
+    root.present().map_err(to_err)?;
+    Ok(())
+}
+
+/// What sets runs apart at one node count: their target, and whether they went through a proxy.
+type SeriesKey = (String, Option<String>);
+
+fn series_key(r: &RunSummary) -> SeriesKey {
+    (r.target.clone(), r.via.clone())
+}
+
+/// Every series, in the order the runs first show them.
+fn series_of(runs: &[RunSummary]) -> Vec<SeriesKey> {
+    let mut series = Vec::new();
+    for r in runs {
+        let key = series_key(r);
+        if !series.contains(&key) {
+            series.push(key);
+        }
+    }
+    series
+}
+
+/// `otkv`, `redis`, `otkv through harness proxy`.
+fn series_label((target, via): &SeriesKey) -> String {
+    match via {
+        Some(v) => format!("{target} through harness {v}"),
+        None if target == "otkv" => "otkv, routed by the client".into(),
+        None => target.clone(),
+    }
 }

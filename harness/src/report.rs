@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use crate::load::{Interval, RunOutcome};
+use crate::cost::{Metered, Role, Snapshot};
+use crate::load::{Interval, OpKind, RunOutcome};
 
 /// Latency figures in milliseconds.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -57,6 +58,67 @@ pub struct NodeShare {
     pub share: f64,
     /// Whether it was still running at the end (nodes the harness started), with its exit status if not.
     pub exited: Option<String>,
+    /// Its CPU time per request it answered in the measured window, µs (from its own counters).
+    pub cpu_us_per_op: Option<f64>,
+    /// Its resident memory at the end, bytes.
+    pub rss_bytes: Option<u64>,
+}
+
+/// One kind of operation's part in a run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OpSummary {
+    /// Operations of this kind answered correctly.
+    pub ops: u64,
+    /// Their latency, ms.
+    pub latency_ms: Latency,
+    /// Their `.hgrm` file, relative to the output directory.
+    pub hgrm: String,
+}
+
+/// The untimed warm-up before the measured window.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Warmup {
+    /// Seconds it ran.
+    pub seconds: f64,
+    /// Operations answered correctly.
+    pub ops: u64,
+    /// Errors.
+    pub errors: u64,
+}
+
+/// What one server cost in the measured window, from its own counters.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ServerCost {
+    /// Routing name (`node-0`, ..., or `proxy`).
+    pub name: String,
+    /// `node` or `proxy`.
+    pub role: Role,
+    /// Where it was read.
+    pub url: String,
+    /// CPU seconds (user + system) it used in the window.
+    pub cpu_seconds: Option<f64>,
+    /// Requests it says it answered in the window.
+    pub requests: Option<u64>,
+    /// `cpu_seconds` per request, µs.
+    pub cpu_us_per_op: Option<f64>,
+    /// Resident memory at the end of the window, bytes.
+    pub rss_bytes: Option<u64>,
+    /// Why it could not be read, if it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What a run cost: CPU per operation of the servers and of the harness, and what it projects.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Cost {
+    /// Cores of the machine the harness runs on.
+    pub cores: usize,
+    /// CPU seconds of all nodes together in the window (none if one could not be read).
+    pub server_cpu_seconds: Option<f64>,
+    /// The harness's CPU seconds in the window.
+    pub client_cpu_seconds: f64,
+    /// Each server read.
+    pub servers: Vec<ServerCost>,
 }
 
 /// Everything measured at one node count.
@@ -68,6 +130,8 @@ pub struct RunSummary {
     /// when the harness routed each key itself.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub via: Option<String>,
+    /// What served it: `otkv` or `redis`.
+    pub target: String,
     /// Operations answered correctly.
     pub ops: u64,
     /// Seconds of the measured part.
@@ -76,6 +140,20 @@ pub struct RunSummary {
     pub throughput: f64,
     /// Latency, ms.
     pub latency_ms: Latency,
+    /// Operations and latency by kind (`read`, `write`), for the kinds the workload issued.
+    pub by_op: BTreeMap<String, OpSummary>,
+    /// The nodes' CPU per operation, µs: all nodes' CPU time in the window ÷ `ops`.
+    pub server_cpu_us_per_op: Option<f64>,
+    /// The harness's CPU per operation, µs.
+    pub client_cpu_us_per_op: Option<f64>,
+    /// The proxy's CPU per operation, µs (runs through a proxy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_cpu_us_per_op: Option<f64>,
+    /// Projected operations per second if every node had a core to itself and the client were not the
+    /// limit: nodes ÷ `server_cpu_us_per_op` (a proxy in the path is not counted).
+    pub projected_throughput: Option<f64>,
+    /// The figures behind the CPU columns.
+    pub cost: Cost,
     /// Errors by kind (`connect`, `timeout`, `io`, `protocol`, `http_NNN`, `wrong_value`).
     pub errors: BTreeMap<String, u64>,
     /// Total errors.
@@ -84,6 +162,8 @@ pub struct RunSummary {
     pub per_node: Vec<NodeShare>,
     /// Untimed preload: keys written and seconds taken.
     pub preload: Option<Preload>,
+    /// Untimed warm-up just before the window.
+    pub warmup: Option<Warmup>,
     /// Second by second.
     pub timeline: Vec<Interval>,
     /// The `.hgrm` file of this run, relative to the output directory.
@@ -110,18 +190,33 @@ pub struct Summary {
     pub runs: Vec<RunSummary>,
 }
 
+/// Where a run went, for [`RunSummary::new`].
+#[derive(Debug, Clone)]
+pub struct RunContext<'a> {
+    /// How many nodes.
+    pub nodes: usize,
+    /// `Some("proxy")` when every request went through a proxy.
+    pub via: Option<&'a str>,
+    /// `otkv` or `redis`.
+    pub target: &'a str,
+    /// What the load went to (the nodes, or the proxy), as (name, address, exit status if it exited).
+    pub targets: &'a [(String, String, Option<String>)],
+    /// The servers whose cost was read, and the readings before and after the window.
+    pub metered: &'a [Metered],
+    /// Readings when the window opened.
+    pub before: &'a Snapshot,
+    /// Readings when it closed.
+    pub after: &'a Snapshot,
+}
+
 impl RunSummary {
-    /// Builds the summary of one run at `nodes` nodes; `targets` are what the load went to (the nodes, or
-    /// the proxy `via`), as (name, address, exit status if it exited).
-    pub fn new(
-        nodes: usize,
-        via: Option<&str>,
-        targets: &[(String, String, Option<String>)],
-        outcome: &RunOutcome,
-        preload: Option<Preload>,
-    ) -> Self {
+    /// Builds the summary of one run.
+    pub fn new(cx: &RunContext<'_>, outcome: &RunOutcome, preload: Option<Preload>) -> Self {
         let secs = outcome.elapsed.as_secs_f64().max(1e-9);
-        let per_node = targets
+        let cost = cost(cx, outcome.ops);
+        let server = |name: &str| cost.servers.iter().find(|s| s.name == name);
+        let per_node = cx
+            .targets
             .iter()
             .enumerate()
             .map(|(i, (name, addr, exited))| NodeShare {
@@ -131,29 +226,70 @@ impl RunSummary {
                 ops: outcome.per_node_ops[i],
                 share: outcome.per_node_ops[i] as f64 / outcome.ops.max(1) as f64,
                 exited: exited.clone(),
+                cpu_us_per_op: server(name).and_then(|s| s.cpu_us_per_op),
+                rss_bytes: server(name).and_then(|s| s.rss_bytes),
             })
             .collect();
-        let label_stem = format!("{nodes}nodes{}", via.map(|v| format!("-{v}")).unwrap_or_default());
+        let label_stem = format!(
+            "{}nodes{}{}",
+            cx.nodes,
+            if cx.target == "otkv" { String::new() } else { format!("-{}", cx.target) },
+            cx.via.map(|v| format!("-{v}")).unwrap_or_default()
+        );
+        let by_op = OpKind::ALL
+            .iter()
+            .zip(&outcome.by_op)
+            .filter(|(_, h)| !h.is_empty())
+            .map(|(kind, h)| {
+                let name = wire_name(kind);
+                let hgrm = format!("{label_stem}-{name}.hgrm");
+                (name, OpSummary { ops: h.len(), latency_ms: Latency::from_histogram(h), hgrm })
+            })
+            .collect();
+        let per_op = |cpu: Option<f64>| cpu.filter(|_| outcome.ops > 0).map(|c| c * 1e6 / outcome.ops as f64);
+        let server_cpu_us_per_op = per_op(cost.server_cpu_seconds);
+        let proxy_cpu: Option<f64> = cost
+            .servers
+            .iter()
+            .filter(|s| s.role == Role::Proxy)
+            .map(|s| s.cpu_seconds)
+            .sum::<Option<f64>>()
+            .filter(|_| cx.via.is_some());
         RunSummary {
-            nodes,
-            via: via.map(str::to_owned),
+            nodes: cx.nodes,
+            via: cx.via.map(str::to_owned),
+            target: cx.target.to_owned(),
             ops: outcome.ops,
             duration_s: secs,
             throughput: outcome.ops as f64 / secs,
             latency_ms: Latency::from_histogram(&outcome.histogram),
+            by_op,
+            server_cpu_us_per_op,
+            client_cpu_us_per_op: per_op(Some(cost.client_cpu_seconds)),
+            proxy_cpu_us_per_op: per_op(proxy_cpu),
+            projected_throughput: server_cpu_us_per_op
+                .filter(|&c| c > 0.0)
+                .map(|c| cx.nodes as f64 * 1e6 / c),
+            cost,
             errors: outcome.tally.by_kind(),
             errors_total: outcome.tally.total(),
             per_node,
             preload,
+            warmup: outcome.warmup.as_ref().map(|w| Warmup {
+                seconds: w.elapsed.as_secs_f64(),
+                ops: w.ops,
+                errors: w.errors,
+            }),
             timeline: outcome.timeline.clone(),
             hgrm: format!("{label_stem}.hgrm"),
         }
     }
 
-    /// `2 nodes`, or `2 nodes via proxy`.
+    /// `2 nodes`, `2 nodes via proxy`, or `2 redis nodes`.
     pub fn label(&self) -> String {
         let via = self.via.as_deref().map(|v| format!(" via {v}")).unwrap_or_default();
-        format!("{} node{}{via}", self.nodes, if self.nodes == 1 { "" } else { "s" })
+        let target = if self.target == "otkv" { String::new() } else { format!("{} ", self.target) };
+        format!("{} {target}node{}{via}", self.nodes, if self.nodes == 1 { "" } else { "s" })
     }
 
     /// `2nodes`, or `2nodes-proxy`: how this run's files are named.
@@ -162,16 +298,60 @@ impl RunSummary {
     }
 }
 
+/// The cost of the window between `cx.before` and `cx.after`, in which the harness counted `ops`.
+fn cost(cx: &RunContext<'_>, ops: u64) -> Cost {
+    let servers: Vec<ServerCost> = cx
+        .metered
+        .iter()
+        .zip(cx.before.servers.iter().zip(&cx.after.servers))
+        .map(|(m, pair)| {
+            let mut row = ServerCost {
+                name: m.target.name.clone(),
+                role: m.role,
+                url: m.target.url(),
+                cpu_seconds: None,
+                requests: None,
+                cpu_us_per_op: None,
+                rss_bytes: None,
+                error: None,
+            };
+            match pair {
+                (Ok(b), Ok(a)) => {
+                    let cpu = (a.cpu_seconds - b.cpu_seconds).max(0.0);
+                    // A server that does not count its requests is charged for all of the run's.
+                    let requests = a.requests.zip(b.requests).map(|(a, b)| a.saturating_sub(b));
+                    let per = requests.unwrap_or(ops);
+                    row.cpu_seconds = Some(cpu);
+                    row.requests = requests;
+                    row.cpu_us_per_op = (per > 0).then(|| cpu * 1e6 / per as f64);
+                    row.rss_bytes = Some(a.rss_bytes);
+                }
+                (Err(e), _) | (_, Err(e)) => row.error = Some(e.clone()),
+            }
+            row
+        })
+        .collect();
+    let nodes: Vec<&ServerCost> = servers.iter().filter(|s| s.role == Role::Node).collect();
+    let server_cpu_seconds = if nodes.is_empty() { None } else { nodes.iter().map(|s| s.cpu_seconds).sum() };
+    Cost {
+        cores: crate::cost::cores(),
+        server_cpu_seconds,
+        client_cpu_seconds: (cx.after.client_cpu_seconds - cx.before.client_cpu_seconds).max(0.0),
+        servers,
+    }
+}
+
 /// How an enum is named in `summary.json` (its serde name), for text that must match it.
 pub fn wire_name<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
-/// The once-a-second line on stderr.
-pub fn progress_line(iv: &Interval, duration: Option<Duration>) {
+/// The once-a-second line on stderr (`warmup`: a line of the untimed warm-up).
+pub fn progress_line(iv: &Interval, duration: Option<Duration>, warmup: bool) {
     let of = duration.map(|d| format!("/{}s", d.as_secs())).unwrap_or_default();
+    let tag = if warmup { " warm-up" } else { "" };
     eprintln!(
-        "  [{:>4.0}s{of}] {:>10} ops/s   p50 {:>7.3} ms   p99 {:>7.3} ms   errors {}",
+        "  [{:>4.0}s{of}{tag}] {:>10} ops/s   p50 {:>7.3} ms   p99 {:>7.3} ms   errors {}",
         iv.t,
         group(iv.ops_per_s),
         iv.p50_ms,
@@ -193,6 +373,16 @@ pub fn group(n: f64) -> String {
     out
 }
 
+/// `12.3`, or `-` when there is no figure.
+fn opt(v: Option<f64>, decimals: usize) -> String {
+    v.map_or_else(|| "-".to_string(), |v| format!("{v:.decimals$}"))
+}
+
+/// Bytes as MiB, or `-`.
+fn mib(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".to_string(), |b| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0)))
+}
+
 /// The summary of one node count, as text.
 pub fn print_run(r: &RunSummary) {
     let l = &r.latency_ms;
@@ -200,11 +390,27 @@ pub fn print_run(r: &RunSummary) {
     if let Some(p) = &r.preload {
         println!("   preload (untimed): {} keys in {:.2} s, {} errors", p.keys, p.seconds, p.errors);
     }
+    if let Some(w) = &r.warmup {
+        let rate = group(w.ops as f64 / w.seconds.max(1e-9));
+        println!(
+            "   warm-up (untimed): {} ops in {:.2} s = {rate} ops/s, {} errors",
+            w.ops, w.seconds, w.errors
+        );
+    }
     println!("   ops        {} in {:.2} s = {} ops/s", r.ops, r.duration_s, group(r.throughput));
     println!(
         "   latency ms mean {:.3}  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
         l.mean, l.p50, l.p90, l.p99, l.p999, l.max
     );
+    if r.by_op.len() > 1 {
+        for (kind, op) in &r.by_op {
+            let l = &op.latency_ms;
+            println!(
+                "     {kind:<6} {:>9} ops  p50 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+                op.ops, l.p50, l.p99, l.p999, l.max
+            );
+        }
+    }
     let errors = if r.errors.is_empty() {
         "none".to_string()
     } else {
@@ -214,33 +420,92 @@ pub fn print_run(r: &RunSummary) {
     for n in &r.per_node {
         let status = n.exited.as_deref().map(|e| format!("  EXITED DURING RUN: {e}")).unwrap_or_default();
         println!(
-            "   {:<8} {:<21} {:>3} conns  {:>10} ops  {:>5.1}%{status}",
+            "   {:<8} {:<21} {:>3} conns  {:>10} ops  {:>5.1}%  cpu {:>6} us/op  rss {:>10}{status}",
             n.name,
             n.addr,
             n.connections,
             n.ops,
-            n.share * 100.0
+            n.share * 100.0,
+            opt(n.cpu_us_per_op, 2),
+            mib(n.rss_bytes),
+        );
+    }
+    for s in r.cost.servers.iter().filter(|s| !r.per_node.iter().any(|n| n.name == s.name)) {
+        println!(
+            "   {:<8} {:<21} (behind the proxy)  cpu {:>6} us/op  rss {:>10}",
+            s.name,
+            s.url.trim_start_matches("http://"),
+            opt(s.cpu_us_per_op, 2),
+            mib(s.rss_bytes)
+        );
+    }
+    for s in r.cost.servers.iter().filter(|s| s.error.is_some()) {
+        println!("   cost: {}", s.error.as_deref().unwrap_or_default());
+    }
+    let proxy = r.proxy_cpu_us_per_op.map(|p| format!(", proxy {p:.2}")).unwrap_or_default();
+    println!(
+        "   cpu us/op  nodes {}{proxy}, client {} ({} cores here)",
+        opt(r.server_cpu_us_per_op, 2),
+        opt(r.client_cpu_us_per_op, 2),
+        r.cost.cores
+    );
+    if let Some(p) = r.projected_throughput {
+        println!(
+            "   projected  {} ops/s with a core per node and the client not the limit \
+             ({} nodes ÷ {:.2} us/op); measured {}",
+            group(p),
+            r.nodes,
+            r.server_cpu_us_per_op.unwrap_or_default(),
+            group(r.throughput)
         );
     }
 }
 
-/// The comparison of all node counts, as a table.
+/// The comparison of all runs, as a table.
 pub fn print_comparison(runs: &[RunSummary]) {
-    println!("\n== comparison");
-    println!("   nodes            ops/s    p50 ms    p99 ms  p99.9 ms    max ms   errors");
+    println!(
+        "\n== comparison (cpu: µs per operation, from the servers' own counters; projected: a core per node)"
+    );
+    println!(
+        "   {:<16} {:>10} {:>8} {:>8} {:>8} {:>8} {:>6} {:>8} {:>8} {:>11}",
+        "nodes",
+        "ops/s",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "max ms",
+        "errors",
+        "srv cpu",
+        "cli cpu",
+        "projected"
+    );
     for r in runs {
         let l = &r.latency_ms;
         let via = r.via.as_deref().map(|v| format!(" via {v}")).unwrap_or_default();
+        let target = if r.target == "otkv" { String::new() } else { format!(" {}", r.target) };
         println!(
-            "   {:<10} {:>11} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>8}",
-            format!("{}{via}", r.nodes),
+            "   {:<16} {:>10} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>6} {:>8} {:>8} {:>11}",
+            format!("{}{target}{via}", r.nodes),
             group(r.throughput),
             l.p50,
             l.p99,
             l.p999,
             l.max,
-            r.errors_total
+            r.errors_total,
+            opt(r.server_cpu_us_per_op, 2),
+            opt(r.client_cpu_us_per_op, 2),
+            r.projected_throughput.map_or_else(|| "-".into(), group),
         );
+    }
+    let by_op: Vec<&RunSummary> = runs.iter().filter(|r| r.by_op.len() > 1).collect();
+    if !by_op.is_empty() {
+        println!("\n   latency by operation (ms)   p50      p99    p99.9");
+        for r in by_op {
+            for (kind, op) in &r.by_op {
+                let l = &op.latency_ms;
+                println!("   {:<20} {kind:<6} {:>8.3} {:>8.3} {:>8.3}", r.label(), l.p50, l.p99, l.p999);
+            }
+        }
     }
 }
 

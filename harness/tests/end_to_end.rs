@@ -29,6 +29,16 @@ impl Node {
         Node { child, url }
     }
 
+    /// Its CPU time (user + system) so far, from the kernel's own account of the process.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).expect("/proc");
+        let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..].split_whitespace().collect();
+        let ticks: u64 =
+            fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().expect("CLK_TCK");
+        ticks as f64 / hz as f64
+    }
+
     fn requests_answered(&self) -> u64 {
         let stats =
             ureq::get(&format!("{}/v1/stats", self.url)).call().expect("stats").into_string().expect("s");
@@ -94,9 +104,12 @@ fn summary_adds_up_against_the_nodes_own_counters() {
     assert!((shares - 1.0).abs() < 1e-9, "shares sum to {shares}");
     let preloaded = run["preload"]["keys"].as_u64().expect("preload");
     assert_eq!(preloaded, 2000);
-    // Ops counted = ops answered: the nodes saw exactly the preload and the measured operations.
+    let warmed = run["warmup"]["ops"].as_u64().expect("a warm-up ran (1s by default)");
+    assert!(warmed > 0 && run["warmup"]["errors"] == 0, "{}", run["warmup"]);
+    // Ops counted = ops answered: the nodes saw exactly the preload, the warm-up and the measured
+    // operations, and the measured ones are exactly --ops (the warm-up does not count them down).
     let answered: u64 = nodes.iter().map(Node::requests_answered).sum();
-    assert_eq!(answered, ops + preloaded);
+    assert_eq!(answered, ops + preloaded + warmed);
     let timeline_ops: u64 =
         run["timeline"].as_array().expect("timeline").iter().map(|i| i["ops"].as_u64().unwrap_or(0)).sum();
     assert!(timeline_ops <= ops);
@@ -109,7 +122,35 @@ fn summary_adds_up_against_the_nodes_own_counters() {
     assert!(rows.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1));
     assert_eq!(rows.last().map(|r| r.1), Some(1.0));
     assert!(hgrm.contains(&format!("Total count    = {:>12}", ops)));
-    for png in ["latency_2nodes.png", "percentiles.png", "throughput.png"] {
+
+    // Reads and updates have their own histograms, and they add up to the total.
+    let by_op = run["by_op"].as_object().expect("by_op");
+    assert_eq!(by_op.keys().collect::<Vec<_>>(), ["read", "write"]);
+    let mut counted = 0;
+    for (kind, op) in by_op {
+        let n = op["ops"].as_u64().expect("ops");
+        assert!(n > 1000, "ycsb-a issues about half {kind}s: {n}");
+        let file = op["hgrm"].as_str().expect("hgrm");
+        assert_eq!(file, format!("2nodes-{kind}.hgrm"));
+        let text = std::fs::read_to_string(out.path().join(file)).expect("per-op hgrm");
+        assert!(text.contains(&format!("Total count    = {:>12}", n)), "{file}");
+        assert!(op["latency_ms"]["p99"].as_f64().expect("p99") > 0.0);
+        counted += n;
+    }
+    assert_eq!(counted, ops, "read and write histograms add up to the total");
+
+    // Cost: both nodes were read, every figure is there and plausible.
+    assert_eq!(run["cost"]["servers"].as_array().map(Vec::len), Some(2));
+    for node in per_node {
+        assert!(node["cpu_us_per_op"].as_f64().expect("cpu") > 0.0, "{node}");
+        assert!(node["rss_bytes"].as_u64().expect("rss") > 1 << 20, "{node}");
+    }
+    assert!(run["server_cpu_us_per_op"].as_f64().expect("server cpu") > 0.0);
+    assert!(run["client_cpu_us_per_op"].as_f64().expect("client cpu") > 0.0);
+    let projected = run["projected_throughput"].as_f64().expect("projection");
+    let server = run["server_cpu_us_per_op"].as_f64().unwrap_or(0.0);
+    assert!((projected - 2.0 * 1e6 / server).abs() < 1e-6 * projected, "2 nodes ÷ server CPU per op");
+    for png in ["latency_2nodes.png", "percentiles.png", "throughput.png", "projected.png"] {
         check_png(&out.path().join(png));
     }
     assert!(out.path().join("summary.json").exists());
@@ -244,4 +285,44 @@ fn bad_arguments_are_refused_clearly() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--pipeline"));
     let out = Command::new(HARNESS).args(["run", "--nodes", "0..2"]).output().expect("run");
     assert!(!out.status.success());
+}
+
+#[test]
+fn server_cpu_per_op_agrees_with_the_nodes_own_proc_figures() {
+    let nodes = [Node::start(), Node::start()];
+    let before: f64 = nodes.iter().map(Node::cpu_seconds).sum();
+    let out = tempfile::tempdir().expect("tempdir");
+    // Writes only: no preload, and no warm-up, so the harness's window is its whole run.
+    let (_, summary) = harness(&[
+        "run",
+        "--node",
+        &nodes[0].url,
+        "--node",
+        &nodes[1].url,
+        "--workload",
+        "put",
+        "--keys",
+        "10000",
+        "--duration",
+        "3s",
+        "--warmup",
+        "0s",
+        "--connections",
+        "16",
+        "--out",
+        out.path().to_str().expect("utf8"),
+    ]);
+    let after: f64 = nodes.iter().map(Node::cpu_seconds).sum();
+    let run = &summary["runs"][0];
+    assert_eq!(run["errors_total"], 0, "{run}");
+    let ops = run["ops"].as_f64().expect("ops");
+    let reported = run["server_cpu_us_per_op"].as_f64().expect("server cpu") * ops / 1e6;
+    let measured = after - before;
+    assert!(measured > 0.3, "the nodes worked: {measured} s");
+    let off = (reported - measured).abs() / measured;
+    assert!(
+        off < 0.10,
+        "harness says {reported:.3} s of node CPU, /proc says {measured:.3} s ({:.1}% off)",
+        off * 100.0
+    );
 }

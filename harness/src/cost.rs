@@ -1,0 +1,206 @@
+//! What a run cost: every server's CPU time and resident memory, read from the server itself before and
+//! after the measured window, and the harness's own CPU time.
+//!
+//! Servers are read over the network, as a monitoring system would, so nodes on other machines are
+//! measured the same as local ones: an OTKV node or proxy through `GET /metrics` (the standard
+//! `process_cpu_seconds_total` and `process_resident_memory_bytes`, and `otkv_requests_total` for the key
+//! operations it answered), a redis-server through `INFO` (`used_cpu_user + used_cpu_sys`,
+//! `used_memory_rss`, `total_commands_processed`). The harness's own CPU comes from `getrusage`.
+//!
+//! From two readings and the operations the harness counted in between, [`crate::report`] works out CPU
+//! per operation, and from that a projection: how fast the nodes would go with a core each.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use crate::load::{Protocol, Target};
+
+/// How long a reading may take.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One reading of a server's counters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reading {
+    /// User plus system CPU time since it started, in seconds.
+    pub cpu_seconds: f64,
+    /// Resident set size, in bytes.
+    pub rss_bytes: u64,
+    /// Requests it has answered (key operations for OTKV; commands for Redis), if it says.
+    pub requests: Option<u64>,
+}
+
+/// What a server is in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// It stores keys.
+    Node,
+    /// It forwards requests to the nodes (`harness proxy`).
+    Proxy,
+}
+
+/// A server whose cost a run measures.
+#[derive(Debug, Clone)]
+pub struct Metered {
+    /// Where to read it.
+    pub target: Target,
+    /// What it is.
+    pub role: Role,
+}
+
+/// Every metered server's reading (or why there is none), and the harness's CPU time, at one moment.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// In the order of the metered servers.
+    pub servers: Vec<Result<Reading, String>>,
+    /// The harness's user plus system CPU seconds.
+    pub client_cpu_seconds: f64,
+}
+
+impl Snapshot {
+    /// Reads every server in `metered`, then the harness's own CPU time.
+    pub fn take(metered: &[Metered]) -> Snapshot {
+        let servers = metered.iter().map(|m| read(&m.target)).collect();
+        Snapshot { servers, client_cpu_seconds: client_cpu_seconds() }
+    }
+}
+
+/// The harness's own user plus system CPU time (all its threads), in seconds.
+pub fn client_cpu_seconds() -> f64 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(0.0, |u| {
+        let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+        secs(u.user_time()) + secs(u.system_time())
+    })
+}
+
+/// The cores this machine gives the harness.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// Reads one server's counters.
+pub fn read(target: &Target) -> Result<Reading, String> {
+    let failed = |e: String| format!("cannot read the counters of {} ({}): {e}", target.name, target.url());
+    match target.protocol {
+        Protocol::Http => {
+            let (status, body) = http_get(target, "/metrics").map_err(failed)?;
+            if status != 200 {
+                return Err(failed(format!("/metrics answered {status}")));
+            }
+            parse_prometheus(&String::from_utf8_lossy(&body)).ok_or_else(|| {
+                failed("its /metrics has no process_cpu_seconds_total (is it an OTKV server?)".into())
+            })
+        }
+        Protocol::Resp => {
+            let info = redis_info(target).map_err(failed)?;
+            parse_redis_info(&info).ok_or_else(|| failed("its INFO has no used_cpu_user".into()))
+        }
+    }
+}
+
+/// One `GET path` on a new connection (`Connection: close`): status and body.
+pub fn http_get(target: &Target, path: &str) -> Result<(u16, Vec<u8>), String> {
+    let mut stream = connect(target)?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", target.host);
+    stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).map_err(|e| e.to_string())?;
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    match response.parse(&answer) {
+        Ok(httparse::Status::Complete(head)) => Ok((response.code.unwrap_or(0), answer[head..].to_vec())),
+        _ => Err("no HTTP answer".into()),
+    }
+}
+
+fn connect(target: &Target) -> Result<TcpStream, String> {
+    let stream = TcpStream::connect_timeout(&target.addr, READ_TIMEOUT).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(READ_TIMEOUT)).map_err(|e| e.to_string())?;
+    stream.set_write_timeout(Some(READ_TIMEOUT)).map_err(|e| e.to_string())?;
+    Ok(stream)
+}
+
+/// `INFO` (the default sections, which include `cpu`, `memory` and `stats`), as text.
+fn redis_info(target: &Target) -> Result<String, String> {
+    let mut stream = connect(target)?;
+    stream.write_all(b"*1\r\n$4\r\nINFO\r\n").map_err(|e| e.to_string())?;
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let n = stream.read(&mut chunk).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("connection closed before the INFO reply was complete".into());
+        }
+        answer.extend_from_slice(&chunk[..n]);
+        let Some(line_end) = answer.windows(2).position(|w| w == b"\r\n") else { continue };
+        let head = String::from_utf8_lossy(&answer[..line_end]).into_owned();
+        let len: usize = match head.strip_prefix('$').and_then(|l| l.parse().ok()) {
+            Some(len) => len,
+            None => return Err(format!("INFO answered {head:?}")),
+        };
+        if answer.len() >= line_end + 2 + len {
+            return Ok(String::from_utf8_lossy(&answer[line_end + 2..line_end + 2 + len]).into_owned());
+        }
+    }
+}
+
+/// The process metrics and the key operations answered, from a Prometheus text exposition.
+pub fn parse_prometheus(text: &str) -> Option<Reading> {
+    let (mut cpu, mut rss, mut requests) = (None, None, None::<u64>);
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((name, value)) = line.rsplit_once(' ') else { continue };
+        if name == "process_cpu_seconds_total" {
+            cpu = value.parse::<f64>().ok();
+        } else if name == "process_resident_memory_bytes" {
+            rss = value.parse::<u64>().ok();
+        } else if let Some(labels) = name.strip_prefix("otkv_requests_total{") {
+            let key_op = ["get", "head", "put", "post", "delete"]
+                .iter()
+                .any(|op| labels.contains(&format!("op=\"{op}\"")));
+            if key_op {
+                requests = Some(requests.unwrap_or(0) + value.parse::<u64>().unwrap_or(0));
+            }
+        }
+    }
+    Some(Reading { cpu_seconds: cpu?, rss_bytes: rss.unwrap_or(0), requests })
+}
+
+/// CPU, RSS and commands processed from Redis's `INFO`.
+pub fn parse_redis_info(text: &str) -> Option<Reading> {
+    let field = |name: &str| {
+        text.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':'))).map(str::trim)
+    };
+    let user: f64 = field("used_cpu_user")?.parse().ok()?;
+    let sys: f64 = field("used_cpu_sys")?.parse().ok()?;
+    Some(Reading {
+        cpu_seconds: user + sys,
+        rss_bytes: field("used_memory_rss").and_then(|v| v.parse().ok()).unwrap_or(0),
+        requests: field("total_commands_processed").and_then(|v| v.parse().ok()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_gives_cpu_rss_and_key_operations() {
+        let text = "# HELP x\nprocess_cpu_seconds_total 1.25\nprocess_resident_memory_bytes 4096\n\
+                    otkv_requests_total{op=\"get\",code=\"200\"} 10\notkv_requests_total{op=\"get\",code=\"404\"} 2\n\
+                    otkv_requests_total{op=\"put\",code=\"201\"} 5\notkv_requests_total{op=\"metrics\",code=\"200\"} 7\n";
+        let r = parse_prometheus(text).expect("parses");
+        assert_eq!(r, Reading { cpu_seconds: 1.25, rss_bytes: 4096, requests: Some(17) });
+        assert_eq!(parse_prometheus("otkv_keys 3\n"), None);
+    }
+
+    #[test]
+    fn redis_info_gives_cpu_rss_and_commands() {
+        let text = "# CPU\r\nused_cpu_sys:0.5\r\nused_cpu_user:1.5\r\nused_cpu_sys_children:9\r\n\
+                    used_memory_rss:1048576\r\nused_memory_rss_human:1M\r\ntotal_commands_processed:42\r\n";
+        let r = parse_redis_info(text).expect("parses");
+        assert_eq!(r, Reading { cpu_seconds: 2.0, rss_bytes: 1_048_576, requests: Some(42) });
+        assert_eq!(parse_redis_info("used_cpu_user:1\r\n"), None);
+    }
+}

@@ -1,0 +1,160 @@
+//! The byte stream under both of the harness's client protocols ([`crate::client`]'s HTTP/1.1 and
+//! [`crate::resp`]'s RESP): one may `TcpStream`, a reusable output buffer that a batch of requests is
+//! encoded into and sent with one write, and a read buffer that answers are parsed from in place.
+//!
+//! Timeouts are enforced with `otkv_adapter_http::deadline` rather than may's socket timeouts, which race
+//! (see that module).
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use may::net::TcpStream;
+use otkv_adapter_http::deadline::Deadline;
+
+/// A connection's read buffer, and the most it keeps between answers.
+const INITIAL_BUF: usize = 16 * 1024;
+const KEEP_BUF: usize = 64 * 1024;
+
+/// Why a request got no usable answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Failure {
+    /// The node refused or did not accept the connection.
+    Connect,
+    /// No response within the timeout.
+    Timeout,
+    /// The connection broke (reset, closed mid-response).
+    Io,
+    /// The response was not valid HTTP (or RESP).
+    Protocol,
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Failure::Timeout,
+            _ => Failure::Io,
+        }
+    }
+}
+
+/// A connected stream with its buffers.
+#[derive(Debug)]
+pub struct Wire {
+    /// Declared before `stream` so it is dropped first.
+    deadline: Deadline,
+    timeout: Duration,
+    stream: TcpStream,
+    /// Requests queued for the next [`Wire::send`].
+    pub out: Vec<u8>,
+    buf: Vec<u8>,
+    /// Where the unread bytes of `buf` start and end.
+    start: usize,
+    filled: usize,
+}
+
+impl Wire {
+    /// Connects, with `timeout` for every read and write after.
+    pub fn connect(addr: SocketAddr, timeout: Duration) -> Result<Wire, Failure> {
+        let stream = TcpStream::connect(addr).map_err(|_| Failure::Connect)?;
+        Ok(Wire::over(stream, timeout))
+    }
+
+    /// Wraps a connected stream.
+    pub fn over(stream: TcpStream, timeout: Duration) -> Wire {
+        let _ = stream.set_nodelay(true);
+        Wire {
+            deadline: Deadline::watch(stream.as_raw_fd()),
+            timeout,
+            stream,
+            out: Vec::with_capacity(4096),
+            buf: vec![0; INITIAL_BUF],
+            start: 0,
+            filled: 0,
+        }
+    }
+
+    /// Sends everything queued in `out`, with one write.
+    pub fn send(&mut self) -> Result<(), Failure> {
+        let out = std::mem::take(&mut self.out);
+        let result = self.send_bytes(&out);
+        self.out = out;
+        self.out.clear();
+        result
+    }
+
+    /// Sends `bytes` with one write.
+    pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), Failure> {
+        self.deadline.write_within(self.timeout);
+        let result = self.stream.write_all(bytes);
+        self.deadline.clear();
+        if self.deadline.fired() {
+            return Err(Failure::Timeout);
+        }
+        result.map_err(Failure::from)
+    }
+
+    /// Call before parsing the next answer: when everything read has been consumed, starts the buffer
+    /// over, and gives back memory a large answer made it grow (the proxy keeps many idle connections).
+    pub fn begin_answer(&mut self) {
+        if self.start == self.filled {
+            self.start = 0;
+            self.filled = 0;
+            if self.buf.len() > KEEP_BUF {
+                self.buf = vec![0; INITIAL_BUF];
+            }
+        }
+    }
+
+    /// The bytes read and not yet consumed.
+    pub fn unread(&self) -> &[u8] {
+        &self.buf[self.start..self.filled]
+    }
+
+    /// Where the unread bytes start in the buffer (for [`Wire::slice`] later).
+    pub fn position(&self) -> usize {
+        self.start
+    }
+
+    /// Marks `n` unread bytes as consumed.
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.filled);
+    }
+
+    /// `len` bytes of the buffer from `at` (an earlier [`Wire::position`]); valid until the next read.
+    pub fn slice(&self, at: usize, len: usize) -> &[u8] {
+        &self.buf[at..at + len]
+    }
+
+    /// Reads until at least `need` bytes are unread (at least one more byte when `need` is 0 or
+    /// already met): moves the unread bytes to the front, grows the buffer when they would not fit.
+    pub fn fill(&mut self, need: usize) -> Result<(), Failure> {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.filled, 0);
+            self.filled -= self.start;
+            self.start = 0;
+        }
+        if need > self.buf.len() || self.filled == self.buf.len() {
+            let len = need.max(self.buf.len() * 2);
+            self.buf.resize(len, 0);
+        }
+        loop {
+            self.deadline.read_within(self.timeout);
+            let read = self.stream.read(&mut self.buf[self.filled..]);
+            self.deadline.clear();
+            if self.deadline.fired() {
+                return Err(Failure::Timeout);
+            }
+            match read {
+                Ok(0) => return Err(Failure::Io),
+                Ok(n) => self.filled += n,
+                Err(e) => return Err(e.into()),
+            }
+            if self.filled >= need {
+                return Ok(());
+            }
+        }
+    }
+}
