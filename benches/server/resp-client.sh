@@ -24,14 +24,16 @@ redis-benchmark -p "$PORT" -q -t set -c 64 -d 100 -r 100000 -n 400000 >/dev/null
 for round in $(seq "$ROUNDS"); do
   # redis-benchmark runs a request count, not a duration: size it from the first round's rate.
   n=${N:-$((SECS * 120000))}
-  rb=$(redis-benchmark -p "$PORT" -q -t get -c 64 -d 100 -r 100000 -n "$n" | tr '\r' '\n' | \
-    awk '/GET:/ {print $2}' | tail -1)
+  /usr/bin/time -f "%U %S" -o "$TMP/time" redis-benchmark -p "$PORT" -q -t get -c 64 -d 100 -r 100000 \
+    -n "$n" >"$TMP/rb.out"
+  rb=$(tr '\r' '\n' <"$TMP/rb.out" | awk '/GET:/ {print $2}' | tail -1)
+  rbcpu=$(awk -v n="$n" '{printf "%.2f", ($1 + $2) * 1e6 / n}' "$TMP/time")
   ./target/release/harness run --target redis --node "redis://127.0.0.1:$PORT" --workload get \
     --keys 100000 --value-size 100 --connections 64 --duration "${SECS}s" --json --out "$TMP/res" \
     >"$TMP/summary.json" 2>/dev/null
   read -r h hcpu < <(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["runs"][0]; print(r["throughput"], r["client_cpu_us_per_op"])' "$TMP/summary.json")
-  printf "round %d: redis-benchmark %10.0f GET/s   harness --target redis %10.0f GET/s (client %.2f us/op)\n" \
-    "$round" "$rb" "$h" "$hcpu"
+  printf "round %d: redis-benchmark %8.0f GET/s (client %.2f us/op)   harness --target redis %8.0f GET/s (client %.2f us/op)\n" \
+    "$round" "$rb" "$rbcpu" "$h" "$hcpu"
   echo "$rb" >>"$TMP/rb"; echo "$h" >>"$TMP/h"; echo "$hcpu" >>"$TMP/hcpu"
 done
 median() { sort -g "$1" | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }

@@ -1,18 +1,21 @@
 //! # otkv-harness: the benchmark harness of OTKV
 //!
 //! `harness run --nodes 1..3` starts 1, then 2, then 3 real nodes, routes every key to one of them on the
-//! client side, drives a workload over HTTP, and reports latency and throughput per node count, with
-//! `summary.json`, `.hgrm` files and PNG plots. It reaches nodes only over HTTP (`--node URL` for nodes
-//! elsewhere), and knows nothing of their storage.
+//! client side, drives a workload over HTTP, and reports latency (by operation type), throughput, and what
+//! each operation cost in server and client CPU per node count, with `summary.json`, `.hgrm` files and PNG
+//! plots. It reaches nodes only over the network (`--node URL` for nodes elsewhere), knows nothing of their
+//! storage, and drives redis-servers the same way (`--target redis`, over RESP) as a peer.
 //!
 //! A tour:
 //! 1. [`router`]: which node owns a key (rendezvous or a consistent-hash ring, over a frozen hash).
 //! 2. [`workload`]: what to send (workload mixes, uniform or Zipfian keys, self-checking values).
-//! 3. [`nodes`]: start local nodes (this executable, as `harness node`) or name remote ones.
-//! 4. [`load`]: connections per node, the closed or open request loop, per-second intervals;
-//!    [`client`] is the HTTP/1.1 connection it uses.
-//! 5. [`report`] and [`plot`]: the text summary, `summary.json`, `.hgrm` and PNGs.
-//! 6. [`cli`]: the command line, and the `run` / `ring` commands that tie it together.
+//! 3. [`nodes`]: start local nodes (this executable, as `harness node`, or `redis-server`) or name remote
+//!    ones.
+//! 4. [`load`]: connections per node, the closed or open request loop, warm-up, per-second intervals;
+//!    [`client`] (HTTP/1.1) and [`resp`] (RESP) are the connections it uses, over [`wire`].
+//! 5. [`cost`]: every server's CPU and memory, read from the server before and after the window.
+//! 6. [`report`] and [`plot`]: the text summary, `summary.json`, `.hgrm` and PNGs.
+//! 7. [`cli`]: the command line, and the `run` / `ring` commands that tie it together.
 
 pub mod cli;
 pub mod client;
