@@ -152,25 +152,8 @@ pub fn throughput(path: &Path, runs: &[RunSummary], title: &str) -> Result<(), P
     fonts();
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(to_err)?;
-    let max_nodes = runs.iter().map(|r| r.nodes).max().unwrap_or(1) as f64;
     let y_max = runs.iter().map(|r| r.throughput).fold(1.0, f64::max) * 1.2;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 24))
-        .margin(15)
-        .x_label_area_size(45)
-        .y_label_area_size(80)
-        .build_cartesian_2d(0.5f64..max_nodes + 0.5, 0f64..y_max)
-        .map_err(to_err)?;
-    chart
-        .configure_mesh()
-        .x_desc("nodes")
-        .y_desc("ops/s")
-        .x_labels(runs.len().max(2) + 1)
-        .x_label_formatter(&|v| if (v - v.round()).abs() < 1e-9 { format!("{v:.0}") } else { String::new() })
-        .y_label_formatter(&|v| crate::report::group(*v))
-        .label_style(("sans-serif", 15))
-        .draw()
-        .map_err(to_err)?;
+    let mut chart = ops_by_nodes(&root, runs, title, y_max)?;
     // Runs of another target, or through a proxy, stand beside each other at the same node count.
     let series = series_of(runs);
     let k = series.len() as f64;
@@ -213,27 +196,10 @@ pub fn projection(path: &Path, runs: &[RunSummary], title: &str) -> Result<(), P
     fonts();
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(to_err)?;
-    let max_nodes = runs.iter().map(|r| r.nodes).max().unwrap_or(1) as f64;
     let y_max =
         runs.iter().map(|r| r.throughput.max(r.projected_throughput.unwrap_or(0.0))).fold(1.0, f64::max)
             * 1.15;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 24))
-        .margin(15)
-        .x_label_area_size(45)
-        .y_label_area_size(90)
-        .build_cartesian_2d(0.5f64..max_nodes + 0.5, 0f64..y_max)
-        .map_err(to_err)?;
-    chart
-        .configure_mesh()
-        .x_desc("nodes")
-        .y_desc("ops/s")
-        .x_labels(runs.len().max(2) + 1)
-        .x_label_formatter(&|v| if (v - v.round()).abs() < 1e-9 { format!("{v:.0}") } else { String::new() })
-        .y_label_formatter(&|v| crate::report::group(*v))
-        .label_style(("sans-serif", 15))
-        .draw()
-        .map_err(to_err)?;
+    let mut chart = ops_by_nodes(&root, runs, title, y_max)?;
     for (i, key) in series_of(runs).iter().enumerate() {
         let of: Vec<&RunSummary> = runs.iter().filter(|r| series_key(r) == *key).collect();
         let name = series_label(key);
@@ -294,4 +260,35 @@ fn series_label((target, via): &SeriesKey) -> String {
         None if target == "otkv" => "otkv, routed by the client".into(),
         None => target.clone(),
     }
+}
+
+/// The coordinates of the throughput plots.
+type NodesByOps = Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>;
+
+/// The axes of the throughput plots: node counts across, ops/s up to `y_max`.
+fn ops_by_nodes<'a, 'b: 'a>(
+    root: &'a DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>,
+    runs: &[RunSummary],
+    title: &str,
+    y_max: f64,
+) -> Result<ChartContext<'a, BitMapBackend<'b>, NodesByOps>, PlotError> {
+    let max_nodes = runs.iter().map(|r| r.nodes).max().unwrap_or(1) as f64;
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 24))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(90)
+        .build_cartesian_2d(0.5f64..max_nodes + 0.5, 0f64..y_max)
+        .map_err(to_err)?;
+    chart
+        .configure_mesh()
+        .x_desc("nodes")
+        .y_desc("ops/s")
+        .x_labels(runs.len().max(2) + 1)
+        .x_label_formatter(&|v| if (v - v.round()).abs() < 1e-9 { format!("{v:.0}") } else { String::new() })
+        .y_label_formatter(&|v| crate::report::group(*v))
+        .label_style(("sans-serif", 15))
+        .draw()
+        .map_err(to_err)?;
+    Ok(chart)
 }
