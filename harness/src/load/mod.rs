@@ -173,10 +173,14 @@ pub struct WarmupOutcome {
     pub errors: u64,
 }
 
+/// Where a connection keeps the latencies of warm-up batches.
+const WARM: usize = 2;
+
 struct ConnStats {
     node: usize,
-    /// Latencies since the reporter last took them, by [`OpKind`] (measured window only).
-    hists: Mutex<[Histogram<u64>; 2]>,
+    /// Latencies since the reporter last took them: the measured window's by [`OpKind`], then the
+    /// warm-up's (all kinds, shown in its progress lines only) at [`WARM`].
+    hists: Mutex<[Histogram<u64>; 3]>,
     /// Operations answered correctly, of batches sent in the measured window.
     ops: AtomicU64,
     /// Operations answered correctly, of batches sent in the warm-up.
@@ -303,13 +307,13 @@ struct Reporter {
 }
 
 impl Reporter {
-    /// Moves every connection's latencies into the interval (and, outside the warm-up, the totals).
-    fn collect(&mut self, stats: &[ConnStats], measured: bool) {
+    /// Moves every connection's latencies into the interval, and the measured ones into the totals.
+    fn collect(&mut self, stats: &[ConnStats]) {
         for conn in stats {
             let mut hists = conn.hists.lock().expect("hist");
-            for (total, h) in self.totals.iter_mut().zip(hists.iter_mut()) {
+            for (i, h) in hists.iter_mut().enumerate() {
                 let _ = self.interval.add(&*h);
-                if measured {
+                if let Some(total) = self.totals.get_mut(i) {
                     let _ = total.add(&*h);
                 }
                 h.reset();
@@ -319,7 +323,7 @@ impl Reporter {
 
     /// Closes the warm-up and opens the measured window.
     fn open_window(&mut self, stats: &[ConnStats], shared: &Shared<'_>, at_start: &mut dyn FnMut()) {
-        self.collect(stats, false);
+        self.collect(stats);
         self.interval.reset();
         at_start();
         shared.warming.store(false, Relaxed);
@@ -328,9 +332,9 @@ impl Reporter {
         (self.started, self.last, self.last_ops, self.last_errors) = (now, now, 0, 0);
     }
 
-    /// Closes an interval of `secs` seconds: a progress line, and (when measured) a timeline entry.
+    /// Closes the interval since the last tick: a progress line, and (when `measured`) a timeline entry.
     fn tick(&mut self, stats: &[ConnStats], shared: &Shared<'_>, measured: bool) {
-        self.collect(stats, measured);
+        self.collect(stats);
         let ops_now =
             if measured { stats.iter().map(|c| c.ops.load(Relaxed)).sum() } else { answered(stats) };
         let errors_now = shared.tally().total();
@@ -377,7 +381,7 @@ fn drive(
     let mut stats = Vec::new();
     for (node, &n) in per_node_connections.iter().enumerate() {
         for _ in 0..n {
-            let hists = Mutex::new([new_histogram(), new_histogram()]);
+            let hists = Mutex::new([new_histogram(), new_histogram(), new_histogram()]);
             stats.push(ConnStats { node, hists, ops: AtomicU64::new(0), warm_ops: AtomicU64::new(0) });
         }
     }
@@ -451,7 +455,7 @@ fn drive(
     });
     let elapsed = rep.started.elapsed();
     // Late completions after the last interval (coroutines finishing their batch) join the totals.
-    rep.collect(&stats, true);
+    rep.collect(&stats);
     let mut per_node_ops = vec![0; targets.len()];
     for conn in &stats {
         per_node_ops[conn.node] += conn.ops.load(Relaxed);
@@ -597,13 +601,10 @@ fn connection(
                 tally.wrong_value();
                 continue;
             }
-            if warm {
-                stats.warm_ops.fetch_add(1, Relaxed);
-                continue;
-            }
             let micros = u64::try_from(sent_at.elapsed().as_micros()).unwrap_or(u64::MAX).max(1);
-            stats.hists.lock().expect("hist")[p.kind as usize].saturating_record(micros);
-            stats.ops.fetch_add(1, Relaxed);
+            stats.hists.lock().expect("hist")[if warm { WARM } else { p.kind as usize }]
+                .saturating_record(micros);
+            if warm { &stats.warm_ops } else { &stats.ops }.fetch_add(1, Relaxed);
         }
     }
     shared.done.fetch_add(1, Relaxed);
