@@ -26,6 +26,7 @@
 
 mod commit;
 mod config;
+mod entry;
 mod error;
 mod logfile;
 mod memory;
@@ -38,6 +39,7 @@ use std::cell::Cell;
 pub use bytes::Bytes;
 pub use commit::DurableCallback;
 pub use config::{Durability, EngineConfig, EngineKind, DEFAULT_COMMIT_DELAY};
+pub use entry::{now_ms, Condition, Meta};
 pub use error::{EngineError, Result};
 
 use memory::{MemoryStore, MemoryView};
@@ -190,6 +192,27 @@ impl Engine {
         self.write(|b| b.delete(key))
     }
 
+    /// The live value under `key` with its version and expiry.
+    pub fn get_entry(&self, key: &[u8]) -> Result<Option<(Meta, Bytes)>> {
+        self.batch(|b| b.get_entry_with(key, |m, v| (m, Bytes::copy_from_slice(v))))
+    }
+
+    /// See [`Batch::put_if`]. In `sync` mode, returns once durable.
+    pub fn put_if(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        cond: Condition,
+        expires_ms: u64,
+    ) -> Result<Option<(PutOutcome, u64)>> {
+        self.write(|b| b.put_if(key, value, cond, expires_ms))
+    }
+
+    /// See [`Batch::delete_if`]. In `sync` mode, returns once durable.
+    pub fn delete_if(&self, key: &[u8], cond: Condition) -> Result<Option<bool>> {
+        self.write(|b| b.delete_if(key, cond))
+    }
+
     /// Up to `limit` keys that start with `prefix`, in lexicographic byte order.
     ///
     /// On the memory backend this visits every key (a hash map has no order): O(n log limit).
@@ -257,23 +280,44 @@ impl Batch<'_> {
     /// Runs `f` on the value stored under `key`, in place, without copying it out first: the way to send a
     /// value somewhere (a response buffer) with a single copy.
     pub fn get_with<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
+        self.get_entry_with(key, |_, v| f(v))
+    }
+
+    /// [`Batch::get_with`], with the value's version and expiry. An expired value is absent.
+    pub fn get_entry_with<R>(&self, key: &[u8], f: impl FnOnce(Meta, &[u8]) -> R) -> Result<Option<R>> {
         match &self.view {
             View::Memory(m) => Ok(m.get_with(key, f)),
             View::Sled(s) => s.get_with(key, f),
         }
     }
 
-    /// See [`Engine::put`].
+    /// See [`Engine::put`]: an unconditional write of a value that never expires.
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<PutOutcome> {
+        let written = self.put_if(key, value, Condition::Always, 0)?;
+        // An unconditional write always applies.
+        Ok(written.map_or(PutOutcome::Replaced, |(outcome, _)| outcome))
+    }
+
+    /// Stores `value` under `key` if `cond` holds of its live value, atomically against every other write
+    /// of the key on any thread, expiring at `expires_ms` (ms since the Unix epoch; 0: never; a write
+    /// without an expiry clears an old one). Returns what it did and the new version, or `None` when the
+    /// condition failed and nothing was written.
+    pub fn put_if(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        cond: Condition,
+        expires_ms: u64,
+    ) -> Result<Option<(PutOutcome, u64)>> {
         if value.len() > MAX_VALUE_BYTES {
             return Err(EngineError::ValueTooLarge { len: value.len(), max: MAX_VALUE_BYTES });
         }
-        let (outcome, ticket) = match &self.view {
-            View::Memory(m) => m.put(key, value)?,
-            View::Sled(s) => s.put(key, value)?,
+        let (outcome, version, ticket) = match &self.view {
+            View::Memory(m) => m.put(key, value, cond, expires_ms)?,
+            View::Sled(s) => s.put(key, value, cond, expires_ms)?,
         };
         self.ticket.set(self.ticket.get().max(ticket));
-        Ok(outcome)
+        Ok(outcome.map(|o| (o, version)))
     }
 
     /// In `sync` mode, the ticket to wait for before acknowledging this batch's writes (see
@@ -285,9 +329,15 @@ impl Batch<'_> {
 
     /// See [`Engine::delete`].
     pub fn delete(&self, key: &[u8]) -> Result<bool> {
+        Ok(self.delete_if(key, Condition::Always)?.unwrap_or(false))
+    }
+
+    /// Removes `key` if `cond` holds of its live value, atomically against every other write of the key.
+    /// Returns whether a live value was removed, or `None` when the condition failed.
+    pub fn delete_if(&self, key: &[u8], cond: Condition) -> Result<Option<bool>> {
         let (existed, ticket) = match &self.view {
-            View::Memory(m) => m.delete(key)?,
-            View::Sled(s) => s.delete(key)?,
+            View::Memory(m) => m.delete(key, cond)?,
+            View::Sled(s) => s.delete(key, cond)?,
         };
         self.ticket.set(self.ticket.get().max(ticket));
         Ok(existed)

@@ -3,12 +3,18 @@
 //! A segment `log/log-{first seq:020}.otkv` is a 16-byte header, then records back to back (little-endian):
 //!
 //! ```text
-//! header:  magic "OTKVLOG1" (8) | version u32 = 2 | flags u32 = 0
+//! header:  magic "OTKVLOG1" (8) | version u32 = 3 | flags u32 = 0
 //! record:  len u32 | crc32 u32 | payload (len bytes)
 //! payload: seq u64 | timestamp µs since the Unix epoch u64 | op u8 (1 put, 2 delete, 3 synced)
+//!          | [expires_ms u64]                              (puts only; version 3 on)
 //!          | key_len u32 | key | [value_len u32 | value]   (key for puts and deletes, value for puts)
 //! then:    zero bytes to the end of the file (space allocated ahead of the writes)
 //! ```
+//!
+//! A put's sequence number is the version of the value it stores, so versions need no field of their
+//! own. `expires_ms` is the absolute expiry (ms since the Unix epoch, 0: never). Version 2 segments (before
+//! expiry) are still read: their puts never expire. A segment is only ever written in the current version:
+//! recovery starts a new segment rather than append to an older-version one.
 //!
 //! `crc32` (IEEE, `crc32fast`) covers the payload. Sequence numbers are consecutive across segments, so a
 //! missing record is detectable. A segment holds the records `[first seq, next segment's first seq)`.
@@ -35,7 +41,9 @@ use crate::{EngineError, Result};
 pub(crate) const LOG_MAGIC: &[u8; 8] = b"OTKVLOG1";
 /// Header length.
 pub(crate) const HEADER_LEN: usize = 16;
-const VERSION: u32 = 2;
+pub(crate) const VERSION: u32 = 3;
+/// The oldest version this build reads.
+const OLDEST_VERSION: u32 = 2;
 const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
 const OP_SYNCED: u8 = 3;
@@ -45,7 +53,7 @@ const MAX_PAYLOAD: usize = crate::MAX_VALUE_BYTES + (1 << 20);
 /// One mutation, as logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum LogOp<'a> {
-    Put(&'a [u8], &'a [u8]),
+    Put { key: &'a [u8], value: &'a [u8], expires_ms: u64 },
     Delete(&'a [u8]),
 }
 
@@ -92,8 +100,9 @@ pub(crate) fn encode(buf: &mut Vec<u8>, seq: u64, timestamp_us: u64, op: LogOp<'
     buf.extend_from_slice(&seq.to_le_bytes());
     buf.extend_from_slice(&timestamp_us.to_le_bytes());
     match op {
-        LogOp::Put(key, value) => {
+        LogOp::Put { key, value, expires_ms } => {
             buf.push(OP_PUT);
+            buf.extend_from_slice(&expires_ms.to_le_bytes());
             put_bytes(buf, key);
             put_bytes(buf, value);
         }
@@ -125,8 +134,13 @@ fn put_bytes(buf: &mut Vec<u8>, bytes: &[u8]) {
     buf.extend_from_slice(bytes);
 }
 
-/// Decodes the record at `data[offset..]`: the entry and the offset after it, or why there is none.
-pub(crate) fn decode(data: &[u8], offset: usize) -> std::result::Result<(Entry<'_>, usize), String> {
+/// Decodes the record at `data[offset..]` of a segment of `version`: the entry and the offset after it, or
+/// why there is none.
+pub(crate) fn decode(
+    data: &[u8],
+    offset: usize,
+    version: u32,
+) -> std::result::Result<(Entry<'_>, usize), String> {
     let rest = &data[offset.min(data.len())..];
     if rest.len() < 8 {
         return Err(format!("{} bytes, too short for a record header", rest.len()));
@@ -147,9 +161,10 @@ pub(crate) fn decode(data: &[u8], offset: usize) -> std::result::Result<(Entry<'
     let mut cur = Cursor { data: payload, pos: 17 };
     let op = match payload[16] {
         OP_PUT => {
+            let expires_ms = if version >= 3 { cur.u64().ok_or("truncated expiry")? } else { 0 };
             let key = cur.bytes().ok_or("truncated key")?;
             let value = cur.bytes().ok_or("truncated value")?;
-            LogOp::Put(key, value)
+            LogOp::Put { key, value, expires_ms }
         }
         OP_DELETE => LogOp::Delete(cur.bytes().ok_or("truncated key")?),
         OP_SYNCED if payload.len() == 17 => return Ok((Entry::Synced(seq), offset + 8 + len)),
@@ -167,6 +182,12 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
+    fn u64(&mut self) -> Option<u64> {
+        let v = u64::from_le_bytes(self.data.get(self.pos..self.pos + 8)?.try_into().ok()?);
+        self.pos += 8;
+        Some(v)
+    }
+
     fn bytes(&mut self) -> Option<&'a [u8]> {
         let len = u32::from_le_bytes(self.data.get(self.pos..self.pos + 4)?.try_into().ok()?) as usize;
         let out = self.data.get(self.pos + 4..self.pos + 4 + len)?;
@@ -196,6 +217,8 @@ pub(crate) struct Scan {
     pub valid_len: usize,
     /// Where and why reading stopped early, if it did.
     pub torn: Option<(usize, String)>,
+    /// The segment's format version (the current one for an empty segment).
+    pub version: u32,
 }
 
 /// Reads a segment, applying each record in order. `expected_seq` is the first record's sequence number.
@@ -217,19 +240,22 @@ pub(crate) fn scan(
             next_seq: expected_seq,
             valid_len: 0,
             torn: Some((0, "incomplete header".into())),
+            version: VERSION,
         });
     }
     if &data[..8] != LOG_MAGIC {
         return Err(corrupt("not an OTKV log segment (bad magic)".into()));
     }
     let version = u32_at(data, 8);
-    if version != VERSION {
-        return Err(corrupt(format!("unsupported log version {version} (this build reads {VERSION})")));
+    if !(OLDEST_VERSION..=VERSION).contains(&version) {
+        return Err(corrupt(format!(
+            "unsupported log version {version} (this build reads {OLDEST_VERSION} to {VERSION})"
+        )));
     }
     let mut offset = HEADER_LEN;
     let mut next_seq = expected_seq;
     while offset < data.len() {
-        match decode(data, offset) {
+        match decode(data, offset, version) {
             Ok((Entry::Record(record), after)) => {
                 if record.seq != next_seq {
                     return Err(corrupt(format!(
@@ -252,26 +278,26 @@ pub(crate) fn scan(
             }
             Err(_) if data[offset..].iter().all(|&b| b == 0) => break,
             Err(reason) => {
-                if let Some(found) = synced_marker_after(data, offset + 1, next_seq) {
+                if let Some(found) = synced_marker_after(data, offset + 1, next_seq, version) {
                     return Err(corrupt(format!(
                         "damaged record at offset {offset} ({reason}) is followed by a valid record at offset \
                          {found} saying it was synced: refusing to start rather than lose acknowledged writes"
                     )));
                 }
-                return Ok(Scan { next_seq, valid_len: offset, torn: Some((offset, reason)) });
+                return Ok(Scan { next_seq, valid_len: offset, torn: Some((offset, reason)), version });
             }
         }
     }
-    Ok(Scan { next_seq, valid_len: offset, torn: None })
+    Ok(Scan { next_seq, valid_len: offset, torn: None, version })
 }
 
 /// The offset of a valid synced marker at or after `from` that covers `seq`.
-fn synced_marker_after(data: &[u8], from: usize, seq: u64) -> Option<usize> {
+fn synced_marker_after(data: &[u8], from: usize, seq: u64, version: u32) -> Option<usize> {
     (from..data.len().saturating_sub(8 + 17 - 1)).find(|&at| {
         // Cheap filters first: a marker's length and op, then the checksum.
         u32_at(data, at) == 17
             && data[at + 8 + 16] == OP_SYNCED
-            && matches!(decode(data, at), Ok((Entry::Synced(through), _)) if through >= seq)
+            && matches!(decode(data, at, version), Ok((Entry::Synced(through), _)) if through >= seq)
     })
 }
 
@@ -296,7 +322,7 @@ mod tests {
     #[test]
     fn records_round_trip() {
         let mut buf = header().to_vec();
-        encode(&mut buf, 1, 42, LogOp::Put(b"k", b"v"));
+        encode(&mut buf, 1, 42, LogOp::Put { key: b"k", value: b"v", expires_ms: 7 });
         encode_synced(&mut buf, 1, 43);
         encode(&mut buf, 2, 43, LogOp::Delete(b"k"));
         buf.extend_from_slice(&[0u8; 100]);

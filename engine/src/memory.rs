@@ -16,11 +16,14 @@
 //! on another thread, and a guard pinned on one thread must not be released on another. The only way to get a
 //! view is [`crate::Engine::batch`], whose closure is synchronous, which makes that easy to keep.
 
+use std::cell::Cell;
 use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use smallvec::SmallVec;
 
+use crate::entry::{self, Condition, Meta};
 use crate::logfile::LogOp;
 use crate::persist::Persistence;
 use crate::{EngineConfig, PutOutcome, Result};
@@ -33,6 +36,8 @@ pub(crate) type Map = flurry::HashMap<Key, Box<[u8]>, ahash::RandomState>;
 pub(crate) struct MemoryStore {
     map: Arc<Map>,
     persist: Option<Persistence>,
+    /// Versions for a store without a log (with one, a write's version is its sequence number).
+    next_version: AtomicU64,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -44,19 +49,23 @@ impl std::fmt::Debug for MemoryStore {
 impl MemoryStore {
     /// A volatile store.
     pub(crate) fn new() -> Self {
-        MemoryStore { map: Arc::new(Map::with_hasher(ahash::RandomState::new())), persist: None }
+        MemoryStore {
+            map: Arc::new(Map::with_hasher(ahash::RandomState::new())),
+            persist: None,
+            next_version: AtomicU64::new(1),
+        }
     }
 
     /// A store recovered from, and logging to, `dir`.
     pub(crate) fn durable(dir: &std::path::Path, config: &EngineConfig) -> Result<Self> {
         let map = Arc::new(Map::with_hasher(ahash::RandomState::new()));
         let persist = Persistence::open(dir, config, &map)?;
-        Ok(MemoryStore { map, persist: Some(persist) })
+        Ok(MemoryStore { map, persist: Some(persist), next_version: AtomicU64::new(1) })
     }
 
     /// Pins the current thread once for a batch of operations.
     pub(crate) fn view(&self) -> MemoryView<'_> {
-        MemoryView { map: self.map.pin(), persist: self.persist.as_ref() }
+        MemoryView { map: self.map.pin(), persist: self.persist.as_ref(), next_version: &self.next_version }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -84,32 +93,121 @@ impl MemoryStore {
 pub(crate) struct MemoryView<'a> {
     map: flurry::HashMapRef<'a, Key, Box<[u8]>, ahash::RandomState>,
     persist: Option<&'a Persistence>,
+    next_version: &'a AtomicU64,
 }
 
 impl MemoryView<'_> {
-    /// Runs `f` on the stored value, in place.
-    pub(crate) fn get_with<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Option<R> {
-        self.map.get(key).map(|v| f(v))
+    /// Runs `f` on the live value and its metadata, in place (`None`: absent or expired).
+    pub(crate) fn get_with<R>(&self, key: &[u8], f: impl FnOnce(Meta, &[u8]) -> R) -> Option<R> {
+        let (meta, value) = entry::live_now(self.map.get(key)?)?;
+        Some(f(meta, value))
     }
 
-    /// Stores the value; with a log, also logs it. Returns the outcome and the log ticket (0: none).
-    pub(crate) fn put(&self, key: &[u8], value: &[u8]) -> Result<(PutOutcome, u64)> {
-        let insert = || match self.map.insert(Key::from_slice(key), value.into()) {
-            None => PutOutcome::Created,
-            Some(_) => PutOutcome::Replaced,
+    /// Stores the value if `cond` holds; with a log, also logs it. Returns the outcome (`None`: the
+    /// condition failed, nothing was written), the new version, and the log ticket (0: none).
+    pub(crate) fn put(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        cond: Condition,
+        expires_ms: u64,
+    ) -> Result<(Option<PutOutcome>, u64, u64)> {
+        let apply = |version: u64| {
+            let stored = entry::encode(Meta { version, expires_ms }, value);
+            self.store_if(key, stored, cond)
         };
         match self.persist {
-            None => Ok((insert(), 0)),
-            Some(p) => p.append(LogOp::Put(key, value), insert, |_| true),
+            None => {
+                let version = self.next_version.fetch_add(1, Ordering::Relaxed);
+                Ok((apply(version), version, 0))
+            }
+            Some(p) => {
+                let op = LogOp::Put { key, value, expires_ms };
+                let (outcome, seq) = p.append(op, apply, Option::is_some)?;
+                Ok((outcome, seq, seq))
+            }
         }
     }
 
-    /// Removes the key; with a log, logs the removal if there was one.
-    pub(crate) fn delete(&self, key: &[u8]) -> Result<(bool, u64)> {
-        let remove = || self.map.remove(key).is_some();
+    /// Writes `stored` under `key` if `cond` holds of the live value, atomically with respect to every
+    /// other write of the key (flurry locks the key's bin for `compute_if_present` and inserts).
+    fn store_if(&self, key: &[u8], stored: Box<[u8]>, cond: Condition) -> Option<PutOutcome> {
+        if cond == Condition::Always {
+            return Some(match self.map.insert(Key::from_slice(key), stored) {
+                Some(old) if entry::live_now(old).is_some() => PutOutcome::Replaced,
+                _ => PutOutcome::Created,
+            });
+        }
+        let mut stored = Some(stored);
+        loop {
+            let (present, outcome) = (Cell::new(false), Cell::new(None));
+            self.map.compute_if_present(key, |_, old| {
+                present.set(true);
+                let current = entry::live_now(old).map(|(m, _)| m);
+                if cond.holds(current) {
+                    outcome.set(Some(if current.is_some() {
+                        PutOutcome::Replaced
+                    } else {
+                        PutOutcome::Created
+                    }));
+                    stored.take()
+                } else {
+                    // Unchanged: flurry has no "leave as is", so the same bytes go back in.
+                    Some(old.clone())
+                }
+            });
+            if present.get() {
+                return outcome.get();
+            }
+            if !cond.holds(None) {
+                return None;
+            }
+            match self.map.try_insert(Key::from_slice(key), stored.take()?) {
+                Ok(_) => return Some(PutOutcome::Created),
+                // Another writer created the key in between: decide again against its value.
+                Err(e) => stored = Some(e.not_inserted),
+            }
+        }
+    }
+
+    /// Removes the key if `cond` holds; with a log, logs the removal if there was one. Returns whether a
+    /// live value was removed (`None`: the condition failed) and the log ticket.
+    pub(crate) fn delete(&self, key: &[u8], cond: Condition) -> Result<(Option<bool>, u64)> {
         match self.persist {
-            None => Ok((remove(), 0)),
-            Some(p) => p.append(LogOp::Delete(key), remove, |existed| *existed),
+            None => Ok((self.remove_if(key, cond).0, 0)),
+            Some(p) => {
+                // Logged when anything left the map, live or expired: a restart must not bring it back.
+                let remove = |_seq| self.remove_if(key, cond);
+                let ((outcome, _), seq) = p.append(LogOp::Delete(key), remove, |(_, removed)| *removed)?;
+                Ok((outcome, seq))
+            }
+        }
+    }
+
+    /// `(outcome, anything removed)`.
+    fn remove_if(&self, key: &[u8], cond: Condition) -> (Option<bool>, bool) {
+        if cond == Condition::Always {
+            return match self.map.remove(key) {
+                Some(old) => (Some(entry::live_now(old).is_some()), true),
+                None => (Some(false), false),
+            };
+        }
+        let (present, removed) = (Cell::new(false), Cell::new(None));
+        self.map.compute_if_present(key, |_, old| {
+            present.set(true);
+            let current = entry::live_now(old).map(|(m, _)| m);
+            if cond.holds(current) {
+                removed.set(Some(current.is_some()));
+                None
+            } else {
+                Some(old.clone())
+            }
+        });
+        match (present.get(), removed.get()) {
+            (true, Some(live)) => (Some(live), true),
+            (true, None) => (None, false),
+            (false, _) if cond.holds(None) => (Some(false), false),
+            (false, _) => (None, false),
         }
     }
 
@@ -122,8 +220,9 @@ impl MemoryView<'_> {
             return Vec::new();
         }
         let mut heap: BinaryHeap<Vec<u8>> = BinaryHeap::with_capacity(limit.min(1024) + 1);
-        for key in self.map.keys() {
-            if !key.starts_with(prefix) {
+        let now = entry::now_ms();
+        for (key, stored) in self.map.iter() {
+            if !key.starts_with(prefix) || entry::live(stored, now).is_none() {
                 continue;
             }
             if heap.len() == limit {

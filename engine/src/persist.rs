@@ -127,12 +127,13 @@ impl Persistence {
         })
     }
 
-    /// Logs `op` and applies it to the map (`apply`) under the log lock; logs only if `logged(&result)`.
-    /// Returns the result and the record's sequence number (0 when nothing was logged).
+    /// Logs `op` and applies it to the map (`apply`, given the sequence number the record will have: a
+    /// put's version) under the log lock; logs only if `logged(&result)`. Returns the result and the
+    /// record's sequence number (0 when nothing was logged).
     pub(crate) fn append<R>(
         &self,
         op: LogOp<'_>,
-        apply: impl FnOnce() -> R,
+        apply: impl FnOnce(u64) -> R,
         logged: impl Fn(&R) -> bool,
     ) -> Result<(R, u64)> {
         if let Some(f) = self.inner.commit.failure() {
@@ -142,7 +143,7 @@ impl Persistence {
             return Err(EngineError::Unavailable("the engine is shutting down".into()));
         }
         let mut st = lock(&self.inner.state);
-        let result = apply();
+        let result = apply(st.next_seq);
         if !logged(&result) {
             return Ok((result, 0));
         }
@@ -207,7 +208,12 @@ impl Inner {
             .recv_timeout(Duration::from_secs(60))
             .map_err(|_| EngineError::Unavailable("the log flusher did not rotate the log".into()))?;
         let guard = map.guard();
-        let entries = map.iter(&guard).map(|(k, v)| (k.as_slice(), &v[..]));
+        // Stored entries go out as they are (metadata and value); expired ones are left behind.
+        let now = crate::entry::now_ms();
+        let entries = map
+            .iter(&guard)
+            .filter(|(_, v)| crate::entry::live(v, now).is_some())
+            .map(|(k, v)| (k.as_slice(), &v[..]));
         let (path, count) = snapshot::write(&self.snap_dir, boundary, entries)?;
         drop(guard);
         // The snapshot holds everything before `boundary`: older segments and snapshots are history.
@@ -348,10 +354,11 @@ fn load_newest_snapshot(snap_dir: &Path, map: &Map) -> Result<u64> {
     let data = std::fs::read(newest).map_err(io_err(newest))?;
     let loaded = snapshot::parse(newest, &data)?;
     // rayon: the entries are parsed; inserting them is the costly part, and flurry takes concurrent inserts.
+    let now = crate::entry::now_ms();
     loaded.entries.par_chunks(4096).for_each(|chunk| {
         let guard = map.guard();
-        for (k, v) in chunk {
-            map.insert(crate::memory::Key::from_slice(k), (*v).into(), &guard);
+        for (k, meta, v) in chunk.iter().filter(|(_, m, _)| !m.expired_at(now)) {
+            map.insert(crate::memory::Key::from_slice(k), crate::entry::encode(*meta, v), &guard);
         }
     });
     tracing::info!(file = %newest.display(), keys = loaded.entries.len(), "loaded snapshot");
@@ -397,6 +404,8 @@ fn replay_log(log_dir: &Path, replay_from: u64, map: &Map) -> Result<(u64, Segme
     }
     let mut next_seq = replay_from;
     let mut last_end = logfile::HEADER_LEN as u64;
+    let mut last_version = logfile::VERSION;
+    let now = crate::entry::now_ms();
     let guard = map.guard();
     let count = segments.len();
     for (i, (start, path)) in segments.iter().enumerate() {
@@ -410,8 +419,13 @@ fn replay_log(log_dir: &Path, replay_from: u64, map: &Map) -> Result<(u64, Segme
         }
         let data = std::fs::read(path).map_err(io_err(path))?;
         let scan = logfile::scan(path, &data, next_seq, |record| match record.op {
-            LogOp::Put(k, v) => {
-                map.insert(crate::memory::Key::from_slice(k), v.into(), &guard);
+            // A put that has expired since is gone, whatever it replaced.
+            LogOp::Put { key, expires_ms, .. } if expires_ms != 0 && expires_ms <= now => {
+                map.remove(key, &guard);
+            }
+            LogOp::Put { key, value, expires_ms } => {
+                let meta = crate::entry::Meta { version: record.seq, expires_ms };
+                map.insert(crate::memory::Key::from_slice(key), crate::entry::encode(meta, value), &guard);
             }
             LogOp::Delete(k) => {
                 map.remove(k, &guard);
@@ -438,15 +452,17 @@ fn replay_log(log_dir: &Path, replay_from: u64, map: &Map) -> Result<(u64, Segme
         }
         next_seq = scan.next_seq;
         last_end = scan.valid_len.max(logfile::HEADER_LEN) as u64;
+        last_version = scan.version;
     }
     drop(guard);
     let (segment, start) = match segments.last() {
-        Some((start, path)) => {
+        // A segment of an older format is only read: new records go to a new segment.
+        Some((start, path)) if last_version == logfile::VERSION => {
             let file = OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
             let allocated = file.metadata().map_err(io_err(path))?.len();
             (Segment { file, end: last_end, allocated }, *start)
         }
-        None => (Segment::create(log_dir, next_seq).map_err(io_err(log_dir))?, next_seq),
+        _ => (Segment::create(log_dir, next_seq).map_err(io_err(log_dir))?, next_seq),
     };
     Ok((next_seq, segment, start))
 }

@@ -9,6 +9,11 @@
 //!   held the database for up to one interval after close.) sled's own background segment writers may still
 //!   hold the directory lock for a moment, so `open` waits for it, bounded.
 //! - sled 0.34 skips a write whose value equals the stored one, which matters only to benchmarks.
+//! - Every value is stored with its version and expiry in front (`entry.rs`). Versions come from
+//!   `Db::generate_id`, which sled keeps monotonic across restarts. A tree written before versions existed
+//!   (no `format` in the `otkv` tree) is upgraded on open: each value gets a fresh version, no expiry.
+//! - Conditional writes are a read and a `compare_and_swap` of the exact bytes read, retried if another
+//!   writer got in between: atomic against every writer.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,8 +21,42 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::commit::{Flush, GroupCommit, Schedule};
+use crate::entry::{self, Condition, Meta};
 use crate::error::io_err;
 use crate::{Durability, EngineConfig, EngineError, PutOutcome, Result};
+
+/// The tree that records the data format, and the format this build writes.
+const META_TREE: &[u8] = b"otkv";
+const FORMAT_KEY: &[u8] = b"format";
+const FORMAT: u64 = 2;
+
+/// Brings a tree written before values carried metadata up to [`FORMAT`].
+fn upgrade(db: &sled::Db) -> Result<()> {
+    let meta = db.open_tree(META_TREE)?;
+    match meta.get(FORMAT_KEY)? {
+        Some(v) if v.as_ref() == FORMAT.to_le_bytes() => return Ok(()),
+        Some(v) => {
+            return Err(EngineError::InvalidConfig(format!(
+                "the sled tree has data format {:?}; this build reads {FORMAT}",
+                v.as_ref()
+            )))
+        }
+        None => {}
+    }
+    let mut upgraded = 0u64;
+    for item in db.iter() {
+        let (key, value) = item?;
+        let stored = entry::encode(Meta { version: db.generate_id()? + 1, expires_ms: 0 }, &value);
+        db.insert(key, &*stored)?;
+        upgraded += 1;
+    }
+    meta.insert(FORMAT_KEY, &FORMAT.to_le_bytes())?;
+    db.flush()?;
+    if upgraded > 0 {
+        tracing::info!(keys = upgraded, "upgraded a sled tree to values with versions and expiry");
+    }
+    Ok(())
+}
 
 /// The sled backend.
 #[derive(Debug)]
@@ -70,6 +109,7 @@ impl SledStore {
     pub(crate) fn open(dir: &Path, config: &EngineConfig) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let db = open_waiting_for_lock(dir)?;
+        upgrade(&db)?;
         let issued = Arc::new(AtomicU64::new(0));
         let schedule = match config.durability {
             Durability::None => None,
@@ -117,30 +157,80 @@ impl SledStore {
         self.commit.as_ref()
     }
 
-    pub(crate) fn get_with<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
-        Ok(self.db.get(key)?.map(|v| f(&v)))
+    pub(crate) fn get_with<R>(&self, key: &[u8], f: impl FnOnce(Meta, &[u8]) -> R) -> Result<Option<R>> {
+        Ok(self.db.get(key)?.and_then(|v| entry::live_now(&v).map(|(m, value)| f(m, value))))
     }
 
-    pub(crate) fn put(&self, key: &[u8], value: &[u8]) -> Result<(PutOutcome, u64)> {
+    /// See `MemoryView::put`: the outcome (`None`: the condition failed), the version, the ticket.
+    pub(crate) fn put(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        cond: Condition,
+        expires_ms: u64,
+    ) -> Result<(Option<PutOutcome>, u64, u64)> {
         self.check_writable()?;
-        let old = self.db.insert(key, value)?;
-        let outcome = if old.is_some() { PutOutcome::Replaced } else { PutOutcome::Created };
-        Ok((outcome, self.after_write()))
+        let version = self.db.generate_id()? + 1;
+        let stored = entry::encode(Meta { version, expires_ms }, value);
+        let outcome = if cond == Condition::Always {
+            let old = self.db.insert(key, &*stored)?;
+            Some(if old.is_some_and(|o| entry::live_now(&o).is_some()) {
+                PutOutcome::Replaced
+            } else {
+                PutOutcome::Created
+            })
+        } else {
+            self.swap_if(key, Some(&stored), cond)?
+        };
+        let ticket = if outcome.is_some() { self.after_write() } else { 0 };
+        Ok((outcome, version, ticket))
     }
 
-    pub(crate) fn delete(&self, key: &[u8]) -> Result<(bool, u64)> {
+    /// Replaces (or with `None`, removes) the key's value if `cond` holds of the live one: what was there
+    /// (`Created` if nothing live), or `None` when the condition failed.
+    fn swap_if(&self, key: &[u8], new: Option<&[u8]>, cond: Condition) -> Result<Option<PutOutcome>> {
+        loop {
+            let old = self.db.get(key)?;
+            let current = old.as_ref().and_then(|o| entry::live_now(o)).map(|(m, _)| m);
+            if !cond.holds(current) {
+                return Ok(None);
+            }
+            if old.is_none() && new.is_none() {
+                return Ok(Some(PutOutcome::Created));
+            }
+            if self.db.compare_and_swap(key, old.as_ref(), new)?.is_ok() {
+                return Ok(Some(if current.is_some() { PutOutcome::Replaced } else { PutOutcome::Created }));
+            }
+        }
+    }
+
+    /// See `MemoryView::delete`: whether a live value was removed (`None`: the condition failed).
+    pub(crate) fn delete(&self, key: &[u8], cond: Condition) -> Result<(Option<bool>, u64)> {
         self.check_writable()?;
-        let old = self.db.remove(key)?;
-        Ok((old.is_some(), self.after_write()))
+        if cond == Condition::Always {
+            let old = self.db.remove(key)?;
+            let existed = old.is_some_and(|o| entry::live_now(&o).is_some());
+            return Ok((Some(existed), self.after_write()));
+        }
+        Ok(match self.swap_if(key, None, cond)? {
+            Some(outcome) => (Some(outcome == PutOutcome::Replaced), self.after_write()),
+            None => (None, 0),
+        })
     }
 
     pub(crate) fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<Vec<u8>>> {
-        self.db
-            .scan_prefix(prefix)
-            .keys()
-            .take(limit)
-            .map(|k| k.map(|k| k.to_vec()).map_err(EngineError::from))
-            .collect()
+        let now = entry::now_ms();
+        let mut keys = Vec::new();
+        for item in self.db.scan_prefix(prefix) {
+            if keys.len() == limit {
+                break;
+            }
+            let (key, value) = item?;
+            if entry::live(&value, now).is_some() {
+                keys.push(key.to_vec());
+            }
+        }
+        Ok(keys)
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -3,10 +3,15 @@
 //! `snapshots/snapshot-{replay_from:020}.otkv` (little-endian):
 //!
 //! ```text
-//! header:  magic "OTKVSNP1" (8) | version u32 = 1 | flags u32 = 0 | replay_from u64
-//! entry:   key_len u32 | key | value_len u32 | value
+//! header:  magic "OTKVSNP1" (8) | version u32 = 2 | flags u32 = 0 | replay_from u64
+//! entry:   key_len u32 | key | stored_len u32 | version u64 | expires_ms u64 | value
 //! trailer: entries u64 | crc32 u32 (of every byte before it) | magic "OTKVEND1" (8)
 //! ```
+//!
+//! An entry's stored part is the engine's own (`entry.rs`): the value's version and absolute expiry, then
+//! the value. Version 1 snapshots (before versions and expiry) are still read: `key_len | key | value_len |
+//! value`; their values never expire and get the version `replay_from - 1`, which is at least the
+//! sequence number of every write they hold and so can never equal an older version of the key.
 //!
 //! The count is in the trailer because the map changes while it is copied: it is known only at the end,
 //! and the checksum can then be computed in one streaming pass.
@@ -23,12 +28,13 @@
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use crate::entry::{self, Meta};
 use crate::error::io_err;
 use crate::{EngineError, Result};
 
 const MAGIC: &[u8; 8] = b"OTKVSNP1";
 const END: &[u8; 8] = b"OTKVEND1";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const HEADER_LEN: usize = 24;
 const TRAILER_LEN: usize = 20;
 
@@ -43,7 +49,8 @@ pub(crate) fn snapshot_seq(path: &Path) -> Option<u64> {
     name.strip_prefix("snapshot-")?.strip_suffix(".otkv")?.parse().ok()
 }
 
-/// Writes `entries` as the snapshot for `replay_from` in `dir`, durably; returns the file and entry count.
+/// Writes `entries` (each a key and its stored form: metadata, then value) as the snapshot for
+/// `replay_from` in `dir`, durably; returns the file and entry count.
 pub(crate) fn write<'a>(
     dir: &Path,
     replay_from: u64,
@@ -100,7 +107,7 @@ impl<W: Write> Write for HashingWriter<W> {
 #[derive(Debug)]
 pub(crate) struct Loaded<'a> {
     pub replay_from: u64,
-    pub entries: Vec<(&'a [u8], &'a [u8])>,
+    pub entries: Vec<(&'a [u8], Meta, &'a [u8])>,
 }
 
 /// Checks and parses a snapshot file's bytes. Any damage is an error naming the file.
@@ -120,7 +127,7 @@ pub(crate) fn parse<'a>(path: &Path, data: &'a [u8]) -> Result<Loaded<'a>> {
         return Err(corrupt("checksum mismatch"));
     }
     let version = u32::from_le_bytes(data[8..12].try_into().unwrap_or([0; 4]));
-    if version != VERSION {
+    if !(1..=VERSION).contains(&version) {
         return Err(corrupt("unsupported snapshot version"));
     }
     let replay_from = le64(16);
@@ -140,8 +147,14 @@ pub(crate) fn parse<'a>(path: &Path, data: &'a [u8]) -> Result<Loaded<'a>> {
     };
     for _ in 0..count {
         let key = take(&mut pos).ok_or_else(|| corrupt("entry runs past the end"))?;
-        let value = take(&mut pos).ok_or_else(|| corrupt("entry runs past the end"))?;
-        entries.push((key, value));
+        let stored = take(&mut pos).ok_or_else(|| corrupt("entry runs past the end"))?;
+        if version == 1 {
+            entries.push((key, Meta { version: replay_from.saturating_sub(1), expires_ms: 0 }, stored));
+        } else {
+            let (meta, value) =
+                entry::split(stored).ok_or_else(|| corrupt("entry too short for its metadata"))?;
+            entries.push((key, meta, value));
+        }
     }
     if pos != body_end {
         return Err(corrupt("entry count does not match the contents"));

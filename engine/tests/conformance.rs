@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use otkv_engine::{Durability, Engine, EngineConfig, PutOutcome};
+use otkv_engine::{Condition, Durability, Engine, EngineConfig, PutOutcome};
 use proptest::prelude::*;
 
 /// A fresh engine plus whatever keeps its storage alive.
@@ -47,6 +47,23 @@ enum Op {
     Delete(Vec<u8>),
     Get(Vec<u8>),
     Scan(Vec<u8>, usize),
+    /// A conditional put.
+    PutIf(Vec<u8>, Vec<u8>, Cond),
+    /// A conditional delete.
+    DeleteIf(Vec<u8>, Cond),
+    /// A put whose expiry has already passed: the key is gone at once.
+    PutExpired(Vec<u8>, Vec<u8>),
+}
+
+/// A condition, as the model test chooses it: versions are only known at run time.
+#[derive(Debug, Clone, Copy)]
+enum Cond {
+    Absent,
+    Present,
+    /// The key's current version (as the model knows it).
+    Current,
+    /// A version the key does not have.
+    Stale,
 }
 
 /// Keys from a small alphabet so that puts, deletes and gets collide often, and prefixes share keys.
@@ -61,36 +78,113 @@ fn op() -> impl Strategy<Value = Op> {
         3 => key().prop_map(Op::Get),
         1 => (prop::collection::vec(prop::sample::select(vec![b'a', b'b', 0u8]), 0..3), 0usize..6)
             .prop_map(|(p, n)| Op::Scan(p, n)),
+        3 => (key(), prop::collection::vec(any::<u8>(), 0..16), cond()).prop_map(|(k, v, c)| Op::PutIf(k, v, c)),
+        2 => (key(), cond()).prop_map(|(k, c)| Op::DeleteIf(k, c)),
+        1 => (key(), prop::collection::vec(any::<u8>(), 0..16)).prop_map(|(k, v)| Op::PutExpired(k, v)),
     ]
 }
 
-/// Applies `ops` to the engine and to a `BTreeMap`, checking every answer against the model.
+fn cond() -> impl Strategy<Value = Cond> {
+    prop_oneof![Just(Cond::Absent), Just(Cond::Present), Just(Cond::Current), Just(Cond::Stale)]
+}
+
+/// The model: each live key's value and version, the versions each key has had, and the keys whose entry
+/// has expired but is still in the map (counted by `len` until something reclaims it).
+#[derive(Default)]
+struct Model {
+    live: BTreeMap<Vec<u8>, (Vec<u8>, u64)>,
+    seen: HashMap<Vec<u8>, HashSet<u64>>,
+    expired: HashSet<Vec<u8>>,
+}
+
+impl Model {
+    fn condition(&self, key: &[u8], cond: Cond) -> Condition {
+        match cond {
+            Cond::Absent => Condition::Absent,
+            Cond::Present => Condition::Present,
+            Cond::Current => Condition::Version(self.live.get(key).map_or(u64::MAX, |(_, v)| *v)),
+            Cond::Stale => Condition::Version(self.live.get(key).map_or(7, |(_, v)| v.wrapping_add(1_000_003))),
+        }
+    }
+
+    /// Records a write that applied with `version`; checks the version is new for the key.
+    fn written(&mut self, key: &[u8], value: &[u8], version: u64) -> Result<(), TestCaseError> {
+        prop_assert!(self.seen.entry(key.to_vec()).or_default().insert(version), "version {version} repeated");
+        self.expired.remove(key);
+        self.live.insert(key.to_vec(), (value.to_vec(), version));
+        Ok(())
+    }
+}
+
+/// Applies `ops` to the engine and to a model, checking every answer against it.
 fn check_against_model(engine: &Engine, ops: &[Op]) -> Result<(), TestCaseError> {
-    let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    let mut model = Model::default();
     for op in ops {
         match op {
             Op::Put(k, v) => {
-                let expected = if model.insert(k.clone(), v.clone()).is_some() {
-                    PutOutcome::Replaced
-                } else {
-                    PutOutcome::Created
-                };
-                prop_assert_eq!(engine.put(k, v).expect("put"), expected);
+                let expected =
+                    if model.live.contains_key(k) { PutOutcome::Replaced } else { PutOutcome::Created };
+                let got = engine.put_if(k, v, Condition::Always, 0).expect("put").expect("unconditional");
+                prop_assert_eq!(got.0, expected);
+                model.written(k, v, got.1)?;
             }
             Op::Delete(k) => {
-                prop_assert_eq!(engine.delete(k).expect("delete"), model.remove(k).is_some());
+                prop_assert_eq!(engine.delete(k).expect("delete"), model.live.remove(k).is_some());
+                model.expired.remove(k);
             }
             Op::Get(k) => {
-                let got = engine.get(k).expect("get").map(|b| b.to_vec());
-                prop_assert_eq!(got, model.get(k).cloned());
+                let got = engine.get_entry(k).expect("get").map(|(m, b)| (b.to_vec(), m.version));
+                prop_assert_eq!(got, model.live.get(k).cloned());
             }
             Op::Scan(prefix, limit) => {
                 let expected: Vec<Vec<u8>> =
-                    model.keys().filter(|k| k.starts_with(prefix)).take(*limit).cloned().collect();
+                    model.live.keys().filter(|k| k.starts_with(prefix)).take(*limit).cloned().collect();
                 prop_assert_eq!(engine.scan_prefix(prefix, *limit).expect("scan"), expected);
             }
+            Op::PutIf(k, v, c) => {
+                let cond = model.condition(k, *c);
+                let current = model.live.get(k).map(|(_, version)| *version);
+                let holds = match cond {
+                    Condition::Absent => current.is_none(),
+                    Condition::Present => current.is_some(),
+                    Condition::Version(want) => current == Some(want),
+                    Condition::Always => true,
+                };
+                let got = engine.put_if(k, v, cond, 0).expect("put_if");
+                prop_assert_eq!(got.is_some(), holds, "{:?} on {:?}", cond, current);
+                if let Some((outcome, version)) = got {
+                    let expected = if current.is_some() { PutOutcome::Replaced } else { PutOutcome::Created };
+                    prop_assert_eq!(outcome, expected);
+                    model.written(k, v, version)?;
+                }
+            }
+            Op::DeleteIf(k, c) => {
+                let cond = model.condition(k, *c);
+                let current = model.live.get(k).map(|(_, version)| *version);
+                let holds = match cond {
+                    Condition::Absent => current.is_none(),
+                    Condition::Present => current.is_some(),
+                    Condition::Version(want) => current == Some(want),
+                    Condition::Always => true,
+                };
+                let got = engine.delete_if(k, cond).expect("delete_if");
+                prop_assert_eq!(got.is_some(), holds, "{:?} on {:?}", cond, current);
+                if let Some(removed) = got {
+                    prop_assert_eq!(removed, current.is_some());
+                    // A delete that applied took whatever entry the key had, live or expired.
+                    model.live.remove(k);
+                    model.expired.remove(k);
+                }
+            }
+            Op::PutExpired(k, v) => {
+                let got = engine.put_if(k, v, Condition::Always, 1).expect("put").expect("unconditional");
+                prop_assert!(model.seen.entry(k.clone()).or_default().insert(got.1));
+                model.live.remove(k);
+                model.expired.insert(k.clone());
+                prop_assert_eq!(engine.get(k).expect("get"), None);
+            }
         }
-        prop_assert_eq!(engine.len(), model.len());
+        prop_assert_eq!(engine.len(), model.live.len() + model.expired.len());
     }
     Ok(())
 }
