@@ -103,13 +103,18 @@ impl Model {
             Cond::Absent => Condition::Absent,
             Cond::Present => Condition::Present,
             Cond::Current => Condition::Version(self.live.get(key).map_or(u64::MAX, |(_, v)| *v)),
-            Cond::Stale => Condition::Version(self.live.get(key).map_or(7, |(_, v)| v.wrapping_add(1_000_003))),
+            Cond::Stale => {
+                Condition::Version(self.live.get(key).map_or(7, |(_, v)| v.wrapping_add(1_000_003)))
+            }
         }
     }
 
     /// Records a write that applied with `version`; checks the version is new for the key.
     fn written(&mut self, key: &[u8], value: &[u8], version: u64) -> Result<(), TestCaseError> {
-        prop_assert!(self.seen.entry(key.to_vec()).or_default().insert(version), "version {version} repeated");
+        prop_assert!(
+            self.seen.entry(key.to_vec()).or_default().insert(version),
+            "version {version} repeated"
+        );
         self.expired.remove(key);
         self.live.insert(key.to_vec(), (value.to_vec(), version));
         Ok(())
@@ -241,6 +246,36 @@ fn concurrent_writers(engine: Arc<Engine>) {
     assert_eq!(engine.len(), live);
 }
 
+/// N threads each add 1 to one counter M times, by read, then write-if-version-unchanged, retrying on
+/// conflict: with atomic conditional writes no increment is lost.
+fn compare_and_set_counter(engine: Arc<Engine>) {
+    const THREADS: u64 = 4;
+    const INCREMENTS: u64 = 200;
+    assert!(engine.put_if(b"counter", b"0", Condition::Absent, 0).expect("create").is_some());
+    std::thread::scope(|s| {
+        for _ in 0..THREADS {
+            s.spawn(|| {
+                for _ in 0..INCREMENTS {
+                    loop {
+                        let (meta, value) =
+                            engine.get_entry(b"counter").expect("get").expect("counter exists");
+                        let n: u64 = std::str::from_utf8(&value).expect("utf8").parse().expect("number");
+                        let next = (n + 1).to_string();
+                        match engine.put_if(b"counter", next.as_bytes(), Condition::Version(meta.version), 0)
+                        {
+                            Ok(Some(_)) => break,
+                            Ok(None) => {} // another thread got in between: read again
+                            Err(e) => panic!("put_if: {e}"),
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let (_, value) = engine.get_entry(b"counter").expect("get").expect("counter");
+    assert_eq!(value.as_ref(), (THREADS * INCREMENTS).to_string().as_bytes());
+}
+
 macro_rules! conformance_suite {
     ($backend:ident) => {
         mod $backend {
@@ -319,6 +354,34 @@ macro_rules! conformance_suite {
                 assert_eq!(got.as_deref(), Some(&b"1"[..]));
                 assert!(removed);
                 assert!(f.engine.is_empty());
+            }
+
+            #[test]
+            fn concurrent_compare_and_set_loses_no_increment() {
+                let f = $backend();
+                compare_and_set_counter(Arc::new(f.engine));
+            }
+
+            #[test]
+            fn a_value_carries_its_expiry_and_expires() {
+                let f = $backend();
+                let later = otkv_engine::now_ms() + 3_600_000;
+                f.engine.put_if(b"k", b"v", Condition::Always, later).expect("put").expect("applies");
+                let (meta, value) = f.engine.get_entry(b"k").expect("get").expect("live");
+                assert_eq!((meta.expires_ms, value.as_ref()), (later, &b"v"[..]));
+                // A write without an expiry clears it, as Redis's SET does.
+                f.engine.put(b"k", b"w").expect("put");
+                assert_eq!(f.engine.get_entry(b"k").expect("get").map(|(m, _)| m.expires_ms), Some(0));
+                // An expired value is absent for every operation.
+                f.engine.put_if(b"k", b"x", Condition::Always, otkv_engine::now_ms() - 1).expect("put");
+                assert_eq!(f.engine.get(b"k").expect("get"), None);
+                assert!(f.engine.scan_prefix(b"", 10).expect("scan").is_empty());
+                assert_eq!(f.engine.put_if(b"k", b"y", Condition::Present, 0).expect("put_if"), None);
+                assert!(
+                    !f.engine.delete(b"k").expect("delete"),
+                    "deleting an expired key finds nothing live"
+                );
+                assert!(f.engine.is_empty(), "but takes the entry away");
             }
 
             #[test]
