@@ -25,7 +25,7 @@ use may::net::TcpStream;
 use crate::deadline::Deadline;
 use crate::error::HttpError;
 use crate::metrics::Op;
-use crate::request::{self, Method};
+use crate::request::{self, Method, Preconditions};
 use crate::response::{Encoder, Framing, Reply, CONTINUE};
 use crate::routes::{self, Route};
 use crate::server::Front;
@@ -299,6 +299,8 @@ pub struct Exchange<'c> {
     pub body: &'c [u8],
     /// The whole request as received, head and body: what a proxy forwards.
     pub raw: &'c [u8],
+    /// Its `If-Match` and `If-None-Match` headers.
+    pub preconditions: Preconditions<'c>,
     /// The connection closes after this response (`Connection: close`, HTTP/1.0, shutdown, or an error
     /// that leaves the byte stream in doubt).
     pub closes: bool,
@@ -357,6 +359,7 @@ impl<'c> Requests<'c> {
             route: routed.route,
             body: &data[head.head_len..total],
             raw: &data[..total],
+            preconditions: head.preconditions,
             closes: !keep_alive,
             framing: Framing { close: !keep_alive, http10_keep_alive: head.http10 && keep_alive, head_only },
         })
@@ -371,7 +374,8 @@ impl<'c> Requests<'c> {
         exchange: Exchange<'c>,
         handler: impl FnOnce(Route<'c>, &'c [u8], &mut Responder<'_>) -> Result<u16, HttpError>,
     ) -> u16 {
-        let Exchange { method: _, op, json_errors, route, body, raw, closes, framing } = exchange;
+        let Exchange { method: _, op, json_errors, route, body, raw, closes, framing, preconditions: _ } =
+            exchange;
         let mut responder = Responder { out: self.out, encoder: self.encoder, framing };
         let result = route.and_then(|route| handler(route, body, &mut responder));
         let status = match result {
@@ -471,6 +475,7 @@ impl Exchange<'_> {
             route: Err(err),
             body: &[],
             raw: &[],
+            preconditions: Preconditions::default(),
             closes: true,
             framing: Framing { close: true, http10_keep_alive: false, head_only: false },
         }
@@ -489,7 +494,18 @@ pub struct Responder<'a> {
 impl Responder<'_> {
     /// Encodes a response and returns its status.
     pub fn send(&mut self, status: u16, content_type: Option<&'static str>, body: &[u8]) -> u16 {
-        let reply = Reply { status, content_type, body, allow: None };
+        self.send_entry(status, content_type, body, None)
+    }
+
+    /// [`Responder::send`] for a stored value: with its `ETag` (and `Expires`) when `entry` is given.
+    pub fn send_entry(
+        &mut self,
+        status: u16,
+        content_type: Option<&'static str>,
+        body: &[u8],
+        entry: Option<otkv_engine::Meta>,
+    ) -> u16 {
+        let reply = Reply { status, content_type, body, allow: None, entry };
         self.encoder.encode(self.out, &reply, self.framing);
         status
     }
@@ -509,8 +525,13 @@ fn respond_error(out: &mut Vec<u8>, encoder: &Encoder, front: &Front, op: Op, er
 
 fn encode_error(out: &mut Vec<u8>, encoder: &Encoder, err: &HttpError, json_errors: bool, framing: Framing) {
     let (content_type, text) = routes::error_body(err, json_errors);
-    let reply =
-        Reply { status: err.status(), content_type: Some(content_type), body: &text, allow: err.allow() };
+    let reply = Reply {
+        status: err.status(),
+        content_type: Some(content_type),
+        body: &text,
+        allow: err.allow(),
+        entry: None,
+    };
     encoder.encode(out, &reply, framing);
 }
 

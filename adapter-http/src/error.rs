@@ -70,6 +70,9 @@ pub enum HttpError {
     /// The key is absent.
     #[error("key not found")]
     KeyNotFound,
+    /// `If-Match` or `If-None-Match` did not hold: nothing was written.
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(&'static str),
     /// A compatible-API read of a value that is not UTF-8 text (so cannot be a JSON string).
     #[error("value is not UTF-8 text; read it with GET /v1/kv/{{key}}")]
     ValueNotText,
@@ -107,6 +110,7 @@ impl HttpError {
             HttpError::ValueNotText => 406,
             HttpError::RequestTimeout => 408,
             HttpError::ChunkedNotSupported => 411,
+            HttpError::PreconditionFailed(_) => 412,
             HttpError::PayloadTooLarge { .. } => 413,
             HttpError::KeyTooLong { .. } => 414,
             HttpError::ExpectationFailed => 417,

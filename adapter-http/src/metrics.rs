@@ -45,8 +45,8 @@ const OPS: [(Op, &str); 10] = [
     (Op::Other, "other"),
 ];
 
-const CODES: [u16; 19] =
-    [200, 201, 204, 400, 404, 405, 406, 408, 411, 413, 414, 417, 431, 500, 501, 502, 503, 504, 0];
+const CODES: [u16; 21] =
+    [200, 201, 204, 304, 400, 404, 405, 406, 408, 411, 412, 413, 414, 417, 431, 500, 501, 502, 503, 504, 0];
 
 /// Upper bounds of the latency buckets, in seconds (`+Inf` is implicit).
 const BUCKETS: [f64; 16] =

@@ -47,9 +47,9 @@ impl Service for Node {
         };
         let ticket = self.engine.batch(|batch| {
             while let Some(exchange) = requests.next_request() {
-                let method = exchange.method;
+                let (method, pre) = (exchange.method, exchange.preconditions);
                 requests.respond(exchange, |route, body, resp| {
-                    routes::handle(&route, method, body, batch, &ctx, resp)
+                    routes::handle(&route, method, &pre, body, batch, &ctx, resp)
                 });
             }
             batch.sync_ticket()

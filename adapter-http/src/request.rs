@@ -45,6 +45,17 @@ pub struct Head<'b> {
     pub http10: bool,
     /// The client sent `Expect: 100-continue`.
     pub expect_continue: bool,
+    /// `If-Match` / `If-None-Match`, as sent (checked by the handler that uses them).
+    pub preconditions: Preconditions<'b>,
+}
+
+/// The conditional-request headers of a request (RFC 9110 §13), unparsed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Preconditions<'b> {
+    /// `If-Match`.
+    pub if_match: Option<&'b [u8]>,
+    /// `If-None-Match`.
+    pub if_none_match: Option<&'b [u8]>,
 }
 
 /// Parses the head at the start of `buf`: `Ok(None)` when it is not complete yet.
@@ -86,6 +97,7 @@ pub fn parse(buf: &[u8], max_head: usize) -> Result<Option<Head<'_>>, HttpError>
     let mut conn_keep_alive = false;
     let mut expect_continue = false;
     let mut has_host = false;
+    let mut preconditions = Preconditions::default();
     for h in req.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
@@ -109,6 +121,10 @@ pub fn parse(buf: &[u8], max_head: usize) -> Result<Option<Head<'_>>, HttpError>
             expect_continue = !http10;
         } else if name.eq_ignore_ascii_case("host") {
             has_host = true;
+        } else if name.eq_ignore_ascii_case("if-match") {
+            preconditions.if_match = Some(h.value);
+        } else if name.eq_ignore_ascii_case("if-none-match") {
+            preconditions.if_none_match = Some(h.value);
         }
     }
     if let Some(te) = transfer_encoding {
@@ -134,6 +150,7 @@ pub fn parse(buf: &[u8], max_head: usize) -> Result<Option<Head<'_>>, HttpError>
         keep_alive,
         http10,
         expect_continue,
+        preconditions,
     }))
 }
 

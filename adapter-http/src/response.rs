@@ -27,6 +27,8 @@ pub struct Reply<'a> {
     pub body: &'a [u8],
     /// Value of an `Allow` header (405).
     pub allow: Option<&'static str>,
+    /// The stored value's version and expiry: `ETag: "V"`, and `Expires` when it has one.
+    pub entry: Option<otkv_engine::Meta>,
 }
 
 /// How the connection frames this response.
@@ -85,13 +87,23 @@ impl Encoder {
             out.extend_from_slice(b"\r\nAllow: ");
             out.extend_from_slice(allow.as_bytes());
         }
+        if let Some(meta) = reply.entry {
+            out.extend_from_slice(b"\r\nETag: \"");
+            out.extend_from_slice(itoa::Buffer::new().format(meta.version).as_bytes());
+            out.push(b'"');
+            if meta.expires_ms != 0 {
+                let at = UNIX_EPOCH + std::time::Duration::from_millis(meta.expires_ms);
+                out.extend_from_slice(b"\r\nExpires: ");
+                out.extend_from_slice(httpdate::fmt_http_date(at).as_bytes());
+            }
+        }
         if framing.close {
             out.extend_from_slice(b"\r\nConnection: close");
         } else if framing.http10_keep_alive {
             out.extend_from_slice(b"\r\nConnection: keep-alive");
         }
-        // 1xx and 204 carry no Content-Length (RFC 9110 §8.6).
-        if reply.status != 204 {
+        // 1xx and 204 carry no Content-Length (RFC 9110 §8.6), and a 304 has no body to measure.
+        if reply.status != 204 && reply.status != 304 {
             out.extend_from_slice(b"\r\nContent-Length: ");
             out.extend_from_slice(itoa::Buffer::new().format(reply.body.len()).as_bytes());
         }
@@ -110,12 +122,14 @@ fn reason(status: u16) -> &'static str {
         200 => "OK",
         201 => "Created",
         204 => "No Content",
+        304 => "Not Modified",
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
         406 => "Not Acceptable",
         408 => "Request Timeout",
         411 => "Length Required",
+        412 => "Precondition Failed",
         413 => "Content Too Large",
         414 => "URI Too Long",
         417 => "Expectation Failed",

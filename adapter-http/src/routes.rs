@@ -7,13 +7,13 @@
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-use otkv_engine::{Batch, Engine, PutOutcome};
+use otkv_engine::{Batch, Condition, Engine, Meta, PutOutcome};
 
 use crate::conn::Responder;
 use crate::error::HttpError;
 use crate::metrics::{Metrics, Op};
 use crate::pct;
-use crate::request::Method;
+use crate::request::{Method, Preconditions};
 use crate::response::{JSON, OCTET_STREAM, PROMETHEUS, TEXT};
 
 /// Body limit for routes that do not use the body (it is still read and discarded).
@@ -22,6 +22,8 @@ const MAX_UNUSED_BODY: usize = 64 * 1024;
 const DEFAULT_LIST_LIMIT: usize = 1000;
 /// ... and at most this many when it is.
 const MAX_LIST_LIMIT: usize = 100_000;
+/// The longest `?ttl=`: ten years, in seconds.
+const MAX_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
 
 /// Size limits from the command line.
 #[derive(Debug, Clone, Copy)]
@@ -37,8 +39,8 @@ pub struct Limits {
 /// Where a request goes.
 #[derive(Debug)]
 pub enum Route<'b> {
-    /// `/v1/kv/{key}`
-    Kv(Cow<'b, [u8]>),
+    /// `/v1/kv/{key}`, with `?ttl=SECONDS` (PUT only).
+    Kv(Cow<'b, [u8]>, Option<u64>),
     /// `/v1/kv?prefix=&limit=`
     List {
         /// Keys must start with this.
@@ -73,7 +75,7 @@ impl Routed<'_> {
     /// The largest body this route accepts (decided from `Content-Length`, before reading it).
     pub fn max_body(&self, method: Method, limits: &Limits) -> usize {
         match (&self.route, method) {
-            (Ok(Route::Kv(_)), Method::Put) => limits.max_value_bytes,
+            (Ok(Route::Kv(..)), Method::Put) => limits.max_value_bytes,
             // A JSON string may escape each byte; the decoded value is checked against the value limit.
             (Ok(Route::Compat(_)), Method::Post) => {
                 limits.max_value_bytes.saturating_mul(2).saturating_add(1024)
@@ -121,8 +123,7 @@ pub fn resolve<'b>(method: Method, target: &'b str, limits: &Limits) -> Routed<'
                     &[Method::Get, Method::Head, Method::Put, Method::Delete],
                     "GET, HEAD, PUT, DELETE",
                 )
-                .and_then(|()| key(segment, limits))
-                .map(Route::Kv);
+                .and_then(|()| Ok(Route::Kv(key(segment, limits)?, kv_query(method, query)?)));
                 return plain(op, route);
             }
             if path == "/v1" || path.starts_with("/v1/") {
@@ -159,6 +160,93 @@ fn key<'b>(segment: &'b str, limits: &Limits) -> Result<Cow<'b, [u8]>, HttpError
         return Err(HttpError::KeyTooLong { len: key.len(), max: limits.max_key_bytes });
     }
     Ok(key)
+}
+
+/// The query of `/v1/kv/{key}`: only `ttl`, only on PUT, an integer number of seconds from 1 to ten years.
+fn kv_query(method: Method, query: &str) -> Result<Option<u64>, HttpError> {
+    let mut ttl = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match name {
+            "ttl" if method == Method::Put => {
+                let secs = value.parse::<u64>().ok().filter(|s| (1..=MAX_TTL_SECS).contains(s));
+                ttl = Some(secs.ok_or_else(|| {
+                    HttpError::BadRequest(format!(
+                        "ttl must be a whole number of seconds, 1..={MAX_TTL_SECS}"
+                    ))
+                })?);
+            }
+            "ttl" => return Err(HttpError::BadRequest("ttl applies to PUT only".into())),
+            other => return Err(HttpError::BadRequest(format!("unknown query parameter `{other}`"))),
+        }
+    }
+    Ok(ttl)
+}
+
+/// An entity-tag list as `If-Match` / `If-None-Match` carry it (RFC 9110 §8.8.3, §13.1.1): `*`, or
+/// versions. A weak tag (`W/"5"`) is kept, marked weak: `If-Match` never matches it.
+#[derive(Debug, PartialEq, Eq)]
+enum Tags {
+    Any,
+    List(Vec<(u64, bool)>),
+}
+
+impl Tags {
+    fn parse(value: &[u8]) -> Result<Tags, HttpError> {
+        let bad = || HttpError::BadRequest("malformed entity-tag: expected * or \"VERSION\"".into());
+        let text = std::str::from_utf8(value).map_err(|_| bad())?.trim();
+        if text == "*" {
+            return Ok(Tags::Any);
+        }
+        let mut tags = Vec::new();
+        for item in text.split(',').map(str::trim) {
+            let (weak, quoted) = match item.strip_prefix("W/") {
+                Some(rest) => (true, rest),
+                None => (false, item),
+            };
+            let inner = quoted.strip_prefix('"').and_then(|q| q.strip_suffix('"')).ok_or_else(bad)?;
+            if inner.is_empty() || !inner.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            tags.push((inner.parse().map_err(|_| bad())?, weak));
+        }
+        Ok(Tags::List(tags))
+    }
+
+    /// The engine condition for `If-Match`: one strong tag at most (a list cannot be one atomic check).
+    fn if_match(&self) -> Result<Condition, HttpError> {
+        match self {
+            Tags::Any => Ok(Condition::Present),
+            Tags::List(tags) => match tags.as_slice() {
+                [(v, false)] => Ok(Condition::Version(*v)),
+                // A weak tag never matches under If-Match's strong comparison.
+                [(_, true)] => Err(HttpError::PreconditionFailed("If-Match names a weak entity-tag")),
+                _ => Err(HttpError::BadRequest("If-Match takes * or one entity-tag".into())),
+            },
+        }
+    }
+
+    /// Whether `If-None-Match` matches `version` (weak comparison).
+    fn matches(&self, version: u64) -> bool {
+        match self {
+            Tags::Any => true,
+            Tags::List(tags) => tags.iter().any(|&(v, _)| v == version),
+        }
+    }
+}
+
+/// The write condition of a PUT or DELETE from its preconditions.
+fn write_condition(method: Method, pre: &Preconditions<'_>) -> Result<Condition, HttpError> {
+    match (pre.if_match, pre.if_none_match) {
+        (Some(_), Some(_)) => Err(HttpError::BadRequest("send If-Match or If-None-Match, not both".into())),
+        (Some(m), None) => Tags::parse(m)?.if_match(),
+        (None, Some(n)) if method == Method::Put => match Tags::parse(n)? {
+            Tags::Any => Ok(Condition::Absent),
+            Tags::List(_) => Err(HttpError::BadRequest("If-None-Match on PUT takes * (create only)".into())),
+        },
+        (None, Some(_)) => Err(HttpError::BadRequest("If-None-Match applies to GET, HEAD and PUT".into())),
+        (None, None) => Ok(Condition::Always),
+    }
 }
 
 fn list_query(query: &str) -> Result<Route<'_>, HttpError> {
@@ -211,26 +299,51 @@ struct CompatValue {
 pub fn handle(
     route: &Route<'_>,
     method: Method,
+    pre: &Preconditions<'_>,
     body: &[u8],
     batch: &Batch<'_>,
     ctx: &Context<'_>,
     resp: &mut Responder<'_>,
 ) -> Result<u16, HttpError> {
     Ok(match route {
-        Route::Kv(key) => match method {
-            Method::Put => match batch.put(key, body)? {
-                PutOutcome::Created => resp.send(201, Some(TEXT), b""),
-                PutOutcome::Replaced => resp.send(204, None, b""),
-            },
-            Method::Delete => {
-                if !batch.delete(key)? {
-                    return Err(HttpError::KeyNotFound);
+        Route::Kv(key, ttl) => match method {
+            Method::Put => {
+                let cond = write_condition(method, pre)?;
+                let expires_ms = ttl.map_or(0, |secs| otkv_engine::now_ms().saturating_add(secs * 1000));
+                let Some((outcome, version)) = batch.put_if(key, body, cond, expires_ms)? else {
+                    return Err(HttpError::PreconditionFailed(if cond == Condition::Absent {
+                        "the key exists"
+                    } else {
+                        "the key's version differs (or it is absent)"
+                    }));
+                };
+                let meta = Some(Meta { version, expires_ms });
+                match outcome {
+                    PutOutcome::Created => resp.send_entry(201, Some(TEXT), b"", meta),
+                    PutOutcome::Replaced => resp.send_entry(204, None, b"", meta),
                 }
-                resp.send(204, None, b"")
             }
-            _ => batch
-                .get_with(key, |value| resp.send(200, Some(OCTET_STREAM), value))?
-                .ok_or(HttpError::KeyNotFound)?,
+            Method::Delete => match batch.delete_if(key, write_condition(method, pre)?)? {
+                Some(true) => resp.send(204, None, b""),
+                Some(false) => return Err(HttpError::KeyNotFound),
+                None => {
+                    return Err(HttpError::PreconditionFailed("the key's version differs (or it is absent)"))
+                }
+            },
+            _ => {
+                let not_modified = match pre.if_none_match {
+                    Some(v) => Some(Tags::parse(v)?),
+                    None => None,
+                };
+                batch
+                    .get_entry_with(key, |meta, value| match &not_modified {
+                        Some(tags) if tags.matches(meta.version) => {
+                            resp.send_entry(304, None, b"", Some(meta))
+                        }
+                        _ => resp.send_entry(200, Some(OCTET_STREAM), value, Some(meta)),
+                    })?
+                    .ok_or(HttpError::KeyNotFound)?
+            }
         },
         Route::List { prefix, limit } => {
             let keys: Vec<String> =

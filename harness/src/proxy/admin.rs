@@ -26,7 +26,7 @@ pub fn answer(proxy: &Proxy, route: Route<'_>, resp: &mut Responder<'_>) -> Resu
         Route::Stats => Ok(stats(proxy, resp)),
         Route::Metrics => Ok(resp.send(200, Some(PROMETHEUS), metrics(proxy).as_bytes())),
         Route::Panic => panic!("panic requested through /debug/panic"),
-        Route::Kv(_) | Route::Compat(_) => Err(HttpError::Internal),
+        Route::Kv(..) | Route::Compat(_) => Err(HttpError::Internal),
     }
 }
 

@@ -123,7 +123,7 @@ impl Service for Proxy {
 
     fn answer(&self, s: &mut Session, requests: &mut Requests<'_>) {
         while let Some(exchange) = requests.next_request() {
-            if let Ok(Route::Kv(key) | Route::Compat(key)) = &exchange.route {
+            if let Ok(Route::Kv(key, _) | Route::Compat(key)) = &exchange.route {
                 let node = self.router.route(key);
                 let queued = s.pending[node].len();
                 if queued > 0 && queued + exchange.raw.len() > MAX_GROUP_BYTES {
