@@ -28,6 +28,7 @@ mod commit;
 mod config;
 mod entry;
 mod error;
+mod expiry;
 mod logfile;
 mod memory;
 mod persist;

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use crate::entry::{self, Condition, Meta};
+use crate::expiry::{self, Expirer, ExpiryIndex};
 use crate::logfile::LogOp;
 use crate::persist::Persistence;
 use crate::{EngineConfig, PutOutcome, Result};
@@ -35,9 +36,12 @@ pub(crate) type Map = flurry::HashMap<Key, Box<[u8]>, ahash::RandomState>;
 /// The in-memory backend, optionally made durable by an operation log and snapshots.
 pub(crate) struct MemoryStore {
     map: Arc<Map>,
-    persist: Option<Persistence>,
+    persist: Option<Arc<Persistence>>,
     /// Versions for a store without a log (with one, a write's version is its sequence number).
     next_version: AtomicU64,
+    /// Keys with an expiry, by expiry (`expiry.rs`).
+    expiring: Arc<ExpiryIndex>,
+    expirer: std::sync::Mutex<Expirer>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -49,23 +53,46 @@ impl std::fmt::Debug for MemoryStore {
 impl MemoryStore {
     /// A volatile store.
     pub(crate) fn new() -> Self {
-        MemoryStore {
-            map: Arc::new(Map::with_hasher(ahash::RandomState::new())),
-            persist: None,
-            next_version: AtomicU64::new(1),
-        }
+        Self::with(Arc::new(Map::with_hasher(ahash::RandomState::new())), None)
     }
 
     /// A store recovered from, and logging to, `dir`.
     pub(crate) fn durable(dir: &std::path::Path, config: &EngineConfig) -> Result<Self> {
         let map = Arc::new(Map::with_hasher(ahash::RandomState::new()));
         let persist = Persistence::open(dir, config, &map)?;
-        Ok(MemoryStore { map, persist: Some(persist), next_version: AtomicU64::new(1) })
+        Ok(Self::with(map, Some(Arc::new(persist))))
+    }
+
+    /// The store over `map` (recovered, or empty), with its expiry index built and its expirer started.
+    fn with(map: Arc<Map>, persist: Option<Arc<Persistence>>) -> Self {
+        let expiring: Arc<ExpiryIndex> = Arc::default();
+        {
+            let mut idx = crate::commit::lock(&expiring);
+            for (key, stored) in map.pin().iter() {
+                if let Some((meta, _)) = entry::split(stored).filter(|(m, _)| m.expires_ms != 0) {
+                    idx.insert((meta.expires_ms, key.clone()));
+                }
+            }
+        }
+        let (m, p, e) = (Arc::clone(&map), persist.clone(), Arc::clone(&expiring));
+        let expirer = Expirer::start("otkv-expire", move |now| expire_due(&m, p.as_deref(), &e, now));
+        MemoryStore {
+            map,
+            persist,
+            next_version: AtomicU64::new(1),
+            expiring,
+            expirer: std::sync::Mutex::new(expirer),
+        }
     }
 
     /// Pins the current thread once for a batch of operations.
     pub(crate) fn view(&self) -> MemoryView<'_> {
-        MemoryView { map: self.map.pin(), persist: self.persist.as_ref(), next_version: &self.next_version }
+        MemoryView {
+            map: self.map.pin(),
+            persist: self.persist.as_deref(),
+            next_version: &self.next_version,
+            expiring: &self.expiring,
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -73,15 +100,16 @@ impl MemoryStore {
     }
 
     pub(crate) fn persistence(&self) -> Option<&Persistence> {
-        self.persist.as_ref()
+        self.persist.as_deref()
     }
 
     pub(crate) fn snapshot(&self) -> Result<()> {
         self.persist.as_ref().map_or(Ok(()), |p| p.snapshot_now(&self.map))
     }
 
-    /// Clean shutdown: a last snapshot and flush, when durable.
+    /// Clean shutdown: the expirer stopped, then a last snapshot and flush, when durable.
     pub(crate) fn close(&self) -> Result<()> {
+        crate::commit::lock(&self.expirer).stop();
         match self.persist.as_ref() {
             Some(p) => p.close(&self.map),
             None => Ok(()),
@@ -94,6 +122,7 @@ pub(crate) struct MemoryView<'a> {
     map: flurry::HashMapRef<'a, Key, Box<[u8]>, ahash::RandomState>,
     persist: Option<&'a Persistence>,
     next_version: &'a AtomicU64,
+    expiring: &'a ExpiryIndex,
 }
 
 impl MemoryView<'_> {
@@ -114,7 +143,7 @@ impl MemoryView<'_> {
     ) -> Result<(Option<PutOutcome>, u64, u64)> {
         let apply = |version: u64| {
             let stored = entry::encode(Meta { version, expires_ms }, value);
-            self.store_if(key, stored, cond)
+            self.store_if(key, stored, cond, expires_ms)
         };
         match self.persist {
             None => {
@@ -131,20 +160,29 @@ impl MemoryView<'_> {
 
     /// Writes `stored` under `key` if `cond` holds of the live value, atomically with respect to every
     /// other write of the key (flurry locks the key's bin for `compute_if_present` and inserts).
-    fn store_if(&self, key: &[u8], stored: Box<[u8]>, cond: Condition) -> Option<PutOutcome> {
+    fn store_if(
+        &self,
+        key: &[u8],
+        stored: Box<[u8]>,
+        cond: Condition,
+        expires_ms: u64,
+    ) -> Option<PutOutcome> {
         if cond == Condition::Always {
-            return Some(match self.map.insert(Key::from_slice(key), stored) {
+            let old = self.map.insert(Key::from_slice(key), stored);
+            expiry::note(self.expiring, key, old.map_or(0, |o| expires_of(o)), expires_ms);
+            return Some(match old {
                 Some(old) if entry::live_now(old).is_some() => PutOutcome::Replaced,
                 _ => PutOutcome::Created,
             });
         }
         let mut stored = Some(stored);
         loop {
-            let (present, outcome) = (Cell::new(false), Cell::new(None));
+            let (present, outcome, replaced) = (Cell::new(false), Cell::new(None), Cell::new(0));
             self.map.compute_if_present(key, |_, old| {
                 present.set(true);
                 let current = entry::live_now(old).map(|(m, _)| m);
                 if cond.holds(current) {
+                    replaced.set(expires_of(old));
                     outcome.set(Some(if current.is_some() {
                         PutOutcome::Replaced
                     } else {
@@ -157,13 +195,19 @@ impl MemoryView<'_> {
                 }
             });
             if present.get() {
+                if outcome.get().is_some() {
+                    expiry::note(self.expiring, key, replaced.get(), expires_ms);
+                }
                 return outcome.get();
             }
             if !cond.holds(None) {
                 return None;
             }
             match self.map.try_insert(Key::from_slice(key), stored.take()?) {
-                Ok(_) => return Some(PutOutcome::Created),
+                Ok(_) => {
+                    expiry::note(self.expiring, key, 0, expires_ms);
+                    return Some(PutOutcome::Created);
+                }
                 // Another writer created the key in between: decide again against its value.
                 Err(e) => stored = Some(e.not_inserted),
             }
@@ -188,23 +232,30 @@ impl MemoryView<'_> {
     fn remove_if(&self, key: &[u8], cond: Condition) -> (Option<bool>, bool) {
         if cond == Condition::Always {
             return match self.map.remove(key) {
-                Some(old) => (Some(entry::live_now(old).is_some()), true),
+                Some(old) => {
+                    expiry::note(self.expiring, key, expires_of(old), 0);
+                    (Some(entry::live_now(old).is_some()), true)
+                }
                 None => (Some(false), false),
             };
         }
-        let (present, removed) = (Cell::new(false), Cell::new(None));
+        let (present, removed, old_expiry) = (Cell::new(false), Cell::new(None), Cell::new(0));
         self.map.compute_if_present(key, |_, old| {
             present.set(true);
             let current = entry::live_now(old).map(|(m, _)| m);
             if cond.holds(current) {
                 removed.set(Some(current.is_some()));
+                old_expiry.set(expires_of(old));
                 None
             } else {
                 Some(old.clone())
             }
         });
         match (present.get(), removed.get()) {
-            (true, Some(live)) => (Some(live), true),
+            (true, Some(live)) => {
+                expiry::note(self.expiring, key, old_expiry.get(), 0);
+                (Some(live), true)
+            }
             (true, None) => (None, false),
             (false, _) if cond.holds(None) => (Some(false), false),
             (false, _) => (None, false),
@@ -237,4 +288,43 @@ impl MemoryView<'_> {
         }
         heap.into_sorted_vec()
     }
+}
+
+/// The expiry of a stored entry (0: none).
+fn expires_of(stored: &[u8]) -> u64 {
+    entry::split(stored).map_or(0, |(m, _)| m.expires_ms)
+}
+
+/// One batch of the expirer: removes the keys the index says are due at `now` whose stored expiry is
+/// still the indexed one, logging each removal. Returns how many index entries it took.
+fn expire_due(map: &Map, persist: Option<&Persistence>, index: &ExpiryIndex, now: u64) -> usize {
+    let due = expiry::take_due(index, now);
+    let map = map.pin();
+    for (at, key) in &due {
+        // Most entries are still current; check before locking the bin (a stale one needs no removal).
+        if map.get(key.as_slice()).map(|v| expires_of(v)) != Some(*at) {
+            continue;
+        }
+        let remove = |_seq| {
+            let removed = Cell::new(false);
+            map.compute_if_present(key.as_slice(), |_, old| {
+                if expires_of(old) == *at {
+                    removed.set(true);
+                    None
+                } else {
+                    Some(old.clone())
+                }
+            });
+            removed.get()
+        };
+        let result = match persist {
+            None => Ok((remove(0), 0)),
+            Some(p) => p.append(LogOp::Delete(key), remove, |removed| *removed),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "expiring a key failed; it stays unreadable and is retried on restart");
+            return due.len().min(expiry::BATCH - 1);
+        }
+    }
+    due.len()
 }

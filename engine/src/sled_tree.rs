@@ -27,6 +27,8 @@ use crate::{Durability, EngineConfig, EngineError, PutOutcome, Result};
 
 /// The tree that records the data format, and the format this build writes.
 const META_TREE: &[u8] = b"otkv";
+/// The index of keys with an expiry: `expires_ms (big-endian) | key`, empty values (`expiry.rs`).
+const EXPIRY_TREE: &[u8] = b"otkv-expiry";
 const FORMAT_KEY: &[u8] = b"format";
 const FORMAT: u64 = 2;
 
@@ -62,6 +64,8 @@ fn upgrade(db: &sled::Db) -> Result<()> {
 #[derive(Debug)]
 pub(crate) struct SledStore {
     db: sled::Db,
+    expiring: sled::Tree,
+    expirer: std::sync::Mutex<crate::expiry::Expirer>,
     /// Tickets handed to writes, counted after each write is applied.
     issued: Arc<AtomicU64>,
     /// The flusher, for `periodic` and `sync`.
@@ -123,8 +127,18 @@ impl SledStore {
             })
             .transpose()
             .map_err(io_err(dir))?;
+        let expiring = db.open_tree(EXPIRY_TREE)?;
+        let (d, e) = (db.clone(), expiring.clone());
+        let expirer = crate::expiry::Expirer::start("otkv-sled-expire", move |now| {
+            expire_due(&d, &e, now).unwrap_or_else(|err| {
+                tracing::warn!(error = %err, "expiring keys failed; they stay unreadable and are retried");
+                0
+            })
+        });
         Ok(SledStore {
             db,
+            expiring,
+            expirer: std::sync::Mutex::new(expirer),
             issued,
             commit,
             sync: config.durability == Durability::Sync,
@@ -172,15 +186,21 @@ impl SledStore {
         self.check_writable()?;
         let version = self.db.generate_id()? + 1;
         let stored = entry::encode(Meta { version, expires_ms }, value);
+        // The index entry goes in first: a crash in between leaves a stale one (dropped when due), never
+        // a value with an expiry that nothing will reclaim.
+        if expires_ms != 0 {
+            self.expiring.insert(index_key(expires_ms, key), &[])?;
+        }
         let outcome = if cond == Condition::Always {
             let old = self.db.insert(key, &*stored)?;
+            self.unindex(key, old.as_deref(), expires_ms)?;
             Some(if old.is_some_and(|o| entry::live_now(&o).is_some()) {
                 PutOutcome::Replaced
             } else {
                 PutOutcome::Created
             })
         } else {
-            self.swap_if(key, Some(&stored), cond)?
+            self.swap_if(key, Some(&stored), cond, expires_ms)?
         };
         let ticket = if outcome.is_some() { self.after_write() } else { 0 };
         Ok((outcome, version, ticket))
@@ -188,7 +208,13 @@ impl SledStore {
 
     /// Replaces (or with `None`, removes) the key's value if `cond` holds of the live one: what was there
     /// (`Created` if nothing live), or `None` when the condition failed.
-    fn swap_if(&self, key: &[u8], new: Option<&[u8]>, cond: Condition) -> Result<Option<PutOutcome>> {
+    fn swap_if(
+        &self,
+        key: &[u8],
+        new: Option<&[u8]>,
+        cond: Condition,
+        new_expiry: u64,
+    ) -> Result<Option<PutOutcome>> {
         loop {
             let old = self.db.get(key)?;
             let current = old.as_ref().and_then(|o| entry::live_now(o)).map(|(m, _)| m);
@@ -199,6 +225,7 @@ impl SledStore {
                 return Ok(Some(PutOutcome::Created));
             }
             if self.db.compare_and_swap(key, old.as_ref(), new)?.is_ok() {
+                self.unindex(key, old.as_deref(), new_expiry)?;
                 return Ok(Some(if current.is_some() { PutOutcome::Replaced } else { PutOutcome::Created }));
             }
         }
@@ -209,10 +236,11 @@ impl SledStore {
         self.check_writable()?;
         if cond == Condition::Always {
             let old = self.db.remove(key)?;
+            self.unindex(key, old.as_deref(), 0)?;
             let existed = old.is_some_and(|o| entry::live_now(&o).is_some());
             return Ok((Some(existed), self.after_write()));
         }
-        Ok(match self.swap_if(key, None, cond)? {
+        Ok(match self.swap_if(key, None, cond, 0)? {
             Some(outcome) => (Some(outcome == PutOutcome::Replaced), self.after_write()),
             None => (None, 0),
         })
@@ -242,12 +270,54 @@ impl SledStore {
         Ok(())
     }
 
-    /// Stops the flusher (after its last flush) and flushes once more.
+    /// Drops the index entry of the value a write replaced, unless the new value has the same expiry.
+    fn unindex(&self, key: &[u8], old: Option<&[u8]>, new_expiry: u64) -> Result<()> {
+        let old_expiry = old.and_then(entry::split).map_or(0, |(m, _)| m.expires_ms);
+        if old_expiry != 0 && old_expiry != new_expiry {
+            self.expiring.remove(index_key(old_expiry, key))?;
+        }
+        Ok(())
+    }
+
+    /// Stops the expirer and the flusher (after its last flush) and flushes once more.
     pub(crate) fn close(&self) -> Result<()> {
+        crate::commit::lock(&self.expirer).stop();
         self.closed.store(true, Ordering::Release);
         if let Some(c) = &self.commit {
             c.close();
         }
         self.flush()
     }
+}
+
+/// `expires_ms` big-endian, then the key: the index orders by expiry.
+fn index_key(expires_ms: u64, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + key.len());
+    k.extend_from_slice(&expires_ms.to_be_bytes());
+    k.extend_from_slice(key);
+    k
+}
+
+/// One batch of the expirer: removes the keys due at `now` whose stored expiry is still the indexed one.
+fn expire_due(db: &sled::Db, index: &sled::Tree, now: u64) -> Result<usize> {
+    let end = (now.saturating_add(1)).to_be_bytes();
+    let mut taken = 0;
+    for item in index.range(..end.as_slice()).take(crate::expiry::BATCH) {
+        let (ikey, _) = item?;
+        taken += 1;
+        let (at, key) = ikey.split_at(8);
+        let at = u64::from_be_bytes(at.try_into().unwrap_or([0; 8]));
+        // Remove the value only if it is still the one indexed, atomically against writers.
+        loop {
+            let Some(old) = db.get(key)? else { break };
+            if entry::split(&old).map(|(m, _)| m.expires_ms) != Some(at) {
+                break;
+            }
+            if db.compare_and_swap(key, Some(&old), None::<&[u8]>)?.is_ok() {
+                break;
+            }
+        }
+        index.remove(&ikey)?;
+    }
+    Ok(taken)
 }

@@ -1,0 +1,111 @@
+//! Active expiry: values whose time has passed are removed without a client reading them.
+//!
+//! Reads already treat an expired value as absent (`entry.rs`); this reclaims its memory (or disk). Each
+//! backend keeps an index of the keys that have an expiry, ordered by it: the memory backend a
+//! `BTreeSet<(expires_ms, key)>` behind a mutex, touched only by writes that set or replace an expiry; sled
+//! a second tree keyed by `expires_ms (big-endian) | key`. An [`Expirer`] thread takes the due entries
+//! from the front of the index every [`TICK`], in batches of [`BATCH`], and removes each key whose stored
+//! expiry is still the one indexed (a stale index entry, left by a later write, is simply dropped). The
+//! removal is an ordinary delete: with a log it is logged, so a restart cannot bring the key back.
+//!
+//! Unlike Redis's active expire cycle, which samples because its keyspace has no order by expiry, the
+//! index finds every due key without visiting the others; a batch holds no lock that a read takes.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::commit::lock;
+use crate::memory::Key;
+
+/// How often the expirer looks for due keys.
+pub(crate) const TICK: Duration = Duration::from_millis(100);
+/// Keys removed per batch; the expirer goes on batch after batch while they come full.
+pub(crate) const BATCH: usize = 1000;
+
+/// The memory backend's keys with an expiry, by expiry.
+pub(crate) type ExpiryIndex = Mutex<BTreeSet<(u64, Key)>>;
+
+/// Updates `index` for a write of `key` that replaced a value expiring at `old` with one expiring at
+/// `new` (0: none).
+pub(crate) fn note(index: &ExpiryIndex, key: &[u8], old: u64, new: u64) {
+    if old == new || (old == 0 && new == 0) {
+        return;
+    }
+    let mut idx = lock(index);
+    if old != 0 {
+        idx.remove(&(old, Key::from_slice(key)));
+    }
+    if new != 0 {
+        idx.insert((new, Key::from_slice(key)));
+    }
+}
+
+/// Takes up to [`BATCH`] index entries due at `now`.
+pub(crate) fn take_due(index: &ExpiryIndex, now: u64) -> Vec<(u64, Key)> {
+    let mut idx = lock(index);
+    let mut due = Vec::new();
+    while due.len() < BATCH {
+        match idx.first() {
+            Some((at, _)) if *at <= now => due.extend(idx.pop_first()),
+            _ => break,
+        }
+    }
+    due
+}
+
+/// The background thread; stopped (and joined) by [`Expirer::stop`] or on drop.
+pub(crate) struct Expirer {
+    thread: Option<JoinHandle<()>>,
+    stop: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl std::fmt::Debug for Expirer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Expirer").finish_non_exhaustive()
+    }
+}
+
+impl Expirer {
+    /// Runs `sweep(now_ms)` every [`TICK`], and again at once while it returns a full [`BATCH`].
+    pub(crate) fn start(name: &str, mut sweep: impl FnMut(u64) -> usize + Send + 'static) -> Expirer {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let stop2 = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || loop {
+                {
+                    let stopped = lock(&stop2.0);
+                    let (stopped, _) =
+                        stop2.1.wait_timeout_while(stopped, TICK, |s| !*s).unwrap_or_else(|p| p.into_inner());
+                    if *stopped {
+                        return;
+                    }
+                }
+                while sweep(crate::entry::now_ms()) == BATCH {}
+            })
+            .ok();
+        if thread.is_none() {
+            tracing::error!(
+                "could not start the expiry thread; expired keys are reclaimed only when written"
+            );
+        }
+        Expirer { thread, stop }
+    }
+
+    /// Stops the thread and waits for it. Calling it again does nothing.
+    pub(crate) fn stop(&mut self) {
+        *lock(&self.stop.0) = true;
+        self.stop.1.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Expirer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
