@@ -124,6 +124,13 @@ struct RunArgs {
     /// Stop each node count after this many operations instead of after --duration.
     #[arg(long)]
     ops: Option<u64>,
+    /// Share of updates done as a read-modify-write: GET (its ETag), then PUT with If-Match; a 412
+    /// (another writer got there first) counts as a conflict, not an error. 0..=1; OTKV only.
+    #[arg(long, default_value_t = 0.0, value_name = "FRACTION")]
+    cas_share: f64,
+    /// Writes expire after this many seconds (PUT ?ttl=, Redis SET EX).
+    #[arg(long, value_name = "SECONDS")]
+    ttl: Option<u64>,
     /// Load to run before each measured window, reported apart and not measured: cold caches and
     /// connection set-up stay out of the figures (its connections carry on into the window). 0s: none.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
@@ -216,6 +223,23 @@ fn ring(args: &RingArgs) {
 fn run(args: &RunArgs) -> Result<(), String> {
     if args.rate.is_some() && args.pipeline > 1 {
         return Err("--rate (open loop) sends one request at a time per connection: drop --pipeline".into());
+    }
+    if !(0.0..=1.0).contains(&args.cas_share) {
+        return Err("--cas-share is a fraction of the updates, 0 to 1".into());
+    }
+    if args.cas_share > 0.0 {
+        if args.target.contains(&TargetKind::Redis) {
+            return Err("--cas-share uses OTKV's ETag/If-Match: drop it with --target redis".into());
+        }
+        if args.workload.read_fraction() >= 1.0 || args.workload == WorkloadKind::Seed {
+            return Err(format!(
+                "--cas-share turns updates into read-modify-writes; the {} workload has none",
+                report::wire_name(&args.workload)
+            ));
+        }
+    }
+    if args.ttl.is_some_and(|t| t == 0 || t > 10 * 365 * 24 * 3600) {
+        return Err("--ttl is whole seconds, 1 to ten years".into());
     }
     if args.value_size == 0 || args.keys == 0 || args.connections == 0 {
         return Err("--keys, --value-size and --connections must be positive".into());
@@ -431,6 +455,8 @@ fn measure(
         rate: args.rate,
         timeout: args.timeout,
         warmup: Some(args.warmup),
+        cas_share: args.cas_share,
+        ttl_secs: args.ttl,
         progress: true,
     };
     let through = plan.via.map(|v| format!(" via {v}")).unwrap_or_default();

@@ -34,6 +34,8 @@ pub struct Response<'a> {
     pub raw: &'a [u8],
     /// The server closes the connection after this response (`Connection: close`).
     pub close: bool,
+    /// The version in its `ETag`, if it has one.
+    pub etag: Option<u64>,
 }
 
 /// Where a response read by [`HttpConn::read_meta`] lies in the connection's buffer.
@@ -46,6 +48,17 @@ pub struct ResponseMeta {
     total: usize,
     /// The server closes the connection after this response.
     pub close: bool,
+    /// The version in its `ETag`, if it has one.
+    pub etag: Option<u64>,
+}
+
+/// What a PUT may carry besides its value.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PutOptions {
+    /// `?ttl=SECONDS`.
+    pub ttl_secs: Option<u64>,
+    /// A precondition: `Some(Some(v))` is `If-Match: "v"`, `Some(None)` is `If-None-Match: *`.
+    pub condition: Option<Option<u64>>,
 }
 
 impl HttpConn {
@@ -96,7 +109,33 @@ impl HttpConn {
 
     /// Queues `PUT /v1/kv/{key}` with the body `write_body` appends.
     pub fn push_put(&mut self, key: &[u8], len: usize, write_body: impl FnOnce(&mut Vec<u8>)) {
-        self.push_head(b"PUT ", key);
+        self.push_put_with(key, len, PutOptions::default(), write_body);
+    }
+
+    /// [`HttpConn::push_put`] with a TTL (`?ttl=`) and a precondition.
+    pub fn push_put_with(
+        &mut self,
+        key: &[u8],
+        len: usize,
+        opts: PutOptions,
+        write_body: impl FnOnce(&mut Vec<u8>),
+    ) {
+        self.wire.out.extend_from_slice(b"PUT /v1/kv/");
+        self.wire.out.extend_from_slice(key);
+        if let Some(ttl) = opts.ttl_secs {
+            self.wire.out.extend_from_slice(b"?ttl=");
+            self.wire.out.extend_from_slice(itoa::Buffer::new().format(ttl).as_bytes());
+        }
+        self.push_host();
+        match opts.condition {
+            None => {}
+            Some(Some(version)) => {
+                self.wire.out.extend_from_slice(b"If-Match: \"");
+                self.wire.out.extend_from_slice(itoa::Buffer::new().format(version).as_bytes());
+                self.wire.out.extend_from_slice(b"\"\r\n");
+            }
+            Some(None) => self.wire.out.extend_from_slice(b"If-None-Match: *\r\n"),
+        }
         self.wire.out.extend_from_slice(b"Content-Length: ");
         self.wire.out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
         self.wire.out.extend_from_slice(b"\r\n\r\n");
@@ -107,6 +146,11 @@ impl HttpConn {
         self.wire.out.extend_from_slice(method);
         self.wire.out.extend_from_slice(b"/v1/kv/");
         self.wire.out.extend_from_slice(key);
+        self.push_host();
+    }
+
+    /// Ends the request line and sends `Host`.
+    fn push_host(&mut self) {
         self.wire.out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
         self.wire.out.extend_from_slice(self.host.as_bytes());
         self.wire.out.extend_from_slice(b"\r\n");
@@ -145,6 +189,7 @@ impl HttpConn {
                     }
                     let mut len = 0usize;
                     let mut close = false;
+                    let mut etag = None;
                     for h in resp.headers.iter() {
                         if h.name.eq_ignore_ascii_case("content-length") {
                             len = std::str::from_utf8(h.value)
@@ -153,6 +198,10 @@ impl HttpConn {
                                 .ok_or(Failure::Protocol)?;
                         } else if h.name.eq_ignore_ascii_case("connection") {
                             close |= h.value.eq_ignore_ascii_case(b"close");
+                        } else if h.name.eq_ignore_ascii_case("etag") {
+                            etag = std::str::from_utf8(h.value)
+                                .ok()
+                                .and_then(|v| v.trim().strip_prefix('"')?.strip_suffix('"')?.parse().ok());
                         }
                     }
                     // RFC 9112 §6.3: no body for HEAD, 204 and 304, whatever Content-Length says.
@@ -165,7 +214,7 @@ impl HttpConn {
                     }
                     let start = self.wire.position();
                     self.wire.consume(total);
-                    return Ok(ResponseMeta { status, start, head_len, total, close });
+                    return Ok(ResponseMeta { status, start, head_len, total, close, etag });
                 }
                 Ok(httparse::Status::Partial) => self.wire.fill(0)?,
                 Err(_) => return Err(Failure::Protocol),
@@ -176,6 +225,6 @@ impl HttpConn {
     /// The response `meta` describes (valid until the next read).
     pub fn response(&self, meta: &ResponseMeta) -> Response<'_> {
         let raw = self.wire.slice(meta.start, meta.total);
-        Response { status: meta.status, body: &raw[meta.head_len..], raw, close: meta.close }
+        Response { status: meta.status, body: &raw[meta.head_len..], raw, close: meta.close, etag: meta.etag }
     }
 }

@@ -158,6 +158,9 @@ pub struct RunSummary {
     pub errors: BTreeMap<String, u64>,
     /// Total errors.
     pub errors_total: u64,
+    /// Read-modify-writes (`--cas-share`) that found the key changed by another writer (412) and wrote
+    /// nothing: contention, not errors, and not counted in `ops`.
+    pub conflicts: u64,
     /// Per node.
     pub per_node: Vec<NodeShare>,
     /// Untimed preload: keys written and seconds taken.
@@ -273,6 +276,7 @@ impl RunSummary {
             cost,
             errors: outcome.tally.by_kind(),
             errors_total: outcome.tally.total(),
+            conflicts: outcome.tally.conflicts(),
             per_node,
             preload,
             warmup: outcome.warmup.as_ref().map(|w| Warmup {
@@ -417,6 +421,12 @@ pub fn print_run(r: &RunSummary) {
         r.errors.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
     };
     println!("   errors     {} ({errors})", r.errors_total);
+    if r.conflicts > 0 || r.by_op.contains_key("cas") {
+        println!(
+            "   conflicts  {} read-modify-writes lost to another writer (412; not errors, not in ops)",
+            r.conflicts
+        );
+    }
     for n in &r.per_node {
         let status = n.exited.as_deref().map(|e| format!("  EXITED DURING RUN: {e}")).unwrap_or_default();
         println!(

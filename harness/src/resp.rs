@@ -44,14 +44,25 @@ impl RespConn {
         self.push_command(&[b"GET", key]);
     }
 
-    /// Queues `SET key value`, with the `len`-byte value `write_body` appends.
-    pub fn push_set(&mut self, key: &[u8], len: usize, write_body: impl FnOnce(&mut Vec<u8>)) {
-        self.push_header(3);
+    /// Queues `SET key value` (with `EX ttl_secs` when given), the `len`-byte value being what
+    /// `write_body` appends.
+    pub fn push_set(
+        &mut self,
+        key: &[u8],
+        len: usize,
+        ttl_secs: Option<u64>,
+        write_body: impl FnOnce(&mut Vec<u8>),
+    ) {
+        self.push_header(if ttl_secs.is_some() { 5 } else { 3 });
         self.push_bulk(b"SET");
         self.push_bulk(key);
         self.push_len(b'$', len);
         write_body(&mut self.wire.out);
         self.wire.out.extend_from_slice(b"\r\n");
+        if let Some(ttl) = ttl_secs {
+            self.push_bulk(b"EX");
+            self.push_bulk(itoa::Buffer::new().format(ttl).as_bytes());
+        }
     }
 
     /// Queues a command given as its arguments.

@@ -326,3 +326,60 @@ fn server_cpu_per_op_agrees_with_the_nodes_own_proc_figures() {
         off * 100.0
     );
 }
+
+#[test]
+fn cas_share_turns_updates_into_conditional_writes_and_ttl_reaches_the_node() {
+    let node = Node::start();
+    let out = tempfile::tempdir().expect("tempdir");
+    let out_arg = out.path().to_str().expect("utf8");
+    // Eight connections fight over one key: every update is a read-modify-write.
+    let (_, summary) = harness(&[
+        "run",
+        "--node",
+        &node.url,
+        "--workload",
+        "put",
+        "--cas-share",
+        "1",
+        "--keys",
+        "1",
+        "--connections",
+        "8",
+        "--ops",
+        "300",
+        "--warmup",
+        "0s",
+        "--ttl",
+        "3600",
+        "--out",
+        out_arg,
+    ]);
+    let run = &summary["runs"][0];
+    assert_eq!(run["errors_total"], 0, "{run}");
+    assert_eq!(run["ops"], 300, "--ops counts applied read-modify-writes");
+    assert_eq!(run["by_op"]["cas"]["ops"], 300);
+    assert!(run["by_op"]["write"].is_null(), "no plain writes at --cas-share 1");
+    assert!(run["conflicts"].as_u64().is_some(), "conflicts are reported apart: {run}");
+    assert!(out.path().join("1nodes-cas.hgrm").exists());
+    // The node holds the key with the TTL the harness asked for.
+    let r = ureq::get(&format!("{}/v1/kv/key0000000000000", node.url)).call().expect("get");
+    assert!(r.header("Expires").is_some(), "--ttl reached the node");
+    // Every applied write changed the version: the node saw at least 300 conditional PUTs applied.
+    let stats: serde_json::Value = serde_json::from_str(
+        &ureq::get(&format!("{}/v1/stats", node.url)).call().expect("stats").into_string().expect("s"),
+    )
+    .expect("json");
+    assert!(stats["requests"]["put"].as_u64().unwrap_or(0) >= 300, "{stats}");
+
+    for (args, says) in [
+        (&["--cas-share", "1.5"][..], "fraction"),
+        (&["--cas-share", "0.5", "--workload", "ycsb-c"][..], "has none"),
+        (&["--cas-share", "0.5", "--workload", "ycsb-a", "--target", "redis"][..], "If-Match"),
+        (&["--ttl", "0"][..], "--ttl"),
+    ] {
+        let out = Command::new(HARNESS).arg("run").args(args).output().expect("run");
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}

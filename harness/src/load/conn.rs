@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::client::HttpConn;
+use crate::client::{HttpConn, PutOptions};
 use crate::resp::{Reply, RespConn};
 use crate::wire::Failure;
 
@@ -69,6 +69,17 @@ impl Refusal {
     }
 }
 
+/// How a read-modify-write ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cas {
+    /// The conditional write applied.
+    Applied,
+    /// Another writer changed the key in between (`412`): a conflict, not an error.
+    Conflict,
+    /// The read returned a value that is not this key's.
+    WrongValue,
+}
+
 /// One keep-alive connection of the load generator.
 #[derive(Debug)]
 pub enum Conn {
@@ -95,12 +106,48 @@ impl Conn {
         }
     }
 
-    /// Queues a write of the `len`-byte value `write_body` appends to `key`.
-    pub fn push_put(&mut self, key: &[u8], len: usize, write_body: impl FnOnce(&mut Vec<u8>)) {
+    /// Queues a write of the `len`-byte value `write_body` appends to `key`, expiring after `ttl_secs`.
+    pub fn push_put(
+        &mut self,
+        key: &[u8],
+        len: usize,
+        ttl_secs: Option<u64>,
+        write_body: impl FnOnce(&mut Vec<u8>),
+    ) {
         match self {
-            Conn::Http(c) => c.push_put(key, len, write_body),
-            Conn::Resp(c) => c.push_set(key, len, write_body),
+            Conn::Http(c) => c.push_put_with(key, len, PutOptions { ttl_secs, condition: None }, write_body),
+            Conn::Resp(c) => c.push_set(key, len, ttl_secs, write_body),
         }
+    }
+
+    /// A read-modify-write of `key`: read its value and version (`check` says whether the value is
+    /// right), then write the new value only if the version is unchanged (`If-Match`), or only if the key
+    /// is still absent (`If-None-Match: *`). OTKV only: its caller refuses `--cas-share` for Redis.
+    pub fn cas(
+        &mut self,
+        key: &[u8],
+        check: impl FnOnce(&[u8]) -> bool,
+        len: usize,
+        ttl_secs: Option<u64>,
+        write_body: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<Result<Cas, Refusal>, Failure> {
+        let Conn::Http(c) = self else { return Ok(Err(Refusal::RespUnexpected)) };
+        c.push_get(key);
+        c.send()?;
+        let r = c.read_response(false)?;
+        let condition = match r.status {
+            200 if !check(r.body) => return Ok(Ok(Cas::WrongValue)),
+            200 => Some(r.etag.ok_or(Failure::Protocol)?),
+            404 => None,
+            other => return Ok(Err(Refusal::Http(other))),
+        };
+        c.push_put_with(key, len, PutOptions { ttl_secs, condition: Some(condition) }, write_body);
+        c.send()?;
+        Ok(match c.read_response(false)?.status {
+            201 | 204 => Ok(Cas::Applied),
+            412 => Ok(Cas::Conflict),
+            other => Err(Refusal::Http(other)),
+        })
     }
 
     /// Sends everything queued, with one write.

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-pub use conn::{Conn, Protocol, Refusal, Target};
+pub use conn::{Cas, Conn, Protocol, Refusal, Target};
 
 use crate::router::Router;
 use crate::wire::Failure;
@@ -53,6 +53,10 @@ pub struct LoadSpec {
     pub timeout: Duration,
     /// Load to run before the measured window, not measured (its connections carry on into it).
     pub warmup: Option<Duration>,
+    /// The share of updates done as a read-modify-write with `If-Match` (OTKV only).
+    pub cas_share: f64,
+    /// Writes expire after this many seconds (`?ttl=`, Redis `EX`).
+    pub ttl_secs: Option<u64>,
     /// Print a progress line every second.
     pub progress: bool,
 }
@@ -69,6 +73,8 @@ pub struct Tally {
     refusals: Mutex<BTreeMap<Refusal, u64>>,
     wrong_values: AtomicU64,
     total: AtomicU64,
+    /// Read-modify-writes that lost to another writer (`412`): counted, not errors.
+    conflicts: AtomicU64,
 }
 
 impl Tally {
@@ -84,6 +90,11 @@ impl Tally {
         self.wrong_values.fetch_add(1, Relaxed);
         self.total.fetch_add(1, Relaxed);
     }
+    /// Read-modify-writes that found the key changed and wrote nothing.
+    pub fn conflicts(&self) -> u64 {
+        self.conflicts.load(Relaxed)
+    }
+
     /// All errors so far.
     pub fn total(&self) -> u64 {
         self.total.load(Relaxed)
@@ -132,12 +143,17 @@ pub enum OpKind {
     Read,
     /// A PUT (SET).
     Write,
+    /// A read-modify-write: GET, then PUT with `If-Match` (`--cas-share`); its latency spans both.
+    Cas,
 }
 
 impl OpKind {
     /// Every kind, in the order of [`RunOutcome::by_op`].
-    pub const ALL: [OpKind; 2] = [OpKind::Read, OpKind::Write];
+    pub const ALL: [OpKind; KINDS] = [OpKind::Read, OpKind::Write, OpKind::Cas];
 }
+
+/// How many kinds of operation there are.
+pub const KINDS: usize = 3;
 
 /// What a run measured.
 #[derive(Debug)]
@@ -149,7 +165,7 @@ pub struct RunOutcome {
     /// Latency of every correct operation (µs): the sum of `by_op`.
     pub histogram: Histogram<u64>,
     /// Latency by kind of operation, indexed as [`OpKind::ALL`].
-    pub by_op: [Histogram<u64>; 2],
+    pub by_op: [Histogram<u64>; KINDS],
     /// Second by second.
     pub timeline: Vec<Interval>,
     /// Correct operations per node (same order as the targets).
@@ -174,13 +190,13 @@ pub struct WarmupOutcome {
 }
 
 /// Where a connection keeps the latencies of warm-up batches.
-const WARM: usize = 2;
+const WARM: usize = KINDS;
 
 struct ConnStats {
     node: usize,
     /// Latencies since the reporter last took them: the measured window's by [`OpKind`], then the
     /// warm-up's (all kinds, shown in its progress lines only) at [`WARM`].
-    hists: Mutex<[Histogram<u64>; 3]>,
+    hists: Mutex<[Histogram<u64>; KINDS + 1]>,
     /// Operations answered correctly, of batches sent in the measured window.
     ops: AtomicU64,
     /// Operations answered correctly, of batches sent in the warm-up.
@@ -300,7 +316,7 @@ struct Reporter {
     last_errors: u64,
     interval: Histogram<u64>,
     /// The measured window's latencies by kind.
-    totals: [Histogram<u64>; 2],
+    totals: [Histogram<u64>; KINDS],
     timeline: Vec<Interval>,
     /// How long the warm-up ran, once it has.
     warmed: Option<Duration>,
@@ -381,7 +397,7 @@ fn drive(
     let mut stats = Vec::new();
     for (node, &n) in per_node_connections.iter().enumerate() {
         for _ in 0..n {
-            let hists = Mutex::new([new_histogram(), new_histogram(), new_histogram()]);
+            let hists = Mutex::new(std::array::from_fn(|_| new_histogram()));
             stats.push(ConnStats { node, hists, ops: AtomicU64::new(0), warm_ops: AtomicU64::new(0) });
         }
     }
@@ -396,7 +412,7 @@ fn drive(
         last_ops: 0,
         last_errors: 0,
         interval: new_histogram(),
-        totals: [new_histogram(), new_histogram()],
+        totals: std::array::from_fn(|_| new_histogram()),
         timeline: Vec::new(),
         warmed: None,
     };
@@ -520,6 +536,8 @@ fn connection(
     let mut pending: Vec<Pending> = Vec::with_capacity(spec.pipeline.max(2));
     let mut next_send = schedule.map(|(_, first)| first);
     let mut conn: Option<Conn> = None;
+    // A read-modify-write drawn while a batch was being filled: it goes first in the next one.
+    let mut carry: Option<u64> = None;
     'run: while !shared.stop.load(Relaxed) {
         let c = match conn.as_mut() {
             Some(c) => c,
@@ -549,18 +567,61 @@ fn connection(
         let want = if schedule.is_some() { 1 } else { spec.pipeline.max(1) };
         let seed = spec.workload == WorkloadKind::Seed && matches!(source, Source::Cursor { wrap: true, .. });
         while pending.len() < want {
-            if let (Some(budget), false) = (&shared.budget, warm) {
-                // `seed` issues a put and its read-back: two operations.
-                if budget.fetch_sub(if seed { 2 } else { 1 }, Relaxed) <= 0 {
-                    break;
+            let (key, put, cas) = match carry.take() {
+                Some(key) => (key, true, true),
+                None => {
+                    if let (Some(budget), false) = (&shared.budget, warm) {
+                        // `seed` issues a put and its read-back: two operations.
+                        let n = if seed { 2 } else { 1 };
+                        if budget.fetch_sub(n, Relaxed) <= 0 {
+                            // Put it back, so that a conflict's refund (below) is not lost below zero.
+                            budget.fetch_add(n, Relaxed);
+                            break;
+                        }
+                    }
+                    let Some((key, put)) = next_op(shared, stats.node, &source, &mut rng) else { break };
+                    (key, put, put && !seed && spec.cas_share > 0.0 && rng.f64() < spec.cas_share)
                 }
-            }
-            let Some((key, put)) = next_op(shared, stats.node, &source, &mut rng) else { break };
+            };
             let value_conn = id;
+            if cas && !pending.is_empty() {
+                carry = Some(key);
+                break;
+            }
+            if cas {
+                // The write needs the read's answer (its version): a batch of its own.
+                let sent_at = intended.unwrap_or_else(Instant::now);
+                seq += 1;
+                let s = seq;
+                let outcome = c.cas(
+                    &key_bytes(key),
+                    |v| check_value(v, key, Expect::AnyVersion, spec.value_size),
+                    spec.value_size,
+                    spec.ttl_secs,
+                    |out| write_value(out, key, value_conn, s, spec.value_size),
+                );
+                match outcome {
+                    Ok(Ok(Cas::Applied)) => record(stats, warm, OpKind::Cas, sent_at),
+                    Ok(Ok(Cas::Conflict)) => {
+                        tally.conflicts.fetch_add(1, Relaxed);
+                        // A lost race is retried, as a client would: it does not use up `--ops`.
+                        if let (Some(budget), false) = (&shared.budget, warm) {
+                            budget.fetch_add(1, Relaxed);
+                        }
+                    }
+                    Ok(Ok(Cas::WrongValue)) => tally.wrong_value(),
+                    Ok(Err(refusal)) => tally.refusal(refusal),
+                    Err(kind) => {
+                        tally.failure(kind, 1);
+                        conn = None;
+                    }
+                }
+                continue 'run;
+            }
             if put {
                 seq += 1;
                 let s = seq;
-                c.push_put(&key_bytes(key), spec.value_size, |out| {
+                c.push_put(&key_bytes(key), spec.value_size, spec.ttl_secs, |out| {
                     write_value(out, key, value_conn, s, spec.value_size)
                 });
                 pending.push(Pending { key, kind: OpKind::Write, expect: Expect::AnyVersion });
@@ -601,13 +662,17 @@ fn connection(
                 tally.wrong_value();
                 continue;
             }
-            let micros = u64::try_from(sent_at.elapsed().as_micros()).unwrap_or(u64::MAX).max(1);
-            stats.hists.lock().expect("hist")[if warm { WARM } else { p.kind as usize }]
-                .saturating_record(micros);
-            if warm { &stats.warm_ops } else { &stats.ops }.fetch_add(1, Relaxed);
+            record(stats, warm, p.kind, sent_at);
         }
     }
     shared.done.fetch_add(1, Relaxed);
+}
+
+/// Counts an operation answered correctly, and its latency since `sent_at` (a warm-up one apart).
+fn record(stats: &ConnStats, warm: bool, kind: OpKind, sent_at: Instant) {
+    let micros = u64::try_from(sent_at.elapsed().as_micros()).unwrap_or(u64::MAX).max(1);
+    stats.hists.lock().expect("hist")[if warm { WARM } else { kind as usize }].saturating_record(micros);
+    if warm { &stats.warm_ops } else { &stats.ops }.fetch_add(1, Relaxed);
 }
 
 /// The next operation for a connection of `node`: `(key index, is_put)`, or `None` when a non-wrapping
