@@ -18,7 +18,7 @@
 
 use std::cell::Cell;
 use std::collections::BinaryHeap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use smallvec::SmallVec;
@@ -41,6 +41,9 @@ pub(crate) struct MemoryStore {
     next_version: AtomicU64,
     /// Keys with an expiry, by expiry (`expiry.rs`).
     expiring: Arc<ExpiryIndex>,
+    /// Whether any value has ever had an expiry here. Until one has, a write need not read the value it
+    /// replaces (to tell an expired one from a live one): that read is a cache miss per write.
+    any_expiry: AtomicBool,
     expirer: std::sync::Mutex<Expirer>,
 }
 
@@ -66,14 +69,15 @@ impl MemoryStore {
     /// The store over `map` (recovered, or empty), with its expiry index built and its expirer started.
     fn with(map: Arc<Map>, persist: Option<Arc<Persistence>>) -> Self {
         let expiring: Arc<ExpiryIndex> = Arc::default();
-        {
+        let any_expiry = {
             let mut idx = crate::commit::lock(&expiring);
             for (key, stored) in map.pin().iter() {
                 if let Some((meta, _)) = entry::split(stored).filter(|(m, _)| m.expires_ms != 0) {
                     idx.insert((meta.expires_ms, key.clone()));
                 }
             }
-        }
+            AtomicBool::new(!idx.is_empty())
+        };
         let (m, p, e) = (Arc::clone(&map), persist.clone(), Arc::clone(&expiring));
         let expirer = Expirer::start("otkv-expire", move |now| expire_due(&m, p.as_deref(), &e, now));
         MemoryStore {
@@ -81,6 +85,7 @@ impl MemoryStore {
             persist,
             next_version: AtomicU64::new(1),
             expiring,
+            any_expiry,
             expirer: std::sync::Mutex::new(expirer),
         }
     }
@@ -92,6 +97,7 @@ impl MemoryStore {
             persist: self.persist.as_deref(),
             next_version: &self.next_version,
             expiring: &self.expiring,
+            any_expiry: &self.any_expiry,
         }
     }
 
@@ -123,6 +129,7 @@ pub(crate) struct MemoryView<'a> {
     persist: Option<&'a Persistence>,
     next_version: &'a AtomicU64,
     expiring: &'a ExpiryIndex,
+    any_expiry: &'a AtomicBool,
 }
 
 impl MemoryView<'_> {
@@ -141,6 +148,9 @@ impl MemoryView<'_> {
         cond: Condition,
         expires_ms: u64,
     ) -> Result<(Option<PutOutcome>, u64, u64)> {
+        if expires_ms != 0 && !self.any_expiry.load(Ordering::Relaxed) {
+            self.any_expiry.store(true, Ordering::Relaxed);
+        }
         let apply = |version: u64| {
             let stored = entry::encode(Meta { version, expires_ms }, value);
             self.store_if(key, stored, cond, expires_ms)
@@ -169,11 +179,15 @@ impl MemoryView<'_> {
     ) -> Option<PutOutcome> {
         if cond == Condition::Always {
             let old = self.map.insert(Key::from_slice(key), stored);
-            expiry::note(self.expiring, key, old.map_or(0, |o| expires_of(o)), expires_ms);
-            return Some(match old {
-                Some(old) if entry::live_now(old).is_some() => PutOutcome::Replaced,
-                _ => PutOutcome::Created,
-            });
+            if !self.any_expiry.load(Ordering::Relaxed) {
+                // Nothing here has ever expired: whatever was there was live (and is not indexed).
+                return Some(if old.is_some() { PutOutcome::Replaced } else { PutOutcome::Created });
+            }
+            let old = old.and_then(|o| entry::split(o));
+            let old_expiry = old.map_or(0, |(m, _)| m.expires_ms);
+            expiry::note(self.expiring, key, old_expiry, expires_ms);
+            let live = old.is_some() && (old_expiry == 0 || old_expiry > entry::now_ms());
+            return Some(if live { PutOutcome::Replaced } else { PutOutcome::Created });
         }
         let mut stored = Some(stored);
         loop {
@@ -232,6 +246,8 @@ impl MemoryView<'_> {
     fn remove_if(&self, key: &[u8], cond: Condition) -> (Option<bool>, bool) {
         if cond == Condition::Always {
             return match self.map.remove(key) {
+                // Nothing here has ever expired: it was live, and is not indexed.
+                Some(_) if !self.any_expiry.load(Ordering::Relaxed) => (Some(true), true),
                 Some(old) => {
                     expiry::note(self.expiring, key, expires_of(old), 0);
                     (Some(entry::live_now(old).is_some()), true)
