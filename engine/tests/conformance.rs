@@ -121,6 +121,16 @@ impl Model {
     }
 }
 
+/// Whether `cond` holds of a key whose live version is `current`: the model's own statement of the rules.
+fn model_holds(cond: Condition, current: Option<u64>) -> bool {
+    match cond {
+        Condition::Absent => current.is_none(),
+        Condition::Present => current.is_some(),
+        Condition::Version(want) => current == Some(want),
+        Condition::Always => true,
+    }
+}
+
 /// Applies `ops` to the engine and to a model, checking every answer against it.
 fn check_against_model(engine: &Engine, ops: &[Op]) -> Result<(), TestCaseError> {
     let mut model = Model::default();
@@ -149,12 +159,7 @@ fn check_against_model(engine: &Engine, ops: &[Op]) -> Result<(), TestCaseError>
             Op::PutIf(k, v, c) => {
                 let cond = model.condition(k, *c);
                 let current = model.live.get(k).map(|(_, version)| *version);
-                let holds = match cond {
-                    Condition::Absent => current.is_none(),
-                    Condition::Present => current.is_some(),
-                    Condition::Version(want) => current == Some(want),
-                    Condition::Always => true,
-                };
+                let holds = model_holds(cond, current);
                 let got = engine.put_if(k, v, cond, 0).expect("put_if");
                 prop_assert_eq!(got.is_some(), holds, "{:?} on {:?}", cond, current);
                 if let Some((outcome, version)) = got {
@@ -166,12 +171,7 @@ fn check_against_model(engine: &Engine, ops: &[Op]) -> Result<(), TestCaseError>
             Op::DeleteIf(k, c) => {
                 let cond = model.condition(k, *c);
                 let current = model.live.get(k).map(|(_, version)| *version);
-                let holds = match cond {
-                    Condition::Absent => current.is_none(),
-                    Condition::Present => current.is_some(),
-                    Condition::Version(want) => current == Some(want),
-                    Condition::Always => true,
-                };
+                let holds = model_holds(cond, current);
                 let got = engine.delete_if(k, cond).expect("delete_if");
                 prop_assert_eq!(got.is_some(), holds, "{:?} on {:?}", cond, current);
                 if let Some(removed) = got {
