@@ -361,9 +361,11 @@ pub fn handle(
                         max: ctx.limits.max_value_bytes,
                     });
                 }
-                batch.put(key, value.as_bytes())?;
+                let written = batch.put_if(key, value.as_bytes(), Condition::Always, 0)?;
+                let meta = written.map(|(_, version)| Meta { version, expires_ms: 0 });
                 let message = format!("stored key '{}'", String::from_utf8_lossy(key));
-                send_json(resp, 200, serde_json::json!({ "message": message }))
+                let doc = serde_json::json!({ "message": message }).to_string();
+                resp.send_entry(200, Some(JSON), doc.as_bytes(), meta)
             }
             Method::Delete => {
                 if !batch.delete(key)? {
@@ -373,9 +375,12 @@ pub fn handle(
                 send_json(resp, 200, serde_json::json!({ "message": message }))
             }
             _ => {
-                let text = batch.get_with(key, |v| std::str::from_utf8(v).map(str::to_owned))?;
-                let text = text.ok_or(HttpError::KeyNotFound)?.map_err(|_| HttpError::ValueNotText)?;
-                send_json(resp, 200, serde_json::json!({ "value": text }))
+                let read =
+                    batch.get_entry_with(key, |m, v| (m, std::str::from_utf8(v).map(str::to_owned)))?;
+                let (meta, text) = read.ok_or(HttpError::KeyNotFound)?;
+                let text = text.map_err(|_| HttpError::ValueNotText)?;
+                let doc = serde_json::json!({ "value": text }).to_string();
+                resp.send_entry(200, Some(JSON), doc.as_bytes(), Some(meta))
             }
         },
         Route::Health => resp.send(200, Some(TEXT), b"ok\n"),
