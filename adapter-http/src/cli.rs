@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use otkv_engine::{Durability, EngineKind};
+use otkv_engine::{Durability, EngineKind, Eviction};
 
 /// How a server listens, and the limits it holds every client to.
 #[derive(Debug, Clone, clap::Args)]
@@ -70,4 +70,52 @@ pub struct ServerArgs {
     /// it; `0s` never snapshots (the whole log is replayed at start).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub snapshot_interval: Duration,
+    /// Memory engine: the most memory its data may use, e.g. `512MiB`, `2GB`, `1000000` (bytes; KiB/MiB/GiB
+    /// are powers of 1024, KB/MB/GB of 1000). What counts is the engine's estimate of its allocations
+    /// (`/v1/stats` shows it beside RSS). Default: no cap.
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub max_memory: Option<u64>,
+    /// What a write that would pass --max-memory does: `noeviction` (refused with 507 Insufficient
+    /// Storage; reads and deletes go on), `allkeys-lru` (evict approximately least-recently-used keys) or
+    /// `volatile-ttl` (evict the keys with the nearest expiry; 507 when none has one). Redis's names.
+    #[arg(long, default_value = "noeviction", requires = "max_memory")]
+    pub eviction: Eviction,
+}
+
+/// A byte count: digits with an optional unit (`B`, `KB`/`MB`/`GB`/`TB` in powers of 1000,
+/// `KiB`/`MiB`/`GiB`/`TiB` in powers of 1024; case-insensitive).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| format!("`{text}` is not a byte count (e.g. 512MiB)"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        other => return Err(format!("unknown unit `{other}` (use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB)")),
+    };
+    n.checked_mul(scale).ok_or_else(|| format!("`{text}` is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn byte_counts() {
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("2GB"), Ok(2_000_000_000));
+        assert_eq!(parse_bytes("1000"), Ok(1000));
+        assert_eq!(parse_bytes("64 kib"), Ok(64 << 10));
+        assert!(parse_bytes("MiB").is_err());
+        assert!(parse_bytes("5 parsecs").is_err());
+        assert!(parse_bytes("99999999999TiB").is_err());
+    }
 }

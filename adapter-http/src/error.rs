@@ -116,6 +116,7 @@ impl HttpError {
             HttpError::ExpectationFailed => 417,
             HttpError::HeaderTooLarge { .. } | HttpError::TooManyHeaders { .. } => 431,
             HttpError::Engine(EngineError::Unavailable(_)) | HttpError::NotDurable(_) => 503,
+            HttpError::Engine(EngineError::OutOfMemory { .. }) => 507,
             HttpError::Engine(_) | HttpError::Internal => 500,
             HttpError::TransferCodingNotImplemented => 501,
             HttpError::BadGateway(_) => 502,

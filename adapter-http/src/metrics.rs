@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
+use otkv_engine::MemoryStats;
+
 /// What a request did, as the `op` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -157,7 +159,13 @@ impl Metrics {
     }
 
     /// The `/v1/stats` document.
-    pub fn stats_json(&self, engine: &str, durability: &str, keys: usize) -> String {
+    pub fn stats_json(
+        &self,
+        engine: &str,
+        durability: &str,
+        keys: usize,
+        memory: Option<MemoryStats>,
+    ) -> String {
         let requests: serde_json::Map<String, serde_json::Value> =
             self.requests_by_op().map(|(name, n)| (name.to_string(), n.into())).collect();
         let process = crate::process::ProcessStats::read();
@@ -170,7 +178,28 @@ impl Metrics {
             "requests": requests,
             "cpu_seconds": process.map(|p| p.cpu_seconds),
             "rss_bytes": process.map(|p| p.rss_bytes),
+            "memory": memory.map(|m| serde_json::json!({
+                "used_bytes": m.used_bytes,
+                "max_bytes": m.max_bytes,
+                "eviction": m.eviction.as_str(),
+                "evicted_keys": m.evicted_keys,
+            })),
         })
         .to_string()
     }
+}
+
+/// The memory engine's budget in Prometheus text: used bytes, the cap (when there is one), evictions.
+pub fn write_memory_prometheus(s: &mut String, m: &MemoryStats) {
+    s.push_str("# HELP otkv_memory_used_bytes Memory the data uses, as the engine estimates it.\n");
+    s.push_str("# TYPE otkv_memory_used_bytes gauge\n");
+    let _ = writeln!(s, "otkv_memory_used_bytes {}", m.used_bytes);
+    if let Some(max) = m.max_bytes {
+        s.push_str("# HELP otkv_memory_max_bytes The cap on otkv_memory_used_bytes (--max-memory).\n");
+        s.push_str("# TYPE otkv_memory_max_bytes gauge\n");
+        let _ = writeln!(s, "otkv_memory_max_bytes {max}");
+    }
+    s.push_str("# HELP otkv_evicted_keys_total Keys evicted to stay under --max-memory.\n");
+    s.push_str("# TYPE otkv_evicted_keys_total counter\n");
+    let _ = writeln!(s, "otkv_evicted_keys_total {}", m.evicted_keys);
 }

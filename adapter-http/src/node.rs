@@ -71,7 +71,11 @@ pub fn run(args: ServerArgs) -> Result<(), ServerError> {
     let (listener, local) = server::bind(args.front.bind, args.port)?;
     let node = Arc::new(Node { front: Front::new(&args.front), engine, durable_waits: Arc::default() });
     let config = node.engine.config();
-    tracing::info!(%local, engine = %config.kind, durability = %config.durability, workers, "listening");
+    let max_memory = config.max_memory.map_or_else(|| "none".to_string(), |m| m.to_string());
+    tracing::info!(
+        %local, engine = %config.kind, durability = %config.durability, workers, %max_memory,
+        eviction = %config.eviction, "listening"
+    );
     let waits = Arc::clone(&node.durable_waits);
     server::serve(Arc::clone(&node), listener, local, move || {
         server::spawn_coroutine(move || waits.relay());
@@ -102,6 +106,8 @@ impl ServerArgs {
             flush_interval: self.flush_interval,
             commit_delay: self.commit_delay,
             snapshot_interval: Some(self.snapshot_interval).filter(|d| !d.is_zero()),
+            max_memory: self.max_memory,
+            eviction: self.eviction,
         })
     }
 }

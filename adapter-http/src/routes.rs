@@ -385,13 +385,16 @@ pub fn handle(
         },
         Route::Health => resp.send(200, Some(TEXT), b"ok\n"),
         Route::Metrics => {
-            let text = ctx.metrics.prometheus(Some(ctx.engine.len()), ctx.in_flight.load(Relaxed));
+            let mut text = ctx.metrics.prometheus(Some(ctx.engine.len()), ctx.in_flight.load(Relaxed));
+            if let Some(memory) = ctx.engine.memory_stats() {
+                crate::metrics::write_memory_prometheus(&mut text, &memory);
+            }
             resp.send(200, Some(PROMETHEUS), text.as_bytes())
         }
         Route::Stats => {
             let config = ctx.engine.config();
-            let doc =
-                ctx.metrics.stats_json(config.kind.as_str(), config.durability.as_str(), ctx.engine.len());
+            let (kind, durability) = (config.kind.as_str(), config.durability.as_str());
+            let doc = ctx.metrics.stats_json(kind, durability, ctx.engine.len(), ctx.engine.memory_stats());
             resp.send(200, Some(JSON), doc.as_bytes())
         }
         Route::Panic => panic!("panic requested through /debug/panic"),

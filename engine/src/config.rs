@@ -80,6 +80,50 @@ impl std::fmt::Display for Durability {
     }
 }
 
+/// What the memory engine does when a write would take its data past [`EngineConfig::max_memory`]. The
+/// names and meanings are Redis's `maxmemory-policy` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Eviction {
+    /// Refuse the write ([`crate::EngineError::OutOfMemory`]); reads and deletes go on.
+    #[default]
+    NoEviction,
+    /// Evict approximately least-recently-used keys, any key.
+    AllKeysLru,
+    /// Evict the keys with the nearest expiry; keys without one are never evicted.
+    VolatileTtl,
+}
+
+impl Eviction {
+    /// The name used on command lines and in reports (Redis's).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Eviction::NoEviction => "noeviction",
+            Eviction::AllKeysLru => "allkeys-lru",
+            Eviction::VolatileTtl => "volatile-ttl",
+        }
+    }
+}
+
+impl FromStr for Eviction {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "noeviction" => Ok(Eviction::NoEviction),
+            "allkeys-lru" => Ok(Eviction::AllKeysLru),
+            "volatile-ttl" => Ok(Eviction::VolatileTtl),
+            other => Err(format!(
+                "unknown eviction policy `{other}` (expected `noeviction`, `allkeys-lru` or `volatile-ttl`)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Eviction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The default [`EngineConfig::commit_delay`]: about the time a worker needs to serve 64 writers' next
 /// requests, so a full round of a busy node's writers shares one sync.
 pub const DEFAULT_COMMIT_DELAY: Duration = Duration::from_micros(1000);
@@ -101,6 +145,11 @@ pub struct EngineConfig {
     /// Memory engine with a log: how often a snapshot is written in the background (and one is written on
     /// clean shutdown). `None`: never (the log alone is replayed at start).
     pub snapshot_interval: Option<Duration>,
+    /// Memory engine: the most memory its data may use, in bytes (as the engine estimates it: see
+    /// `budget.rs`); `None`: no cap.
+    pub max_memory: Option<u64>,
+    /// Memory engine: what happens when a write would pass `max_memory`.
+    pub eviction: Eviction,
 }
 
 impl EngineConfig {
@@ -113,6 +162,8 @@ impl EngineConfig {
             flush_interval: Duration::from_secs(1),
             commit_delay: DEFAULT_COMMIT_DELAY,
             snapshot_interval: Some(Duration::from_secs(60)),
+            max_memory: None,
+            eviction: Eviction::NoEviction,
         }
     }
 
@@ -130,7 +181,16 @@ impl EngineConfig {
             flush_interval: Duration::from_secs(1),
             commit_delay: DEFAULT_COMMIT_DELAY,
             snapshot_interval: None,
+            max_memory: None,
+            eviction: Eviction::NoEviction,
         }
+    }
+
+    /// The same configuration with a memory cap and an eviction policy.
+    pub fn with_max_memory(mut self, max_bytes: u64, eviction: Eviction) -> Self {
+        self.max_memory = Some(max_bytes);
+        self.eviction = eviction;
+        self
     }
 
     /// The same configuration with another durability.

@@ -39,6 +39,18 @@ pub enum EngineError {
         detail: String,
     },
 
+    /// The write would take the memory engine's data past its cap, and the eviction policy could not make
+    /// room: nothing was written. Reads and deletes still work.
+    #[error("out of memory: {used} of {max} bytes used (--max-memory); {why}; nothing was written")]
+    OutOfMemory {
+        /// Estimated bytes the data uses now.
+        used: u64,
+        /// The cap.
+        max: u64,
+        /// Why no room could be made (the policy, or what it found to evict).
+        why: &'static str,
+    },
+
     /// A value exceeds the engine's hard limit ([`crate::MAX_VALUE_BYTES`]).
     #[error("value of {len} bytes exceeds the engine limit of {max} bytes")]
     ValueTooLarge {

@@ -16,6 +16,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::budget::{Budget, EXPIRY_ENTRY};
 use crate::commit::lock;
 use crate::memory::Key;
 
@@ -28,31 +29,46 @@ pub(crate) const BATCH: usize = 1000;
 pub(crate) type ExpiryIndex = Mutex<BTreeSet<(u64, Key)>>;
 
 /// Updates `index` for a write of `key` that replaced a value expiring at `old` with one expiring at
-/// `new` (0: none).
-pub(crate) fn note(index: &ExpiryIndex, key: &[u8], old: u64, new: u64) {
-    if old == new || (old == 0 && new == 0) {
+/// `new` (0: none), counting the index's entries in `budget`.
+pub(crate) fn note(index: &ExpiryIndex, budget: &Budget, key: &[u8], old: u64, new: u64) {
+    if old == new {
         return;
     }
     let mut idx = lock(index);
-    if old != 0 {
-        idx.remove(&(old, Key::from_slice(key)));
+    let mut delta = 0;
+    if old != 0 && idx.remove(&(old, Key::from_slice(key))) {
+        delta -= EXPIRY_ENTRY;
     }
-    if new != 0 {
-        idx.insert((new, Key::from_slice(key)));
+    if new != 0 && idx.insert((new, Key::from_slice(key))) {
+        delta += EXPIRY_ENTRY;
     }
+    drop(idx);
+    budget.add(delta);
 }
 
 /// Takes up to [`BATCH`] index entries due at `now`.
-pub(crate) fn take_due(index: &ExpiryIndex, now: u64) -> Vec<(u64, Key)> {
+pub(crate) fn take_due(index: &ExpiryIndex, budget: &Budget, now: u64) -> Vec<(u64, Key)> {
+    take_while(index, budget, BATCH, |at| at <= now)
+}
+
+/// Takes up to `n` index entries from the front (nearest expiry first), due or not: `volatile-ttl`'s
+/// eviction candidates.
+pub(crate) fn take_nearest(index: &ExpiryIndex, budget: &Budget, n: usize) -> Vec<(u64, Key)> {
+    take_while(index, budget, n, |_| true)
+}
+
+fn take_while(index: &ExpiryIndex, budget: &Budget, n: usize, take: impl Fn(u64) -> bool) -> Vec<(u64, Key)> {
     let mut idx = lock(index);
-    let mut due = Vec::new();
-    while due.len() < BATCH {
+    let mut out = Vec::new();
+    while out.len() < n {
         match idx.first() {
-            Some((at, _)) if *at <= now => due.extend(idx.pop_first()),
+            Some((at, _)) if take(*at) => out.extend(idx.pop_first()),
             _ => break,
         }
     }
-    due
+    drop(idx);
+    budget.add(-EXPIRY_ENTRY * out.len() as i64);
+    out
 }
 
 /// The background thread; stopped (and joined) by [`Expirer::stop`] or on drop.
@@ -69,7 +85,16 @@ impl std::fmt::Debug for Expirer {
 
 impl Expirer {
     /// Runs `sweep(now_ms)` every [`TICK`], and again at once while it returns a full [`BATCH`].
-    pub(crate) fn start(name: &str, mut sweep: impl FnMut(u64) -> usize + Send + 'static) -> Expirer {
+    pub(crate) fn start(name: &str, sweep: impl FnMut(u64) -> usize + Send + 'static) -> Expirer {
+        Self::start_every(name, TICK, sweep)
+    }
+
+    /// [`Expirer::start`] with another period (the evictor's).
+    pub(crate) fn start_every(
+        name: &str,
+        tick: Duration,
+        mut sweep: impl FnMut(u64) -> usize + Send + 'static,
+    ) -> Expirer {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let stop2 = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
@@ -78,7 +103,7 @@ impl Expirer {
                 {
                     let stopped = lock(&stop2.0);
                     let (stopped, _) =
-                        stop2.1.wait_timeout_while(stopped, TICK, |s| !*s).unwrap_or_else(|p| p.into_inner());
+                        stop2.1.wait_timeout_while(stopped, tick, |s| !*s).unwrap_or_else(|p| p.into_inner());
                     if *stopped {
                         return;
                     }
@@ -87,9 +112,7 @@ impl Expirer {
             })
             .ok();
         if thread.is_none() {
-            tracing::error!(
-                "could not start the expiry thread; expired keys are reclaimed only when written"
-            );
+            tracing::error!(thread = name, "could not start a background thread");
         }
         Expirer { thread, stop }
     }

@@ -24,6 +24,7 @@
 //!
 //! The engine knows nothing about HTTP, nodes or routing: it is a library that stores bytes.
 
+mod budget;
 mod commit;
 mod config;
 mod entry;
@@ -37,9 +38,10 @@ mod snapshot;
 
 use std::cell::Cell;
 
+pub use budget::MemoryStats;
 pub use bytes::Bytes;
 pub use commit::DurableCallback;
-pub use config::{Durability, EngineConfig, EngineKind, DEFAULT_COMMIT_DELAY};
+pub use config::{Durability, EngineConfig, EngineKind, Eviction, DEFAULT_COMMIT_DELAY};
 pub use entry::{now_ms, Condition, Meta};
 pub use error::{EngineError, Result};
 
@@ -83,23 +85,29 @@ impl Engine {
     /// Fails with [`EngineError::InvalidConfig`] when the parts do not fit together (sled without a data
     /// directory; durability the memory backend cannot give yet), or with the backend's error.
     pub fn open(config: EngineConfig) -> Result<Engine> {
-        let store = match config.kind {
-            EngineKind::Memory => match (config.durability, config.data_dir.as_deref()) {
-                (Durability::None, _) => Store::Memory(MemoryStore::new()),
-                (_, Some(dir)) => Store::Memory(MemoryStore::durable(dir, &config)?),
-                (d, None) => {
-                    return Err(EngineError::InvalidConfig(format!(
-                        "durability `{d}` needs a data directory for the operation log"
-                    )))
+        let store =
+            match config.kind {
+                EngineKind::Memory => match (config.durability, config.data_dir.as_deref()) {
+                    (Durability::None, _) => Store::Memory(MemoryStore::new(&config)),
+                    (_, Some(dir)) => Store::Memory(MemoryStore::durable(dir, &config)?),
+                    (d, None) => {
+                        return Err(EngineError::InvalidConfig(format!(
+                            "durability `{d}` needs a data directory for the operation log"
+                        )))
+                    }
+                },
+                EngineKind::Sled if config.max_memory.is_some() => return Err(EngineError::InvalidConfig(
+                    "a memory cap applies to the memory engine; sled keeps its data on disk and bounds its \
+                     own cache"
+                        .into(),
+                )),
+                EngineKind::Sled => {
+                    let dir = config.data_dir.as_deref().ok_or_else(|| {
+                        EngineError::InvalidConfig("the sled engine needs a data directory".into())
+                    })?;
+                    Store::Sled(SledStore::open(dir, &config)?)
                 }
-            },
-            EngineKind::Sled => {
-                let dir = config.data_dir.as_deref().ok_or_else(|| {
-                    EngineError::InvalidConfig("the sled engine needs a data directory".into())
-                })?;
-                Store::Sled(SledStore::open(dir, &config)?)
-            }
-        };
+            };
         Ok(Engine { store, config })
     }
 
@@ -226,6 +234,15 @@ impl Engine {
         match &self.store {
             Store::Memory(m) => m.len(),
             Store::Sled(s) => s.len(),
+        }
+    }
+
+    /// The memory engine's estimated memory use, cap and evictions (`None` for sled, whose data is on
+    /// disk).
+    pub fn memory_stats(&self) -> Option<MemoryStats> {
+        match &self.store {
+            Store::Memory(m) => Some(m.memory_stats()),
+            Store::Sled(_) => None,
         }
     }
 
