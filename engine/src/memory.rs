@@ -74,29 +74,36 @@ impl std::fmt::Debug for MemoryStore {
 impl MemoryStore {
     /// A volatile store.
     pub(crate) fn new(config: &EngineConfig) -> Self {
-        Self::with(Arc::new(Map::with_hasher(ahash::RandomState::new())), None, config)
+        let map = Arc::new(Map::with_hasher(ahash::RandomState::new()));
+        Self::with(map, None, Budget::new(config.max_memory, config.eviction), false, config)
     }
 
     /// A store recovered from, and logging to, `dir`.
     pub(crate) fn durable(dir: &std::path::Path, config: &EngineConfig) -> Result<Self> {
         let map = Arc::new(Map::with_hasher(ahash::RandomState::new()));
-        let persist = Persistence::open(dir, config, &map)?;
-        Ok(Self::with(map, Some(Arc::new(persist)), config))
+        let budget = Budget::new(config.max_memory, config.eviction);
+        let (persist, any_expiry) = Persistence::open(dir, config, &map, &budget)?;
+        Ok(Self::with(map, Some(Arc::new(persist)), budget, any_expiry, config))
     }
 
-    /// The store over `map` (recovered, or empty), with its expiry index and memory count built and its
-    /// background threads started.
-    fn with(map: Arc<Map>, persist: Option<Arc<Persistence>>, config: &EngineConfig) -> Self {
-        let budget = Budget::new(config.max_memory, config.eviction);
+    /// The store over `map` (recovered, or empty; `budget` has counted it), with its expiry index built
+    /// (a pass over the map, only when some value has an expiry) and its background threads started.
+    fn with(
+        map: Arc<Map>,
+        persist: Option<Arc<Persistence>>,
+        budget: Budget,
+        any_expiry: bool,
+        config: &EngineConfig,
+    ) -> Self {
         let mut index = std::collections::BTreeSet::new();
-        let mut bytes = 0;
-        for (key, stored) in map.pin().iter() {
-            bytes += budget::entry_bytes(key.len(), stored.len());
-            if let Some((meta, _)) = entry::split(stored).filter(|(m, _)| m.expires_ms != 0) {
-                index.insert((meta.expires_ms, key.clone()));
+        if any_expiry {
+            for (key, stored) in map.pin().iter() {
+                if let Some((meta, _)) = entry::split(stored).filter(|(m, _)| m.expires_ms != 0) {
+                    index.insert((meta.expires_ms, key.clone()));
+                }
             }
         }
-        budget.add(bytes + EXPIRY_ENTRY * index.len() as i64);
+        budget.add(EXPIRY_ENTRY * index.len() as i64);
         let shared = Arc::new(Shared {
             map,
             persist,

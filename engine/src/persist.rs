@@ -32,6 +32,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rayon::prelude::*;
 
+use crate::budget::{self, Budget};
 use crate::commit::{lock, Flush, GroupCommit, Schedule};
 use crate::error::io_err;
 use crate::logfile::{self, LogOp};
@@ -79,16 +80,22 @@ fn now_us() -> u64 {
 }
 
 impl Persistence {
-    /// Recovers `map` from `dir` and starts logging to it.
-    pub(crate) fn open(dir: &Path, config: &EngineConfig, map: &Arc<Map>) -> Result<Persistence> {
+    /// Recovers `map` from `dir`, counting what it loads in `budget`, and starts logging to it. Also
+    /// returns whether any recovered value has an expiry (the caller then indexes them).
+    pub(crate) fn open(
+        dir: &Path,
+        config: &EngineConfig,
+        map: &Arc<Map>,
+        budget: &Budget,
+    ) -> Result<(Persistence, bool)> {
         let started = Instant::now();
         let log_dir = dir.join("log");
         let snap_dir = dir.join("snapshots");
         for d in [&log_dir, &snap_dir] {
             std::fs::create_dir_all(d).map_err(io_err(d))?;
         }
-        let replay_from = load_newest_snapshot(&snap_dir, map)?;
-        let (next_seq, segment, segment_start) = replay_log(&log_dir, replay_from, map)?;
+        let (replay_from, snapshot_expiry) = load_newest_snapshot(&snap_dir, map, budget)?;
+        let (next_seq, segment, segment_start, log_expiry) = replay_log(&log_dir, replay_from, map, budget)?;
         tracing::info!(
             keys = map.len(),
             next_seq,
@@ -119,12 +126,13 @@ impl Persistence {
         let snapshotter = config
             .snapshot_interval
             .map(|every| spawn_snapshotter(Arc::clone(&inner), Arc::clone(map), every));
-        Ok(Persistence {
+        let persistence = Persistence {
             inner,
             snapshotter: Mutex::new(snapshotter),
             snapshots_enabled: config.snapshot_interval.is_some(),
             closed: std::sync::atomic::AtomicBool::new(false),
-        })
+        };
+        Ok((persistence, snapshot_expiry || log_expiry))
     }
 
     /// Logs `op` and applies it to the map (`apply`, given the sequence number the record will have: a
@@ -337,8 +345,9 @@ impl Segment {
     }
 }
 
-/// Loads the newest snapshot into `map`; returns the sequence number to replay the log from.
-fn load_newest_snapshot(snap_dir: &Path, map: &Map) -> Result<u64> {
+/// Loads the newest snapshot into `map`, counting its entries in `budget`; returns the sequence number to
+/// replay the log from, and whether any loaded value has an expiry.
+fn load_newest_snapshot(snap_dir: &Path, map: &Map, budget: &Budget) -> Result<(u64, bool)> {
     let mut snapshots = Vec::new();
     for entry in std::fs::read_dir(snap_dir).map_err(io_err(snap_dir))? {
         let path = entry.map_err(io_err(snap_dir))?.path();
@@ -350,20 +359,32 @@ fn load_newest_snapshot(snap_dir: &Path, map: &Map) -> Result<u64> {
         }
     }
     snapshots.sort();
-    let Some((_, newest)) = snapshots.last() else { return Ok(1) };
+    let Some((_, newest)) = snapshots.last() else { return Ok((1, false)) };
     let data = std::fs::read(newest).map_err(io_err(newest))?;
     let loaded = snapshot::parse(newest, &data)?;
-    // rayon: the entries are parsed; inserting them is the costly part, and flurry takes concurrent inserts.
+    // The table sized once for every entry: growing it while inserting would copy it again and again.
+    map.pin().reserve(usize::try_from(loaded.count).unwrap_or(0));
+    // rayon: decoding and inserting is the costly part, run by run on every core (flurry takes concurrent
+    // inserts); the sequential pass in `parse` has already checked every entry's bounds.
     let now = crate::entry::now_ms();
-    loaded.entries.par_chunks(4096).for_each(|chunk| {
+    let any_expiry = std::sync::atomic::AtomicBool::new(false);
+    loaded.chunks.par_iter().for_each(|range| {
         let guard = map.guard();
-        for (k, meta, v) in chunk.iter().filter(|(_, m, _)| !m.expired_at(now)) {
-            map.insert(crate::memory::Key::from_slice(k), crate::entry::encode(*meta, v), &guard);
+        let (mut bytes, mut expiry) = (0, false);
+        for (k, meta, v) in loaded.entries(range.clone()).filter(|(_, m, _)| !m.expired_at(now)) {
+            let stored = crate::entry::encode(meta, v);
+            bytes += budget::entry_bytes(k.len(), stored.len());
+            expiry |= meta.expires_ms != 0;
+            map.insert(crate::memory::Key::from_slice(k), stored, &guard);
+        }
+        budget.add(bytes);
+        if expiry {
+            any_expiry.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     });
-    tracing::info!(file = %newest.display(), keys = loaded.entries.len(), "loaded snapshot");
+    tracing::info!(file = %newest.display(), keys = loaded.count, "loaded snapshot");
     remove_snapshots_other_than(snap_dir, loaded.replay_from)?;
-    Ok(loaded.replay_from)
+    Ok((loaded.replay_from, any_expiry.into_inner()))
 }
 
 fn remove_snapshots_other_than(snap_dir: &Path, keep: u64) -> Result<()> {
@@ -378,7 +399,14 @@ fn remove_snapshots_other_than(snap_dir: &Path, keep: u64) -> Result<()> {
 
 /// Replays every segment from `replay_from` into `map`; returns the next sequence number, the segment to
 /// append to, and its first sequence number.
-fn replay_log(log_dir: &Path, replay_from: u64, map: &Map) -> Result<(u64, Segment, u64)> {
+/// Replays the log from `replay_from` into `map`, counting in `budget`; returns the next sequence number,
+/// the segment to append to and its first sequence number, and whether any replayed put has an expiry.
+fn replay_log(
+    log_dir: &Path,
+    replay_from: u64,
+    map: &Map,
+    budget: &Budget,
+) -> Result<(u64, Segment, u64, bool)> {
     let mut segments = logfile::list_segments(log_dir)?;
     // Segments before the snapshot's boundary are history a crash left behind after the snapshot.
     for (seq, path) in segments.iter().filter(|(seq, _)| *seq < replay_from) {
@@ -408,6 +436,12 @@ fn replay_log(log_dir: &Path, replay_from: u64, map: &Map) -> Result<(u64, Segme
     let now = crate::entry::now_ms();
     let guard = map.guard();
     let count = segments.len();
+    let mut any_expiry = false;
+    let remove = |key: &[u8]| {
+        if let Some(old) = map.remove(key, &guard) {
+            budget.add(-budget::entry_bytes(key.len(), old.len()));
+        }
+    };
     for (i, (start, path)) in segments.iter().enumerate() {
         if *start != next_seq {
             return Err(EngineError::Corrupt {
@@ -420,16 +454,18 @@ fn replay_log(log_dir: &Path, replay_from: u64, map: &Map) -> Result<(u64, Segme
         let data = std::fs::read(path).map_err(io_err(path))?;
         let scan = logfile::scan(path, &data, next_seq, |record| match record.op {
             // A put that has expired since is gone, whatever it replaced.
-            LogOp::Put { key, expires_ms, .. } if expires_ms != 0 && expires_ms <= now => {
-                map.remove(key, &guard);
-            }
+            LogOp::Put { key, expires_ms, .. } if expires_ms != 0 && expires_ms <= now => remove(key),
             LogOp::Put { key, value, expires_ms } => {
-                let meta = crate::entry::Meta { version: record.seq, expires_ms };
-                map.insert(crate::memory::Key::from_slice(key), crate::entry::encode(meta, value), &guard);
+                any_expiry |= expires_ms != 0;
+                let stored =
+                    crate::entry::encode(crate::entry::Meta { version: record.seq, expires_ms }, value);
+                let new_len = stored.len();
+                budget.add(match map.insert(crate::memory::Key::from_slice(key), stored, &guard) {
+                    Some(old) => budget::value_bytes(new_len) - budget::value_bytes(old.len()),
+                    None => budget::entry_bytes(key.len(), new_len),
+                });
             }
-            LogOp::Delete(k) => {
-                map.remove(k, &guard);
-            }
+            LogOp::Delete(k) => remove(k),
         })?;
         if let Some((offset, reason)) = &scan.torn {
             if i + 1 != count {
@@ -464,5 +500,5 @@ fn replay_log(log_dir: &Path, replay_from: u64, map: &Map) -> Result<(u64, Segme
         }
         _ => (Segment::create(log_dir, next_seq).map_err(io_err(log_dir))?, next_seq),
     };
-    Ok((next_seq, segment, start))
+    Ok((next_seq, segment, start, any_expiry))
 }

@@ -3,15 +3,21 @@
 //! `snapshots/snapshot-{replay_from:020}.otkv` (little-endian):
 //!
 //! ```text
-//! header:  magic "OTKVSNP1" (8) | version u32 = 2 | flags u32 = 0 | replay_from u64
-//! entry:   key_len u32 | key | stored_len u32 | version u64 | expires_ms u64 | value
+//! header:  magic "OTKVSNP1" (8) | version u32 = 3 | flags u32 = 0 | replay_from u64
+//! entry:   key_len varint | key | value_len varint | version u64 | expires_ms varint | value
 //! trailer: entries u64 | crc32 u32 (of every byte before it) | magic "OTKVEND1" (8)
 //! ```
 //!
-//! An entry's stored part is the engine's own (`entry.rs`): the value's version and absolute expiry, then
-//! the value. Version 1 snapshots (before versions and expiry) are still read: `key_len | key | value_len |
-//! value`; their values never expire and get the version `replay_from - 1`, which is at least the
-//! sequence number of every write they hold and so can never equal an older version of the key.
+//! Varints are LEB128. An entry carries the value's version and absolute expiry (0: never) with the value.
+//! Version 3 is version 2 made smaller: for 16-byte keys and 100-byte values, 127 bytes an entry instead of
+//! 140 (1.09 × the keys and values instead of 1.21 ×). Older versions are still read:
+//! - version 2: `key_len u32 | key | stored_len u32 | version u64 | expires_ms u64 | value`;
+//! - version 1 (before versions and expiry): `key_len u32 | key | value_len u32 | value`; its values never
+//!   expire and get the version `replay_from - 1`, which is at least the sequence number of every write it
+//!   holds and so can never equal an older version of the key.
+//!
+//! Loading is parallel: one sequential pass checks the checksum and every entry's bounds and notes where
+//! each run of [`CHUNK`] entries starts; the runs are then decoded and inserted on all cores.
 //!
 //! The count is in the trailer because the map changes while it is copied: it is known only at the end,
 //! and the checksum can then be computed in one streaming pass.
@@ -34,7 +40,9 @@ use crate::{EngineError, Result};
 
 const MAGIC: &[u8; 8] = b"OTKVSNP1";
 const END: &[u8; 8] = b"OTKVEND1";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
+/// Entries per run of a parallel load.
+pub(crate) const CHUNK: usize = 4096;
 const HEADER_LEN: usize = 24;
 const TRAILER_LEN: usize = 20;
 
@@ -67,10 +75,17 @@ pub(crate) fn write<'a>(
     out.write_all(&0u32.to_le_bytes()).map_err(io)?;
     out.write_all(&replay_from.to_le_bytes()).map_err(io)?;
     let mut count = 0u64;
-    for (key, value) in entries {
-        out.write_all(&(key.len() as u32).to_le_bytes()).map_err(io)?;
-        out.write_all(key).map_err(io)?;
-        out.write_all(&(value.len() as u32).to_le_bytes()).map_err(io)?;
+    let mut head = Vec::with_capacity(64);
+    for (key, stored) in entries {
+        // The map only holds entries with their metadata (`entry::encode`).
+        let Some((meta, value)) = entry::split(stored) else { continue };
+        head.clear();
+        put_varint(&mut head, key.len() as u64);
+        head.extend_from_slice(key);
+        put_varint(&mut head, value.len() as u64);
+        head.extend_from_slice(&meta.version.to_le_bytes());
+        put_varint(&mut head, meta.expires_ms);
+        out.write_all(&head).map_err(io)?;
         out.write_all(value).map_err(io)?;
         count += 1;
     }
@@ -103,14 +118,43 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-/// A loaded snapshot: where to replay the log from, and the entries (borrowing `data`).
+/// A decoded entry: key, metadata, value.
+pub(crate) type Entry<'a> = (&'a [u8], Meta, &'a [u8]);
+
+fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push(n as u8 | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+/// A checked snapshot: where to replay the log from, its entry count, and where each run of [`CHUNK`]
+/// entries starts, to be decoded by [`Loaded::entries`] (in parallel, run by run).
 #[derive(Debug)]
 pub(crate) struct Loaded<'a> {
     pub replay_from: u64,
-    pub entries: Vec<(&'a [u8], Meta, &'a [u8])>,
+    pub count: u64,
+    /// Byte ranges of `data`, each [`CHUNK`] entries (the last one fewer).
+    pub chunks: Vec<std::ops::Range<usize>>,
+    data: &'a [u8],
+    version: u32,
 }
 
-/// Checks and parses a snapshot file's bytes. Any damage is an error naming the file.
+impl<'a> Loaded<'a> {
+    /// The entries in `range` (one of [`Loaded::chunks`]): key, metadata, value.
+    pub(crate) fn entries(&self, range: std::ops::Range<usize>) -> impl Iterator<Item = Entry<'a>> + '_ {
+        let mut pos = range.start;
+        std::iter::from_fn(move || {
+            // Bounds were checked by `parse`: a failure here cannot happen, and would end the run.
+            let (entry, next) = decode(self.data, pos, range.end, self.version, self.replay_from)?;
+            pos = next;
+            Some(entry)
+        })
+    }
+}
+
+/// Checks and indexes a snapshot file's bytes. Any damage is an error naming the file.
 pub(crate) fn parse<'a>(path: &Path, data: &'a [u8]) -> Result<Loaded<'a>> {
     let corrupt =
         |detail: &str| EngineError::Corrupt { path: path.to_path_buf(), detail: detail.to_string() };
@@ -133,33 +177,79 @@ pub(crate) fn parse<'a>(path: &Path, data: &'a [u8]) -> Result<Loaded<'a>> {
     let replay_from = le64(16);
     let body_end = data.len() - TRAILER_LEN;
     let count = le64(body_end);
-    let mut entries = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(1 << 24));
+    let mut chunks = Vec::new();
     let mut pos = HEADER_LEN;
-    let take = |pos: &mut usize| -> Option<&'a [u8]> {
-        let len = u32::from_le_bytes(data.get(*pos..*pos + 4)?.try_into().ok()?) as usize;
-        let end = (*pos + 4).checked_add(len)?;
-        if end > body_end {
-            return None;
-        }
-        let bytes = &data[*pos + 4..end];
-        *pos = end;
-        Some(bytes)
-    };
-    for _ in 0..count {
-        let key = take(&mut pos).ok_or_else(|| corrupt("entry runs past the end"))?;
-        let stored = take(&mut pos).ok_or_else(|| corrupt("entry runs past the end"))?;
-        if version == 1 {
-            entries.push((key, Meta { version: replay_from.saturating_sub(1), expires_ms: 0 }, stored));
-        } else {
-            let (meta, value) =
-                entry::split(stored).ok_or_else(|| corrupt("entry too short for its metadata"))?;
-            entries.push((key, meta, value));
+    let mut chunk_start = pos;
+    for i in 0..count {
+        let (_, next) = decode(data, pos, body_end, version, replay_from)
+            .ok_or_else(|| corrupt("entry runs past the end or is too short for its metadata"))?;
+        pos = next;
+        if (i + 1) % CHUNK as u64 == 0 || i + 1 == count {
+            chunks.push(chunk_start..pos);
+            chunk_start = pos;
         }
     }
     if pos != body_end {
         return Err(corrupt("entry count does not match the contents"));
     }
-    Ok(Loaded { replay_from, entries })
+    Ok(Loaded { replay_from, count, chunks, data, version })
+}
+
+/// The entry at `pos` (ending by `end`) and where the next one starts; `None` if it does not fit.
+fn decode(
+    data: &[u8],
+    mut pos: usize,
+    end: usize,
+    version: u32,
+    replay_from: u64,
+) -> Option<(Entry<'_>, usize)> {
+    let data = data.get(..end)?;
+    let u32_len = |pos: &mut usize| -> Option<usize> {
+        let n = u32::from_le_bytes(data.get(*pos..*pos + 4)?.try_into().ok()?) as usize;
+        *pos += 4;
+        Some(n)
+    };
+    let slice = |pos: &mut usize, len: usize| -> Option<&[u8]> {
+        let bytes = data.get(*pos..pos.checked_add(len)?)?;
+        *pos += len;
+        Some(bytes)
+    };
+    match version {
+        1 | 2 => {
+            let key_len = u32_len(&mut pos)?;
+            let key = slice(&mut pos, key_len)?;
+            let stored_len = u32_len(&mut pos)?;
+            let stored = slice(&mut pos, stored_len)?;
+            let (meta, value) = if version == 1 {
+                (Meta { version: replay_from.saturating_sub(1), expires_ms: 0 }, stored)
+            } else {
+                entry::split(stored)?
+            };
+            Some(((key, meta, value), pos))
+        }
+        _ => {
+            let key_len = varint(data, &mut pos)?;
+            let key = slice(&mut pos, usize::try_from(key_len).ok()?)?;
+            let value_len = usize::try_from(varint(data, &mut pos)?).ok()?;
+            let version = u64::from_le_bytes(slice(&mut pos, 8)?.try_into().ok()?);
+            let expires_ms = varint(data, &mut pos)?;
+            let value = slice(&mut pos, value_len)?;
+            Some(((key, Meta { version, expires_ms }, value), pos))
+        }
+    }
+}
+
+fn varint(data: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut n = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *data.get(*pos)?;
+        *pos += 1;
+        n |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(n);
+        }
+    }
+    None
 }
 
 /// Makes a rename or a file creation in `dir` durable.

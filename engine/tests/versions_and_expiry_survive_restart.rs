@@ -143,6 +143,52 @@ fn a_memory_data_directory_of_log_v2_and_snapshot_v1_opens_and_upgrades() {
     assert_eq!(engine.get(b"a").expect("get").as_deref(), Some(&b"11"[..]));
 }
 
+/// A version 2 snapshot (the previous release's): fixed-width lengths, metadata in the stored part.
+fn snapshot_v2(replay_from: u64, entries: &[(&[u8], u64, u64, &[u8])]) -> Vec<u8> {
+    let mut out = b"OTKVSNP1".to_vec();
+    out.extend_from_slice(&2u32.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&replay_from.to_le_bytes());
+    for (k, version, expires_ms, v) in entries {
+        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        out.extend_from_slice(k);
+        out.extend_from_slice(&(16 + v.len() as u32).to_le_bytes());
+        out.extend_from_slice(&version.to_le_bytes());
+        out.extend_from_slice(&expires_ms.to_le_bytes());
+        out.extend_from_slice(v);
+    }
+    out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(b"OTKVEND1");
+    out
+}
+
+#[test]
+fn a_version_2_snapshot_opens_and_the_next_snapshot_is_version_3() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("snapshots")).expect("mkdir");
+    let later = otkv_engine::now_ms() + 3_600_000;
+    let snap = snapshot_v2(7, &[(b"a", 5, 0, b"1"), (b"b", 6, later, b"22"), (b"gone", 4, 1, b"x")]);
+    std::fs::write(dir.path().join("snapshots/snapshot-00000000000000000007.otkv"), snap).expect("write");
+    // The log goes on from the snapshot's boundary, empty.
+    std::fs::create_dir_all(dir.path().join("log")).expect("mkdir");
+    let log = [&b"OTKVLOG1"[..], &3u32.to_le_bytes(), &0u32.to_le_bytes()].concat();
+    std::fs::write(dir.path().join("log/log-00000000000000000007.otkv"), log).expect("write");
+    let entry = |e: &Engine, k: &[u8]| {
+        e.get_entry(k).expect("get").map(|(m, v)| (m.version, m.expires_ms, v.to_vec()))
+    };
+    let engine = memory(dir.path());
+    assert_eq!(entry(&engine, b"a"), Some((5, 0, b"1".to_vec())));
+    assert_eq!(entry(&engine, b"b"), Some((6, later, b"22".to_vec())));
+    assert_eq!(entry(&engine, b"gone"), None, "expired long ago");
+    engine.close().expect("close (writes a version 3 snapshot)");
+    let engine = memory(dir.path());
+    assert_eq!(entry(&engine, b"a"), Some((5, 0, b"1".to_vec())));
+    assert_eq!(entry(&engine, b"b"), Some((6, later, b"22".to_vec())));
+    assert_eq!(engine.len(), 2);
+}
+
 #[test]
 fn a_sled_tree_of_plain_values_is_upgraded_on_open() {
     let dir = tempfile::tempdir().expect("tempdir");

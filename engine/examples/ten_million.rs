@@ -1,0 +1,179 @@
+//! The memory engine at scale: 10M keys of 100 bytes with `periodic` durability.
+//!
+//! `cargo run --release -p otkv-engine --example ten_million -- [KEYS] [DIR]` (default 10,000,000 keys, a
+//! temporary directory). Reports, in order:
+//! 1. load rate: KEYS puts of 16-byte keys and 100-byte values from two threads;
+//! 2. RSS and the engine's own memory estimate;
+//! 3. GET latency (p50/p99/p99.9/max) from one reader thread on random keys, first for a while with no
+//!    snapshot running, then while a snapshot of the whole store is written;
+//! 4. snapshot time and file size, and the disk used after it next to the data's own size (keys and
+//!    values);
+//! 5. restart time: the engine closed cleanly and reopened (the snapshot loaded in parallel, then the
+//!    log's tail replayed).
+//!
+//! The reader and the snapshot each have a core of their own on a 2-core machine; the load uses both.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use otkv_engine::{Durability, Engine, EngineConfig};
+
+const VALUE_BYTES: usize = 100;
+
+fn key(i: u64) -> [u8; 16] {
+    let mut k = *b"key0000000000000";
+    let mut n = i;
+    for b in k[3..].iter_mut().rev() {
+        *b = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    k
+}
+
+fn disk_use(dir: &Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let meta = entry.metadata().map(|m| (m.is_dir(), m.len())).unwrap_or((false, 0));
+        total += if meta.0 { disk_use(&entry.path()) } else { meta.1 };
+    }
+    total
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    statm.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()).unwrap_or(0) * 4096
+}
+
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
+}
+
+/// GETs of random keys until `stop`, each timed, in nanoseconds.
+fn read_until(engine: &Engine, keys: u64, stop: &AtomicBool, seed: u64) -> Histogram<u64> {
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds");
+    let mut x = seed | 1;
+    while !stop.load(Ordering::Relaxed) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let k = key(x % keys);
+        let start = Instant::now();
+        let found = engine.get(&k).map(|v| v.is_some());
+        hist.saturating_record(start.elapsed().as_nanos() as u64);
+        assert!(matches!(found, Ok(true)), "key {} missing", String::from_utf8_lossy(&k));
+    }
+    hist
+}
+
+fn print_latency(label: &str, h: &Histogram<u64>) {
+    let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "GET {label:<18} {:>10} reads  p50 {:>7.2} µs  p99 {:>7.2} µs  p99.9 {:>8.2} µs  max {:>9.1} µs",
+        h.len(),
+        us(0.5),
+        us(0.99),
+        us(0.999),
+        h.max() as f64 / 1000.0
+    );
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let keys: u64 = args.next().and_then(|k| k.parse().ok()).unwrap_or(10_000_000);
+    let temp = tempfile::tempdir()?;
+    let dir = args.next().map_or_else(|| temp.path().to_path_buf(), Into::into);
+    let config = EngineConfig {
+        snapshot_interval: None, // snapshots are taken below, when measured
+        ..EngineConfig::memory_durable(&dir, Durability::Periodic)
+    };
+    let data_bytes = keys * (16 + VALUE_BYTES as u64);
+    println!(
+        "{keys} keys × ({} B key + {VALUE_BYTES} B value) = {:.2} GiB of data in {}",
+        16,
+        gib(data_bytes),
+        dir.display()
+    );
+
+    let engine = Engine::open(config.clone())?;
+    let rss_empty = rss_bytes();
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..2u64 {
+            let engine = &engine;
+            s.spawn(move || {
+                let mut value = [b'v'; VALUE_BYTES];
+                for i in (t..keys).step_by(2) {
+                    value[..8].copy_from_slice(&i.to_le_bytes());
+                    engine.put(&key(i), &value).expect("put");
+                }
+            });
+        }
+    });
+    engine.flush()?;
+    let load = started.elapsed();
+    println!(
+        "load: {:.1} s, {:.0} keys/s (2 threads, log flushed)",
+        load.as_secs_f64(),
+        keys as f64 / load.as_secs_f64()
+    );
+    let used = engine.memory_stats().map_or(0, |m| m.used_bytes);
+    let rss = rss_bytes();
+    println!(
+        "memory: RSS {:.2} GiB ({:.0} B/key above the empty engine), engine estimate {:.2} GiB ({:.0} B/key)",
+        gib(rss),
+        rss.saturating_sub(rss_empty) as f64 / keys as f64,
+        gib(used),
+        used as f64 / keys as f64
+    );
+
+    // Reads with no snapshot, for as long as a snapshot will take (at least 5 s), then during one.
+    let stop = AtomicBool::new(false);
+    let quiet = std::thread::scope(|s| {
+        let reader = s.spawn(|| read_until(&engine, keys, &stop, 7));
+        std::thread::sleep(Duration::from_secs(5).max(Duration::from_secs(keys / 1_000_000)));
+        stop.store(true, Ordering::Relaxed);
+        reader.join().expect("reader")
+    });
+    stop.store(false, Ordering::Relaxed);
+    let (busy, snapshot_time) = std::thread::scope(|s| {
+        let reader = s.spawn(|| read_until(&engine, keys, &stop, 11));
+        let started = Instant::now();
+        let result = engine.snapshot();
+        let took = started.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        result.expect("snapshot");
+        (reader.join().expect("reader"), took)
+    });
+    print_latency("without snapshot", &quiet);
+    print_latency("during snapshot", &busy);
+    println!(
+        "p99 during / without: {:.2}",
+        busy.value_at_quantile(0.99) as f64 / quiet.value_at_quantile(0.99).max(1) as f64
+    );
+    let snap_bytes = disk_use(&dir.join("snapshots"));
+    let disk = disk_use(&dir);
+    println!(
+        "snapshot: {:.1} s, file {:.2} GiB; disk after it {:.2} GiB = {:.3} × the data",
+        snapshot_time.as_secs_f64(),
+        gib(snap_bytes),
+        gib(disk),
+        disk as f64 / data_bytes as f64
+    );
+
+    let started = Instant::now();
+    engine.close()?; // a clean stop writes one more snapshot (of an unchanged store)
+    let close = started.elapsed();
+    let started = Instant::now();
+    let engine = Engine::open(config)?;
+    let reopen = started.elapsed();
+    assert_eq!(engine.len() as u64, keys);
+    println!(
+        "restart: close {:.1} s (a last snapshot), recovery {:.2} s ({} keys)",
+        close.as_secs_f64(),
+        reopen.as_secs_f64(),
+        engine.len()
+    );
+    Ok(())
+}
