@@ -39,6 +39,18 @@ pub(crate) type Key = SmallVec<[u8; 24]>;
 pub(crate) type Map = flurry::HashMap<Key, Box<[u8]>, ahash::RandomState>;
 type MapRef<'a> = flurry::HashMapRef<'a, Key, Box<[u8]>, ahash::RandomState>;
 
+/// New random hash seeds, for a map whose seeds are recorded (a durable store's: `snapshot.rs` says why).
+pub(crate) fn fresh_seeds() -> crate::snapshot::Seeds {
+    let random = ahash::RandomState::new();
+    [1u64, 2, 3, 4].map(|i| random.hash_one(i))
+}
+
+/// An empty map hashed with `seeds`.
+pub(crate) fn map_with_seeds(seeds: crate::snapshot::Seeds) -> Map {
+    let [a, b, c, d] = seeds;
+    Map::with_hasher(ahash::RandomState::with_seeds(a, b, c, d))
+}
+
 /// How often the evictor checks the budget (it is also woken by nothing else: writers that meet the cap
 /// evict for themselves).
 const EVICT_TICK: Duration = Duration::from_millis(10);
@@ -80,9 +92,8 @@ impl MemoryStore {
 
     /// A store recovered from, and logging to, `dir`.
     pub(crate) fn durable(dir: &std::path::Path, config: &EngineConfig) -> Result<Self> {
-        let map = Arc::new(Map::with_hasher(ahash::RandomState::new()));
         let budget = Budget::new(config.max_memory, config.eviction);
-        let (persist, any_expiry) = Persistence::open(dir, config, &map, &budget)?;
+        let (persist, map, any_expiry) = Persistence::open(dir, config, &budget)?;
         Ok(Self::with(map, Some(Arc::new(persist)), budget, any_expiry, config))
     }
 

@@ -36,7 +36,7 @@ use crate::budget::{self, Budget};
 use crate::commit::{lock, Flush, GroupCommit, Schedule};
 use crate::error::io_err;
 use crate::logfile::{self, LogOp};
-use crate::memory::Map;
+use crate::memory::{self, Map};
 use crate::snapshot;
 use crate::{Durability, EngineConfig, EngineError, Result};
 
@@ -65,6 +65,8 @@ struct Inner {
     state: Arc<Mutex<LogState>>,
     commit: GroupCommit,
     sync: bool,
+    /// The map's hash seeds, written into every snapshot.
+    seeds: snapshot::Seeds,
 }
 
 impl std::fmt::Debug for Persistence {
@@ -80,22 +82,23 @@ fn now_us() -> u64 {
 }
 
 impl Persistence {
-    /// Recovers `map` from `dir`, counting what it loads in `budget`, and starts logging to it. Also
-    /// returns whether any recovered value has an expiry (the caller then indexes them).
+    /// Recovers the map from `dir`, counting what it loads in `budget`, and starts logging to it. Also
+    /// returns whether any recovered value has an expiry (the caller then indexes them). The map is
+    /// hashed with the newest snapshot's seeds, or new ones (`snapshot.rs`).
     pub(crate) fn open(
         dir: &Path,
         config: &EngineConfig,
-        map: &Arc<Map>,
         budget: &Budget,
-    ) -> Result<(Persistence, bool)> {
+    ) -> Result<(Persistence, Arc<Map>, bool)> {
         let started = Instant::now();
         let log_dir = dir.join("log");
         let snap_dir = dir.join("snapshots");
         for d in [&log_dir, &snap_dir] {
             std::fs::create_dir_all(d).map_err(io_err(d))?;
         }
-        let (replay_from, snapshot_expiry) = load_newest_snapshot(&snap_dir, map, budget)?;
-        let (next_seq, segment, segment_start, log_expiry) = replay_log(&log_dir, replay_from, map, budget)?;
+        let (map, seeds, replay_from, snapshot_expiry) = load_newest_snapshot(&snap_dir, budget)?;
+        let map = Arc::new(map);
+        let (next_seq, segment, segment_start, log_expiry) = replay_log(&log_dir, replay_from, &map, budget)?;
         tracing::info!(
             keys = map.len(),
             next_seq,
@@ -121,18 +124,24 @@ impl Persistence {
         };
         let commit = GroupCommit::start("otkv-log-flush", schedule, next_seq - 1, flusher)
             .map_err(io_err(&log_dir))?;
-        let inner =
-            Arc::new(Inner { log_dir, snap_dir, state, commit, sync: config.durability == Durability::Sync });
+        let inner = Arc::new(Inner {
+            log_dir,
+            snap_dir,
+            state,
+            commit,
+            sync: config.durability == Durability::Sync,
+            seeds,
+        });
         let snapshotter = config
             .snapshot_interval
-            .map(|every| spawn_snapshotter(Arc::clone(&inner), Arc::clone(map), every));
+            .map(|every| spawn_snapshotter(Arc::clone(&inner), Arc::clone(&map), every));
         let persistence = Persistence {
             inner,
             snapshotter: Mutex::new(snapshotter),
             snapshots_enabled: config.snapshot_interval.is_some(),
             closed: std::sync::atomic::AtomicBool::new(false),
         };
-        Ok((persistence, snapshot_expiry || log_expiry))
+        Ok((persistence, map, snapshot_expiry || log_expiry))
     }
 
     /// Logs `op` and applies it to the map (`apply`, given the sequence number the record will have: a
@@ -222,7 +231,7 @@ impl Inner {
             .iter(&guard)
             .filter(|(_, v)| crate::entry::live(v, now).is_some())
             .map(|(k, v)| (k.as_slice(), &v[..]));
-        let (path, count) = snapshot::write(&self.snap_dir, boundary, entries)?;
+        let (path, count) = snapshot::write(&self.snap_dir, boundary, self.seeds, entries)?;
         drop(guard);
         // The snapshot holds everything before `boundary`: older segments and snapshots are history.
         for (seq, old) in logfile::list_segments(&self.log_dir)? {
@@ -345,9 +354,10 @@ impl Segment {
     }
 }
 
-/// Loads the newest snapshot into `map`, counting its entries in `budget`; returns the sequence number to
-/// replay the log from, and whether any loaded value has an expiry.
-fn load_newest_snapshot(snap_dir: &Path, map: &Map, budget: &Budget) -> Result<(u64, bool)> {
+/// Loads the newest snapshot into a new map hashed with its seeds (or new ones), counting its entries in
+/// `budget`; returns the map, its seeds, the sequence number to replay the log from, and whether any
+/// loaded value has an expiry.
+fn load_newest_snapshot(snap_dir: &Path, budget: &Budget) -> Result<(Map, snapshot::Seeds, u64, bool)> {
     let mut snapshots = Vec::new();
     for entry in std::fs::read_dir(snap_dir).map_err(io_err(snap_dir))? {
         let path = entry.map_err(io_err(snap_dir))?.path();
@@ -359,9 +369,14 @@ fn load_newest_snapshot(snap_dir: &Path, map: &Map, budget: &Budget) -> Result<(
         }
     }
     snapshots.sort();
-    let Some((_, newest)) = snapshots.last() else { return Ok((1, false)) };
+    let Some((_, newest)) = snapshots.last() else {
+        let seeds = memory::fresh_seeds();
+        return Ok((memory::map_with_seeds(seeds), seeds, 1, false));
+    };
     let data = std::fs::read(newest).map_err(io_err(newest))?;
     let loaded = snapshot::parse(newest, &data)?;
+    let seeds = loaded.seeds.unwrap_or_else(memory::fresh_seeds);
+    let map = memory::map_with_seeds(seeds);
     // The table sized once for every entry: growing it while inserting would copy it again and again.
     map.pin().reserve(usize::try_from(loaded.count).unwrap_or(0));
     // rayon: decoding and inserting is the costly part, run by run on every core (flurry takes concurrent
@@ -384,7 +399,7 @@ fn load_newest_snapshot(snap_dir: &Path, map: &Map, budget: &Budget) -> Result<(
     });
     tracing::info!(file = %newest.display(), keys = loaded.count, "loaded snapshot");
     remove_snapshots_other_than(snap_dir, loaded.replay_from)?;
-    Ok((loaded.replay_from, any_expiry.into_inner()))
+    Ok((map, seeds, loaded.replay_from, any_expiry.into_inner()))
 }
 
 fn remove_snapshots_other_than(snap_dir: &Path, keep: u64) -> Result<()> {
