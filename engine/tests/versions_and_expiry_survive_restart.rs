@@ -92,22 +92,29 @@ fn log_v2_record(out: &mut Vec<u8>, seq: u64, op: u8, key: &[u8], value: Option<
     out.extend_from_slice(&payload);
 }
 
-fn snapshot_v1(replay_from: u64, entries: &[(&[u8], &[u8])]) -> Vec<u8> {
+/// A snapshot file of `version` around `body` (its `count` entries, already encoded).
+fn snapshot_file(version: u32, replay_from: u64, count: usize, body: &[u8]) -> Vec<u8> {
     let mut out = b"OTKVSNP1".to_vec();
-    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
     out.extend_from_slice(&replay_from.to_le_bytes());
-    for (k, v) in entries {
-        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-        out.extend_from_slice(k);
-        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-        out.extend_from_slice(v);
-    }
-    out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+    out.extend_from_slice(body);
+    out.extend_from_slice(&(count as u64).to_le_bytes());
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(b"OTKVEND1");
     out
+}
+
+fn snapshot_v1(replay_from: u64, entries: &[(&[u8], &[u8])]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (k, v) in entries {
+        body.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        body.extend_from_slice(k);
+        body.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        body.extend_from_slice(v);
+    }
+    snapshot_file(1, replay_from, entries.len(), &body)
 }
 
 #[test]
@@ -145,23 +152,16 @@ fn a_memory_data_directory_of_log_v2_and_snapshot_v1_opens_and_upgrades() {
 
 /// A version 2 snapshot (the previous release's): fixed-width lengths, metadata in the stored part.
 fn snapshot_v2(replay_from: u64, entries: &[(&[u8], u64, u64, &[u8])]) -> Vec<u8> {
-    let mut out = b"OTKVSNP1".to_vec();
-    out.extend_from_slice(&2u32.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    out.extend_from_slice(&replay_from.to_le_bytes());
+    let mut body = Vec::new();
     for (k, version, expires_ms, v) in entries {
-        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-        out.extend_from_slice(k);
-        out.extend_from_slice(&(16 + v.len() as u32).to_le_bytes());
-        out.extend_from_slice(&version.to_le_bytes());
-        out.extend_from_slice(&expires_ms.to_le_bytes());
-        out.extend_from_slice(v);
+        body.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        body.extend_from_slice(k);
+        body.extend_from_slice(&(16 + v.len() as u32).to_le_bytes());
+        body.extend_from_slice(&version.to_le_bytes());
+        body.extend_from_slice(&expires_ms.to_le_bytes());
+        body.extend_from_slice(v);
     }
-    out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(b"OTKVEND1");
-    out
+    snapshot_file(2, replay_from, entries.len(), &body)
 }
 
 #[test]
