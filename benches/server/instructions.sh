@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# User-space instructions per request, counted by callgrind: exact and repeatable whatever else the machine
+# does, unlike wall-clock CPU. Each server runs under `valgrind --tool=callgrind --instr-atstart=no`;
+# collection is switched on only while wrk (or redis-benchmark) drives one kind of request, then the counts
+# are dumped and divided by the requests answered:
+#   otkv-server (memory engine, 1 worker), GET and PUT on 100k preloaded keys of 100 bytes;
+#   the may_minihttp "hello" baseline;
+#   redis-server, GET and SET (redis-benchmark -d 100 -r 100000), when it is installed;
+# each unpipelined and pipelined 16 deep, 8 connections. Then the top functions of otkv-server's GET.
+#
+# Needs valgrind and wrk (apt-get install valgrind wrk; redis-server for the Redis rows).
+# Usage: benches/server/instructions.sh [DURATION]   (default 3s per measurement)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DUR=${1:-3s}
+CONNS=8
+HERE=benches/server
+for tool in valgrind callgrind_control callgrind_annotate wrk; do
+  command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install valgrind wrk)"; exit 1; }
+done
+
+cargo build --release -q -p otkv-adapter-http --bin otkv-server --example minihttp_hello
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+# under_callgrind NAME COMMAND...: starts COMMAND under callgrind, collection off; sets PID.
+under_callgrind() {
+  local name=$1
+  shift
+  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$TMP/$name.%p" "$@" \
+    >"$TMP/$name.out" 2>"$TMP/$name.err" &
+  PID=$!
+  PIDS+=("$PID")
+}
+
+# measure NAME PID REQUESTS-COMMAND...: collection on for the command, off, dumped; sets PER_REQUEST
+# (instructions per request: the command prints how many requests it made, on its last line) and DUMP.
+measure() {
+  local name=$1 pid=$2 n ir
+  shift 2
+  callgrind_control -z "$pid" >/dev/null 2>&1
+  callgrind_control -i on "$pid" >/dev/null 2>&1
+  n=$("$@" | tail -n 1)
+  callgrind_control -i off "$pid" >/dev/null 2>&1
+  callgrind_control -d "$name" "$pid" >/dev/null 2>&1
+  DUMP=$(ls -t "$TMP"/*."$pid".* | head -n 1)
+  ir=$(awk '/^totals:/ {print $2; exit}' "$DUMP")
+  PER_REQUEST=$(awk -v ir="$ir" -v n="$n" 'BEGIN { printf "%.0f", ir / n }')
+}
+
+# wrk_requests URL OP DEPTH: runs wrk, prints the requests it completed (non-2xx answers fail the run).
+wrk_requests() {
+  local out
+  out=$(wrk -t1 -c"$CONNS" -d"$DUR" -s "$HERE/kv.lua" "$1" -- "$2" "$3")
+  if echo "$out" | grep -q Non-2xx; then echo "$out" >&2; echo "non-2xx answers" >&2; exit 1; fi
+  echo "$out" | awk '/requests in/ {print $1}'
+}
+
+# redis_requests PORT TEST DEPTH N: runs redis-benchmark, prints N.
+redis_requests() {
+  redis-benchmark -p "$1" -t "$2" -n "$4" -c "$CONNS" -d 100 -r 100000 -P "$3" -q >/dev/null
+  echo "$4"
+}
+
+wait_listening() { until grep -q listening "$1" 2>/dev/null; do sleep 0.1; done; }
+
+printf "%-26s %9s %9s %9s %9s   (instructions per request, %s connections)\n" \
+  server GET "GET x16" PUT "PUT x16" "$CONNS"
+
+# A port the kernel says is free (minihttp_hello and redis-server do not report one they picked).
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+PORT=$(free_port)
+under_callgrind hello ./target/release/examples/minihttp_hello "$PORT" 1
+HELLO=$PID
+wait_listening "$TMP/hello.out"
+measure hello-1 "$HELLO" wrk_requests "http://127.0.0.1:$PORT" hello 1
+h1=$PER_REQUEST
+measure hello-16 "$HELLO" wrk_requests "http://127.0.0.1:$PORT" hello 16
+h16=$PER_REQUEST
+printf "%-26s %9s %9s %9s %9s\n" "may_minihttp hello" "$h1" "$h16" "-" "-"
+kill "$HELLO"
+
+under_callgrind otkv ./target/release/otkv-server --port 0 --workers 1
+OTKV=$PID
+wait_listening "$TMP/otkv.out"
+URL=$(sed 's/listening on //' "$TMP/otkv.out")
+# Every key once (collection off), then the measurements.
+wrk -t1 -c"$CONNS" -d60s -s "$HERE/kv.lua" "$URL" -- preload 1 >/dev/null &
+PRELOAD=$!
+until curl -s "$URL/v1/stats" | grep -qE '"keys":(1[0-9]{5}|[1-9][0-9]{5,})'; do sleep 0.5; done
+kill "$PRELOAD" 2>/dev/null || true
+wait "$PRELOAD" 2>/dev/null || true
+measure otkv-get-1 "$OTKV" wrk_requests "$URL" get 1
+g1=$PER_REQUEST
+GET_DUMP=$DUMP
+measure otkv-get-16 "$OTKV" wrk_requests "$URL" get 16
+g16=$PER_REQUEST
+GET16_DUMP=$DUMP
+measure otkv-put-1 "$OTKV" wrk_requests "$URL" put 1
+p1=$PER_REQUEST
+measure otkv-put-16 "$OTKV" wrk_requests "$URL" put 16
+p16=$PER_REQUEST
+printf "%-26s %9s %9s %9s %9s\n" "otkv-server (memory)" "$g1" "$g16" "$p1" "$p16"
+
+if command -v redis-server >/dev/null; then
+  RPORT=$(free_port)
+  under_callgrind redis redis-server --port "$RPORT" --save '' --appendonly no
+  REDIS=$PID
+  until redis-cli -p "$RPORT" ping >/dev/null 2>&1; do sleep 0.2; done
+  redis-benchmark -p "$RPORT" -t set -n 100000 -c "$CONNS" -d 100 -r 100000 -q >/dev/null
+  measure redis-get-1 "$REDIS" redis_requests "$RPORT" get 1 20000
+r1=$PER_REQUEST
+  measure redis-get-16 "$REDIS" redis_requests "$RPORT" get 16 100000
+r16=$PER_REQUEST
+  measure redis-set-1 "$REDIS" redis_requests "$RPORT" set 1 20000
+s1=$PER_REQUEST
+  measure redis-set-16 "$REDIS" redis_requests "$RPORT" set 16 100000
+s16=$PER_REQUEST
+  printf "%-26s %9s %9s %9s %9s\n" "redis-server (GET/SET)" "$r1" "$r16" "$s1" "$s16"
+fi
+
+echo
+echo "== otkv-server GET, top functions (instructions in the function itself)"
+callgrind_annotate --threshold=80 "$GET_DUMP" 2>/dev/null | sed -n '/^Ir/,$p' | head -n 25
+echo
+echo "== otkv-server GET x16, top functions"
+callgrind_annotate --threshold=80 "$GET16_DUMP" 2>/dev/null | sed -n '/^Ir/,$p' | head -n 25
