@@ -60,9 +60,11 @@ pub struct Preconditions<'b> {
 
 /// Parses the head at the start of `buf`: `Ok(None)` when it is not complete yet.
 pub fn parse(buf: &[u8], max_head: usize) -> Result<Option<Head<'_>>, HttpError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let head_len = match req.parse(buf) {
+    // Uninitialised slots: httparse writes only the headers it finds (initialising all 64 slots of
+    // 32 bytes cost about a tenth of a pipelined request's instructions).
+    let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match req.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
             return if buf.len() > max_head {
