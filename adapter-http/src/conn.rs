@@ -154,12 +154,14 @@ impl<S: Service> Connection<'_, S> {
             continue_sent: self.continue_sent,
             continue_due: false,
             next: Next::Read { need: 1, in_body: false },
-            last_answered: Instant::now(),
+            started: Instant::now(),
+            untimed: 0,
         };
         let service = self.service;
         let session = &mut self.session;
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             service.answer(session, &mut requests);
+            requests.record_times();
             // A service stops pulling early only when it closes; make sure the state says so.
             (requests.consumed, requests.continue_sent, requests.continue_due, requests.next)
         }));
@@ -281,7 +283,10 @@ pub struct Requests<'c> {
     continue_sent: bool,
     continue_due: bool,
     next: Next,
-    last_answered: Instant,
+    /// When the batch started.
+    started: Instant,
+    /// Requests answered through [`Requests::respond`] whose time is not recorded yet.
+    untimed: u64,
 }
 
 /// One request, complete, or the error it must be answered with.
@@ -312,6 +317,17 @@ impl<'c> Requests<'c> {
     /// connection closes after the last one answered).
     #[inline]
     pub fn next_request(&mut self) -> Option<Exchange<'c>> {
+        let next = self.take_request();
+        if next.is_none() {
+            // The service has every request it will get from this batch: time the ones it answered
+            // before it waits (a `sync` write) or returns.
+            self.record_times();
+        }
+        next
+    }
+
+    #[inline]
+    fn take_request(&mut self) -> Option<Exchange<'c>> {
         if matches!(self.next, Next::Close) {
             return None;
         }
@@ -395,12 +411,22 @@ impl<'c> Requests<'c> {
                 err.status()
             }
         };
-        // One clock read per request: the time since the previous request of the batch was answered (or
-        // the batch started) covers this request's parsing, handling and encoding.
-        let now = Instant::now();
-        self.front.metrics.record(op, status, elapsed_nanos(self.last_answered, now));
-        self.last_answered = now;
+        // Counted now, timed with the rest of the batch once the service has taken every request it
+        // can (`record_times`): one clock read per batch, not per request.
+        self.front.metrics.count(op, status);
+        self.untimed += 1;
         status
+    }
+
+    /// Records the time of the requests answered so far: the batch's time since it started (parsing,
+    /// handling, encoding; not a `sync` write's wait for the disk, which comes after), each at the
+    /// average. Called when the service has taken the last complete request, and after it returns.
+    fn record_times(&mut self) {
+        if self.untimed > 0 {
+            let nanos = elapsed_nanos(self.started, Instant::now());
+            self.front.metrics.record_durations(self.untimed, nanos);
+            self.untimed = 0;
+        }
     }
 
     /// Consumes `exchange` without encoding a response: the caller appends one to [`Requests::out`]

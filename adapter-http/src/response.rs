@@ -72,11 +72,20 @@ impl Encoder {
     }
 
     /// Appends the encoded response to `out`.
+    ///
+    /// Room for the whole response is reserved first, so each append below is a copy without a reallocation;
+    /// the status line is one literal per status code ([`status_line`]), not a number and a phrase.
     pub fn encode(&self, out: &mut Vec<u8>, reply: &Reply<'_>, framing: Framing) {
-        out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(itoa::Buffer::new().format(reply.status).as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(reason(reply.status).as_bytes());
+        let body: &[u8] = if framing.head_only { b"" } else { reply.body };
+        out.reserve(MAX_HEAD + body.len());
+        match status_line(reply.status) {
+            Some(line) => out.extend_from_slice(line),
+            None => {
+                out.extend_from_slice(b"HTTP/1.1 ");
+                out.extend_from_slice(itoa::Buffer::new().format(reply.status).as_bytes());
+                out.extend_from_slice(b" Unknown");
+            }
+        }
         out.extend_from_slice(b"\r\nServer: otkv\r\nDate: ");
         out.extend_from_slice(&self.date);
         if let Some(ct) = reply.content_type {
@@ -108,17 +117,29 @@ impl Encoder {
             out.extend_from_slice(itoa::Buffer::new().format(reply.body.len()).as_bytes());
         }
         out.extend_from_slice(b"\r\n\r\n");
-        if !framing.head_only {
-            out.extend_from_slice(reply.body);
-        }
+        out.extend_from_slice(body);
     }
 }
 
-/// The interim response to `Expect: 100-continue`.
-pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+/// More than the longest head the server sends (about 330 bytes: the longest status line, Prometheus'
+/// content type, `Allow`, `ETag`, `Expires`, `Connection` and a 20-digit `Content-Length`;
+/// `the_longest_head_fits` checks it).
+const MAX_HEAD: usize = 512;
 
-fn reason(status: u16) -> &'static str {
-    match status {
+/// The status codes the server sends and their reason phrases, listed once in [`statuses!`] below.
+macro_rules! statuses {
+    ($($code:literal => $reason:literal,)*) => {
+        /// `HTTP/1.1 CODE REASON` for a code the server sends (`None` for any other).
+        fn status_line(status: u16) -> Option<&'static [u8]> {
+            match status {
+                $($code => Some(concat!("HTTP/1.1 ", $code, " ", $reason).as_bytes()),)*
+                _ => None,
+            }
+        }
+    };
+}
+
+statuses! {
         200 => "OK",
         201 => "Created",
         204 => "No Content",
@@ -140,6 +161,57 @@ fn reason(status: u16) -> &'static str {
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
         507 => "Insufficient Storage",
-        _ => "Unknown",
+}
+
+/// The interim response to `Expect: 100-continue`.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(reply: &Reply<'_>, framing: Framing) -> String {
+        let mut out = Vec::new();
+        Encoder::default().encode(&mut out, reply, framing);
+        String::from_utf8(out).expect("ASCII")
+    }
+
+    const KEEP: Framing = Framing { close: false, http10_keep_alive: false, head_only: false };
+
+    #[test]
+    fn a_read_is_encoded_with_its_etag_and_length() {
+        let entry = Some(otkv_engine::Meta { version: 42, expires_ms: 0 });
+        let reply = Reply { status: 200, content_type: Some(OCTET_STREAM), body: b"abc", allow: None, entry };
+        let text = encoded(&reply, KEEP);
+        let date = text.split("Date: ").nth(1).and_then(|r| r.split("\r\n").next()).expect("a Date");
+        assert_eq!(
+            text,
+            format!(
+                "HTTP/1.1 200 OK\r\nServer: otkv\r\nDate: {date}\r\nContent-Type: application/octet-stream\r\n\
+                 ETag: \"42\"\r\nContent-Length: 3\r\n\r\nabc"
+            )
+        );
+        let head_only = Framing { head_only: true, ..KEEP };
+        assert!(encoded(&reply, head_only).ends_with("Content-Length: 3\r\n\r\n"));
+        let unknown = Reply { status: 299, content_type: None, body: b"", allow: None, entry: None };
+        assert!(encoded(&unknown, KEEP).starts_with("HTTP/1.1 299 Unknown\r\n"));
+        let no_content = Reply { status: 204, content_type: None, body: b"", allow: None, entry: None };
+        assert!(!encoded(&no_content, KEEP).contains("Content-Length"));
+    }
+
+    #[test]
+    fn the_longest_head_fits() {
+        let entry = Some(otkv_engine::Meta { version: u64::MAX, expires_ms: 253_402_300_799_000 });
+        let reply = Reply {
+            status: 431,
+            content_type: Some(PROMETHEUS),
+            body: b"",
+            allow: Some("GET, HEAD, POST, DELETE, PUT, OPTIONS"),
+            entry,
+        };
+        let text = encoded(&reply, Framing { close: true, ..KEEP });
+        assert!(text.contains("Expires: ") && text.contains("Connection: close"));
+        // Room left for a Content-Length of 20 digits instead of 1.
+        assert!(text.len() + 19 <= MAX_HEAD, "{} bytes", text.len());
     }
 }
