@@ -42,16 +42,22 @@ pub struct Framing {
     pub head_only: bool,
 }
 
+/// The headers every response starts with after its status line; the date fills the last 29 bytes.
+const SERVER_DATE: &[u8; 22] = b"\r\nServer: otkv\r\nDate: ";
+
 /// Per-connection encoder with a cached `Date` value.
 #[derive(Debug)]
 pub struct Encoder {
-    date: [u8; 29],
+    /// [`SERVER_DATE`] and the date: one fixed-size copy per response.
+    server_date: [u8; 22 + 29],
     date_secs: u64,
 }
 
 impl Default for Encoder {
     fn default() -> Self {
-        let mut e = Encoder { date: [b' '; 29], date_secs: u64::MAX };
+        let mut server_date = [b' '; 22 + 29];
+        server_date[..22].copy_from_slice(SERVER_DATE);
+        let mut e = Encoder { server_date, date_secs: u64::MAX };
         e.refresh_date();
         e
     }
@@ -64,8 +70,8 @@ impl Encoder {
         let secs = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         if secs != self.date_secs {
             let text = httpdate::fmt_http_date(now);
-            if text.len() == self.date.len() {
-                self.date.copy_from_slice(text.as_bytes());
+            if text.len() == 29 {
+                self.server_date[22..].copy_from_slice(text.as_bytes());
             }
             self.date_secs = secs;
         }
@@ -86,8 +92,7 @@ impl Encoder {
                 out.extend_from_slice(b" Unknown");
             }
         }
-        out.extend_from_slice(b"\r\nServer: otkv\r\nDate: ");
-        out.extend_from_slice(&self.date);
+        out.extend_from_slice(&self.server_date);
         if let Some(ct) = reply.content_type {
             out.extend_from_slice(b"\r\nContent-Type: ");
             out.extend_from_slice(ct.as_bytes());

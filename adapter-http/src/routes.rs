@@ -87,12 +87,24 @@ impl Routed<'_> {
 
 /// Decides the route for `method` and `target`.
 pub fn resolve<'b>(method: Method, target: &'b str, limits: &Limits) -> Routed<'b> {
-    // A byte search: `str::split_once(char)` sets up a general searcher, which costs more than scanning a
-    // short target. Slicing at an ASCII byte is always at a character boundary.
-    let (path, query) = match target.bytes().position(|b| b == b'?') {
-        Some(at) => (&target[..at], &target[at + 1..]),
-        None => (target, ""),
-    };
+    // The hot path first: `/v1/kv/` cannot contain a `?`, so the target's prefix is the path's.
+    if let Some(rest) = target.strip_prefix("/v1/kv/") {
+        let (segment, query) = split_query(rest);
+        let op = match method {
+            Method::Get => Op::Get,
+            Method::Head => Op::Head,
+            Method::Put => Op::Put,
+            Method::Delete => Op::Delete,
+            _ => Op::Other,
+        };
+        let route = match method {
+            Method::Get | Method::Head | Method::Put | Method::Delete => Ok(()),
+            _ => Err(HttpError::MethodNotAllowed { allow: "GET, HEAD, PUT, DELETE" }),
+        }
+        .and_then(|()| Ok(Route::Kv(key(segment, limits)?, kv_query(method, query)?)));
+        return Routed { op, json_errors: false, route };
+    }
+    let (path, query) = split_query(target);
     let plain = |op, route| Routed { op, json_errors: false, route };
     let allow = |allowed: &[Method], allow: &'static str| {
         if allowed.contains(&method) {
@@ -116,21 +128,6 @@ pub fn resolve<'b>(method: Method, target: &'b str, limits: &Limits) -> Routed<'
             plain(Op::Scan, allow(&[Method::Get, Method::Head], "GET, HEAD").and_then(|()| list_query(query)))
         }
         _ => {
-            if let Some(segment) = path.strip_prefix("/v1/kv/") {
-                let op = match method {
-                    Method::Get => Op::Get,
-                    Method::Head => Op::Head,
-                    Method::Put => Op::Put,
-                    Method::Delete => Op::Delete,
-                    _ => Op::Other,
-                };
-                let route = allow(
-                    &[Method::Get, Method::Head, Method::Put, Method::Delete],
-                    "GET, HEAD, PUT, DELETE",
-                )
-                .and_then(|()| Ok(Route::Kv(key(segment, limits)?, kv_query(method, query)?)));
-                return plain(op, route);
-            }
             if path == "/v1" || path.starts_with("/v1/") {
                 return plain(Op::Other, Err(HttpError::NoRoute));
             }
@@ -148,6 +145,16 @@ pub fn resolve<'b>(method: Method, target: &'b str, limits: &Limits) -> Routed<'
                     .map(Route::Compat);
             Routed { op, json_errors: true, route }
         }
+    }
+}
+
+/// The path and the query of a target (`""` when there is none). A byte search: `str::split_once(char)`
+/// sets up a general searcher, which costs more than scanning a short target; slicing at an ASCII byte is
+/// always at a character boundary.
+fn split_query(target: &str) -> (&str, &str) {
+    match target.bytes().position(|b| b == b'?') {
+        Some(at) => (&target[..at], &target[at + 1..]),
+        None => (target, ""),
     }
 }
 

@@ -128,7 +128,7 @@ fi
 
 echo
 echo "== otkv-server GET, top functions (instructions in the function itself)"
-callgrind_annotate --threshold=80 "$GET_DUMP" 2>/dev/null | sed -n '/^Ir/,$p' | head -n 25
+callgrind_annotate --threshold=80 "$GET_DUMP" 2>/dev/null | sed -n '/^Ir/,$p' | head -n 25 || true
 echo
 echo "== otkv-server GET x16, top functions"
-callgrind_annotate --threshold=80 "$GET16_DUMP" 2>/dev/null | sed -n '/^Ir/,$p' | head -n 25
+callgrind_annotate --threshold=80 "$GET16_DUMP" 2>/dev/null | sed -n '/^Ir/,$p' | head -n 25 || true
