@@ -16,7 +16,7 @@ use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use std::os::fd::AsRawFd;
 
@@ -110,7 +110,7 @@ impl<S: Service> Connection<'_, S> {
                 Err(e) if is_timeout(&e) => {
                     if self.start < self.filled {
                         // Stalled mid-request: say so, then close.
-                        self.encoder.refresh_date();
+                        let _ = self.encoder.refresh_date();
                         let err = HttpError::RequestTimeout;
                         respond_error(&mut self.out, &self.encoder, self.front, Op::Other, &err, false);
                         let _ = self.write_out();
@@ -144,7 +144,7 @@ impl<S: Service> Connection<'_, S> {
     /// with LTO). A separate frame computes every thread-local address afresh, on the thread it runs on.
     #[inline(never)]
     fn process_batch(&mut self) -> Next {
-        self.encoder.refresh_date();
+        let started = self.encoder.refresh_date();
         let mut requests = Requests {
             window: &self.buf[self.start..self.filled],
             consumed: 0,
@@ -154,7 +154,7 @@ impl<S: Service> Connection<'_, S> {
             continue_sent: self.continue_sent,
             continue_due: false,
             next: Next::Read { need: 1, in_body: false },
-            started: Instant::now(),
+            started,
             untimed: 0,
         };
         let service = self.service;
@@ -283,8 +283,8 @@ pub struct Requests<'c> {
     continue_sent: bool,
     continue_due: bool,
     next: Next,
-    /// When the batch started.
-    started: Instant,
+    /// When the batch started (the clock read that also dates its responses).
+    started: SystemTime,
     /// Requests answered through [`Requests::respond`] whose time is not recorded yet.
     untimed: u64,
 }
@@ -423,7 +423,9 @@ impl<'c> Requests<'c> {
     /// average. Called when the service has taken the last complete request, and after it returns.
     fn record_times(&mut self) {
         if self.untimed > 0 {
-            let nanos = elapsed_nanos(self.started, Instant::now());
+            // Wall-clock time, read once per batch; a clock stepped backwards counts as zero.
+            let elapsed = SystemTime::now().duration_since(self.started).unwrap_or_default();
+            let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
             self.front.metrics.record_durations(self.untimed, nanos);
             self.untimed = 0;
         }
@@ -563,8 +565,4 @@ fn encode_error(out: &mut Vec<u8>, encoder: &Encoder, err: &HttpError, json_erro
 
 fn is_timeout(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock)
-}
-
-fn elapsed_nanos(since: Instant, now: Instant) -> u64 {
-    u64::try_from(now.saturating_duration_since(since).as_nanos()).unwrap_or(u64::MAX)
 }

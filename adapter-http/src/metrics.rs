@@ -53,6 +53,25 @@ const CODES: [u16; 21] =
 /// Upper bounds of the latency buckets, in seconds (`+Inf` is implicit).
 const BUCKETS: [f64; 16] =
     [1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0];
+/// [`BUCKETS`] in nanoseconds, for the hot path (an integer search, no float conversion).
+const BUCKET_NS: [u64; 16] = [
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+];
 
 fn code_index(status: u16) -> usize {
     CODES.iter().position(|&c| c == status).unwrap_or(CODES.len() - 1)
@@ -99,8 +118,8 @@ impl Metrics {
     /// Records `n` requests that took `total_nanos` together, each at their average: a pipelined batch
     /// reads the clock once, not once per request.
     pub fn record_durations(&self, n: u64, total_nanos: u64) {
-        let secs = (total_nanos / n.max(1)) as f64 * 1e-9;
-        let bucket = BUCKETS.iter().position(|&b| secs <= b).unwrap_or(BUCKETS.len());
+        let each = total_nanos / n.max(1);
+        let bucket = BUCKET_NS.iter().position(|&b| each <= b).unwrap_or(BUCKET_NS.len());
         self.buckets[bucket].fetch_add(n, Relaxed);
         self.duration_sum_ns.fetch_add(total_nanos, Relaxed);
     }
@@ -215,4 +234,16 @@ pub fn write_memory_prometheus(s: &mut String, m: &MemoryStats) {
     s.push_str("# HELP otkv_evicted_keys_total Keys evicted to stay under --max-memory.\n");
     s.push_str("# TYPE otkv_evicted_keys_total counter\n");
     let _ = writeln!(s, "otkv_evicted_keys_total {}", m.evicted_keys);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_bounds_agree() {
+        for (secs, ns) in BUCKETS.iter().zip(BUCKET_NS) {
+            assert_eq!((secs * 1e9).round() as u64, ns);
+        }
+    }
 }

@@ -64,8 +64,9 @@ impl Default for Encoder {
 }
 
 impl Encoder {
-    /// Re-formats the date if the second changed. Call once per batch of responses.
-    pub fn refresh_date(&mut self) {
+    /// Re-formats the date if the second changed. Call once per batch of responses. Returns the time it
+    /// read, so that the batch need not read the clock again to time itself.
+    pub fn refresh_date(&mut self) -> SystemTime {
         let now = SystemTime::now();
         let secs = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         if secs != self.date_secs {
@@ -75,6 +76,7 @@ impl Encoder {
             }
             self.date_secs = secs;
         }
+        now
     }
 
     /// Appends the encoded response to `out`.
