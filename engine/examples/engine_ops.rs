@@ -10,21 +10,15 @@
 //! (`measured_gets` for reads.) The memory engine holds 1M keys of 16 bytes with 100-byte values; each
 //! measured function does 1M overwrites or 1M reads of random keys, so "Collected" ÷ 1M is per operation.
 
+mod common;
+
+use common::key;
+
 use otkv_engine::{Engine, EngineConfig};
 use std::hint::black_box;
 
 const KEYS: u64 = 1_000_000;
 const OPS: u64 = 1_000_000;
-
-fn key(i: u64) -> [u8; 16] {
-    let mut k = *b"key0000000000000";
-    let mut n = i;
-    for b in k[3..].iter_mut().rev() {
-        *b = b'0' + (n % 10) as u8;
-        n /= 10;
-    }
-    k
-}
 
 #[inline(never)]
 fn measured_puts(engine: &Engine, mut x: u64) {

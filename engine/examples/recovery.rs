@@ -8,19 +8,13 @@
 //!
 //! Prints wall time and the bytes on disk at each step.
 
-use std::path::Path;
+mod common;
+
+use common::disk_use;
+
 use std::time::Instant;
 
 use otkv_engine::{Durability, Engine, EngineConfig};
-
-fn disk_use(dir: &Path) -> u64 {
-    let mut total = 0;
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let meta = entry.metadata().map(|m| (m.is_dir(), m.len())).unwrap_or((false, 0));
-        total += if meta.0 { disk_use(&entry.path()) } else { meta.1 };
-    }
-    total
-}
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1 << 20) as f64

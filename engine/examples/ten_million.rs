@@ -14,7 +14,10 @@
 //!
 //! The reader and the snapshot each have a core of their own on a 2-core machine; the load uses both.
 
-use std::path::Path;
+mod common;
+
+use common::{disk_use, key, rss_bytes};
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -22,30 +25,6 @@ use hdrhistogram::Histogram;
 use otkv_engine::{Durability, Engine, EngineConfig};
 
 const VALUE_BYTES: usize = 100;
-
-fn key(i: u64) -> [u8; 16] {
-    let mut k = *b"key0000000000000";
-    let mut n = i;
-    for b in k[3..].iter_mut().rev() {
-        *b = b'0' + (n % 10) as u8;
-        n /= 10;
-    }
-    k
-}
-
-fn disk_use(dir: &Path) -> u64 {
-    let mut total = 0;
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let meta = entry.metadata().map(|m| (m.is_dir(), m.len())).unwrap_or((false, 0));
-        total += if meta.0 { disk_use(&entry.path()) } else { meta.1 };
-    }
-    total
-}
-
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    statm.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()).unwrap_or(0) * 4096
-}
 
 fn gib(bytes: u64) -> f64 {
     bytes as f64 / (1u64 << 30) as f64
