@@ -51,8 +51,8 @@ pub(crate) fn map_with_seeds(seeds: crate::snapshot::Seeds) -> Map {
     Map::with_hasher(ahash::RandomState::with_seeds(a, b, c, d))
 }
 
-/// How often the evictor checks the budget (it is also woken by nothing else: writers that meet the cap
-/// evict for themselves).
+/// How often the evictor checks the budget. Nothing else wakes it: a writer that meets the cap evicts for
+/// itself.
 const EVICT_TICK: Duration = Duration::from_millis(10);
 
 /// What the store's views and background threads share.
