@@ -50,10 +50,8 @@ const OPS: [(Op, &str); 10] = [
 const CODES: [u16; 21] =
     [200, 201, 204, 304, 400, 404, 405, 406, 408, 411, 412, 413, 414, 417, 431, 500, 501, 502, 503, 504, 0];
 
-/// Upper bounds of the latency buckets, in seconds (`+Inf` is implicit).
-const BUCKETS: [f64; 16] =
-    [1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0];
-/// [`BUCKETS`] in nanoseconds, for the hot path (an integer search, no float conversion).
+/// Upper bounds of the latency buckets, in nanoseconds (`+Inf` is implicit): the hot path searches
+/// integers; the exposition writes them in seconds.
 const BUCKET_NS: [u64; 16] = [
     10_000,
     25_000,
@@ -73,6 +71,11 @@ const BUCKET_NS: [u64; 16] = [
     1_000_000_000,
 ];
 
+/// `ns` in seconds (exactly the decimal bound: both operands are exact, and the quotient is rounded once).
+fn seconds(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
 fn code_index(status: u16) -> usize {
     CODES.iter().position(|&c| c == status).unwrap_or(CODES.len() - 1)
 }
@@ -81,7 +84,7 @@ fn code_index(status: u16) -> usize {
 #[derive(Debug)]
 pub struct Metrics {
     requests: [[AtomicU64; CODES.len()]; OPS.len()],
-    buckets: [AtomicU64; BUCKETS.len() + 1],
+    buckets: [AtomicU64; BUCKET_NS.len() + 1],
     duration_sum_ns: AtomicU64,
     connections: AtomicI64,
     connections_refused: AtomicU64,
@@ -166,7 +169,7 @@ impl Metrics {
         let mut cumulative = 0;
         for (i, bucket) in self.buckets.iter().enumerate() {
             cumulative += bucket.load(Relaxed);
-            let le = BUCKETS.get(i).map_or_else(|| "+Inf".to_string(), |b| b.to_string());
+            let le = BUCKET_NS.get(i).map_or_else(|| "+Inf".to_string(), |&ns| seconds(ns).to_string());
             let _ = writeln!(s, "otkv_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}");
         }
         let sum = self.duration_sum_ns.load(Relaxed) as f64 * 1e-9;
@@ -241,9 +244,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bucket_bounds_agree() {
-        for (secs, ns) in BUCKETS.iter().zip(BUCKET_NS) {
-            assert_eq!((secs * 1e9).round() as u64, ns);
-        }
+    fn bucket_bounds_are_written_in_seconds() {
+        let labels: Vec<String> = BUCKET_NS.iter().map(|&ns| seconds(ns).to_string()).collect();
+        assert_eq!(labels[..3], ["0.00001", "0.000025", "0.00005"]);
+        assert_eq!(labels[12..], ["0.1", "0.25", "0.5", "1"]);
     }
 }

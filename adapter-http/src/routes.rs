@@ -87,6 +87,14 @@ impl Routed<'_> {
 
 /// Decides the route for `method` and `target`.
 pub fn resolve<'b>(method: Method, target: &'b str, limits: &Limits) -> Routed<'b> {
+    let plain = |op, route| Routed { op, json_errors: false, route };
+    let allow = |allowed: &[Method], allow: &'static str| {
+        if allowed.contains(&method) {
+            Ok(())
+        } else {
+            Err(HttpError::MethodNotAllowed { allow })
+        }
+    };
     // The hot path first: `/v1/kv/` cannot contain a `?`, so the target's prefix is the path's.
     if let Some(rest) = target.strip_prefix("/v1/kv/") {
         let (segment, query) = split_query(rest);
@@ -97,22 +105,12 @@ pub fn resolve<'b>(method: Method, target: &'b str, limits: &Limits) -> Routed<'
             Method::Delete => Op::Delete,
             _ => Op::Other,
         };
-        let route = match method {
-            Method::Get | Method::Head | Method::Put | Method::Delete => Ok(()),
-            _ => Err(HttpError::MethodNotAllowed { allow: "GET, HEAD, PUT, DELETE" }),
-        }
-        .and_then(|()| Ok(Route::Kv(key(segment, limits)?, kv_query(method, query)?)));
-        return Routed { op, json_errors: false, route };
+        let route =
+            allow(&[Method::Get, Method::Head, Method::Put, Method::Delete], "GET, HEAD, PUT, DELETE")
+                .and_then(|()| Ok(Route::Kv(key(segment, limits)?, kv_query(method, query)?)));
+        return plain(op, route);
     }
     let (path, query) = split_query(target);
-    let plain = |op, route| Routed { op, json_errors: false, route };
-    let allow = |allowed: &[Method], allow: &'static str| {
-        if allowed.contains(&method) {
-            Ok(())
-        } else {
-            Err(HttpError::MethodNotAllowed { allow })
-        }
-    };
     match path {
         "/healthz" => {
             plain(Op::Admin, allow(&[Method::Get, Method::Head], "GET, HEAD").map(|()| Route::Health))

@@ -75,7 +75,7 @@ pub(crate) fn chunk(n: usize) -> u64 {
 }
 
 /// What a stored value (`stored_len` bytes: metadata and value) costs, without its node.
-pub(crate) fn value_bytes(stored_len: usize) -> i64 {
+fn value_bytes(stored_len: usize) -> i64 {
     (VALUE_LINK + chunk(stored_len)) as i64
 }
 
@@ -142,6 +142,20 @@ impl Budget {
     /// Counts `delta` bytes more (or fewer) of entries.
     pub(crate) fn add(&self, delta: i64) {
         self.entries.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// Counts a stored value of `stored_len` bytes under a key of `key_len`: a whole new entry, or, when
+    /// it replaced one of `replaced` bytes, the difference between the two values (the node stays).
+    pub(crate) fn count_store(&self, key_len: usize, stored_len: usize, replaced: Option<usize>) {
+        self.add(match replaced {
+            Some(old_len) => value_bytes(stored_len) - value_bytes(old_len),
+            None => entry_bytes(key_len, stored_len),
+        });
+    }
+
+    /// Counts a removed entry.
+    pub(crate) fn count_removal(&self, key_len: usize, stored_len: usize) {
+        self.add(-entry_bytes(key_len, stored_len));
     }
 
     /// Estimated bytes in use with `len` keys stored.

@@ -48,27 +48,26 @@ pub(crate) fn note(index: &ExpiryIndex, budget: &Budget, key: &[u8], old: u64, n
 
 /// Takes up to [`BATCH`] index entries due at `now`.
 pub(crate) fn take_due(index: &ExpiryIndex, budget: &Budget, now: u64) -> Vec<(u64, Key)> {
-    take_while(index, budget, BATCH, |at| at <= now)
-}
-
-/// Takes up to `n` index entries from the front (nearest expiry first), due or not: `volatile-ttl`'s
-/// eviction candidates.
-pub(crate) fn take_nearest(index: &ExpiryIndex, budget: &Budget, n: usize) -> Vec<(u64, Key)> {
-    take_while(index, budget, n, |_| true)
-}
-
-fn take_while(index: &ExpiryIndex, budget: &Budget, n: usize, take: impl Fn(u64) -> bool) -> Vec<(u64, Key)> {
     let mut idx = lock(index);
     let mut out = Vec::new();
-    while out.len() < n {
+    while out.len() < BATCH {
         match idx.first() {
-            Some((at, _)) if take(*at) => out.extend(idx.pop_first()),
+            Some((at, _)) if *at <= now => out.extend(idx.pop_first()),
             _ => break,
         }
     }
     drop(idx);
     budget.add(-EXPIRY_ENTRY * out.len() as i64);
     out
+}
+
+/// Takes the index entry with the nearest expiry, due or not: `volatile-ttl`'s next eviction candidate.
+pub(crate) fn take_nearest(index: &ExpiryIndex, budget: &Budget) -> Option<(u64, Key)> {
+    let nearest = lock(index).pop_first();
+    if nearest.is_some() {
+        budget.add(-EXPIRY_ENTRY);
+    }
+    nearest
 }
 
 /// The background thread; stopped (and joined) by [`Expirer::stop`] or on drop.

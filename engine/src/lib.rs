@@ -85,29 +85,30 @@ impl Engine {
     /// Fails with [`EngineError::InvalidConfig`] when the parts do not fit together (sled without a data
     /// directory; durability the memory backend cannot give yet), or with the backend's error.
     pub fn open(config: EngineConfig) -> Result<Engine> {
-        let store =
-            match config.kind {
-                EngineKind::Memory => match (config.durability, config.data_dir.as_deref()) {
-                    (Durability::None, _) => Store::Memory(MemoryStore::new(&config)),
-                    (_, Some(dir)) => Store::Memory(MemoryStore::durable(dir, &config)?),
-                    (d, None) => {
-                        return Err(EngineError::InvalidConfig(format!(
-                            "durability `{d}` needs a data directory for the operation log"
-                        )))
-                    }
-                },
-                EngineKind::Sled if config.max_memory.is_some() => return Err(EngineError::InvalidConfig(
-                    "a memory cap applies to the memory engine; sled keeps its data on disk and bounds its \
-                     own cache"
-                        .into(),
-                )),
-                EngineKind::Sled => {
-                    let dir = config.data_dir.as_deref().ok_or_else(|| {
-                        EngineError::InvalidConfig("the sled engine needs a data directory".into())
-                    })?;
-                    Store::Sled(SledStore::open(dir, &config)?)
+        if config.kind == EngineKind::Sled && config.max_memory.is_some() {
+            return Err(EngineError::InvalidConfig(
+                "a memory cap applies to the memory engine; sled keeps its data on disk and bounds its own \
+                 cache"
+                    .into(),
+            ));
+        }
+        let store = match config.kind {
+            EngineKind::Memory => match (config.durability, config.data_dir.as_deref()) {
+                (Durability::None, _) => Store::Memory(MemoryStore::new(&config)),
+                (_, Some(dir)) => Store::Memory(MemoryStore::durable(dir, &config)?),
+                (d, None) => {
+                    return Err(EngineError::InvalidConfig(format!(
+                        "durability `{d}` needs a data directory for the operation log"
+                    )))
                 }
-            };
+            },
+            EngineKind::Sled => {
+                let dir = config.data_dir.as_deref().ok_or_else(|| {
+                    EngineError::InvalidConfig("the sled engine needs a data directory".into())
+                })?;
+                Store::Sled(SledStore::open(dir, &config)?)
+            }
+        };
         Ok(Engine { store, config })
     }
 

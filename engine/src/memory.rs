@@ -236,10 +236,7 @@ impl MemoryView<'_> {
         if cond == Condition::Always {
             let old = self.map.insert(Key::from_slice(key), stored);
             // The old value's length is in its seize link, which retiring it has just touched anyway.
-            budget.add(match old {
-                Some(o) => budget::value_bytes(new_len) - budget::value_bytes(o.len()),
-                None => budget::entry_bytes(key.len(), new_len),
-            });
+            budget.count_store(key.len(), new_len, old.map(|o| o.len()));
             if !self.s.any_expiry.load(Ordering::Relaxed) {
                 // Nothing here has ever expired: whatever was there was live (and is not indexed).
                 return Some(if old.is_some() { PutOutcome::Replaced } else { PutOutcome::Created });
@@ -273,7 +270,7 @@ impl MemoryView<'_> {
             });
             if present.get() {
                 if outcome.get().is_some() {
-                    budget.add(budget::value_bytes(new_len) - budget::value_bytes(replaced_len.get()));
+                    budget.count_store(key.len(), new_len, Some(replaced_len.get()));
                     self.note_expiry(key, replaced_expiry.get(), expires_ms);
                 }
                 return outcome.get();
@@ -283,7 +280,7 @@ impl MemoryView<'_> {
             }
             match self.map.try_insert(Key::from_slice(key), stored.take()?) {
                 Ok(_) => {
-                    budget.add(budget::entry_bytes(key.len(), new_len));
+                    budget.count_store(key.len(), new_len, None);
                     self.note_expiry(key, 0, expires_ms);
                     return Some(PutOutcome::Created);
                 }
@@ -316,7 +313,7 @@ impl MemoryView<'_> {
         let budget = &self.s.budget;
         if cond == Condition::Always {
             let Some(old) = self.map.remove(key) else { return (Some(false), false) };
-            budget.add(-budget::entry_bytes(key.len(), old.len()));
+            budget.count_removal(key.len(), old.len());
             if !self.s.any_expiry.load(Ordering::Relaxed) {
                 // Nothing here has ever expired: it was live, and is not indexed.
                 return (Some(true), true);
@@ -340,7 +337,7 @@ impl MemoryView<'_> {
         });
         match (present.get(), removed.get()) {
             (true, Some(live)) => {
-                budget.add(-budget::entry_bytes(key.len(), old_len.get()));
+                budget.count_removal(key.len(), old_len.get());
                 self.note_expiry(key, old_expiry.get(), 0);
                 (Some(live), true)
             }
@@ -379,7 +376,7 @@ impl MemoryView<'_> {
             }
         }
         Ok(removed.get().map(|(len, expires)| {
-            self.s.budget.add(-budget::entry_bytes(key.len(), len));
+            self.s.budget.count_removal(key.len(), len);
             expires
         }))
     }
@@ -409,7 +406,7 @@ impl MemoryView<'_> {
         loop {
             let victim = match budget.policy {
                 Eviction::NoEviction => return Ok(false),
-                Eviction::VolatileTtl => match expiry::take_nearest(&self.s.expiring, budget, 1).pop() {
+                Eviction::VolatileTtl => match expiry::take_nearest(&self.s.expiring, budget) {
                     Some((at, key)) => Victim::Expiring(at, key),
                     None => return Ok(false),
                 },

@@ -454,7 +454,7 @@ fn replay_log(
     let mut any_expiry = false;
     let remove = |key: &[u8]| {
         if let Some(old) = map.remove(key, &guard) {
-            budget.add(-budget::entry_bytes(key.len(), old.len()));
+            budget.count_removal(key.len(), old.len());
         }
     };
     for (i, (start, path)) in segments.iter().enumerate() {
@@ -475,10 +475,8 @@ fn replay_log(
                 let stored =
                     crate::entry::encode(crate::entry::Meta { version: record.seq, expires_ms }, value);
                 let new_len = stored.len();
-                budget.add(match map.insert(crate::memory::Key::from_slice(key), stored, &guard) {
-                    Some(old) => budget::value_bytes(new_len) - budget::value_bytes(old.len()),
-                    None => budget::entry_bytes(key.len(), new_len),
-                });
+                let old = map.insert(crate::memory::Key::from_slice(key), stored, &guard);
+                budget.count_store(key.len(), new_len, old.map(|o| o.len()));
             }
             LogOp::Delete(k) => remove(k),
         })?;
