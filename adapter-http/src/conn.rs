@@ -16,17 +16,18 @@ use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use std::os::fd::AsRawFd;
 
+use may::io::WaitIo;
 use may::net::TcpStream;
 
 use crate::deadline::Deadline;
 use crate::error::HttpError;
 use crate::metrics::Op;
 use crate::request::{self, Method, Preconditions};
-use crate::response::{Encoder, Framing, Reply, CONTINUE};
+use crate::response::{wall_clock_ns, ContentType, Encoder, Framing, Reply, CONTINUE};
 use crate::routes::{self, Route};
 use crate::server::Front;
 use crate::service::Service;
@@ -69,6 +70,9 @@ struct Connection<'s, S: Service> {
     request_started: Option<Instant>,
     /// This connection counts in `Front::busy` (it holds a request not yet answered).
     busy: bool,
+    /// The last read took less than it was offered: the socket had nothing more then, so the next read
+    /// waits for may's readiness event first instead of trying (and getting `EAGAIN`) ([`read_or_wait`]).
+    drained: bool,
 }
 
 /// Serves one connection until it closes. Never panics: a panic in the service is caught and answered.
@@ -88,6 +92,7 @@ pub fn serve<S: Service>(stream: TcpStream, service: &S) {
         continue_sent: false,
         request_started: None,
         busy: false,
+        drained: false,
     };
     conn.run();
     conn.set_busy(false);
@@ -112,7 +117,7 @@ impl<S: Service> Connection<'_, S> {
                         // Stalled mid-request: say so, then close.
                         let _ = self.encoder.refresh_date();
                         let err = HttpError::RequestTimeout;
-                        respond_error(&mut self.out, &self.encoder, self.front, Op::Other, &err, false);
+                        respond_error(&mut self.out, &mut self.encoder, self.front, Op::Other, &err, false);
                         let _ = self.write_out();
                     }
                     return;
@@ -149,7 +154,7 @@ impl<S: Service> Connection<'_, S> {
             window: &self.buf[self.start..self.filled],
             consumed: 0,
             out: &mut self.out,
-            encoder: &self.encoder,
+            encoder: &mut self.encoder,
             front: self.front,
             continue_sent: self.continue_sent,
             continue_due: false,
@@ -182,7 +187,7 @@ impl<S: Service> Connection<'_, S> {
             Err(_) => {
                 tracing::error!("a request handler panicked; closing its connection");
                 let err = HttpError::Internal;
-                respond_error(&mut self.out, &self.encoder, self.front, Op::Other, &err, false);
+                respond_error(&mut self.out, &mut self.encoder, self.front, Op::Other, &err, false);
                 Next::Close
             }
         }
@@ -219,7 +224,8 @@ impl<S: Service> Connection<'_, S> {
             left
         };
         self.deadline.read_within(timeout);
-        let read = self.stream.read(&mut self.buf[self.filled..]);
+        let space = self.buf.len() - self.filled;
+        let read = read_or_wait(&mut self.stream, &mut self.buf[self.filled..], self.drained);
         self.deadline.clear();
         if self.deadline.fired() {
             // The reaper shut the read side: the read saw end-of-file (or an error) because time ran out.
@@ -227,13 +233,14 @@ impl<S: Service> Connection<'_, S> {
         }
         let n = read?;
         self.filled += n;
+        self.drained = n < space;
         Ok(n)
     }
 
     /// Writes all of `out`; a client that does not read it within the idle timeout is disconnected.
     fn write_out(&mut self) -> io::Result<()> {
         self.deadline.write_within(self.front.timeouts.idle);
-        let result = self.stream.write_all(&self.out);
+        let result = write_all_or_wait(&mut self.stream, &self.out);
         self.deadline.clear();
         result
     }
@@ -278,13 +285,13 @@ pub struct Requests<'c> {
     /// How many bytes of `window` belong to requests already answered.
     consumed: usize,
     out: &'c mut Vec<u8>,
-    encoder: &'c Encoder,
+    encoder: &'c mut Encoder,
     front: &'c Front,
     continue_sent: bool,
     continue_due: bool,
     next: Next,
-    /// When the batch started (the clock read that also dates its responses).
-    started: SystemTime,
+    /// When the batch started, in [`wall_clock_ns`] (the clock read that also dates its responses).
+    started: u64,
     /// Requests answered through [`Requests::respond`] whose time is not recorded yet.
     untimed: u64,
 }
@@ -392,7 +399,7 @@ impl<'c> Requests<'c> {
     ) -> u16 {
         let Exchange { method: _, op, json_errors, route, body, raw, closes, framing, preconditions: _ } =
             exchange;
-        let mut responder = Responder { out: self.out, encoder: self.encoder, framing };
+        let mut responder = Responder { out: self.out, encoder: &mut *self.encoder, framing };
         let result = route.and_then(|route| handler(route, body, &mut responder));
         let status = match result {
             Ok(status) => {
@@ -406,7 +413,7 @@ impl<'c> Requests<'c> {
                     http10_keep_alive: framing.http10_keep_alive && !close,
                     head_only: framing.head_only,
                 };
-                encode_error(self.out, self.encoder, &err, json_errors, framing);
+                encode_error(self.out, &mut *self.encoder, &err, json_errors, framing);
                 self.finish(raw.len(), close);
                 err.status()
             }
@@ -424,8 +431,7 @@ impl<'c> Requests<'c> {
     fn record_times(&mut self) {
         if self.untimed > 0 {
             // Wall-clock time, read once per batch; a clock stepped backwards counts as zero.
-            let elapsed = SystemTime::now().duration_since(self.started).unwrap_or_default();
-            let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+            let nanos = wall_clock_ns().saturating_sub(self.started);
             self.front.metrics.record_durations(self.untimed, nanos);
             self.untimed = 0;
         }
@@ -449,7 +455,7 @@ impl<'c> Requests<'c> {
     /// Encodes `err` as the response to a request consumed with [`Requests::pass`] (with that request's
     /// `framing`), and counts it.
     pub fn send_error(&mut self, op: Op, err: &HttpError, json_errors: bool, framing: Framing, nanos: u64) {
-        encode_error(self.out, self.encoder, err, json_errors, framing);
+        encode_error(self.out, &mut *self.encoder, err, json_errors, framing);
         self.front.metrics.record(op, err.status(), nanos);
     }
 
@@ -464,18 +470,13 @@ impl<'c> Requests<'c> {
     /// cannot stand (the node's `sync` writes that did not become durable).
     pub fn fail_batch(&mut self, err: &HttpError) {
         self.out.clear();
-        respond_error(self.out, self.encoder, self.front, Op::Other, err, false);
+        respond_error(self.out, &mut *self.encoder, self.front, Op::Other, err, false);
         self.next = Next::Close;
     }
 
     /// The connection's output buffer: responses in request order.
     pub fn out(&mut self) -> &mut Vec<u8> {
         self.out
-    }
-
-    /// The connection's response encoder (with the cached `Date`).
-    pub fn encoder(&self) -> &Encoder {
-        self.encoder
     }
 
     #[inline]
@@ -515,13 +516,13 @@ impl Exchange<'_> {
 #[derive(Debug)]
 pub struct Responder<'a> {
     out: &'a mut Vec<u8>,
-    encoder: &'a Encoder,
+    encoder: &'a mut Encoder,
     framing: Framing,
 }
 
 impl Responder<'_> {
     /// Encodes a response and returns its status.
-    pub fn send(&mut self, status: u16, content_type: Option<&'static str>, body: &[u8]) -> u16 {
+    pub fn send(&mut self, status: u16, content_type: Option<ContentType>, body: &[u8]) -> u16 {
         self.send_entry(status, content_type, body, None)
     }
 
@@ -529,7 +530,7 @@ impl Responder<'_> {
     pub fn send_entry(
         &mut self,
         status: u16,
-        content_type: Option<&'static str>,
+        content_type: Option<ContentType>,
         body: &[u8],
         entry: Option<otkv_engine::Meta>,
     ) -> u16 {
@@ -540,7 +541,14 @@ impl Responder<'_> {
 }
 
 /// Encodes an error response that ends the connection, and counts it.
-fn respond_error(out: &mut Vec<u8>, encoder: &Encoder, front: &Front, op: Op, err: &HttpError, json: bool) {
+fn respond_error(
+    out: &mut Vec<u8>,
+    encoder: &mut Encoder,
+    front: &Front,
+    op: Op,
+    err: &HttpError,
+    json: bool,
+) {
     encode_error(
         out,
         encoder,
@@ -551,7 +559,13 @@ fn respond_error(out: &mut Vec<u8>, encoder: &Encoder, front: &Front, op: Op, er
     front.metrics.record(op, err.status(), 0);
 }
 
-fn encode_error(out: &mut Vec<u8>, encoder: &Encoder, err: &HttpError, json_errors: bool, framing: Framing) {
+fn encode_error(
+    out: &mut Vec<u8>,
+    encoder: &mut Encoder,
+    err: &HttpError,
+    json_errors: bool,
+    framing: Framing,
+) {
     let (content_type, text) = routes::error_body(err, json_errors);
     let reply = Reply {
         status: err.status(),
@@ -561,6 +575,63 @@ fn encode_error(out: &mut Vec<u8>, encoder: &Encoder, err: &HttpError, json_erro
         entry: None,
     };
     encoder.encode(out, &reply, framing);
+}
+
+/// Reads what the socket has, parking the coroutine until it is readable when it has nothing.
+///
+/// The socket is non-blocking (may made it so). may's own `TcpStream::read` tries a read, and on
+/// `EAGAIN` parks through a per-call event source and reads again after waking; this is the shape of
+/// may_minihttp's loop instead, about 200 instructions cheaper per read
+/// (`benches/server/instructions.sh`):
+/// - `wait_first` (the previous read came back short, so the socket was empty then): wait for may's
+///   readiness flag before reading. `wait_io` returns at once if an event arrived since it last
+///   returned (it clears the flag as it returns), and every byte that arrives after that sets it, so
+///   nothing is missed; it saves the read that would only say `EAGAIN` on an idle keep-alive socket.
+/// - Otherwise read at once, and wait only on `EAGAIN`.
+///
+/// A deadline ends a wait by shutting the socket down, which raises the flag and makes the read
+/// return 0.
+///
+/// `inline(never)`, like `process_batch`: `wait_io` parks the coroutine, which may resume on another
+/// worker thread; in a frame of its own, nothing computed from a thread-local before the wait is reused
+/// after it.
+#[inline(never)]
+fn read_or_wait(stream: &mut TcpStream, buf: &mut [u8], wait_first: bool) -> io::Result<usize> {
+    if wait_first {
+        stream.wait_io();
+    }
+    loop {
+        match stream.inner_mut().read(buf) {
+            Err(e) if would_block(&e) => {
+                stream.wait_io();
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            result => return result,
+        }
+    }
+}
+
+/// Writes all of `data`, parking the coroutine while the socket's send buffer is full (as
+/// [`read_or_wait`]).
+#[inline(never)]
+fn write_all_or_wait(stream: &mut TcpStream, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        match stream.inner_mut().write(data) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(e) if would_block(&e) => {
+                stream.wait_io();
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// `EAGAIN`, tested by number (`io::Error::kind` maps every errno through a table first).
+fn would_block(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EAGAIN)
 }
 
 fn is_timeout(e: &io::Error) -> bool {

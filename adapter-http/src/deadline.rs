@@ -87,6 +87,8 @@ fn reaper() -> &'static Reaper {
 pub struct Deadline {
     id: usize,
     slot: Arc<Slot>,
+    /// The reaper, looked up once: setting a deadline is on every read and write.
+    reaper: &'static Reaper,
 }
 
 impl std::fmt::Debug for Deadline {
@@ -107,13 +109,14 @@ impl Deadline {
             fired: AtomicBool::new(false),
         });
         lock(&r.slots).insert(id, Arc::clone(&slot));
-        Deadline { id, slot }
+        Deadline { id, slot, reaper: r }
     }
 
     fn set(&self, kind: u8, within: Duration) {
-        let r = reaper();
-        let within_ms = u64::try_from(within.as_millis()).unwrap_or(u64::MAX);
-        self.slot.at_ms.store(r.now_ms.load(Relaxed).saturating_add(within_ms), Relaxed);
+        // In u64 milliseconds (`as_millis` is a u128): seconds beyond 584 million years saturate.
+        let within_ms =
+            within.as_secs().saturating_mul(1000).saturating_add(u64::from(within.subsec_millis()));
+        self.slot.at_ms.store(self.reaper.now_ms.load(Relaxed).saturating_add(within_ms), Relaxed);
         self.slot.kind.store(kind, Relaxed);
     }
 
@@ -140,6 +143,6 @@ impl Deadline {
 
 impl Drop for Deadline {
     fn drop(&mut self) {
-        lock(&reaper().slots).remove(&self.id);
+        lock(&self.reaper.slots).remove(&self.id);
     }
 }

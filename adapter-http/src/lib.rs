@@ -44,6 +44,7 @@ pub mod response;
 pub mod routes;
 pub mod server;
 pub mod service;
+pub mod swar;
 
 pub use cli::{FrontArgs, ServerArgs};
 pub use node::run;

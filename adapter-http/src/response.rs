@@ -5,16 +5,27 @@
 //! The `Date` header (required of an origin server with a clock, RFC 9110 §6.6.1) is formatted at most once
 //! a second per connection.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
-/// Content types the server sends.
-pub const OCTET_STREAM: &str = "application/octet-stream";
+/// A `Content-Type` the server sends, kept as its whole header line: one copy per response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContentType(&'static str);
+
+impl ContentType {
+    /// The media type, as the header carries it.
+    pub fn media_type(self) -> &'static str {
+        self.0.trim_start_matches("\r\nContent-Type: ")
+    }
+}
+
+/// Values.
+pub const OCTET_STREAM: ContentType = ContentType("\r\nContent-Type: application/octet-stream");
 /// JSON bodies.
-pub const JSON: &str = "application/json";
+pub const JSON: ContentType = ContentType("\r\nContent-Type: application/json");
 /// Short plain-text messages.
-pub const TEXT: &str = "text/plain; charset=utf-8";
+pub const TEXT: ContentType = ContentType("\r\nContent-Type: text/plain; charset=utf-8");
 /// Prometheus text exposition format 0.0.4.
-pub const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub const PROMETHEUS: ContentType = ContentType("\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8");
 
 /// One response to encode.
 #[derive(Debug)]
@@ -22,7 +33,7 @@ pub struct Reply<'a> {
     /// Status code.
     pub status: u16,
     /// `Content-Type`, when there is a body.
-    pub content_type: Option<&'static str>,
+    pub content_type: Option<ContentType>,
     /// The body (its length is sent even for HEAD).
     pub body: &'a [u8],
     /// Value of an `Allow` header (405).
@@ -42,22 +53,79 @@ pub struct Framing {
     pub head_only: bool,
 }
 
+/// Nanoseconds since the Unix epoch by the realtime clock (0 if it cannot be read). One `clock_gettime`
+/// and integer arithmetic: `SystemTime::now` plus `duration_since` cost about 80 instructions more per
+/// batch, mostly in normalising the `Duration`s.
+#[inline]
+pub fn wall_clock_ns() -> u64 {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME) {
+        // A clock before 1970 reads as 0; `tv_nsec` is below 10^9.
+        Ok(t) => (t.tv_sec().max(0) as u64).wrapping_mul(1_000_000_000).wrapping_add(t.tv_nsec() as u64),
+        Err(_) => 0,
+    }
+}
+
 /// The headers every response starts with after its status line; the date fills the last 29 bytes.
 const SERVER_DATE: &[u8; 22] = b"\r\nServer: otkv\r\nDate: ";
 
-/// Per-connection encoder with a cached `Date` value.
+/// Per-connection encoder: the cached `Date`, and the head of the last response.
+///
+/// Responses on one connection mostly repeat the same status line, content type, `Connection` header
+/// and often the same length (a run of GETs of equal-sized values, a run of PUTs). Everything up to the
+/// `ETag` value is kept as [`Encoder::prefix`] and reused as one copy while those stay the same and the
+/// second does not change; only the `ETag` and the body are written per response.
 #[derive(Debug)]
 pub struct Encoder {
-    /// [`SERVER_DATE`] and the date: one fixed-size copy per response.
+    /// [`SERVER_DATE`] and the date.
     server_date: [u8; 22 + 29],
     date_secs: u64,
+    /// The head of the response `prefix_of` describes, up to the `ETag` value (or the blank line).
+    prefix: Vec<u8>,
+    prefix_of: Option<PrefixOf>,
+}
+
+/// What decides a response's head up to its `ETag` value.
+#[derive(Debug, Clone, Copy)]
+struct PrefixOf {
+    status: u16,
+    content_type: Option<ContentType>,
+    close: bool,
+    http10_keep_alive: bool,
+    /// The body's length (sent even for HEAD).
+    length: usize,
+    /// It carries an `ETag`.
+    tagged: bool,
+}
+
+impl PrefixOf {
+    /// The same head. Content types compare by address: the constants above are distinct, and two equal
+    /// ones at different addresses would only rebuild the prefix.
+    fn same(&self, other: &PrefixOf) -> bool {
+        let same_type = match (self.content_type, other.content_type) {
+            (Some(a), Some(b)) => std::ptr::eq(a.0, b.0),
+            (None, None) => true,
+            _ => false,
+        };
+        self.status == other.status
+            && self.length == other.length
+            && same_type
+            && self.tagged == other.tagged
+            && self.close == other.close
+            && self.http10_keep_alive == other.http10_keep_alive
+    }
+
+    /// Whether the head carries a `Content-Length`: 1xx and 204 must not (RFC 9110 §8.6), and a 304
+    /// has no body to measure.
+    fn has_length(&self) -> bool {
+        self.status != 204 && self.status != 304
+    }
 }
 
 impl Default for Encoder {
     fn default() -> Self {
         let mut server_date = [b' '; 22 + 29];
         server_date[..22].copy_from_slice(SERVER_DATE);
-        let mut e = Encoder { server_date, date_secs: u64::MAX };
+        let mut e = Encoder { server_date, date_secs: u64::MAX, prefix: Vec::new(), prefix_of: None };
         e.refresh_date();
         e
     }
@@ -65,67 +133,105 @@ impl Default for Encoder {
 
 impl Encoder {
     /// Re-formats the date if the second changed. Call once per batch of responses. Returns the time it
-    /// read, so that the batch need not read the clock again to time itself.
-    pub fn refresh_date(&mut self) -> SystemTime {
-        let now = SystemTime::now();
-        let secs = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    /// read ([`wall_clock_ns`]), so that the batch need not read the clock again to time itself.
+    pub fn refresh_date(&mut self) -> u64 {
+        let now = wall_clock_ns();
+        let secs = now / 1_000_000_000;
         if secs != self.date_secs {
-            let text = httpdate::fmt_http_date(now);
+            let text = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs));
             if text.len() == 29 {
                 self.server_date[22..].copy_from_slice(text.as_bytes());
             }
             self.date_secs = secs;
+            self.prefix_of = None;
         }
         now
     }
 
     /// Appends the encoded response to `out`.
     ///
-    /// Room for the whole response is reserved first, so each append below is a copy without a reallocation;
-    /// the status line is one literal per status code ([`status_line`]), not a number and a phrase.
-    pub fn encode(&self, out: &mut Vec<u8>, reply: &Reply<'_>, framing: Framing) {
+    /// Room for the whole response is reserved first, so each append is a copy without a reallocation.
+    /// The head is the cached prefix (status line, `Server`, `Date`, `Content-Type`, `Connection`,
+    /// `Content-Length`, `ETag: "`), then the version, whose closing quote and the blank line are one
+    /// piece (or `Expires` first).
+    pub fn encode(&mut self, out: &mut Vec<u8>, reply: &Reply<'_>, framing: Framing) {
         let body: &[u8] = if framing.head_only { b"" } else { reply.body };
+        let of = PrefixOf {
+            status: reply.status,
+            content_type: reply.content_type,
+            close: framing.close,
+            http10_keep_alive: framing.http10_keep_alive,
+            length: reply.body.len(),
+            tagged: reply.entry.is_some(),
+        };
         out.reserve(MAX_HEAD + body.len());
-        match status_line(reply.status) {
+        if let Some(allow) = reply.allow {
+            // 405 only: not worth caching.
+            self.write_prefix(out, &of, Some(allow));
+        } else {
+            if !self.prefix_of.is_some_and(|cached| cached.same(&of)) {
+                let mut prefix = std::mem::take(&mut self.prefix);
+                prefix.clear();
+                self.write_prefix(&mut prefix, &of, None);
+                self.prefix = prefix;
+                self.prefix_of = Some(of);
+            }
+            out.extend_from_slice(&self.prefix);
+        }
+        match reply.entry {
+            Some(meta) => {
+                push_decimal(out, meta.version);
+                if meta.expires_ms != 0 {
+                    let at = UNIX_EPOCH + Duration::from_millis(meta.expires_ms);
+                    out.extend_from_slice(b"\"\r\nExpires: ");
+                    out.extend_from_slice(httpdate::fmt_http_date(at).as_bytes());
+                    out.extend_from_slice(b"\r\n\r\n");
+                } else {
+                    out.extend_from_slice(b"\"\r\n\r\n");
+                }
+            }
+            None => out.extend_from_slice(b"\r\n\r\n"),
+        }
+        out.extend_from_slice(body);
+    }
+
+    /// Writes the head `of` describes, up to the `ETag` value (or, without one, up to the blank line).
+    fn write_prefix(&self, out: &mut Vec<u8>, of: &PrefixOf, allow: Option<&'static str>) {
+        match status_line(of.status) {
             Some(line) => out.extend_from_slice(line),
             None => {
                 out.extend_from_slice(b"HTTP/1.1 ");
-                out.extend_from_slice(itoa::Buffer::new().format(reply.status).as_bytes());
+                push_decimal(out, u64::from(of.status));
                 out.extend_from_slice(b" Unknown");
             }
         }
         out.extend_from_slice(&self.server_date);
-        if let Some(ct) = reply.content_type {
-            out.extend_from_slice(b"\r\nContent-Type: ");
-            out.extend_from_slice(ct.as_bytes());
+        if let Some(ct) = of.content_type {
+            out.extend_from_slice(ct.0.as_bytes());
         }
-        if let Some(allow) = reply.allow {
+        if let Some(allow) = allow {
             out.extend_from_slice(b"\r\nAllow: ");
             out.extend_from_slice(allow.as_bytes());
         }
-        if let Some(meta) = reply.entry {
-            out.extend_from_slice(b"\r\nETag: \"");
-            out.extend_from_slice(itoa::Buffer::new().format(meta.version).as_bytes());
-            out.push(b'"');
-            if meta.expires_ms != 0 {
-                let at = UNIX_EPOCH + std::time::Duration::from_millis(meta.expires_ms);
-                out.extend_from_slice(b"\r\nExpires: ");
-                out.extend_from_slice(httpdate::fmt_http_date(at).as_bytes());
-            }
-        }
-        if framing.close {
+        if of.close {
             out.extend_from_slice(b"\r\nConnection: close");
-        } else if framing.http10_keep_alive {
+        } else if of.http10_keep_alive {
             out.extend_from_slice(b"\r\nConnection: keep-alive");
         }
-        // 1xx and 204 carry no Content-Length (RFC 9110 §8.6), and a 304 has no body to measure.
-        if reply.status != 204 && reply.status != 304 {
+        if of.has_length() {
             out.extend_from_slice(b"\r\nContent-Length: ");
-            out.extend_from_slice(itoa::Buffer::new().format(reply.body.len()).as_bytes());
+            push_decimal(out, of.length as u64);
         }
-        out.extend_from_slice(b"\r\n\r\n");
-        out.extend_from_slice(body);
+        if of.tagged {
+            out.extend_from_slice(b"\r\nETag: \"");
+        }
     }
+}
+
+/// Appends `n` in decimal.
+#[inline]
+fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// More than the longest head the server sends (about 330 bytes: the longest status line, Prometheus'
@@ -179,7 +285,13 @@ mod tests {
 
     fn encoded(reply: &Reply<'_>, framing: Framing) -> String {
         let mut out = Vec::new();
-        Encoder::default().encode(&mut out, reply, framing);
+        let mut encoder = Encoder::default();
+        encoder.encode(&mut out, reply, framing);
+        // The second time from the cached prefix: the same bytes.
+        let first = out.len();
+        encoder.encode(&mut out, reply, framing);
+        assert_eq!(out[..first], out[first..]);
+        out.truncate(first);
         String::from_utf8(out).expect("ASCII")
     }
 
@@ -195,15 +307,52 @@ mod tests {
             text,
             format!(
                 "HTTP/1.1 200 OK\r\nServer: otkv\r\nDate: {date}\r\nContent-Type: application/octet-stream\r\n\
-                 ETag: \"42\"\r\nContent-Length: 3\r\n\r\nabc"
+                 Content-Length: 3\r\nETag: \"42\"\r\n\r\nabc"
             )
         );
         let head_only = Framing { head_only: true, ..KEEP };
-        assert!(encoded(&reply, head_only).ends_with("Content-Length: 3\r\n\r\n"));
+        assert!(encoded(&reply, head_only).ends_with("Content-Length: 3\r\nETag: \"42\"\r\n\r\n"));
         let unknown = Reply { status: 299, content_type: None, body: b"", allow: None, entry: None };
         assert!(encoded(&unknown, KEEP).starts_with("HTTP/1.1 299 Unknown\r\n"));
         let no_content = Reply { status: 204, content_type: None, body: b"", allow: None, entry: None };
         assert!(!encoded(&no_content, KEEP).contains("Content-Length"));
+    }
+
+    #[test]
+    fn a_cached_head_is_rebuilt_when_the_response_differs() {
+        let entry = |version| Some(otkv_engine::Meta { version, expires_ms: 0 });
+        let replies = [
+            Reply {
+                status: 200,
+                content_type: Some(OCTET_STREAM),
+                body: b"abc",
+                allow: None,
+                entry: entry(1),
+            },
+            Reply {
+                status: 200,
+                content_type: Some(OCTET_STREAM),
+                body: b"abcd",
+                allow: None,
+                entry: entry(2),
+            },
+            Reply { status: 200, content_type: Some(JSON), body: b"abcd", allow: None, entry: entry(3) },
+            Reply { status: 201, content_type: Some(JSON), body: b"abcd", allow: None, entry: entry(4) },
+            Reply { status: 201, content_type: Some(JSON), body: b"abcd", allow: None, entry: None },
+            Reply { status: 204, content_type: None, body: b"", allow: None, entry: entry(5) },
+            Reply { status: 405, content_type: Some(TEXT), body: b"no", allow: Some("GET"), entry: None },
+            Reply { status: 204, content_type: None, body: b"", allow: None, entry: entry(6) },
+        ];
+        let framings = [KEEP, Framing { close: true, ..KEEP }, Framing { http10_keep_alive: true, ..KEEP }];
+        let mut shared = Encoder::default();
+        for framing in framings {
+            for reply in &replies {
+                let (mut one, mut fresh) = (Vec::new(), Vec::new());
+                shared.encode(&mut one, reply, framing);
+                Encoder::default().encode(&mut fresh, reply, framing);
+                assert_eq!(String::from_utf8_lossy(&one), String::from_utf8_lossy(&fresh));
+            }
+        }
     }
 
     #[test]

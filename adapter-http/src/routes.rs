@@ -14,7 +14,8 @@ use crate::error::HttpError;
 use crate::metrics::{Metrics, Op};
 use crate::pct;
 use crate::request::{Method, Preconditions};
-use crate::response::{JSON, OCTET_STREAM, PROMETHEUS, TEXT};
+use crate::response::{ContentType, JSON, OCTET_STREAM, PROMETHEUS, TEXT};
+use crate::swar;
 
 /// Body limit for routes that do not use the body (it is still read and discarded).
 const MAX_UNUSED_BODY: usize = 64 * 1024;
@@ -97,17 +98,25 @@ pub fn resolve<'b>(method: Method, target: &'b str, limits: &Limits) -> Routed<'
     };
     // The hot path first: `/v1/kv/` cannot contain a `?`, so the target's prefix is the path's.
     if let Some(rest) = target.strip_prefix("/v1/kv/") {
-        let (segment, query) = split_query(rest);
         let op = match method {
             Method::Get => Op::Get,
             Method::Head => Op::Head,
             Method::Put => Op::Put,
             Method::Delete => Op::Delete,
-            _ => Op::Other,
+            _ => {
+                let allow = "GET, HEAD, PUT, DELETE";
+                return plain(Op::Other, Err(HttpError::MethodNotAllowed { allow }));
+            }
         };
-        let route =
-            allow(&[Method::Get, Method::Head, Method::Put, Method::Delete], "GET, HEAD, PUT, DELETE")
-                .and_then(|()| Ok(Route::Kv(key(segment, limits)?, kv_query(method, query)?)));
+        // Most keys have nothing to split or decode: one scan says so, and the key is the rest as it is.
+        if swar::first_of(rest.as_bytes(), b'/', b'%', b'?').is_none() {
+            return plain(
+                op,
+                checked_key(Cow::Borrowed(rest.as_bytes()), limits).map(|k| Route::Kv(k, None)),
+            );
+        }
+        let (segment, query) = split_query(rest);
+        let route = key(segment, limits).and_then(|key| Ok(Route::Kv(key, kv_query(method, query)?)));
         return plain(op, route);
     }
     let (path, query) = split_query(target);
@@ -171,6 +180,11 @@ fn key<'b>(segment: &'b str, limits: &Limits) -> Result<Cow<'b, [u8]>, HttpError
     } else {
         Cow::Borrowed(segment.as_bytes())
     };
+    checked_key(key, limits)
+}
+
+/// A decoded key, if it is not empty and within the limit.
+fn checked_key<'b>(key: Cow<'b, [u8]>, limits: &Limits) -> Result<Cow<'b, [u8]>, HttpError> {
     if key.is_empty() {
         return Err(HttpError::EmptyKey);
     }
@@ -360,7 +374,7 @@ pub fn handle(
                         }
                         _ => resp.send_entry(200, Some(OCTET_STREAM), value, Some(meta)),
                     })?
-                    .ok_or(HttpError::KeyNotFound)?
+                    .ok_or_else(|| HttpError::KeyNotFound)?
             }
         },
         Route::List { prefix, limit } => {
@@ -395,7 +409,7 @@ pub fn handle(
             _ => {
                 let read =
                     batch.get_entry_with(key, |m, v| (m, std::str::from_utf8(v).map(str::to_owned)))?;
-                let (meta, text) = read.ok_or(HttpError::KeyNotFound)?;
+                let (meta, text) = read.ok_or_else(|| HttpError::KeyNotFound)?;
                 let text = text.map_err(|_| HttpError::ValueNotText)?;
                 let doc = serde_json::json!({ "value": text }).to_string();
                 resp.send_entry(200, Some(JSON), doc.as_bytes(), Some(meta))
@@ -420,7 +434,7 @@ pub fn handle(
 }
 
 /// The body of an error response: JSON `{"error": ...}` on the compatible API, plain text elsewhere.
-pub fn error_body(err: &HttpError, json_errors: bool) -> (&'static str, Vec<u8>) {
+pub fn error_body(err: &HttpError, json_errors: bool) -> (ContentType, Vec<u8>) {
     if json_errors {
         (JSON, serde_json::json!({ "error": err.to_string() }).to_string().into_bytes())
     } else {

@@ -10,6 +10,8 @@
 #
 # Needs valgrind and wrk (apt-get install valgrind wrk; redis-server for the Redis rows).
 # Usage: benches/server/instructions.sh [DURATION]   (default 3s per measurement)
+# SERVERS="otkv" measures only some of hello, otkv, redis (default all three).
+# KEEP=DIR keeps the callgrind dumps there (for callgrind_annotate --inclusive=yes, or kcachegrind).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DUR=${1:-3s}
@@ -25,6 +27,7 @@ PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$TMP"/*.[0-9]* "$KEEP"/ 2>/dev/null || true; fi
   rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -76,6 +79,10 @@ printf "%-26s %9s %9s %9s %9s   (instructions per request, %s connections)\n" \
 # A port the kernel says is free (minihttp_hello and redis-server do not report one they picked).
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
+SERVERS=${SERVERS:-hello otkv redis}
+wanted() { [[ " $SERVERS " == *" $1 "* ]]; }
+
+if wanted hello; then
 PORT=$(free_port)
 under_callgrind hello ./target/release/examples/minihttp_hello "$PORT" 1
 HELLO=$PID
@@ -86,6 +93,9 @@ measure hello-16 "$HELLO" wrk_requests "http://127.0.0.1:$PORT" hello 16
 h16=$PER_REQUEST
 printf "%-26s %9s %9s %9s %9s\n" "may_minihttp hello" "$h1" "$h16" "-" "-"
 kill "$HELLO"
+fi
+
+if wanted otkv; then
 
 under_callgrind otkv ./target/release/otkv-server --port 0 --workers 1
 OTKV=$PID
@@ -108,8 +118,9 @@ p1=$PER_REQUEST
 measure otkv-put-16 "$OTKV" wrk_requests "$URL" put 16
 p16=$PER_REQUEST
 printf "%-26s %9s %9s %9s %9s\n" "otkv-server (memory)" "$g1" "$g16" "$p1" "$p16"
+fi
 
-if command -v redis-server >/dev/null; then
+if wanted redis && command -v redis-server >/dev/null; then
   RPORT=$(free_port)
   under_callgrind redis redis-server --port "$RPORT" --save '' --appendonly no
   REDIS=$PID
@@ -126,6 +137,7 @@ s16=$PER_REQUEST
   printf "%-26s %9s %9s %9s %9s\n" "redis-server (GET/SET)" "$r1" "$r16" "$s1" "$s16"
 fi
 
+wanted otkv || exit 0
 echo
 echo "== otkv-server GET, top functions (instructions in the function itself)"
 callgrind_annotate --threshold=80 "$GET_DUMP" 2>/dev/null | sed -n '/^Ir/,$p' | head -n 25 || true
