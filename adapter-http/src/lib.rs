@@ -12,7 +12,8 @@
 //!    complete request in it (the node: inside one engine batch), write all responses with one write.
 //!    Timeouts, the head cap, body framing and panic isolation live here; [`deadline`] enforces the
 //!    timeouts (may's own socket timeouts are racy).
-//! 3. [`request`] parses a head with `httparse` and applies the framing rules (`Content-Length`,
+//! 3. [`request`] parses a head (the common form with its own word-at-a-time scanner, [`swar`];
+//!    anything else with `httparse`) and applies the framing rules (`Content-Length`,
 //!    `Transfer-Encoding`, `Connection`, `Expect`).
 //! 4. [`routes`] maps method and path to an operation and runs it; [`error`] maps every failure to its
 //!    status in one place; [`response`] encodes the answer.

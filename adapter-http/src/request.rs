@@ -1,7 +1,8 @@
 //! Parsing one request head and deciding how its body is framed.
 //!
-//! `httparse` does the tokenising; this module applies the rules httparse leaves to its caller, which are the
-//! ones that keep a connection's byte stream trustworthy (RFC 9112 §6):
+//! The common head form is tokenised by [`scan`], everything else by `httparse`; this module applies the
+//! rules a tokeniser leaves to its caller, the same way to both, which are the ones that keep a
+//! connection's byte stream trustworthy (RFC 9112 §6):
 //! - `Content-Length` must be plain digits; several must agree; with `Transfer-Encoding` it is an error.
 //! - `Transfer-Encoding` is refused (411 for chunked, 501 otherwise): a body we cannot frame is never stored.
 //! - The head is capped in bytes and in header count (431), before it is buffered any further.

@@ -11,6 +11,8 @@
 # Needs valgrind and wrk (apt-get install valgrind wrk; redis-server for the Redis rows).
 # Usage: benches/server/instructions.sh [DURATION]   (default 3s per measurement)
 # SERVERS="otkv" measures only some of hello, otkv, redis (default all three).
+# CACHE=1 also simulates the caches (--cache-sim=yes) and prints last-level data-cache misses per request
+# (DLmr + DLmw): the dependent misses of a table lookup cost more than its instructions.
 # KEEP=DIR keeps the callgrind dumps there (for callgrind_annotate --inclusive=yes, or kcachegrind).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -36,7 +38,7 @@ trap cleanup EXIT
 under_callgrind() {
   local name=$1
   shift
-  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$TMP/$name.%p" "$@" \
+  valgrind --tool=callgrind --instr-atstart=no ${CACHE:+--cache-sim=yes} --callgrind-out-file="$TMP/$name.%p" "$@" \
     >"$TMP/$name.out" 2>"$TMP/$name.err" &
   PID=$!
   PIDS+=("$PID")
@@ -55,6 +57,10 @@ measure() {
   DUMP=$(ls -t "$TMP"/*."$pid".* | head -n 1)
   ir=$(awk '/^totals:/ {print $2; exit}' "$DUMP")
   PER_REQUEST=$(awk -v ir="$ir" -v n="$n" 'BEGIN { printf "%.0f", ir / n }')
+  if [ -n "${CACHE:-}" ]; then
+    # events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw
+    PER_REQUEST="$PER_REQUEST/$(awk -v n="$n" '/^totals:/ { printf "%.1f", ($9 + $10) / n; exit }' "$DUMP")"
+  fi
 }
 
 # wrk_requests URL OP DEPTH: runs wrk, prints the requests it completed (non-2xx answers fail the run).
@@ -83,41 +89,40 @@ SERVERS=${SERVERS:-hello otkv redis}
 wanted() { [[ " $SERVERS " == *" $1 "* ]]; }
 
 if wanted hello; then
-PORT=$(free_port)
-under_callgrind hello ./target/release/examples/minihttp_hello "$PORT" 1
-HELLO=$PID
-wait_listening "$TMP/hello.out"
-measure hello-1 "$HELLO" wrk_requests "http://127.0.0.1:$PORT" hello 1
-h1=$PER_REQUEST
-measure hello-16 "$HELLO" wrk_requests "http://127.0.0.1:$PORT" hello 16
-h16=$PER_REQUEST
-printf "%-26s %9s %9s %9s %9s\n" "may_minihttp hello" "$h1" "$h16" "-" "-"
-kill "$HELLO"
+  PORT=$(free_port)
+  under_callgrind hello ./target/release/examples/minihttp_hello "$PORT" 1
+  HELLO=$PID
+  wait_listening "$TMP/hello.out"
+  measure hello-1 "$HELLO" wrk_requests "http://127.0.0.1:$PORT" hello 1
+  h1=$PER_REQUEST
+  measure hello-16 "$HELLO" wrk_requests "http://127.0.0.1:$PORT" hello 16
+  h16=$PER_REQUEST
+  printf "%-26s %9s %9s %9s %9s\n" "may_minihttp hello" "$h1" "$h16" "-" "-"
+  kill "$HELLO"
 fi
 
 if wanted otkv; then
-
-under_callgrind otkv ./target/release/otkv-server --port 0 --workers 1
-OTKV=$PID
-wait_listening "$TMP/otkv.out"
-URL=$(sed 's/listening on //' "$TMP/otkv.out")
-# Every key once (collection off), then the measurements.
-wrk -t1 -c"$CONNS" -d60s -s "$HERE/kv.lua" "$URL" -- preload 1 >/dev/null &
-PRELOAD=$!
-until curl -s "$URL/v1/stats" | grep -qE '"keys":(1[0-9]{5}|[1-9][0-9]{5,})'; do sleep 0.5; done
-kill "$PRELOAD" 2>/dev/null || true
-wait "$PRELOAD" 2>/dev/null || true
-measure otkv-get-1 "$OTKV" wrk_requests "$URL" get 1
-g1=$PER_REQUEST
-GET_DUMP=$DUMP
-measure otkv-get-16 "$OTKV" wrk_requests "$URL" get 16
-g16=$PER_REQUEST
-GET16_DUMP=$DUMP
-measure otkv-put-1 "$OTKV" wrk_requests "$URL" put 1
-p1=$PER_REQUEST
-measure otkv-put-16 "$OTKV" wrk_requests "$URL" put 16
-p16=$PER_REQUEST
-printf "%-26s %9s %9s %9s %9s\n" "otkv-server (memory)" "$g1" "$g16" "$p1" "$p16"
+  under_callgrind otkv ./target/release/otkv-server --port 0 --workers 1
+  OTKV=$PID
+  wait_listening "$TMP/otkv.out"
+  URL=$(sed 's/listening on //' "$TMP/otkv.out")
+  # Every key once (collection off), then the measurements.
+  wrk -t1 -c"$CONNS" -d60s -s "$HERE/kv.lua" "$URL" -- preload 1 >/dev/null &
+  PRELOAD=$!
+  until curl -s "$URL/v1/stats" | grep -qE '"keys":(1[0-9]{5}|[1-9][0-9]{5,})'; do sleep 0.5; done
+  kill "$PRELOAD" 2>/dev/null || true
+  wait "$PRELOAD" 2>/dev/null || true
+  measure otkv-get-1 "$OTKV" wrk_requests "$URL" get 1
+  g1=$PER_REQUEST
+  GET_DUMP=$DUMP
+  measure otkv-get-16 "$OTKV" wrk_requests "$URL" get 16
+  g16=$PER_REQUEST
+  GET16_DUMP=$DUMP
+  measure otkv-put-1 "$OTKV" wrk_requests "$URL" put 1
+  p1=$PER_REQUEST
+  measure otkv-put-16 "$OTKV" wrk_requests "$URL" put 16
+  p16=$PER_REQUEST
+  printf "%-26s %9s %9s %9s %9s\n" "otkv-server (memory)" "$g1" "$g16" "$p1" "$p16"
 fi
 
 if wanted redis && command -v redis-server >/dev/null; then
@@ -127,13 +132,13 @@ if wanted redis && command -v redis-server >/dev/null; then
   until redis-cli -p "$RPORT" ping >/dev/null 2>&1; do sleep 0.2; done
   redis-benchmark -p "$RPORT" -t set -n 100000 -c "$CONNS" -d 100 -r 100000 -q >/dev/null
   measure redis-get-1 "$REDIS" redis_requests "$RPORT" get 1 20000
-r1=$PER_REQUEST
+  r1=$PER_REQUEST
   measure redis-get-16 "$REDIS" redis_requests "$RPORT" get 16 100000
-r16=$PER_REQUEST
+  r16=$PER_REQUEST
   measure redis-set-1 "$REDIS" redis_requests "$RPORT" set 1 20000
-s1=$PER_REQUEST
+  s1=$PER_REQUEST
   measure redis-set-16 "$REDIS" redis_requests "$RPORT" set 16 100000
-s16=$PER_REQUEST
+  s16=$PER_REQUEST
   printf "%-26s %9s %9s %9s %9s\n" "redis-server (GET/SET)" "$r1" "$r16" "$s1" "$s16"
 fi
 
