@@ -3,7 +3,8 @@
 //! Hand-written because it is the hot path: one response is a handful of `extend_from_slice` calls into a
 //! buffer that is reused for the whole connection, and all responses of a pipelined batch leave in one write.
 //! The `Date` header (required of an origin server with a clock, RFC 9110 §6.6.1) is formatted at most once
-//! a second per connection.
+//! a second per connection, and the head of the last response is kept whole for the next one like it
+//! ([`Encoder`]).
 
 use std::time::{Duration, UNIX_EPOCH};
 
