@@ -1,6 +1,6 @@
 //! Parsing one request head and deciding how its body is framed.
 //!
-//! The common head form is tokenised by [`scan`], everything else by `httparse`; this module applies the
+//! The common head form is tokenised by `scan.rs`, everything else by `httparse`; this module applies the
 //! rules a tokeniser leaves to its caller, the same way to both, which are the ones that keep a
 //! connection's byte stream trustworthy (RFC 9112 §6):
 //! - `Content-Length` must be plain digits; several must agree; with `Transfer-Encoding` it is an error.
@@ -64,8 +64,8 @@ pub struct Preconditions<'b> {
 
 /// Parses the head at the start of `buf`: `Ok(None)` when it is not complete yet.
 ///
-/// The common form is scanned by [`scan::head`]; anything else (and anything incomplete) goes through
-/// httparse. Both feed the same [`Fields`], so the rules below apply the same way to either.
+/// The common form is scanned by `scan::head`; anything else (and anything incomplete) goes through
+/// httparse. Both feed the same `Fields`, so the rules below apply the same way to either.
 pub fn parse(buf: &[u8], max_head: usize) -> Result<Option<Head<'_>>, HttpError> {
     parse_head(buf, max_head, true)
 }

@@ -73,7 +73,7 @@ const SERVER_DATE: &[u8; 22] = b"\r\nServer: otkv\r\nDate: ";
 ///
 /// Responses on one connection mostly repeat the same status line, content type, `Connection` header
 /// and often the same length (a run of GETs of equal-sized values, a run of PUTs). Everything up to the
-/// `ETag` value is kept as [`Encoder::prefix`] and reused as one copy while those stay the same and the
+/// `ETag` value is kept as `prefix` and reused as one copy while those stay the same and the
 /// second does not change; only the `ETag` and the body are written per response.
 #[derive(Debug)]
 pub struct Encoder {
