@@ -1,8 +1,8 @@
 -- wrk script for benches/server/compare.sh.
--- wrk ... -s kv.lua -- OP DEPTH
+-- wrk ... -s kv.lua -- OP DEPTH [KEYS]
 --   OP: hello (GET /), get (GET a random one of 100k keys), put (PUT 100 bytes to a random key; every
 --       value is unique, since sled skips a write equal to the stored value), preload (PUT every key once,
---       in order); DEPTH: requests per pipelined batch (default 1).
+--       in order); DEPTH: requests per pipelined batch (default 1); KEYS: how many keys (default 100000).
 -- Keys are 16 bytes, "key" and 13 digits, as in the engine benchmarks.
 local op, depth, keys, counter = "get", 1, 100000, 0
 local body = string.rep("v", 100)
@@ -10,6 +10,7 @@ local body = string.rep("v", 100)
 function init(args)
   op = args[1] or "get"
   depth = tonumber(args[2] or "1")
+  keys = tonumber(args[3] or "100000")
 end
 
 local function one()

@@ -9,6 +9,7 @@
 #   (benches/server/kv.lua). redis-server: the same keys and sizes; redis-benchmark -c 64 -P 16.
 #
 # OTKV_BINS="a b" measures several otkv-server builds side by side (a before/after), each once a round.
+# KEYS=N uses N keys instead of 100k (few keys fit in the caches: what is left is the request path).
 # Needs wrk, redis-server, redis-benchmark (apt-get install wrk redis-server).
 # Usage: benches/server/pipelined-get.sh [ROUNDS] [DURATION]   (default 5 rounds of 5s)
 set -euo pipefail
@@ -21,6 +22,7 @@ HZ=$(getconf CLK_TCK)
 cargo build --release -q -p otkv-adapter-http --bin otkv-server
 OTKV_BINS=${OTKV_BINS:-./target/release/otkv-server}
 REDIS_N=${REDIS_N:-3000000}
+KEYS=${KEYS:-100000}
 
 TMP=$(mktemp -d)
 PIDS=()
@@ -48,7 +50,7 @@ for bin in $OTKV_BINS; do
   OTKV[i]=$!
   until grep -q listening "$TMP/otkv$i.out" 2>/dev/null; do sleep 0.05; done
   URLS[i]=$(sed 's/listening on //' "$TMP/otkv$i.out")
-  wrk -t1 -c"$CONNS" -d3s -s "$HERE/kv.lua" "${URLS[i]}" -- preload 1 >/dev/null
+  wrk -t1 -c"$CONNS" -d3s -s "$HERE/kv.lua" "${URLS[i]}" -- preload 1 "$KEYS" >/dev/null
   i=$((i + 1))
 done
 RPORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -56,14 +58,14 @@ redis-server --port "$RPORT" --save '' --appendonly no >"$TMP/redis.log" 2>&1 &
 PIDS+=($!)
 REDIS=$!
 until redis-cli -p "$RPORT" ping >/dev/null 2>&1; do sleep 0.05; done
-redis-benchmark -p "$RPORT" -t set -n 300000 -c "$CONNS" -d 100 -r 100000 -P 16 -q >/dev/null
+redis-benchmark -p "$RPORT" -t set -n 300000 -c "$CONNS" -d 100 -r "$KEYS" -P 16 -q >/dev/null
 
 printf "%-6s %-40s %10s %10s %10s %10s\n" round server req/s "user us" "sys us" "total us"
 for round in $(seq 1 "$ROUNDS"); do
   i=0
   for bin in $OTKV_BINS; do
     before=$(cpu "${OTKV[i]}")
-    out=$(wrk -t1 -c"$CONNS" -d"$DUR" -s "$HERE/kv.lua" "${URLS[i]}" -- get 16)
+    out=$(wrk -t1 -c"$CONNS" -d"$DUR" -s "$HERE/kv.lua" "${URLS[i]}" -- get 16 "$KEYS")
     after=$(cpu "${OTKV[i]}")
     if echo "$out" | grep -q Non-2xx; then echo "$out"; echo "non-2xx answers from $bin"; exit 1; fi
     n=$(echo "$out" | awk '/requests in/ {print $1}')
@@ -74,7 +76,7 @@ for round in $(seq 1 "$ROUNDS"); do
     i=$((i + 1))
   done
   before=$(cpu "$REDIS")
-  out=$(redis-benchmark -p "$RPORT" -t get -n "$REDIS_N" -c "$CONNS" -d 100 -r 100000 -P 16 -q)
+  out=$(redis-benchmark -p "$RPORT" -t get -n "$REDIS_N" -c "$CONNS" -d 100 -r "$KEYS" -P 16 -q)
   after=$(cpu "$REDIS")
   rate=$(echo "$out" | tr '\r' '\n' | awk -F'[ :]+' '/requests per second/ {print $2}' | tail -1)
   read -r user sys <<<"$(per_request "$before" "$after" "$REDIS_N")"
@@ -93,10 +95,11 @@ awk '
   {
     server = $2 == "otkv" ? $2 " " $3 : $2;
     total[server] = total[server] " " $NF; user[server] = user[server] " " $(NF - 2);
+    sys[server] = sys[server] " " $(NF - 1);
     if ($2 == "redis-server") { redis[$1] = $NF } else { otkv[$1, server] = $NF; names[server] = 1 }
   }
   END {
-    for (s in total) printf "  %-40s total %.3f  user %.3f\n", s, median(total[s]), median(user[s]);
+    for (s in total) printf "  %-40s total %.3f  user %.3f  sys %.3f\n", s, median(total[s]), median(user[s]), median(sys[s]);
     for (s in names) {
       list = "";
       for (r in redis) list = list " " otkv[r, s] / redis[r];
