@@ -225,7 +225,7 @@ impl<S: Service> Connection<'_, S> {
         };
         self.deadline.read_within(timeout);
         let space = self.buf.len() - self.filled;
-        let read = read_or_wait(&mut self.stream, &mut self.buf[self.filled..], self.drained);
+        let (read, hung_up) = read_or_wait(&mut self.stream, &mut self.buf[self.filled..], self.drained);
         self.deadline.clear();
         if self.deadline.fired() {
             // The reaper shut the read side: the read saw end-of-file (or an error) because time ran out.
@@ -233,7 +233,9 @@ impl<S: Service> Connection<'_, S> {
         }
         let n = read?;
         self.filled += n;
-        self.drained = n < space;
+        // A short read proves the socket empty, unless the peer's hang-up was signalled: its end of file
+        // is only read after the data, and its event has been taken.
+        self.drained = n < space && !hung_up;
         Ok(n)
     }
 
@@ -242,7 +244,12 @@ impl<S: Service> Connection<'_, S> {
         self.deadline.write_within(self.front.timeouts.idle);
         let result = write_all_or_wait(&mut self.stream, &self.out);
         self.deadline.clear();
-        result
+        // A wait for room to write clears the readiness flag a read event may have raised meanwhile: the
+        // next read must try the socket rather than wait for that event again.
+        if result.as_ref().is_ok_and(|&waited| waited) {
+            self.drained = false;
+        }
+        result.map(|_| ())
     }
 
     /// Closes after an error or `Connection: close`: stop sending, then read and discard what the client
@@ -577,7 +584,8 @@ fn encode_error(
     encoder.encode(out, &reply, framing);
 }
 
-/// Reads what the socket has, parking the coroutine until it is readable when it has nothing.
+/// Reads what the socket has, parking the coroutine until it is readable when it has nothing. Also says
+/// whether a wait saw the peer hang up.
 ///
 /// The socket is non-blocking (may made it so). may's own `TcpStream::read` tries a read, and on
 /// `EAGAIN` parks through a per-call event source and reads again after waking; this is the shape of
@@ -589,6 +597,12 @@ fn encode_error(
 ///   nothing is missed; it saves the read that would only say `EAGAIN` on an idle keep-alive socket.
 /// - Otherwise read at once, and wait only on `EAGAIN`.
 ///
+/// Events are edge-triggered: a hang-up (`EPOLLRDHUP`) that arrived with the last data is reported once,
+/// by the wait before the read that took the data, and the end of file stays to be read. So the caller
+/// must not count a short read as "empty" when this returns `true` (a connection once parked forever
+/// that way: `a_request_sent_with_the_end_of_its_stream_is_answered_then_closed`). For the same reason a
+/// write that waited (`write_all_or_wait`) makes the next read try first.
+///
 /// A deadline ends a wait by shutting the socket down, which raises the flag and makes the read
 /// return 0.
 ///
@@ -596,37 +610,41 @@ fn encode_error(
 /// worker thread; in a frame of its own, nothing computed from a thread-local before the wait is reused
 /// after it.
 #[inline(never)]
-fn read_or_wait(stream: &mut TcpStream, buf: &mut [u8], wait_first: bool) -> io::Result<usize> {
+fn read_or_wait(stream: &mut TcpStream, buf: &mut [u8], wait_first: bool) -> (io::Result<usize>, bool) {
+    const HANG_UP: usize = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as usize;
+    let mut hung_up = false;
     if wait_first {
-        stream.wait_io();
+        hung_up = stream.wait_io() & HANG_UP != 0;
     }
     loop {
         match stream.inner_mut().read(buf) {
             Err(e) if would_block(&e) => {
-                stream.wait_io();
+                hung_up = stream.wait_io() & HANG_UP != 0;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            result => return result,
+            result => return (result, hung_up),
         }
     }
 }
 
 /// Writes all of `data`, parking the coroutine while the socket's send buffer is full (as
-/// [`read_or_wait`]).
+/// [`read_or_wait`]). Returns whether it had to wait.
 #[inline(never)]
-fn write_all_or_wait(stream: &mut TcpStream, mut data: &[u8]) -> io::Result<()> {
+fn write_all_or_wait(stream: &mut TcpStream, mut data: &[u8]) -> io::Result<bool> {
+    let mut waited = false;
     while !data.is_empty() {
         match stream.inner_mut().write(data) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => data = &data[n..],
             Err(e) if would_block(&e) => {
                 stream.wait_io();
+                waited = true;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    Ok(waited)
 }
 
 /// `EAGAIN`, tested by number (`io::Error::kind` maps every errno through a table first).

@@ -8,7 +8,9 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{assert_closed, eventually, raw_exchange, read_response, status_of, Node};
+use common::{
+    assert_closed, eventually, raw_exchange, raw_exchange_then_eof, read_response, status_of, Node,
+};
 
 fn healthy(node: &Node) -> bool {
     ureq::get(&format!("{}/healthz", node.url)).call().map(|r| r.status() == 200).unwrap_or(false)
@@ -32,6 +34,44 @@ fn connection_close_and_http10_close_after_the_response() {
     s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").expect("write");
     assert_eq!(read_response(&mut r, false).expect("second").status, 200);
     assert_closed(&mut r);
+}
+
+#[test]
+fn a_request_sent_with_the_end_of_its_stream_is_answered_then_closed() {
+    // A request and the client's FIN often arrive together, and the readiness event of the FIN is the
+    // data's: after answering, the connection must still read its end of file rather than wait for an
+    // event that already came (a connection once parked forever that way).
+    // The race is narrow (about one connection in a thousand hit it): 5,000 tries, about a second.
+    let node = Node::start(&[]);
+    for i in 0..5000 {
+        let request = format!("PUT /v1/kv/eof{i} HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nv");
+        let responses = raw_exchange_then_eof(&node, request.as_bytes());
+        assert_eq!(responses.iter().map(|r| r.status).collect::<Vec<_>>(), [201], "request {i}");
+    }
+}
+
+#[test]
+fn a_request_that_arrives_while_answers_wait_for_room_is_answered() {
+    // 16 MiB of answers cannot leave until the client reads, so the server waits to write; the next
+    // request arrives during that wait, whose readiness event the write's wait takes. The server must
+    // still read it once the answers are out (a connection once parked forever that way).
+    let node = Node::start(&[]);
+    let value = vec![b'v'; 1 << 20];
+    let put = ureq::put(&format!("{}/v1/kv/big", node.url)).send_bytes(&value).expect("put");
+    assert_eq!(put.status(), 201);
+    // A later event (room freed as the client reads) can hide the fault: try twenty connections.
+    for _ in 0..20 {
+        let mut s = node.connect();
+        s.write_all(b"GET /v1/kv/big HTTP/1.1\r\nHost: x\r\n\r\n".repeat(16).as_slice()).expect("write");
+        let mut r = BufReader::new(s.try_clone().expect("clone"));
+        // The first byte back: the server has read the batch and is writing its answers.
+        assert!(!std::io::BufRead::fill_buf(&mut r).expect("first byte").is_empty());
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+        for _ in 0..16 {
+            assert_eq!(read_response(&mut r, false).expect("a value").body.len(), value.len());
+        }
+        assert_eq!(read_response(&mut r, false).expect("the health check").text(), "ok\n");
+    }
 }
 
 #[test]
