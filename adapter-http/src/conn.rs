@@ -224,8 +224,7 @@ impl<S: Service> Connection<'_, S> {
             left
         };
         self.deadline.read_within(timeout);
-        let space = self.buf.len() - self.filled;
-        let (read, hung_up) = read_or_wait(&mut self.stream, &mut self.buf[self.filled..], self.drained);
+        let read = read_or_wait(&mut self.stream, &mut self.buf[self.filled..], &mut self.drained);
         self.deadline.clear();
         if self.deadline.fired() {
             // The reaper shut the read side: the read saw end-of-file (or an error) because time ran out.
@@ -233,9 +232,6 @@ impl<S: Service> Connection<'_, S> {
         }
         let n = read?;
         self.filled += n;
-        // A short read proves the socket empty, unless the peer's hang-up was signalled: its end of file
-        // is only read after the data, and its event has been taken.
-        self.drained = n < space && !hung_up;
         Ok(n)
     }
 
@@ -584,24 +580,24 @@ fn encode_error(
     encoder.encode(out, &reply, framing);
 }
 
-/// Reads what the socket has, parking the coroutine until it is readable when it has nothing. Also says
-/// whether a wait saw the peer hang up.
+/// Reads what the socket has, parking the coroutine until it is readable when it has nothing, and
+/// updates `drained` (the connection's: the socket was found empty).
 ///
 /// The socket is non-blocking (may made it so). may's own `TcpStream::read` tries a read, and on
 /// `EAGAIN` parks through a per-call event source and reads again after waking; this is the shape of
 /// may_minihttp's loop instead, about 200 instructions cheaper per read
 /// (`benches/server/instructions.sh`):
-/// - `wait_first` (the previous read came back short, so the socket was empty then): wait for may's
+/// - `drained` (the previous read came back short, so the socket was empty then): wait for may's
 ///   readiness flag before reading. `wait_io` returns at once if an event arrived since it last
 ///   returned (it clears the flag as it returns), and every byte that arrives after that sets it, so
 ///   nothing is missed; it saves the read that would only say `EAGAIN` on an idle keep-alive socket.
 /// - Otherwise read at once, and wait only on `EAGAIN`.
 ///
 /// Events are edge-triggered: a hang-up (`EPOLLRDHUP`) that arrived with the last data is reported once,
-/// by the wait before the read that took the data, and the end of file stays to be read. So the caller
-/// must not count a short read as "empty" when this returns `true` (a connection once parked forever
-/// that way: `a_request_sent_with_the_end_of_its_stream_is_answered_then_closed`). For the same reason a
-/// write that waited (`write_all_or_wait`) makes the next read try first.
+/// by the wait before the read that took the data, and the end of file stays to be read. So a short read
+/// does not count as "empty" when a wait saw a hang-up (a connection once parked forever that way:
+/// `a_request_sent_with_the_end_of_its_stream_is_answered_then_closed`). For the same reason a write
+/// that waited (`write_all_or_wait`) makes the next read try first.
 ///
 /// A deadline ends a wait by shutting the socket down, which raises the flag and makes the read
 /// return 0.
@@ -610,10 +606,10 @@ fn encode_error(
 /// worker thread; in a frame of its own, nothing computed from a thread-local before the wait is reused
 /// after it.
 #[inline(never)]
-fn read_or_wait(stream: &mut TcpStream, buf: &mut [u8], wait_first: bool) -> (io::Result<usize>, bool) {
+fn read_or_wait(stream: &mut TcpStream, buf: &mut [u8], drained: &mut bool) -> io::Result<usize> {
     const HANG_UP: usize = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as usize;
     let mut hung_up = false;
-    if wait_first {
+    if *drained {
         hung_up = stream.wait_io() & HANG_UP != 0;
     }
     loop {
@@ -622,7 +618,10 @@ fn read_or_wait(stream: &mut TcpStream, buf: &mut [u8], wait_first: bool) -> (io
                 hung_up = stream.wait_io() & HANG_UP != 0;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            result => return (result, hung_up),
+            result => {
+                *drained = result.as_ref().is_ok_and(|&n| n < buf.len()) && !hung_up;
+                return result;
+            }
         }
     }
 }
