@@ -76,12 +76,7 @@ fn parse_head(buf: &[u8], max_head: usize, scan: bool) -> Result<Option<Head<'_>
     let mut fields = Fields::default();
     let scanned = if scan { scan::head(buf, |name, value| fields.add(name, value)) } else { None };
     let line = match scanned {
-        Some(scanned) => Line {
-            method: scanned.method,
-            target: scanned.target,
-            http10: scanned.http10,
-            head_len: scanned.head_len,
-        },
+        Some(line) => line,
         None => {
             fields = Fields::default();
             match parse_with_httparse(buf, max_head, &mut fields)? {
@@ -100,10 +95,12 @@ fn parse_head(buf: &[u8], max_head: usize, scan: bool) -> Result<Option<Head<'_>
 }
 
 /// The request line and the head's length, however the head was parsed.
+#[derive(Debug)]
 struct Line<'b> {
     method: Method,
     target: &'b str,
     http10: bool,
+    /// Up to and including the blank line.
     head_len: usize,
 }
 

@@ -12,14 +12,7 @@ use std::time::{Duration, UNIX_EPOCH};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ContentType(&'static str);
 
-impl ContentType {
-    /// The media type, as the header carries it.
-    pub fn media_type(self) -> &'static str {
-        self.0.trim_start_matches("\r\nContent-Type: ")
-    }
-}
-
-/// Values.
+/// Stored values.
 pub const OCTET_STREAM: ContentType = ContentType("\r\nContent-Type: application/octet-stream");
 /// JSON bodies.
 pub const JSON: ContentType = ContentType("\r\nContent-Type: application/json");
@@ -168,13 +161,11 @@ impl Encoder {
         out.reserve(MAX_HEAD + body.len());
         if let Some(allow) = reply.allow {
             // 405 only: not worth caching.
-            self.write_prefix(out, &of, Some(allow));
+            write_prefix(out, &self.server_date, &of, Some(allow));
         } else {
             if !self.prefix_of.is_some_and(|cached| cached.same(&of)) {
-                let mut prefix = std::mem::take(&mut self.prefix);
-                prefix.clear();
-                self.write_prefix(&mut prefix, &of, None);
-                self.prefix = prefix;
+                self.prefix.clear();
+                write_prefix(&mut self.prefix, &self.server_date, &of, None);
                 self.prefix_of = Some(of);
             }
             out.extend_from_slice(&self.prefix);
@@ -195,37 +186,38 @@ impl Encoder {
         }
         out.extend_from_slice(body);
     }
+}
 
-    /// Writes the head `of` describes, up to the `ETag` value (or, without one, up to the blank line).
-    fn write_prefix(&self, out: &mut Vec<u8>, of: &PrefixOf, allow: Option<&'static str>) {
-        match status_line(of.status) {
-            Some(line) => out.extend_from_slice(line),
-            None => {
-                out.extend_from_slice(b"HTTP/1.1 ");
-                push_decimal(out, u64::from(of.status));
-                out.extend_from_slice(b" Unknown");
-            }
+/// Writes the head `of` describes, with the connection's `Server` and `Date` block, up to the `ETag`
+/// value (or, without one, up to the blank line).
+fn write_prefix(out: &mut Vec<u8>, server_date: &[u8], of: &PrefixOf, allow: Option<&'static str>) {
+    match status_line(of.status) {
+        Some(line) => out.extend_from_slice(line),
+        None => {
+            out.extend_from_slice(b"HTTP/1.1 ");
+            push_decimal(out, u64::from(of.status));
+            out.extend_from_slice(b" Unknown");
         }
-        out.extend_from_slice(&self.server_date);
-        if let Some(ct) = of.content_type {
-            out.extend_from_slice(ct.0.as_bytes());
-        }
-        if let Some(allow) = allow {
-            out.extend_from_slice(b"\r\nAllow: ");
-            out.extend_from_slice(allow.as_bytes());
-        }
-        if of.close {
-            out.extend_from_slice(b"\r\nConnection: close");
-        } else if of.http10_keep_alive {
-            out.extend_from_slice(b"\r\nConnection: keep-alive");
-        }
-        if of.has_length() {
-            out.extend_from_slice(b"\r\nContent-Length: ");
-            push_decimal(out, of.length as u64);
-        }
-        if of.tagged {
-            out.extend_from_slice(b"\r\nETag: \"");
-        }
+    }
+    out.extend_from_slice(server_date);
+    if let Some(ct) = of.content_type {
+        out.extend_from_slice(ct.0.as_bytes());
+    }
+    if let Some(allow) = allow {
+        out.extend_from_slice(b"\r\nAllow: ");
+        out.extend_from_slice(allow.as_bytes());
+    }
+    if of.close {
+        out.extend_from_slice(b"\r\nConnection: close");
+    } else if of.http10_keep_alive {
+        out.extend_from_slice(b"\r\nConnection: keep-alive");
+    }
+    if of.has_length() {
+        out.extend_from_slice(b"\r\nContent-Length: ");
+        push_decimal(out, of.length as u64);
+    }
+    if of.tagged {
+        out.extend_from_slice(b"\r\nETag: \"");
     }
 }
 

@@ -17,24 +17,14 @@
 //! values are checked eight bytes at a time ([`crate::swar`]): a byte-by-byte hand parser was measured
 //! before this one, and lost to httparse's SIMD.
 
-use super::{Method, MAX_HEADERS};
+use super::{Line, Method, MAX_HEADERS};
 use crate::swar::{first_outside, word};
-
-/// The request line of a scanned head, and its length.
-#[derive(Debug)]
-pub(super) struct Scanned<'b> {
-    pub(super) method: Method,
-    pub(super) target: &'b str,
-    pub(super) http10: bool,
-    /// Up to and including the blank line.
-    pub(super) head_len: usize,
-}
 
 /// Scans the head at the start of `buf`, handing each header to `header` in order; `None` when the head
 /// is not in the common form (or not complete): the caller then parses it with httparse, and must
 /// forget what `header` saw.
 #[inline]
-pub(super) fn head<'b>(buf: &'b [u8], mut header: impl FnMut(&'b [u8], &'b [u8])) -> Option<Scanned<'b>> {
+pub(super) fn head<'b>(buf: &'b [u8], mut header: impl FnMut(&'b [u8], &'b [u8])) -> Option<Line<'b>> {
     let (method, at) = match buf.get(..4)? {
         b"GET " => (Method::Get, 4),
         b"PUT " => (Method::Put, 4),
@@ -63,12 +53,7 @@ pub(super) fn head<'b>(buf: &'b [u8], mut header: impl FnMut(&'b [u8], &'b [u8])
     let mut headers = 0;
     loop {
         if buf.get(at)? == &b'\r' {
-            return (buf.get(at + 1)? == &b'\n').then_some(Scanned {
-                method,
-                target,
-                http10,
-                head_len: at + 2,
-            });
+            return (buf.get(at + 1)? == &b'\n').then_some(Line { method, target, http10, head_len: at + 2 });
         }
         let name_start = at;
         while TOKEN[usize::from(*buf.get(at)?)] {
