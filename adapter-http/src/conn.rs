@@ -316,6 +316,8 @@ pub struct Exchange<'c> {
     pub raw: &'c [u8],
     /// Its `If-Match` and `If-None-Match` headers.
     pub preconditions: Preconditions<'c>,
+    /// It carries `Expect: 100-continue` (a proxy's node may answer `100 Continue` first).
+    pub expects_continue: bool,
     /// The connection closes after this response (`Connection: close`, HTTP/1.0, shutdown, or an error
     /// that leaves the byte stream in doubt).
     pub closes: bool,
@@ -386,6 +388,7 @@ impl<'c> Requests<'c> {
             body: &data[head.head_len..total],
             raw: &data[..total],
             preconditions: head.preconditions,
+            expects_continue: head.expect_continue,
             closes: !keep_alive,
             framing: Framing { close: !keep_alive, http10_keep_alive: head.http10 && keep_alive, head_only },
         })
@@ -400,8 +403,7 @@ impl<'c> Requests<'c> {
         exchange: Exchange<'c>,
         handler: impl FnOnce(Route<'c>, &'c [u8], &mut Responder<'_>) -> Result<u16, HttpError>,
     ) -> u16 {
-        let Exchange { method: _, op, json_errors, route, body, raw, closes, framing, preconditions: _ } =
-            exchange;
+        let Exchange { op, json_errors, route, body, raw, closes, framing, .. } = exchange;
         let mut responder = Responder { out: self.out, encoder: &mut *self.encoder, framing };
         let result = route.and_then(|route| handler(route, body, &mut responder));
         let status = match result {
@@ -452,6 +454,12 @@ impl<'c> Requests<'c> {
     /// consumed with [`Requests::pass`], and counts it: `nanos` is how long it took.
     pub fn send_raw(&mut self, op: Op, status: u16, response: &[u8], nanos: u64) {
         self.out.extend_from_slice(response);
+        self.record(op, status, nanos);
+    }
+
+    /// Counts a response the caller appended to [`Requests::out`] itself, for a request consumed with
+    /// [`Requests::pass`]: `nanos` is how long it took.
+    pub fn record(&mut self, op: Op, status: u16, nanos: u64) {
         self.front.metrics.record(op, status, nanos);
     }
 
@@ -508,6 +516,7 @@ impl Exchange<'_> {
             body: &[],
             raw: &[],
             preconditions: Preconditions::default(),
+            expects_continue: false,
             closes: true,
             framing: Framing { close: true, http10_keep_alive: false, head_only: false },
         }

@@ -92,6 +92,13 @@ pub enum HttpError {
     /// A proxy got no answer from the node within its upstream timeout. The message names the node.
     #[error("{0}")]
     GatewayTimeout(String),
+    /// `/healthz` of a node that refuses writes: the message says since when and why.
+    #[error("{0}")]
+    Unhealthy(String),
+    /// A proxy could not get a connection to the node within its upstream timeout: all it may open are
+    /// in use. The node is not at fault. The message names the node.
+    #[error("{0}")]
+    UpstreamBusy(String),
     /// A handler panicked; the connection is closed.
     #[error("internal error")]
     Internal,
@@ -115,7 +122,10 @@ impl HttpError {
             HttpError::KeyTooLong { .. } => 414,
             HttpError::ExpectationFailed => 417,
             HttpError::HeaderTooLarge { .. } | HttpError::TooManyHeaders { .. } => 431,
-            HttpError::Engine(EngineError::Unavailable(_)) | HttpError::NotDurable(_) => 503,
+            HttpError::Engine(EngineError::Unavailable(_))
+            | HttpError::NotDurable(_)
+            | HttpError::UpstreamBusy(_)
+            | HttpError::Unhealthy(_) => 503,
             HttpError::Engine(EngineError::OutOfMemory { .. }) => 507,
             HttpError::Engine(_) | HttpError::Internal => 500,
             HttpError::TransferCodingNotImplemented => 501,

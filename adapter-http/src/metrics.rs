@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
-use otkv_engine::MemoryStats;
+use otkv_engine::{MemoryStats, WriteRefusal};
 
 /// What a request did, as the `op` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,6 +200,7 @@ impl Metrics {
         durability: &str,
         keys: usize,
         memory: Option<MemoryStats>,
+        writes_refused: Option<WriteRefusal>,
     ) -> String {
         let requests: serde_json::Map<String, serde_json::Value> =
             self.requests_by_op().map(|(name, n)| (name.to_string(), n.into())).collect();
@@ -219,6 +220,10 @@ impl Metrics {
                 "eviction": m.eviction.as_str(),
                 "evicted_keys": m.evicted_keys,
             })),
+            "writes_refused": writes_refused.map(|r| serde_json::json!({
+                "since": humantime::format_rfc3339_seconds(r.since).to_string(),
+                "reason": r.reason,
+            })),
         })
         .to_string()
     }
@@ -237,6 +242,19 @@ pub fn write_memory_prometheus(s: &mut String, m: &MemoryStats) {
     s.push_str("# HELP otkv_evicted_keys_total Keys evicted to stay under --max-memory.\n");
     s.push_str("# TYPE otkv_evicted_keys_total counter\n");
     let _ = writeln!(s, "otkv_evicted_keys_total {}", m.evicted_keys);
+}
+
+/// Whether the engine refuses writes (a failed sync, e.g. a full disk), and since when, in Prometheus text.
+pub fn write_refusal_prometheus(s: &mut String, refusal: Option<&WriteRefusal>) {
+    s.push_str("# HELP otkv_writes_refused 1 while the node refuses every write after a failed sync.\n");
+    s.push_str("# TYPE otkv_writes_refused gauge\n");
+    let _ = writeln!(s, "otkv_writes_refused {}", u8::from(refusal.is_some()));
+    if let Some(r) = refusal {
+        let since = r.since.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+        s.push_str("# HELP otkv_writes_refused_since_seconds When writes began to be refused (Unix time).\n");
+        s.push_str("# TYPE otkv_writes_refused_since_seconds gauge\n");
+        let _ = writeln!(s, "otkv_writes_refused_since_seconds {since}");
+    }
 }
 
 #[cfg(test)]

@@ -276,7 +276,9 @@ fn token_is(name: &[u8], lower: &[u8]) -> bool {
 }
 
 /// `Content-Length` is 1*DIGIT (RFC 9110 §8.6): no sign, no spaces inside, no list, no overflow.
-fn parse_content_length(value: &[u8]) -> Option<u64> {
+/// The one parser of this header in the workspace: requests here, answers in the harness's client and
+/// proxy.
+pub fn parse_content_length(value: &[u8]) -> Option<u64> {
     let digits = value.trim_ascii();
     if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
         return None;

@@ -415,18 +415,29 @@ pub fn handle(
                 resp.send_entry(200, Some(JSON), doc.as_bytes(), Some(meta))
             }
         },
-        Route::Health => resp.send(200, Some(TEXT), b"ok\n"),
+        // A node that refuses writes is not healthy: a load balancer must stop sending it writes.
+        Route::Health => match ctx.engine.write_refusal() {
+            None => resp.send(200, Some(TEXT), b"ok\n"),
+            Some(refusal) => return Err(HttpError::Unhealthy(refusal.to_string())),
+        },
         Route::Metrics => {
             let mut text = ctx.metrics.prometheus(Some(ctx.engine.len()), ctx.in_flight.load(Relaxed));
             if let Some(memory) = ctx.engine.memory_stats() {
                 crate::metrics::write_memory_prometheus(&mut text, &memory);
             }
+            crate::metrics::write_refusal_prometheus(&mut text, ctx.engine.write_refusal().as_ref());
             resp.send(200, Some(PROMETHEUS), text.as_bytes())
         }
         Route::Stats => {
             let config = ctx.engine.config();
             let (kind, durability) = (config.kind.as_str(), config.durability.as_str());
-            let doc = ctx.metrics.stats_json(kind, durability, ctx.engine.len(), ctx.engine.memory_stats());
+            let doc = ctx.metrics.stats_json(
+                kind,
+                durability,
+                ctx.engine.len(),
+                ctx.engine.memory_stats(),
+                ctx.engine.write_refusal(),
+            );
             resp.send(200, Some(JSON), doc.as_bytes())
         }
         Route::Panic => panic!("panic requested through /debug/panic"),

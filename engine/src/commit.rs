@@ -17,7 +17,23 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Why the engine refuses writes, and since when: a sync (or the log write before it) failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteRefusal {
+    /// When the failure happened.
+    pub since: SystemTime,
+    /// What failed, e.g. `sync failed: No space left on device (os error 28)`.
+    pub reason: String,
+}
+
+impl std::fmt::Display for WriteRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let since = humantime::format_rfc3339_seconds(self.since);
+        write!(f, "writes refused since {since}: {}", self.reason)
+    }
+}
 
 /// What the flusher calls: make everything written so far durable, and return the highest ticket that
 /// is now durable.
@@ -50,7 +66,7 @@ struct Shared {
     durable: AtomicU64,
     state: Mutex<State>,
     wake: Condvar,
-    failure: OnceLock<String>,
+    failure: OnceLock<WriteRefusal>,
 }
 
 /// The flusher thread and what writers share with it.
@@ -115,7 +131,7 @@ impl GroupCommit {
             match flusher.flush() {
                 Ok(ticket) => s.complete(ticket),
                 Err(e) => {
-                    s.fail(format!("sync failed, writes are refused from now on: {e}"));
+                    s.fail(WriteRefusal { since: SystemTime::now(), reason: format!("sync failed: {e}") });
                     return;
                 }
             }
@@ -141,7 +157,7 @@ impl GroupCommit {
         let ready = {
             let mut st = lock(&self.shared.state);
             if let Some(f) = self.shared.failure.get() {
-                Some(Err(f.clone()))
+                Some(Err(f.to_string()))
             } else if self.shared.durable.load(Ordering::Acquire) >= ticket {
                 Some(Ok(()))
             } else {
@@ -169,8 +185,8 @@ impl GroupCommit {
     }
 
     /// The sync failure, if one happened.
-    pub(crate) fn failure(&self) -> Option<&str> {
-        self.shared.failure.get().map(String::as_str)
+    pub(crate) fn failure(&self) -> Option<&WriteRefusal> {
+        self.shared.failure.get()
     }
 
     /// Stops the flusher after a last flush, and waits for it.
@@ -207,9 +223,10 @@ impl Shared {
         }
     }
 
-    fn fail(&self, message: String) {
-        tracing::error!("{message}");
-        let _ = self.failure.set(message.clone());
+    fn fail(&self, refusal: WriteRefusal) {
+        let message = refusal.to_string();
+        tracing::error!("{message}; a failed sync is never retried: free the disk, then restart the node");
+        let _ = self.failure.set(refusal);
         let waiters: Vec<(u64, DurableCallback)> = std::mem::take(&mut lock(&self.state).waiters);
         for (_, cb) in waiters {
             cb(Err(message.clone()));

@@ -40,7 +40,7 @@ use std::cell::Cell;
 
 pub use budget::MemoryStats;
 pub use bytes::Bytes;
-pub use commit::DurableCallback;
+pub use commit::{DurableCallback, WriteRefusal};
 pub use config::{Durability, EngineConfig, EngineKind, Eviction, DEFAULT_COMMIT_DELAY};
 pub use entry::{now_ms, Condition, Meta};
 pub use error::{EngineError, Result};
@@ -145,6 +145,12 @@ impl Engine {
             Some(c) => c.wait(ticket).map_err(EngineError::Unavailable),
             None => Ok(()),
         }
+    }
+
+    /// Why this engine refuses every write, if it does: a sync or log write failed (a full disk, an I/O
+    /// error). Final until the process restarts; reads go on.
+    pub fn write_refusal(&self) -> Option<WriteRefusal> {
+        self.commit().and_then(|c| c.failure().cloned())
     }
 
     fn commit(&self) -> Option<&commit::GroupCommit> {

@@ -4,8 +4,9 @@
 //! measuring instrument: it must cost less than the server it measures (the harness has to keep up with
 //! `wrk -t1`), pipeline K requests with one write, and it only ever talks to OTKV nodes, whose responses
 //! carry `Content-Length` whenever they have a body. Requests are encoded into one reusable buffer
-//! (or, for the proxy, copied in as received); responses are parsed in place with `httparse`, and
-//! handed out whole as well as split, so the proxy can pass a node's answer on byte for byte.
+//! (or, for the proxy, copied in as received); answers are parsed in place by the strict reader of
+//! [`crate::answer`] (anything a node could not have sent is refused, never guessed at), and handed out
+//! whole as well as split, so the proxy can pass a node's answer on byte for byte.
 
 use std::io;
 use std::net::SocketAddr;
@@ -13,14 +14,45 @@ use std::time::Duration;
 
 use may::net::TcpStream;
 
-pub use crate::wire::Failure;
+use crate::answer::{self, AnswerRules, Invalid, Parsed};
+pub use crate::wire::{Failure, Waiting};
 use crate::wire::Wire;
+
+/// The largest body the load generator accepts by default (an answer's cap is set per connection).
+pub const DEFAULT_MAX_BODY: usize = 64 << 20;
 
 /// One keep-alive connection to a node.
 #[derive(Debug)]
 pub struct HttpConn {
     wire: Wire,
     host: String,
+    /// The largest body [`HttpConn::read_response`] accepts.
+    max_body: usize,
+}
+
+/// Why [`HttpConn::read_meta`] has no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadError {
+    /// The connection failed (closed, reset, timed out).
+    Failed(Failure),
+    /// Bytes came, but not an answer a node could send.
+    Invalid(Invalid),
+}
+
+impl From<Failure> for ReadError {
+    fn from(f: Failure) -> Self {
+        ReadError::Failed(f)
+    }
+}
+
+impl ReadError {
+    /// As the load generator counts it: an invalid answer is a protocol failure.
+    pub fn failure(self) -> Failure {
+        match self {
+            ReadError::Failed(f) => f,
+            ReadError::Invalid(_) => Failure::Protocol,
+        }
+    }
 }
 
 /// A parsed response; it borrows the connection's buffer until the next read.
@@ -98,7 +130,12 @@ impl HttpConn {
     }
 
     fn over(stream: TcpStream, host: &str, timeout: Duration) -> HttpConn {
-        HttpConn { wire: Wire::over(stream, timeout), host: host.to_string() }
+        HttpConn { wire: Wire::over(stream, timeout), host: host.to_string(), max_body: DEFAULT_MAX_BODY }
+    }
+
+    /// Sets the largest body [`HttpConn::read_response`] accepts.
+    pub fn set_max_body(&mut self, max_body: usize) {
+        self.max_body = max_body;
     }
 
     /// Queues `GET /v1/kv/{key}`.
@@ -167,59 +204,65 @@ impl HttpConn {
     }
 
     /// Reads the next response (`no_body`: it answers a HEAD request, so it has none whatever its
-    /// headers say). Interim `1xx` responses are skipped.
+    /// headers say), under the rules of [`crate::answer`] with this connection's body cap. An invalid
+    /// answer is [`Failure::Protocol`].
     pub fn read_response(&mut self, no_body: bool) -> Result<Response<'_>, Failure> {
-        let meta = self.read_meta(no_body)?;
+        let rules = AnswerRules { head_only: no_body, continue_ok: false, max_body: self.max_body };
+        self.wire.begin_answer();
+        let meta = self.read_meta(&rules).map_err(ReadError::failure)?;
         Ok(self.response(&meta))
     }
 
-    /// Reads the next response as [`HttpConn::read_response`] does, returning where it lies in the
-    /// connection's buffer rather than borrowing it, so a caller can decide to retry before looking.
-    pub fn read_meta(&mut self, no_body: bool) -> Result<ResponseMeta, Failure> {
-        self.wire.begin_answer();
+    /// Reads the next answer under `rules`, returning where it lies in the connection's buffer rather
+    /// than borrowing it. Every answer read since the last [`HttpConn::begin_group`] stays where its
+    /// [`ResponseMeta`] says, so a whole group of answers can be read before any is passed on.
+    pub fn read_meta(&mut self, rules: &AnswerRules) -> Result<ResponseMeta, ReadError> {
+        let mut rules = *rules;
+        self.wire.next_answer();
         loop {
-            let mut headers = [httparse::EMPTY_HEADER; 16];
-            let mut resp = httparse::Response::new(&mut headers);
-            match resp.parse(self.wire.unread()) {
-                Ok(httparse::Status::Complete(head_len)) => {
-                    let status = resp.code.unwrap_or(0);
-                    if (100..200).contains(&status) {
-                        self.wire.consume(head_len);
-                        continue;
-                    }
-                    let mut len = 0usize;
-                    let mut close = false;
-                    let mut etag = None;
-                    for h in resp.headers.iter() {
-                        if h.name.eq_ignore_ascii_case("content-length") {
-                            len = std::str::from_utf8(h.value)
-                                .ok()
-                                .and_then(|v| v.trim().parse().ok())
-                                .ok_or(Failure::Protocol)?;
-                        } else if h.name.eq_ignore_ascii_case("connection") {
-                            close |= h.value.eq_ignore_ascii_case(b"close");
-                        } else if h.name.eq_ignore_ascii_case("etag") {
-                            etag = std::str::from_utf8(h.value)
-                                .ok()
-                                .and_then(|v| v.trim().strip_prefix('"')?.strip_suffix('"')?.parse().ok());
-                        }
-                    }
-                    // RFC 9112 §6.3: no body for HEAD, 204 and 304, whatever Content-Length says.
-                    if no_body || status == 204 || status == 304 {
-                        len = 0;
-                    }
-                    let total = head_len + len;
-                    while self.wire.unread().len() < total {
-                        self.wire.fill(total)?;
-                    }
-                    let start = self.wire.position();
-                    self.wire.consume(total);
-                    return Ok(ResponseMeta { status, start, head_len, total, close, etag });
+            let head = match answer::parse_head(self.wire.unread(), &rules).map_err(ReadError::Invalid)? {
+                Parsed::Partial => {
+                    self.wire.fill(0)?;
+                    continue;
                 }
-                Ok(httparse::Status::Partial) => self.wire.fill(0)?,
-                Err(_) => return Err(Failure::Protocol),
+                Parsed::Continue(len) => {
+                    // At most one `100 Continue` per request.
+                    self.wire.consume(len);
+                    rules.continue_ok = false;
+                    continue;
+                }
+                Parsed::Final(head) => head,
+            };
+            let total = head.head_len + head.body_len;
+            while self.wire.unread().len() < total {
+                self.wire.fill(total)?;
             }
+            let start = self.wire.position();
+            self.wire.consume(total);
+            return Ok(ResponseMeta {
+                status: head.status,
+                start,
+                head_len: head.head_len,
+                total,
+                close: head.close,
+                etag: head.etag,
+            });
         }
+    }
+
+    /// Starts a group of answers that [`HttpConn::read_meta`] keeps readable together.
+    pub fn begin_group(&mut self) {
+        self.wire.begin_answer();
+    }
+
+    /// Whether bytes were read past the last answer.
+    pub fn has_unread(&self) -> bool {
+        !self.wire.unread().is_empty()
+    }
+
+    /// Whether the connection has bytes, or its end, waiting while it carries no request.
+    pub fn waiting(&self) -> Waiting {
+        self.wire.waiting()
     }
 
     /// The response `meta` describes (valid until the next read).

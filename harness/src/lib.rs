@@ -17,6 +17,7 @@
 //! 6. [`report`] and [`plot`]: the text summary, `summary.json`, `.hgrm` and PNGs.
 //! 7. [`cli`]: the command line, and the `run` / `ring` commands that tie it together.
 
+pub mod answer;
 pub mod cli;
 pub mod client;
 pub mod cost;

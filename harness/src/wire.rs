@@ -8,7 +8,7 @@
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use may::net::TcpStream;
 use otkv_adapter_http::deadline::Deadline;
@@ -53,6 +53,23 @@ pub struct Wire {
     /// Where the unread bytes of `buf` start and end.
     start: usize,
     filled: usize,
+    /// Where the answers being read began ([`Wire::begin_answer`]): [`Wire::fill`] keeps every byte
+    /// from here on, so answers read earlier in a group stay readable at their [`Wire::position`].
+    mark: usize,
+    /// When the answer being read must be complete: set by the first [`Wire::fill`] it needs, so an
+    /// answer that drips in slowly times out as surely as one that never comes.
+    answer_by: Option<Instant>,
+}
+
+/// What a connection that should be quiet has waiting ([`Wire::waiting`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiting {
+    /// Nothing: it can carry a request.
+    Nothing,
+    /// The peer closed it.
+    Closed,
+    /// Bytes nobody asked for.
+    Data,
 }
 
 impl Wire {
@@ -73,6 +90,8 @@ impl Wire {
             buf: vec![0; INITIAL_BUF],
             start: 0,
             filled: 0,
+            mark: 0,
+            answer_by: None,
         }
     }
 
@@ -96,8 +115,10 @@ impl Wire {
         result.map_err(Failure::from)
     }
 
-    /// Call before parsing the next answer: when everything read has been consumed, starts the buffer
-    /// over, and gives back memory a large answer made it grow (the proxy keeps many idle connections).
+    /// Call before parsing the next answer, or the first of a group of answers that must all stay
+    /// readable: when everything read has been consumed, starts the buffer over, and gives back memory a
+    /// large answer made it grow (the proxy keeps many idle connections). Answers read after this are
+    /// kept until the next call.
     pub fn begin_answer(&mut self) {
         if self.start == self.filled {
             self.start = 0;
@@ -106,6 +127,13 @@ impl Wire {
                 self.buf = vec![0; INITIAL_BUF];
             }
         }
+        self.mark = self.start;
+        self.answer_by = None;
+    }
+
+    /// Starts the clock of the next answer afresh (one answer of a group, after the first).
+    pub fn next_answer(&mut self) {
+        self.answer_by = None;
     }
 
     /// The bytes read and not yet consumed.
@@ -113,9 +141,9 @@ impl Wire {
         &self.buf[self.start..self.filled]
     }
 
-    /// Where the unread bytes start in the buffer (for [`Wire::slice`] later).
+    /// Where the unread bytes start, counted from the last [`Wire::begin_answer`] (for [`Wire::slice`]).
     pub fn position(&self) -> usize {
-        self.start
+        self.start - self.mark
     }
 
     /// Marks `n` unread bytes as consumed.
@@ -123,25 +151,35 @@ impl Wire {
         self.start = (self.start + n).min(self.filled);
     }
 
-    /// `len` bytes of the buffer from `at` (an earlier [`Wire::position`]); valid until the next read.
+    /// `len` bytes from `at` (a [`Wire::position`] since the last [`Wire::begin_answer`]); valid until
+    /// the next `begin_answer`.
     pub fn slice(&self, at: usize, len: usize) -> &[u8] {
-        &self.buf[at..at + len]
+        &self.buf[self.mark + at..self.mark + at + len]
     }
 
     /// Reads until at least `need` bytes are unread (at least one more byte when `need` is 0 or
-    /// already met): moves the unread bytes to the front, grows the buffer when they would not fit.
+    /// already met): moves the kept bytes (from the mark) to the front, grows the buffer when they would
+    /// not fit.
     pub fn fill(&mut self, need: usize) -> Result<(), Failure> {
-        if self.start > 0 {
-            self.buf.copy_within(self.start..self.filled, 0);
-            self.filled -= self.start;
-            self.start = 0;
+        if self.mark > 0 {
+            self.buf.copy_within(self.mark..self.filled, 0);
+            self.filled -= self.mark;
+            self.start -= self.mark;
+            self.mark = 0;
         }
+        let need = self.start + need;
         if need > self.buf.len() || self.filled == self.buf.len() {
             let len = need.max(self.buf.len() * 2);
             self.buf.resize(len, 0);
         }
+        let mut now = Instant::now();
+        let by = *self.answer_by.get_or_insert(now + self.timeout);
         loop {
-            self.deadline.read_within(self.timeout);
+            let left = by.saturating_duration_since(now);
+            if left.is_zero() {
+                return Err(Failure::Timeout);
+            }
+            self.deadline.read_within(left);
             let read = self.stream.read(&mut self.buf[self.filled..]);
             self.deadline.clear();
             if self.deadline.fired() {
@@ -155,6 +193,23 @@ impl Wire {
             if self.filled >= need {
                 return Ok(());
             }
+            now = Instant::now();
+        }
+    }
+
+    /// What the socket has for us now, without waiting: on a connection that carries no request, any
+    /// byte is one nobody asked for (a peek, so a closed connection is told apart from data).
+    pub fn waiting(&self) -> Waiting {
+        use nix::sys::socket::{recv, MsgFlags};
+        if !self.unread().is_empty() {
+            return Waiting::Data;
+        }
+        let mut byte = [0u8; 1];
+        match recv(self.stream.as_raw_fd(), &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT) {
+            Ok(0) => Waiting::Closed,
+            Ok(_) => Waiting::Data,
+            Err(nix::errno::Errno::EAGAIN) => Waiting::Nothing,
+            Err(_) => Waiting::Closed,
         }
     }
 }

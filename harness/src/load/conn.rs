@@ -90,10 +90,15 @@ pub enum Conn {
 }
 
 impl Conn {
-    /// Connects to `target`, with `timeout` for every read and write after.
-    pub fn connect(target: &Target, timeout: Duration) -> Result<Conn, Failure> {
+    /// Connects to `target`, with `timeout` for every read and write after; an HTTP answer's body may be
+    /// at most `max_body` bytes.
+    pub fn connect(target: &Target, timeout: Duration, max_body: usize) -> Result<Conn, Failure> {
         Ok(match target.protocol {
-            Protocol::Http => Conn::Http(HttpConn::connect(target.addr, &target.host, timeout)?),
+            Protocol::Http => {
+                let mut conn = HttpConn::connect(target.addr, &target.host, timeout)?;
+                conn.set_max_body(max_body);
+                Conn::Http(conn)
+            }
             Protocol::Resp => Conn::Resp(RespConn::connect(target.addr, timeout)?),
         })
     }

@@ -25,6 +25,7 @@ use hdrhistogram::Histogram;
 pub use conn::{Cas, Conn, Protocol, Refusal, Target};
 
 use crate::router::Router;
+use crate::client::DEFAULT_MAX_BODY;
 use crate::wire::Failure;
 use crate::workload::{check_value, key_bytes, write_value, Expect, KeyChooser, WorkloadKind};
 
@@ -521,6 +522,11 @@ struct Pending {
     expect: Expect,
 }
 
+/// The largest answer body a load connection accepts: its values, or an error's text.
+fn answer_cap(value_size: usize) -> usize {
+    value_size.max(DEFAULT_MAX_BODY)
+}
+
 /// A connection's life: connect, loop over batches, reconnect after failures, until told to stop.
 fn connection(
     shared: &Shared<'_>,
@@ -541,7 +547,7 @@ fn connection(
     'run: while !shared.stop.load(Relaxed) {
         let c = match conn.as_mut() {
             Some(c) => c,
-            None => match Conn::connect(target, spec.timeout) {
+            None => match Conn::connect(target, spec.timeout, answer_cap(spec.value_size)) {
                 Ok(c) => conn.insert(c),
                 Err(kind) => {
                     shared.tally().failure(kind, 1);

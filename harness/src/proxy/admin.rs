@@ -14,9 +14,9 @@ use otkv_adapter_http::response::{JSON, PROMETHEUS, TEXT};
 use otkv_adapter_http::routes::Route;
 use serde_json::{json, Map, Value};
 
-use super::upstream::{Lease, Upstream};
+use super::upstream::Group;
 use super::Proxy;
-use crate::client::Failure;
+use crate::answer::AnswerRules;
 
 /// Answers a request the proxy does not forward; `route` is never a key route.
 pub fn answer(proxy: &Proxy, route: Route<'_>, resp: &mut Responder<'_>) -> Result<u16, HttpError> {
@@ -30,30 +30,29 @@ pub fn answer(proxy: &Proxy, route: Route<'_>, resp: &mut Responder<'_>) -> Resu
     }
 }
 
-/// `GET {target}` to every node at once: each node's `(status, body)`, or the error naming it.
-fn fan_out(proxy: &Proxy, target: &str) -> Vec<Result<(u16, Vec<u8>), HttpError>> {
+/// The largest answer to `/healthz`, `/v1/stats` or `/metrics` the proxy reads from a node.
+const ADMIN_ANSWER_CAP: usize = 16 << 20;
+
+/// `GET {target}` to every node at once: each node's `(status, body)` (a body of at most `max_body`
+/// bytes), or the error naming it.
+fn fan_out(proxy: &Proxy, target: &str, max_body: usize) -> Vec<Result<(u16, Vec<u8>), HttpError>> {
     let ups = proxy.upstreams();
     let requests: Vec<Vec<u8>> = ups
         .iter()
         .map(|u| format!("GET {target} HTTP/1.1\r\nHost: {}\r\n\r\n", u.host()).into_bytes())
         .collect();
-    let leases: Vec<Result<Lease<'_>, Failure>> =
-        ups.iter().zip(&requests).map(|(u, r)| u.send(r, 1)).collect();
-    leases
-        .into_iter()
+    let mut groups: Vec<Group<'_>> = ups.iter().zip(&requests).map(|(u, r)| u.send(r, 1)).collect();
+    let rules = [AnswerRules::body_up_to(max_body)];
+    groups
+        .iter_mut()
         .zip(ups)
         .zip(&requests)
-        .map(|((lease, up), request)| {
-            let mut lease = lease.map_err(|f| up.error(f))?;
-            let meta = lease.read(false, request).map_err(|f| up.error(f))?;
-            let conn = lease.conn().ok_or_else(|| up.error(Failure::Io))?;
-            Ok((meta.status, conn.response(&meta).body.to_vec()))
+        .map(|((group, up), request)| {
+            group.read_answers(&rules, request);
+            let answer = group.next_answer().map_err(|e| up.error(e))?;
+            Ok((answer.status, answer.raw[answer.head_len..].to_vec()))
         })
         .collect()
-}
-
-fn who(up: &Upstream) -> String {
-    format!("{} ({})", up.name, up.addr)
 }
 
 #[derive(serde::Deserialize)]
@@ -66,10 +65,13 @@ struct Listing {
 /// silently miss keys).
 fn list(proxy: &Proxy, prefix: &[u8], limit: usize, resp: &mut Responder<'_>) -> Result<u16, HttpError> {
     let target = format!("/v1/kv?prefix={}&limit={limit}", pct::encode_segment(prefix));
+    // Each key percent-encoded (at most three bytes a byte), quoted, and a comma.
+    let per_key = proxy.front.limits.max_key_bytes.saturating_mul(3).saturating_add(3);
+    let max_body = limit.saturating_mul(per_key).saturating_add(1024);
     let mut keys: Vec<Vec<u8>> = Vec::new();
-    for (answer, up) in fan_out(proxy, &target).into_iter().zip(proxy.upstreams()) {
+    for (answer, up) in fan_out(proxy, &target, max_body).into_iter().zip(proxy.upstreams()) {
         let (status, body) = answer?;
-        let bad = |why: String| HttpError::BadGateway(format!("{} {why}", who(up)));
+        let bad = |why: String| HttpError::BadGateway(format!("{} {why}", up.who()));
         if status != 200 {
             return Err(bad(format!(
                 "answered {status} to the listing: {}",
@@ -93,12 +95,14 @@ fn list(proxy: &Proxy, prefix: &[u8], limit: usize, resp: &mut Responder<'_>) ->
 
 /// `/healthz`: 200 when every node answers its own `/healthz` with 200, else 503 naming those that do not.
 fn health(proxy: &Proxy, resp: &mut Responder<'_>) -> u16 {
-    let failing: Vec<String> = fan_out(proxy, "/healthz")
+    let failing: Vec<String> = fan_out(proxy, "/healthz", ADMIN_ANSWER_CAP)
         .into_iter()
         .zip(proxy.upstreams())
         .filter_map(|(answer, up)| match answer {
             Ok((200, _)) => None,
-            Ok((status, _)) => Some(format!("{} answered {status}", who(up))),
+            Ok((status, body)) => {
+                Some(format!("{} answered {status}: {}", up.who(), String::from_utf8_lossy(&body).trim()))
+            }
             Err(e) => Some(e.to_string()),
         })
         .collect();
@@ -116,11 +120,11 @@ fn stats(proxy: &Proxy, resp: &mut Responder<'_>) -> u16 {
     let mut nodes = Vec::new();
     let (mut keys, mut connections, mut answering) = (0u64, 0i64, 0usize);
     let mut requests: Map<String, Value> = Map::new();
-    for (answer, up) in fan_out(proxy, "/v1/stats").into_iter().zip(proxy.upstreams()) {
+    for (answer, up) in fan_out(proxy, "/v1/stats", ADMIN_ANSWER_CAP).into_iter().zip(proxy.upstreams()) {
         let mut entry = json!({ "name": up.name, "addr": up.addr.to_string() });
         let doc = answer.and_then(|(status, body)| match (status, serde_json::from_slice::<Value>(&body)) {
             (200, Ok(doc)) => Ok(doc),
-            _ => Err(HttpError::BadGateway(format!("{} answered {status} without stats", who(up)))),
+            _ => Err(HttpError::BadGateway(format!("{} answered {status} without stats", up.who()))),
         });
         match doc {
             Ok(doc) => {

@@ -19,15 +19,22 @@
 //! below a socket buffer, so the write always completes even while the node is busy writing answers,
 //! which is what keeps a pipelined mix of large reads and writes from deadlocking.
 //!
-//! **Failures.** A request whose node cannot be reached gets 502 (refused, reset, invalid answer) or 504
-//! (no answer within `--upstream-timeout`), naming the node; it is never sent to another node, since a
-//! key's data lives only on its owner. Keys of other nodes are unaffected. The proxy passes on only
-//! what the node answered: a write is acknowledged to the client only by the node's own answer.
+//! **Failures.** A request whose node cannot be reached gets 502 (refused, reset, invalid answer), 504
+//! (no complete answer within `--upstream-timeout`) or 503 (every connection to it busy), naming the
+//! node; it is never sent to another node, since a key's data lives only on its owner. Keys of other
+//! nodes are unaffected. The proxy passes on only what the node answered: a write is acknowledged to
+//! the client only by the node's own answer, and a node is trusted for nothing: its answers are read by
+//! the strict reader of [`crate::answer`], a group's whole before any is passed on ([`upstream::Group`]).
+//!
+//! **Exactly one answer per request, in order.** `Proxy::flush` walks the queued requests in client
+//! order and gives each the next answer of its node's group, or the failure that stands for it; nothing
+//! in that loop can skip a request. It stops only when the client connection closes.
 
 pub mod admin;
 pub mod upstream;
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,15 +42,15 @@ use clap::Args;
 use otkv_adapter_http::conn::Requests;
 use otkv_adapter_http::metrics::Op;
 use otkv_adapter_http::response::Framing;
-use otkv_adapter_http::routes::Route;
+use otkv_adapter_http::routes::{Limits, Route};
 use otkv_adapter_http::server::{self, Front};
 use otkv_adapter_http::service::Service;
 use otkv_adapter_http::FrontArgs;
 
-use crate::client::Failure;
+use crate::answer::AnswerRules;
 use crate::nodes::{self, LocalNodeArgs};
 use crate::router::{Router, RoutingArgs};
-use upstream::{Lease, Upstream};
+use upstream::{Answer, Group, Upstream, UpstreamError};
 
 /// The most bytes of requests one group sends one node in one write, unless one request alone is larger.
 pub const MAX_GROUP_BYTES: usize = 64 * 1024;
@@ -70,11 +77,12 @@ pub struct ProxyArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub routing: RoutingArgs,
-    /// A node that has not connected or answered within this gets its requests answered 504.
+    /// A node that has not connected or answered within this gets its requests answered 504 (an answer
+    /// must be complete within it, however slowly it arrives).
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub upstream_timeout: Duration,
     /// Most connections in use to each node at once (kept alive and reused; a request waits for one to
-    /// free, up to --upstream-timeout).
+    /// free, up to --upstream-timeout, then gets 503).
     #[arg(long, default_value_t = 256)]
     pub upstream_connections: usize,
 }
@@ -91,12 +99,17 @@ pub struct Proxy {
 /// One client connection's forwarding state: the group being gathered.
 #[derive(Debug)]
 pub struct Session {
-    /// Per node: the requests queued for it, as received.
-    pending: Vec<Vec<u8>>,
-    /// Per node: how many requests are queued.
-    counts: Vec<usize>,
+    /// Per node: the requests queued for it, as received, and what each one's answer may be.
+    pending: Vec<Queued>,
     /// The queued requests in client order.
     slots: Vec<Slot>,
+}
+
+/// The requests queued for one node.
+#[derive(Debug, Default)]
+struct Queued {
+    bytes: Vec<u8>,
+    rules: Vec<AnswerRules>,
 }
 
 /// A forwarded request awaiting its answer.
@@ -105,7 +118,7 @@ struct Slot {
     node: usize,
     op: Op,
     json_errors: bool,
-    /// How the answer is framed; `head_only`: a HEAD request, whose answer has no body.
+    /// How the answer is framed to the client.
     framing: Framing,
 }
 
@@ -117,26 +130,32 @@ impl Service for Proxy {
     }
 
     fn session(&self) -> Session {
-        let n = self.upstreams.len();
-        Session { pending: vec![Vec::new(); n], counts: vec![0; n], slots: Vec::new() }
+        Session { pending: self.upstreams.iter().map(|_| Queued::default()).collect(), slots: Vec::new() }
     }
 
     fn answer(&self, s: &mut Session, requests: &mut Requests<'_>) {
         while let Some(exchange) = requests.next_request() {
-            if let Ok(Route::Kv(key, _) | Route::Compat(key)) = &exchange.route {
+            let forwarded = match &exchange.route {
+                Ok(Route::Kv(key, _)) => Some((key, false)),
+                Ok(Route::Compat(key)) => Some((key, true)),
+                _ => None,
+            };
+            if let Some((key, json_api)) = forwarded {
                 let node = self.router.route(key);
-                let queued = s.pending[node].len();
+                let queued = s.pending[node].bytes.len();
                 if queued > 0 && queued + exchange.raw.len() > MAX_GROUP_BYTES {
                     self.flush(s, requests);
                 }
-                s.pending[node].extend_from_slice(exchange.raw);
-                s.counts[node] += 1;
-                s.slots.push(Slot {
-                    node,
-                    op: exchange.op,
-                    json_errors: exchange.json_errors,
-                    framing: exchange.framing(),
+                let framing = exchange.framing();
+                let max_body = answer_cap(json_api, &self.front.limits);
+                let q = &mut s.pending[node];
+                q.bytes.extend_from_slice(exchange.raw);
+                q.rules.push(AnswerRules {
+                    head_only: framing.head_only,
+                    continue_ok: exchange.expects_continue,
+                    max_body,
                 });
+                s.slots.push(Slot { node, op: exchange.op, json_errors: exchange.json_errors, framing });
                 requests.pass(&exchange);
                 continue;
             }
@@ -148,58 +167,86 @@ impl Service for Proxy {
     }
 }
 
+/// The largest answer body a node may send to a key request: its value (the JSON API's may escape
+/// every byte of it as `\u00XX`), and never less than room for an error's text.
+fn answer_cap(json_api: bool, limits: &Limits) -> usize {
+    const ERROR_ROOM: usize = 64 * 1024;
+    let value = limits.max_value_bytes;
+    let cap = if json_api { value.saturating_mul(6).saturating_add(1024) } else { value };
+    cap.max(ERROR_ROOM)
+}
+
 impl Proxy {
-    /// Sends the queued group to its nodes and passes their answers on, in client order.
+    /// Sends the queued group to its nodes and passes their answers on, in client order: every queued
+    /// request gets exactly one answer (the node's, or the error that stands for it), unless the
+    /// connection closes first.
     fn flush(&self, s: &mut Session, requests: &mut Requests<'_>) {
         if s.slots.is_empty() {
             return;
         }
         let started = Instant::now();
-        let mut leases: Vec<Option<Result<Lease<'_>, Failure>>> = self
+        // Every node gets its part before any answer is read, so the nodes work at the same time.
+        let mut groups: Vec<Option<Group<'_>>> = self
             .upstreams
             .iter()
             .zip(&s.pending)
-            .zip(&s.counts)
-            .map(|((up, pending), &count)| (count > 0).then(|| up.send(pending, count)))
+            .map(|(up, q)| (!q.rules.is_empty()).then(|| up.send(&q.bytes, q.rules.len())))
             .collect();
-        let mut closing = false;
-        for slot in s.slots.drain(..) {
-            if closing {
-                break;
-            }
-            let lease = &mut leases[slot.node];
-            let read = match lease {
-                Some(Ok(l)) => l.read(slot.framing.head_only, &s.pending[slot.node]),
-                Some(Err(failure)) => Err(*failure),
-                None => Err(Failure::Protocol),
-            };
-            let nanos = elapsed_nanos(started);
-            match read {
-                Ok(meta) => {
-                    if let Some(Ok(l)) = lease {
-                        if let Some(conn) = l.conn() {
-                            requests.send_raw(slot.op, meta.status, conn.response(&meta).raw, nanos);
-                        }
-                    }
-                    if meta.close && !slot.framing.close {
-                        // The node's answer says the connection closes; so must ours.
-                        requests.close_now();
-                        closing = true;
-                    }
-                }
-                Err(failure) => {
-                    // The rest of this node's group fails the same way (its connection is gone).
-                    *lease = Some(Err(failure));
-                    let err = self.upstreams[slot.node].error(failure);
-                    requests.send_error(slot.op, &err, slot.json_errors, slot.framing, nanos);
-                }
+        for (group, q) in groups.iter_mut().zip(&s.pending) {
+            if let Some(group) = group {
+                group.read_answers(&q.rules, &q.bytes);
             }
         }
-        // (Draining dropped any slot left after a close.)
-        drop(leases);
-        for (pending, count) in s.pending.iter_mut().zip(&mut s.counts) {
-            pending.clear();
-            *count = 0;
+        for slot in s.slots.drain(..) {
+            let group = groups[slot.node].as_mut();
+            let answer = group.map_or(Err(UpstreamError::Io), Group::next_answer);
+            let nanos = elapsed_nanos(started);
+            if self.pass_answer(requests, &slot, answer, nanos) {
+                requests.close_now();
+                break;
+            }
+        }
+        // (Anything left after a close is dropped with the connection.)
+        drop(groups);
+        for q in &mut s.pending {
+            q.bytes.clear();
+            q.rules.clear();
+        }
+    }
+
+    /// Gives `slot`'s request its one answer: the node's, byte for byte, or the error naming the node.
+    /// Returns whether the client connection closes after it.
+    ///
+    /// The connection closes after an answer the node closed its own connection after, after one whose
+    /// request asked to close, and, once the proxy drains, after the answer in hand (the front door
+    /// decided on keep-alive when the request arrived, before the drain began). An answer after which
+    /// the connection closes says `Connection: close`.
+    fn pass_answer(
+        &self,
+        requests: &mut Requests<'_>,
+        slot: &Slot,
+        answer: Result<Answer<'_>, UpstreamError>,
+        nanos: u64,
+    ) -> bool {
+        let draining = self.front.shutting_down.load(Relaxed);
+        let close = slot.framing.close || draining;
+        let framing =
+            Framing { close, http10_keep_alive: slot.framing.http10_keep_alive && !close, ..slot.framing };
+        match answer {
+            Ok(a) if framing.close && !a.close => {
+                with_connection_close(requests.out(), a.raw, a.head_len);
+                requests.record(slot.op, a.status, nanos);
+                true
+            }
+            Ok(a) => {
+                requests.send_raw(slot.op, a.status, a.raw, nanos);
+                a.close || framing.close
+            }
+            Err(e) => {
+                let err = self.upstreams[slot.node].error(e);
+                requests.send_error(slot.op, &err, slot.json_errors, framing, nanos);
+                framing.close
+            }
         }
     }
 
@@ -207,6 +254,27 @@ impl Proxy {
     pub fn upstreams(&self) -> &[Upstream] {
         &self.upstreams
     }
+}
+
+/// Appends `raw` (an answer whose head is `head_len` bytes) with its `Connection` field replaced by
+/// `Connection: close`.
+fn with_connection_close(out: &mut Vec<u8>, raw: &[u8], head_len: usize) {
+    let (head, body) = raw.split_at(head_len);
+    // The head without its final blank line; each line ends in CRLF (the strict reader parsed it).
+    let lines = head.strip_suffix(b"\r\n").unwrap_or(head);
+    let mut rest = lines;
+    while !rest.is_empty() {
+        let end = rest.windows(2).position(|w| w == b"\r\n").map_or(rest.len(), |i| i + 2);
+        let (line, next) = rest.split_at(end);
+        let is_connection =
+            line.len() > 11 && line[..11].eq_ignore_ascii_case(b"connection:");
+        if !is_connection {
+            out.extend_from_slice(line);
+        }
+        rest = next;
+    }
+    out.extend_from_slice(b"Connection: close\r\n\r\n");
+    out.extend_from_slice(body);
 }
 
 fn elapsed_nanos(since: Instant) -> u64 {

@@ -1,16 +1,24 @@
 //! A node as the proxy sees it: a bounded pool of keep-alive connections, back-off after failed
-//! connects, and error counters.
+//! connects, error counters, and the [`Group`] that carries one batch's requests to it and brings back
+//! exactly one answer for each.
 //!
 //! - **Bounded.** At most `--upstream-connections` connections to a node are in use at once (a may
-//!   semaphore; a batch that finds none free waits, up to the upstream timeout, then answers 504). A
-//!   connection is taken from the idle pool for one forwarded group and given back after it, so an idle
-//!   client holds none, and a new connection is opened only when none is idle: the pool never holds more
-//!   than the cap. Groups take their nodes' permits in node order, so two groups can never each hold a
-//!   permit the other waits for.
+//!   semaphore; a batch that finds none free waits, up to the upstream timeout, then answers 503: the
+//!   node is not at fault, the proxy's own cap is). A connection is taken from the idle pool for one
+//!   forwarded group and given back after it, so an idle client holds none, and a new connection is
+//!   opened only when none is idle: the pool never holds more than the cap. Groups take their nodes'
+//!   permits in node order, so two groups can never each hold a permit the other waits for.
+//! - **Trusted for nothing.** Answers are read by the strict reader ([`crate::answer`]): anything an
+//!   OTKV node could not have sent is a 502 naming the node, for every request of the group (once one
+//!   answer is wrong, which bytes answer which request is in doubt), and the connection is closed, never
+//!   pooled again. A connection goes back to the pool only with every answer read and nothing else
+//!   received; one taken from the pool that has bytes waiting (an answer before any request) is refused
+//!   the same way.
 //! - **Stale connections.** A pooled connection the node has since closed (its idle timeout, a restart)
-//!   fails on first use with nothing received; the group is then sent once more on a fresh connection.
-//!   GET, HEAD, PUT and DELETE are idempotent (RFC 9110 §9.2.2), and the compatible API's POST is a
-//!   plain set of the same value, so the retry cannot do twice what a client asked once.
+//!   is found closed before use, or fails on first use with nothing received; the group is then sent once
+//!   more on a fresh connection. GET, HEAD, PUT and DELETE are idempotent (RFC 9110 §9.2.2), and the
+//!   compatible API's POST is a plain set of the same value, so the retry cannot do twice what a client
+//!   asked once.
 //! - **Back-off.** A failed connect marks the node down for a while (50 ms, doubling to 1 s); meanwhile
 //!   its keys are answered 502 at once, without a connect per request. The first connect after that
 //!   time either brings it back or doubles the wait.
@@ -23,19 +31,63 @@ use std::time::{Duration, Instant};
 use otkv_adapter_http::error::HttpError;
 use otkv_adapter_http::lock;
 
-use crate::client::{Failure, HttpConn, ResponseMeta};
+use crate::answer::{AnswerRules, Invalid};
+use crate::client::{Failure, HttpConn, ReadError, ResponseMeta, Waiting};
 use crate::load::Target;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Kinds of upstream failure, as counted in `/metrics`.
-pub const FAILURES: [(Failure, &str); 4] = [
-    (Failure::Connect, "connect"),
-    (Failure::Timeout, "timeout"),
-    (Failure::Io, "io"),
-    (Failure::Protocol, "protocol"),
-];
+/// Why a forwarded request got no answer from its node; [`Upstream::error`] says what the client gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamError {
+    /// The node refused the connection, or did not accept it in time.
+    Connect,
+    /// No complete answer within `--upstream-timeout`.
+    Timeout,
+    /// The connection broke (closed, reset) before the answer was complete.
+    Io,
+    /// The node sent what no OTKV node sends.
+    Invalid(Invalid),
+    /// Every connection the proxy may open to the node stayed in use for the whole timeout.
+    Busy,
+}
+
+impl From<Failure> for UpstreamError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Connect => UpstreamError::Connect,
+            Failure::Timeout => UpstreamError::Timeout,
+            Failure::Io => UpstreamError::Io,
+            Failure::Protocol => UpstreamError::Invalid(Invalid::Malformed),
+        }
+    }
+}
+
+impl From<ReadError> for UpstreamError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Failed(f) => f.into(),
+            ReadError::Invalid(why) => UpstreamError::Invalid(why),
+        }
+    }
+}
+
+impl UpstreamError {
+    /// Its name in `/metrics` (`kind` label), and its place in the counters.
+    fn kind(self) -> usize {
+        match self {
+            UpstreamError::Connect => 0,
+            UpstreamError::Timeout => 1,
+            UpstreamError::Io => 2,
+            UpstreamError::Invalid(_) => 3,
+            UpstreamError::Busy => 4,
+        }
+    }
+}
+
+/// The `kind` labels of the failure counters, in counter order.
+const KINDS: [&str; 5] = ["connect", "timeout", "io", "protocol", "busy"];
 
 /// One node behind the proxy.
 pub struct Upstream {
@@ -45,13 +97,14 @@ pub struct Upstream {
     pub addr: SocketAddr,
     host: String,
     timeout: Duration,
+    max_connections: usize,
     idle: Mutex<Vec<HttpConn>>,
     permits: may::sync::Semphore,
     /// Open connections (idle and in use).
     open: AtomicU64,
     down: Mutex<Down>,
-    /// Failures by kind, in the order of [`FAILURES`].
-    errors: [AtomicU64; 4],
+    /// Failures by kind, in the order of [`KINDS`].
+    errors: [AtomicU64; 5],
     /// Requests sent to this node.
     pub forwarded: AtomicU64,
 }
@@ -67,34 +120,61 @@ struct Down {
     /// No connect is tried before this.
     until: Option<Instant>,
     backoff: Duration,
-    last: Option<Failure>,
+    last: Option<UpstreamError>,
 }
 
 /// A connection to a node, held for one forwarded group; back in the pool when dropped, if still sound.
 #[derive(Debug)]
-pub struct Lease<'u> {
+struct Lease<'u> {
     upstream: &'u Upstream,
     conn: Option<HttpConn>,
     /// Taken from the pool (so possibly stale) rather than freshly connected.
     reused: bool,
-    /// Requests sent on it in this group, and answers read so far: it goes back to the pool only when
-    /// every answer was read, so no stray answer is left for the next group.
-    sent: usize,
-    answered: usize,
-    /// The node said `Connection: close`.
-    closing: bool,
+    /// Every answer was read and nothing else arrived: it may carry the next group.
+    sound: bool,
+}
+
+/// One group of requests sent to a node, and then its answers: exactly one per request, in order.
+///
+/// [`Group::read_answers`] reads them all before any is passed on, so a wrong one found late (or bytes
+/// after the last) turns the whole group into errors instead of letting earlier answers through that may
+/// belong to other requests. [`Group::next_answer`] then hands them out in order: the answer, or the
+/// failure that stands for it.
+#[derive(Debug)]
+pub struct Group<'u> {
+    upstream: &'u Upstream,
+    lease: Option<Lease<'u>>,
+    answers: Vec<ResponseMeta>,
+    next: usize,
+    /// What every request without an answer in `answers` gets.
+    rest: UpstreamError,
+}
+
+/// A node's answer to one request, as received.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer<'g> {
+    /// Its status.
+    pub status: u16,
+    /// The whole answer, head and body.
+    pub raw: &'g [u8],
+    /// Bytes of `raw` that are the head.
+    pub head_len: usize,
+    /// The node closes the connection after it.
+    pub close: bool,
 }
 
 impl Upstream {
     /// The node `target`, with `timeout` for connects and answers and at most `max_connections` in use.
     pub fn new(target: &Target, timeout: Duration, max_connections: usize) -> Upstream {
+        let max_connections = max_connections.max(1);
         Upstream {
             name: target.name.clone(),
             addr: target.addr,
             host: target.host.clone(),
             timeout,
+            max_connections,
             idle: Mutex::new(Vec::new()),
-            permits: may::sync::Semphore::new(max_connections.max(1)),
+            permits: may::sync::Semphore::new(max_connections),
             open: AtomicU64::new(0),
             down: Mutex::default(),
             errors: Default::default(),
@@ -107,37 +187,60 @@ impl Upstream {
         &self.host
     }
 
-    /// Takes a connection (idle, or new) and sends `requests` (`count` of them) on it, once more on a
-    /// fresh connection if a pooled one turns out to be closed.
-    pub fn send(&self, requests: &[u8], count: usize) -> Result<Lease<'_>, Failure> {
+    /// `node-1 (127.0.0.1:7002)`: how messages name it.
+    pub fn who(&self) -> String {
+        format!("{} ({})", self.name, self.addr)
+    }
+
+    /// Sends `requests` (`count` of them) on a connection (idle, or new), once more on a fresh
+    /// connection if a pooled one turns out to be closed. Read the answers with [`Group::read_answers`].
+    pub fn send(&self, requests: &[u8], count: usize) -> Group<'_> {
+        match self.lease(requests, count) {
+            Ok(lease) => {
+                Group { upstream: self, lease: Some(lease), answers: Vec::new(), next: 0, rest: UpstreamError::Io }
+            }
+            Err(e) => Group::failed(self, self.count(e)),
+        }
+    }
+
+    fn lease(&self, requests: &[u8], count: usize) -> Result<Lease<'_>, UpstreamError> {
         if !self.permits.try_wait() && !self.permits.wait_timeout(self.timeout) {
-            return Err(self.count(Failure::Timeout));
+            return Err(UpstreamError::Busy);
         }
         self.forwarded.fetch_add(count as u64, Relaxed);
-        let pooled = lock(&self.idle).pop();
-        let mut lease = Lease {
-            upstream: self,
-            conn: None,
-            reused: pooled.is_some(),
-            sent: count,
-            answered: 0,
-            closing: false,
-        };
-        let first = match pooled {
-            Some(conn) => lease.conn.insert(conn).send_bytes(requests),
-            None => Err(Failure::Io),
-        };
-        if first.is_err() {
+        // From here on the lease holds the permit; dropping it gives the permit back.
+        let mut lease = Lease { upstream: self, conn: None, reused: false, sound: false };
+        if let Some(conn) = self.pooled()? {
+            lease.reused = true;
+            if lease.conn.insert(conn).send_bytes(requests).is_ok() {
+                return Ok(lease);
+            }
             lease.discard();
             lease.reused = false;
-            let conn = self.connect()?;
-            lease.conn.insert(conn).send_bytes(requests).map_err(|f| self.count(f))?;
         }
+        let conn = lease.conn.insert(self.connect()?);
+        conn.send_bytes(requests)?;
         Ok(lease)
     }
 
+    /// An idle connection that is still quiet: closed ones are dropped on the way; one with bytes
+    /// waiting (an answer before any request) is an invalid node.
+    fn pooled(&self) -> Result<Option<HttpConn>, UpstreamError> {
+        loop {
+            let Some(conn) = lock(&self.idle).pop() else { return Ok(None) };
+            match conn.waiting() {
+                Waiting::Nothing => return Ok(Some(conn)),
+                Waiting::Closed => self.close(conn),
+                Waiting::Data => {
+                    self.close(conn);
+                    return Err(UpstreamError::Invalid(Invalid::Unsolicited));
+                }
+            }
+        }
+    }
+
     /// Connects, unless the node is in back-off.
-    fn connect(&self) -> Result<HttpConn, Failure> {
+    fn connect(&self) -> Result<HttpConn, UpstreamError> {
         {
             let down = lock(&self.down);
             if let (Some(until), Some(last)) = (down.until, down.last) {
@@ -153,10 +256,17 @@ impl Upstream {
                     tracing::info!(node = %self.name, addr = %self.addr, "node is reachable again");
                 }
                 *down = Down::default();
+                drop(down);
                 self.open.fetch_add(1, Relaxed);
+                if conn.waiting() == Waiting::Data {
+                    // It spoke before it was asked (a banner, or an answer to nothing).
+                    self.close(conn);
+                    return Err(UpstreamError::Invalid(Invalid::Unsolicited));
+                }
                 Ok(conn)
             }
             Err(failure) => {
+                let failure = UpstreamError::from(failure);
                 let mut down = lock(&self.down);
                 down.backoff = (down.backoff * 2).clamp(FIRST_BACKOFF, MAX_BACKOFF);
                 down.until = Some(Instant::now() + down.backoff);
@@ -164,21 +274,28 @@ impl Upstream {
                     tracing::warn!(node = %self.name, addr = %self.addr, ?failure, "cannot reach node");
                 }
                 down.last = Some(failure);
-                Err(self.count(failure))
+                Err(failure)
             }
         }
     }
 
-    fn count(&self, failure: Failure) -> Failure {
-        if let Some(i) = FAILURES.iter().position(|&(f, _)| f == failure) {
-            self.errors[i].fetch_add(1, Relaxed);
-        }
-        failure
+    /// Closes a connection that is not in use.
+    fn close(&self, conn: HttpConn) {
+        drop(conn);
+        self.open.fetch_sub(1, Relaxed);
     }
 
-    /// Failures so far, by kind, in the order of [`FAILURES`].
+    fn count(&self, e: UpstreamError) -> UpstreamError {
+        self.errors[e.kind()].fetch_add(1, Relaxed);
+        if let UpstreamError::Invalid(why) = e {
+            tracing::warn!(node = %self.name, addr = %self.addr, %why, "invalid answer; connection closed");
+        }
+        e
+    }
+
+    /// Failures so far, by kind (`connect`, `timeout`, `io`, `protocol`, `busy`).
     pub fn errors(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        FAILURES.iter().zip(&self.errors).map(|(&(_, name), n)| (name, n.load(Relaxed)))
+        KINDS.iter().zip(&self.errors).map(|(&name, n)| (name, n.load(Relaxed)))
     }
 
     /// Open connections to this node.
@@ -186,68 +303,108 @@ impl Upstream {
         self.open.load(Relaxed)
     }
 
-    /// The error a client gets for a request this node could not answer: 504 when it did not answer in
-    /// time, 502 otherwise. Names the node.
-    pub fn error(&self, failure: Failure) -> HttpError {
-        let who = format!("{} ({})", self.name, self.addr);
-        match failure {
-            Failure::Timeout => HttpError::GatewayTimeout(format!(
+    /// The error a client gets for a request this node did not answer, naming the node: 504 when it
+    /// did not answer in time, 503 when the proxy's own connection cap was the limit, 502 otherwise.
+    pub fn error(&self, e: UpstreamError) -> HttpError {
+        let who = self.who();
+        match e {
+            UpstreamError::Timeout => HttpError::GatewayTimeout(format!(
                 "{who} did not answer within {}",
                 humantime::format_duration(self.timeout)
             )),
-            Failure::Connect => HttpError::BadGateway(format!("{who} refused the connection (node down?)")),
-            Failure::Io => HttpError::BadGateway(format!("{who} closed the connection without an answer")),
-            Failure::Protocol => HttpError::BadGateway(format!("{who} sent an invalid response")),
+            UpstreamError::Busy => HttpError::UpstreamBusy(format!(
+                "{who}: all {} upstream connections busy for {}",
+                self.max_connections,
+                humantime::format_duration(self.timeout)
+            )),
+            UpstreamError::Connect => HttpError::BadGateway(format!("{who} refused the connection (node down?)")),
+            UpstreamError::Io => HttpError::BadGateway(format!("{who} closed the connection without an answer")),
+            UpstreamError::Invalid(why) => HttpError::BadGateway(format!("{who} sent an invalid answer: {why}")),
         }
     }
 }
 
-impl Lease<'_> {
-    /// Reads the answer to the next request sent on this lease; `requests` is everything sent on it,
-    /// resent on a fresh connection if a pooled one proves closed before its first answer.
-    pub fn read(&mut self, no_body: bool, requests: &[u8]) -> Result<ResponseMeta, Failure> {
-        let upstream = self.upstream;
-        let conn = self.conn.as_mut().ok_or(Failure::Io)?;
-        let meta = match conn.read_meta(no_body) {
-            Err(Failure::Io) if self.reused && self.answered == 0 => {
-                self.discard();
-                self.reused = false;
-                let conn = self.conn.insert(upstream.connect()?);
-                conn.send_bytes(requests).map_err(|f| upstream.count(f))?;
-                conn.read_meta(no_body)
-            }
-            other => other,
-        };
-        match meta {
-            Ok(meta) => {
-                self.answered += 1;
-                // Passed on as it is; the node closes the connection after it.
-                self.closing |= meta.close;
-                Ok(meta)
-            }
-            Err(failure) => {
-                self.discard();
-                Err(upstream.count(failure))
+impl<'u> Group<'u> {
+    fn failed(upstream: &'u Upstream, e: UpstreamError) -> Self {
+        Group { upstream, lease: None, answers: Vec::new(), next: 0, rest: e }
+    }
+
+    /// Reads the answer to every request sent, under `rules` (one per request, in order); `requests` is
+    /// what was sent, resent on a fresh connection if a pooled one proves closed before any answer.
+    pub fn read_answers(&mut self, rules: &[AnswerRules], requests: &[u8]) {
+        let Some(lease) = self.lease.as_mut() else { return };
+        match lease.read_all(rules, &mut self.answers, requests) {
+            Ok(()) => lease.sound = !self.answers.last().is_some_and(|a| a.close),
+            Err(e) => {
+                lease.discard();
+                if matches!(e, UpstreamError::Invalid(_)) {
+                    // One wrong answer puts every answer of the group in doubt.
+                    self.answers.clear();
+                }
+                self.rest = self.upstream.count(e);
             }
         }
     }
 
-    /// The connection, to look at the response [`Lease::read`] described.
-    pub fn conn(&self) -> Option<&HttpConn> {
-        self.conn.as_ref()
+    /// The answer to the next request of the group, in order, or the failure that stands for it.
+    pub fn next_answer(&mut self) -> Result<Answer<'_>, UpstreamError> {
+        let at = self.next;
+        self.next += 1;
+        let meta = *self.answers.get(at).ok_or(self.rest)?;
+        let conn = self.lease.as_ref().and_then(|l| l.conn.as_ref()).ok_or(self.rest)?;
+        let r = conn.response(&meta);
+        Ok(Answer { status: r.status, raw: r.raw, head_len: r.raw.len() - r.body.len(), close: r.close })
+    }
+}
+
+impl Lease<'_> {
+    /// Reads one answer per rule into `answers`; then nothing may be left over.
+    fn read_all(
+        &mut self,
+        rules: &[AnswerRules],
+        answers: &mut Vec<ResponseMeta>,
+        requests: &[u8],
+    ) -> Result<(), UpstreamError> {
+        let upstream = self.upstream;
+        let conn = self.conn.as_mut().ok_or(UpstreamError::Io)?;
+        conn.begin_group();
+        for rule in rules {
+            let meta = match conn.read_meta(rule) {
+                Err(ReadError::Failed(Failure::Io)) if self.reused && answers.is_empty() => {
+                    // A pooled connection the node had closed: once more, on a fresh one.
+                    self.discard();
+                    self.reused = false;
+                    let conn = self.conn.insert(upstream.connect()?);
+                    conn.send_bytes(requests)?;
+                    return self.read_all(rules, answers, requests);
+                }
+                other => other?,
+            };
+            answers.push(meta);
+            if meta.close {
+                // The node closes after this one; the rest of the group gets no answer from it.
+                return if answers.len() == rules.len() { Ok(()) } else { Err(UpstreamError::Io) };
+            }
+        }
+        // Bytes already read past the last answer. (Any that arrive later are found when the connection
+        // is next taken from the pool: [`Upstream::pooled`].)
+        if conn.has_unread() {
+            return Err(UpstreamError::Invalid(Invalid::Unsolicited));
+        }
+        Ok(())
     }
 
     /// Closes the connection now (broken, or in doubt).
     fn discard(&mut self) {
-        if self.conn.take().is_some() {
-            self.upstream.open.fetch_sub(1, Relaxed);
+        if let Some(conn) = self.conn.take() {
+            self.upstream.close(conn);
         }
     }
 }
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
-        if self.closing || self.answered != self.sent {
+        if !self.sound {
             self.discard();
         }
         if let Some(conn) = self.conn.take() {
