@@ -125,6 +125,18 @@ impl Deadline {
         self.set(READ, within);
     }
 
+    /// The reaper's clock: milliseconds since it started, advanced once a [`TICK`] (no syscall).
+    pub fn now_ms(&self) -> u64 {
+        self.reaper.now_ms.load(Relaxed)
+    }
+
+    /// The next read must complete by `at_ms` on the reaper's clock ([`Deadline::now_ms`]), or the read
+    /// side is shut down: a deadline for a whole answer, over however many reads it takes.
+    pub fn read_until(&self, at_ms: u64) {
+        self.slot.at_ms.store(at_ms, Relaxed);
+        self.slot.kind.store(READ, Relaxed);
+    }
+
     /// The next write must complete `within` from now, or the socket is shut down.
     pub fn write_within(&self, within: Duration) {
         self.set(WRITE, within);

@@ -104,9 +104,15 @@ pub enum Parsed {
 
 /// Parses the answer head at the start of `buf`, under the rules above.
 pub fn parse_head(buf: &[u8], expect: &AnswerRules) -> Result<Parsed, Invalid> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_ANSWER_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    let head_len = match resp.parse(buf) {
+    if buf.is_empty() {
+        return Ok(Parsed::Partial);
+    }
+    // Uninitialised slots: httparse fills only those it uses (an initialised array costs a 1 KiB copy).
+    let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_ANSWER_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed =
+        httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, buf, &mut headers);
+    let head_len = match parsed {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => return Err(Invalid::HeadTooLarge),
         Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
@@ -192,9 +198,18 @@ mod tests {
     fn what_no_node_sends_is_invalid() {
         let cases = [
             ("HTTP/1.1 200 OK\r\n\r\nbody until close", Invalid::NoLength),
-            ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", Invalid::TransferEncoding),
-            ("HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n", Invalid::BodyTooLarge { len: 99_999_999_999, max: 1000 }),
-            ("HTTP/1.1 200 OK\r\nContent-Length: 9999999999999999999\r\n\r\n", Invalid::BodyTooLarge { len: 9_999_999_999_999_999_999, max: 1000 }),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+                Invalid::TransferEncoding,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n",
+                Invalid::BodyTooLarge { len: 99_999_999_999, max: 1000 },
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 9999999999999999999\r\n\r\n",
+                Invalid::BodyTooLarge { len: 9_999_999_999_999_999_999, max: 1000 },
+            ),
             ("HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551615\r\n\r\n", Invalid::BadLength),
             ("HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551616\r\n\r\n", Invalid::BadLength),
             ("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", Invalid::BadLength),
@@ -216,7 +231,10 @@ mod tests {
     #[test]
     fn a_continue_is_allowed_only_when_asked_for() {
         let asked = AnswerRules { continue_ok: true, ..GET };
-        assert_eq!(parse_head(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201", &asked), Ok(Parsed::Continue(25)));
+        assert_eq!(
+            parse_head(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201", &asked),
+            Ok(Parsed::Continue(25))
+        );
         assert_eq!(parse_head(b"HTTP/1.1 101 Switching\r\n\r\n", &asked), Err(Invalid::Interim(101)));
     }
 }

@@ -15,8 +15,8 @@ use std::time::Duration;
 use may::net::TcpStream;
 
 use crate::answer::{self, AnswerRules, Invalid, Parsed};
-pub use crate::wire::{Failure, Waiting};
 use crate::wire::Wire;
+pub use crate::wire::{Failure, Waiting};
 
 /// The largest body the load generator accepts by default (an answer's cap is set per connection).
 pub const DEFAULT_MAX_BODY: usize = 64 << 20;

@@ -8,7 +8,7 @@
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use may::net::TcpStream;
 use otkv_adapter_http::deadline::Deadline;
@@ -56,9 +56,10 @@ pub struct Wire {
     /// Where the answers being read began ([`Wire::begin_answer`]): [`Wire::fill`] keeps every byte
     /// from here on, so answers read earlier in a group stay readable at their [`Wire::position`].
     mark: usize,
-    /// When the answer being read must be complete: set by the first [`Wire::fill`] it needs, so an
-    /// answer that drips in slowly times out as surely as one that never comes.
-    answer_by: Option<Instant>,
+    /// When the answer being read must be complete, on the deadline reaper's clock: set by the first
+    /// [`Wire::fill`] it needs, so an answer that drips in slowly times out as surely as one that never
+    /// comes.
+    answer_by_ms: Option<u64>,
 }
 
 /// What a connection that should be quiet has waiting ([`Wire::waiting`]).
@@ -91,7 +92,7 @@ impl Wire {
             start: 0,
             filled: 0,
             mark: 0,
-            answer_by: None,
+            answer_by_ms: None,
         }
     }
 
@@ -128,12 +129,12 @@ impl Wire {
             }
         }
         self.mark = self.start;
-        self.answer_by = None;
+        self.answer_by_ms = None;
     }
 
     /// Starts the clock of the next answer afresh (one answer of a group, after the first).
     pub fn next_answer(&mut self) {
-        self.answer_by = None;
+        self.answer_by_ms = None;
     }
 
     /// The bytes read and not yet consumed.
@@ -172,14 +173,10 @@ impl Wire {
             let len = need.max(self.buf.len() * 2);
             self.buf.resize(len, 0);
         }
-        let mut now = Instant::now();
-        let by = *self.answer_by.get_or_insert(now + self.timeout);
+        let timeout_ms = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
+        let by = *self.answer_by_ms.get_or_insert_with(|| self.deadline.now_ms().saturating_add(timeout_ms));
         loop {
-            let left = by.saturating_duration_since(now);
-            if left.is_zero() {
-                return Err(Failure::Timeout);
-            }
-            self.deadline.read_within(left);
+            self.deadline.read_until(by);
             let read = self.stream.read(&mut self.buf[self.filled..]);
             self.deadline.clear();
             if self.deadline.fired() {
@@ -193,7 +190,6 @@ impl Wire {
             if self.filled >= need {
                 return Ok(());
             }
-            now = Instant::now();
         }
     }
 

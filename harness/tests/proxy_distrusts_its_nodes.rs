@@ -145,7 +145,9 @@ fn serve_fake(
         let b = *behaviour.lock().expect("lock");
         let answered = match b {
             Behaviour::Valid => w.write_all(OK),
-            Behaviour::HugeLength => w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\nabc"),
+            Behaviour::HugeLength => {
+                w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\nabc")
+            }
             Behaviour::MaxLength => {
                 w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551615\r\n\r\nabc")
             }
@@ -324,7 +326,8 @@ fn put(key: &str, value: &str) -> String {
 /// A key each of the two nodes owns (node-0 is the real one, node-1 the fake).
 fn keys() -> (String, String) {
     let router = RouterKind::Rendezvous.build(&node_names(2), 160);
-    let of = |n: usize| (0..).map(|i| format!("k{i}")).find(|k| router.route(k.as_bytes()) == n).expect("key");
+    let of =
+        |n: usize| (0..).map(|i| format!("k{i}")).find(|k| router.route(k.as_bytes()) == n).expect("key");
     (of(0), of(1))
 }
 
@@ -368,7 +371,11 @@ fn every_bad_answer_of_a_node_is_refused_naming_it_and_nothing_else_suffers() {
         // Alone, on a connection that then carries on.
         let started = Instant::now();
         let r = client.get(&bad);
-        assert!(started.elapsed() < UPSTREAM_TIMEOUT + Duration::from_secs(1), "{case}: {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < UPSTREAM_TIMEOUT + Duration::from_secs(1),
+            "{case}: {:?}",
+            started.elapsed()
+        );
         if status == 200 {
             assert_eq!((r.status, r.text().as_str()), (200, "hello"), "{case}");
         } else {
@@ -432,8 +439,7 @@ fn an_answer_sent_before_the_request_is_refused_and_its_connection_dropped() {
 fn a_full_pool_is_503_not_a_timeout_blamed_on_the_node() {
     let fake = FakeNode::start(Behaviour::Slow(Duration::from_millis(1500)));
     let node = Server::start(&["node".into(), "--port".into(), "0".into()]);
-    let proxy =
-        Server::proxy(&[node.addr.clone(), fake.addr.to_string()], &["--upstream-connections", "1"]);
+    let proxy = Server::proxy(&[node.addr.clone(), fake.addr.to_string()], &["--upstream-connections", "1"]);
     let (good, bad) = keys();
     // Three pipelined requests hold the one connection for 4.5 s, each answer within the timeout.
     let mut first = Client::to(&proxy);
@@ -442,7 +448,11 @@ fn a_full_pool_is_503_not_a_timeout_blamed_on_the_node() {
     let mut second = Client::to(&proxy);
     let r = second.get(&bad);
     assert_eq!(r.status, 503, "{}", r.text());
-    assert!(r.text().contains(&format!("node-1 ({}): all 1 upstream connections busy", fake.addr)), "{}", r.text());
+    assert!(
+        r.text().contains(&format!("node-1 ({}): all 1 upstream connections busy", fake.addr)),
+        "{}",
+        r.text()
+    );
     assert_eq!(second.get(&good).status, 404, "the other node is not held up");
     for _ in 0..3 {
         assert_eq!(first.read().status, 200);

@@ -24,8 +24,8 @@ use hdrhistogram::Histogram;
 
 pub use conn::{Cas, Conn, Protocol, Refusal, Target};
 
-use crate::router::Router;
 use crate::client::DEFAULT_MAX_BODY;
+use crate::router::Router;
 use crate::wire::Failure;
 use crate::workload::{check_value, key_bytes, write_value, Expect, KeyChooser, WorkloadKind};
 

@@ -41,7 +41,8 @@ fn fan_out(proxy: &Proxy, target: &str, max_body: usize) -> Vec<Result<(u16, Vec
         .iter()
         .map(|u| format!("GET {target} HTTP/1.1\r\nHost: {}\r\n\r\n", u.host()).into_bytes())
         .collect();
-    let mut groups: Vec<Group<'_>> = ups.iter().zip(&requests).map(|(u, r)| u.send(r, 1)).collect();
+    let mut groups: Vec<Group<'_>> =
+        ups.iter().zip(&requests).map(|(u, r)| u.send(r, 1, Vec::new())).collect();
     let rules = [AnswerRules::body_up_to(max_body)];
     groups
         .iter_mut()

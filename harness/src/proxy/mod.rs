@@ -47,7 +47,10 @@ use otkv_adapter_http::server::{self, Front};
 use otkv_adapter_http::service::Service;
 use otkv_adapter_http::FrontArgs;
 
+use smallvec::SmallVec;
+
 use crate::answer::AnswerRules;
+use crate::client::ResponseMeta;
 use crate::nodes::{self, LocalNodeArgs};
 use crate::router::{Router, RoutingArgs};
 use upstream::{Answer, Group, Upstream, UpstreamError};
@@ -110,6 +113,8 @@ pub struct Session {
 struct Queued {
     bytes: Vec<u8>,
     rules: Vec<AnswerRules>,
+    /// Room for their answers, kept from group to group.
+    answers: Vec<ResponseMeta>,
 }
 
 /// A forwarded request awaiting its answer.
@@ -186,11 +191,14 @@ impl Proxy {
         }
         let started = Instant::now();
         // Every node gets its part before any answer is read, so the nodes work at the same time.
-        let mut groups: Vec<Option<Group<'_>>> = self
+        let mut groups: SmallVec<[Option<Group<'_>>; 8]> = self
             .upstreams
             .iter()
-            .zip(&s.pending)
-            .map(|(up, q)| (!q.rules.is_empty()).then(|| up.send(&q.bytes, q.rules.len())))
+            .zip(&mut s.pending)
+            .map(|(up, q)| {
+                (!q.rules.is_empty())
+                    .then(|| up.send(&q.bytes, q.rules.len(), std::mem::take(&mut q.answers)))
+            })
             .collect();
         for (group, q) in groups.iter_mut().zip(&s.pending) {
             if let Some(group) = group {
@@ -207,8 +215,10 @@ impl Proxy {
             }
         }
         // (Anything left after a close is dropped with the connection.)
-        drop(groups);
-        for q in &mut s.pending {
+        for (group, q) in groups.into_iter().zip(&mut s.pending) {
+            if let Some(group) = group {
+                q.answers = group.into_room();
+            }
             q.bytes.clear();
             q.rules.clear();
         }
@@ -266,8 +276,7 @@ fn with_connection_close(out: &mut Vec<u8>, raw: &[u8], head_len: usize) {
     while !rest.is_empty() {
         let end = rest.windows(2).position(|w| w == b"\r\n").map_or(rest.len(), |i| i + 2);
         let (line, next) = rest.split_at(end);
-        let is_connection =
-            line.len() > 11 && line[..11].eq_ignore_ascii_case(b"connection:");
+        let is_connection = line.len() > 11 && line[..11].eq_ignore_ascii_case(b"connection:");
         if !is_connection {
             out.extend_from_slice(line);
         }
