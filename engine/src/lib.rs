@@ -35,6 +35,7 @@ mod memory;
 mod persist;
 mod sled_tree;
 mod snapshot;
+mod table;
 
 use std::cell::Cell;
 

@@ -1,0 +1,262 @@
+//! Epoch-based reclamation: when memory a reader may still be looking at can be freed.
+//!
+//! A reader [`pin`]s (once per batch of operations, not per read) and reads without locks; a writer that
+//! unlinks an entry or a slot array [`Guard::defer`]s its release instead of freeing it. Freed it is only
+//! once every thread that could have seen it has unpinned. The scheme is the classic one (Fraser's, as in
+//! crossbeam-epoch), kept small and written against [`super::sync`] so the loom models check the same
+//! code that runs:
+//!
+//! - A global epoch counter. Each thread announces `epoch << 1 | PINNED` while pinned (a store and a
+//!   `SeqCst` fence, no read-modify-write), and `UNPINNED` after.
+//! - Deferred releases collect in the thread's bag. A full bag is *sealed* with the global epoch read after
+//!   a `SeqCst` fence (so after the unlinks it holds), and queued.
+//! - The epoch advances from `e` to `e + 1` only when every pinned thread announced `e`. A bag sealed at
+//!   `s` is released once the epoch reaches `s + 2`: every thread pinned when its items were unlinked has
+//!   unpinned since (a thread pinned at `e` blocks the advance to `e + 2`), and a thread that pinned later
+//!   cannot reach them.
+//!
+//! Invariants: a [`Guard`] never leaves its thread (it is `!Send`), and no reference read under it
+//! outlives it (the table's borrows are tied to it). The engine holds one guard per batch and never across
+//! a coroutine yield, so a may coroutine that moves to another worker thread never carries a guard along.
+//!
+//! Costs: pinning is a thread-local lookup, a store and a fence per batch; a read under the guard costs
+//! nothing; a release costs a push into a thread-local `Vec`, and every [`BAG`] of them one fence, one lock
+//! and one attempt to advance.
+
+use std::cell::{Cell, RefCell};
+use std::marker::PhantomData;
+
+use super::sync::{fence, lock, AtomicUsize, Mutex, Ordering};
+
+/// Releases sealed together; also how many pins between attempts to advance the epoch.
+const BAG: usize = 64;
+const PINNED: usize = 1;
+
+/// A release to run once no reader can see `ptr`: `call(ptr, arg)`.
+pub(crate) struct Deferred {
+    call: unsafe fn(*mut u8, usize),
+    ptr: *mut u8,
+    arg: usize,
+}
+
+// SAFETY: a `Deferred` owns what it releases (it was unlinked, so nothing else will release it), and the
+// release functions the table defers (`slab::release`, dropping a slot array) may run on any thread.
+#[allow(unsafe_code)]
+unsafe impl Send for Deferred {}
+
+impl Deferred {
+    /// A release of `ptr` by `call(ptr, arg)`.
+    ///
+    /// # Safety
+    /// `call(ptr, arg)` must be sound to run once, on any thread, once no reader can reach `ptr`.
+    #[allow(unsafe_code)]
+    pub(crate) unsafe fn new(call: unsafe fn(*mut u8, usize), ptr: *mut u8, arg: usize) -> Self {
+        Deferred { call, ptr, arg }
+    }
+
+    #[allow(unsafe_code)]
+    fn run(self) {
+        // SAFETY: the contract of `new`, and this runs once (it consumes `self`) after two epochs.
+        unsafe { (self.call)(self.ptr, self.arg) }
+    }
+}
+
+/// The process's reclamation state, shared by every table.
+struct Collector {
+    epoch: AtomicUsize,
+    /// Every thread's announcement, registered at its first pin.
+    locals: Mutex<Vec<std::sync::Arc<Local>>>,
+    /// Sealed bags, oldest first: `(epoch sealed at, releases)`.
+    sealed: Mutex<Vec<(usize, Vec<Deferred>)>>,
+}
+
+struct Local {
+    state: AtomicUsize,
+}
+
+// Each thread's handle keeps the collector alive by its own reference (a thread-local destroyed after the
+// static, as loom's are, still reaches it).
+#[cfg(not(loom))]
+fn collector() -> std::sync::Arc<Collector> {
+    static COLLECTOR: std::sync::OnceLock<std::sync::Arc<Collector>> = std::sync::OnceLock::new();
+    std::sync::Arc::clone(COLLECTOR.get_or_init(|| std::sync::Arc::new(Collector::new())))
+}
+
+#[cfg(loom)]
+loom::lazy_static! {
+    static ref COLLECTOR: std::sync::Arc<Collector> = std::sync::Arc::new(Collector::new());
+}
+
+#[cfg(loom)]
+fn collector() -> std::sync::Arc<Collector> {
+    std::sync::Arc::clone(&COLLECTOR)
+}
+
+impl Collector {
+    fn new() -> Self {
+        Collector {
+            epoch: AtomicUsize::new(0),
+            locals: Mutex::new(Vec::new()),
+            sealed: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Advances the epoch if every pinned thread has announced the current one, then runs the releases
+    /// sealed two epochs ago or earlier.
+    fn collect(&self) {
+        let ready: Vec<Deferred> = {
+            let locals = lock(&self.locals);
+            fence(Ordering::SeqCst);
+            let epoch = self.epoch.load(Ordering::Relaxed);
+            let all_current = locals.iter().all(|l| {
+                let s = l.state.load(Ordering::Relaxed);
+                s & PINNED == 0 || s >> 1 == epoch
+            });
+            let epoch = if all_current {
+                // Only this function advances, under `locals`: a plain store cannot lose an update.
+                self.epoch.store(epoch + 1, Ordering::Release);
+                epoch + 1
+            } else {
+                epoch
+            };
+            drop(locals);
+            let mut sealed = lock(&self.sealed);
+            let n = sealed.iter().take_while(|(at, _)| at + 2 <= epoch).count();
+            sealed.drain(..n).flat_map(|(_, bag)| bag).collect()
+        };
+        for d in ready {
+            d.run();
+        }
+    }
+
+    /// Queues `bag`, sealed with the epoch now (read after every unlink it holds).
+    fn seal(&self, bag: Vec<Deferred>) {
+        fence(Ordering::SeqCst);
+        let epoch = self.epoch.load(Ordering::Relaxed);
+        lock(&self.sealed).push((epoch, bag));
+    }
+}
+
+/// A thread's registration: its announcement, pin depth and unsealed releases.
+struct Handle {
+    collector: std::sync::Arc<Collector>,
+    local: std::sync::Arc<Local>,
+    pins: Cell<usize>,
+    /// Pins since the last attempt to advance.
+    since_collect: Cell<usize>,
+    bag: RefCell<Vec<Deferred>>,
+}
+
+impl Handle {
+    fn register() -> Handle {
+        let collector = collector();
+        let local = std::sync::Arc::new(Local { state: AtomicUsize::new(0) });
+        lock(&collector.locals).push(std::sync::Arc::clone(&local));
+        Handle {
+            collector,
+            local,
+            pins: Cell::new(0),
+            since_collect: Cell::new(0),
+            bag: RefCell::new(Vec::new()),
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let c = &self.collector;
+        let bag = std::mem::take(&mut *self.bag.borrow_mut());
+        if !bag.is_empty() {
+            c.seal(bag);
+        }
+        lock(&c.locals).retain(|l| !std::sync::Arc::ptr_eq(l, &self.local));
+    }
+}
+
+#[cfg(not(loom))]
+thread_local! {
+    static HANDLE: Handle = Handle::register();
+}
+
+#[cfg(loom)]
+loom::thread_local! {
+    static HANDLE: Handle = Handle::register();
+}
+
+/// Proof that this thread is pinned: what is read under it stays readable until it is dropped.
+pub(crate) struct Guard {
+    /// `!Send` and `!Sync`: it belongs to the thread that pinned.
+    _thread: PhantomData<*mut ()>,
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Guard")
+    }
+}
+
+/// Pins this thread (nested pins are counted, only the outermost announces).
+pub(crate) fn pin() -> Guard {
+    HANDLE.with(|h| {
+        let pins = h.pins.get();
+        if pins == 0 {
+            let c = &h.collector;
+            let epoch = c.epoch.load(Ordering::Relaxed);
+            h.local.state.store(epoch << 1 | PINNED, Ordering::Relaxed);
+            // Announced before any shared pointer is read: pairs with the fence in `collect`.
+            fence(Ordering::SeqCst);
+            let since = h.since_collect.get() + 1;
+            if since >= BAG {
+                h.since_collect.set(0);
+                c.collect();
+            } else {
+                h.since_collect.set(since);
+            }
+        }
+        h.pins.set(pins + 1);
+    });
+    Guard { _thread: PhantomData }
+}
+
+impl Guard {
+    /// Runs `d` once no thread can still see what it releases. Call it after unlinking that memory.
+    pub(crate) fn defer(&self, d: Deferred) {
+        HANDLE.with(|h| {
+            let mut bag = h.bag.borrow_mut();
+            bag.push(d);
+            if bag.len() >= BAG {
+                let full = std::mem::take(&mut *bag);
+                drop(bag);
+                h.collector.seal(full);
+                h.collector.collect();
+            }
+        });
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        // `try_with`: a guard dropped while the thread is exiting finds its handle already gone, which
+        // unregistered it.
+        let _ = HANDLE.try_with(|h| {
+            let pins = h.pins.get() - 1;
+            h.pins.set(pins);
+            if pins == 0 {
+                h.local.state.store(0, Ordering::Release);
+            }
+        });
+    }
+}
+
+/// Seals this thread's releases and advances the epoch as far as it can (at most two steps are needed
+/// for everything sealed now): for tests and shutdown, to find every release run.
+pub(crate) fn flush() {
+    let (bag, c) =
+        HANDLE.with(|h| (std::mem::take(&mut *h.bag.borrow_mut()), std::sync::Arc::clone(&h.collector)));
+    if !bag.is_empty() {
+        c.seal(bag);
+    }
+    for _ in 0..3 {
+        c.collect();
+    }
+}

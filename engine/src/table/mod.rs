@@ -1,0 +1,495 @@
+//! The memory engine's own hash table: one allocation per entry, one word per slot, lock-free reads.
+//!
+//! ## Layout
+//!
+//! The table is [`SHARDS`] shards, chosen by the top bits of the key's 64-bit hash (ahash, seeded: keys come
+//! from clients). A shard is an open-addressing array of 64-bit slot words, a power of two long, probed
+//! linearly from the hash's low bits. A word is one of:
+//!
+//! ```text
+//! 0                          empty: ends every probe
+//! 1                          tombstone: a deleted entry, skipped by probes, reused by inserts
+//! tag << 48 | block address  an entry: tag = bits 32..48 of the key's hash; the block is block.rs's
+//! ```
+//!
+//! so a probe rejects a slot whose tag differs without touching its block (a false match costs one
+//! block read in 65,536), and a hit costs the slot's cache line and the block's.
+//!
+//! ## Concurrency contract
+//!
+//! - **Reads take no lock, make no read-modify-write and allocate nothing**: under an epoch guard
+//!   ([`epoch`], pinned once per batch by the caller), they load the shard's array pointer and the slot
+//!   words with `Acquire` and read blocks in place.
+//! - **Writers lock one shard** (its `writer` mutex), never a global lock; a writer never blocks a reader.
+//! - **A block never changes once published** (but for its access clock, a relaxed hint): a write of a
+//!   key publishes a new block with one `Release` store into the key's slot and defers the old block's
+//!   release to the epoch collector. A delete stores a tombstone and defers the same way.
+//! - **Growth is per shard and never stops the world**: the shard's writer copies the live words into an
+//!   array twice as large (or the same size, when tombstones are most of what fills it), publishes it with
+//!   one `Release` store of the array pointer, and defers the old array's release. Readers on the old array
+//!   still find every entry it held (its words no longer change: writers of the shard wait for the lock,
+//!   and after the store they use the new array). A shard holds about `1 / SHARDS` of the keys, so the
+//!   copy is short: about 0.1 ms at 10M keys, the longest a writer of that shard waits.
+//!
+//! ## Invariants
+//!
+//! 1. A key has at most one entry word in a shard's current array, found by probing from its home slot
+//!    before the first empty slot.
+//! 2. Empty slots are never written except by inserts: a tombstone never becomes empty in place (that
+//!    would cut probe chains); tombstones go only when an array is rebuilt.
+//! 3. Every array keeps at least one empty slot (its used slots, live and tombstones, stay under 7/8 of
+//!    it), so every probe ends.
+//! 4. A block or array is released only through the epoch collector, after it was unlinked: never while
+//!    a reader pinned before the unlink can still reach it.
+//! 5. Only a shard's writer, holding its lock, stores into its current array or replaces the array.
+//!
+//! Each read or write is linearizable per key: a read's point is its load of the decisive slot word (or, on
+//! an array replaced meanwhile, the moment it was replaced: the old array's words are the state then); a
+//! write's is its store. The loom models (`loom_tests.rs`) check these protocols interleaving by
+//! interleaving; `tests/linearizable.rs` checks histories of the whole engine.
+
+pub(crate) mod block;
+pub(crate) mod epoch;
+#[cfg(all(test, loom))]
+mod loom_tests;
+pub(crate) mod slab;
+mod sync;
+#[cfg(all(test, not(loom)))]
+mod tests;
+
+use block::{BlockRef, Layout};
+use epoch::{Deferred, Guard};
+use sync::{lock, AtomicPtr, AtomicU64, AtomicUsize, Mutex, Ordering};
+
+use crate::entry::Meta;
+
+/// Shards in a table of the default size (a power of two). Memory engines use [`SHARDS`]; tests use fewer.
+pub(crate) const SHARDS: usize = 4096;
+const EMPTY: u64 = 0;
+const TOMBSTONE: u64 = 1;
+const ADDRESS: u64 = (1 << 48) - 1;
+/// The first array a shard gets.
+const MIN_SLOTS: usize = 8;
+
+/// The hash seeds of a table (recorded in snapshots, so a reloaded table hashes the same way).
+pub(crate) type Seeds = [u64; 4];
+
+struct Slots {
+    words: Box<[AtomicU64]>,
+}
+
+impl Slots {
+    fn new(len: usize) -> *mut Slots {
+        Box::into_raw(Box::new(Slots { words: (0..len).map(|_| AtomicU64::new(EMPTY)).collect() }))
+    }
+
+    fn mask(&self) -> usize {
+        self.words.len() - 1
+    }
+}
+
+/// Releases a slot array (for [`Deferred`]).
+///
+/// # Safety
+/// `ptr` came from `Slots::new`, was unlinked, and no reader can reach it.
+#[allow(unsafe_code)]
+unsafe fn release_slots(ptr: *mut u8, _: usize) {
+    #[cfg(loom)]
+    slab::mark_released(ptr);
+    // SAFETY: the caller's contract; `Box::from_raw` of what `Box::into_raw` made.
+    #[cfg(not(loom))]
+    drop(unsafe { Box::from_raw(ptr.cast::<Slots>()) });
+}
+
+/// A published array, read under a guard.
+///
+/// # Safety
+/// `ptr` is a shard's array pointer loaded while pinned (or under the shard's lock).
+#[allow(unsafe_code)]
+unsafe fn slots_ref<'g>(ptr: *const Slots) -> &'g Slots {
+    #[cfg(loom)]
+    assert!(!slab::is_released(ptr.cast()), "a slot array was read after its release");
+    // SAFETY: the caller's contract: released only through the collector, after the guard.
+    unsafe { &*ptr }
+}
+
+/// What a shard's writer keeps.
+struct Writer {
+    /// Live entries.
+    live: usize,
+    /// Slots that are not empty: live entries and tombstones.
+    used: usize,
+}
+
+#[repr(align(64))]
+struct Shard {
+    /// The current array; null until the first write.
+    slots: AtomicPtr<Slots>,
+    writer: Mutex<Writer>,
+    /// `Writer::live`, readable without the lock.
+    live: AtomicUsize,
+}
+
+/// What a write does to a key, decided from its current entry under the shard's lock.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Change<'v> {
+    /// Nothing.
+    Keep,
+    /// Store this value with this metadata.
+    Put(Meta, &'v [u8]),
+    /// Remove the entry.
+    Remove,
+}
+
+/// What a write did: the entry it replaced or removed, and the block it stored, by cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Changed {
+    /// The entry that was there (`Put` over it, or `Remove`), with its block's cost.
+    pub old: Option<(Meta, usize)>,
+    /// The new block's cost (`Put`).
+    pub new: Option<usize>,
+}
+
+/// The table. `Send + Sync`; see the module docs for what may run concurrently.
+pub(crate) struct Table {
+    shards: Box<[Shard]>,
+    shift: u32,
+    hasher: ahash::RandomState,
+    seeds: Seeds,
+    layout: Layout,
+    /// Bytes of slot arrays in use (exactly: each array's words).
+    slot_bytes: AtomicUsize,
+}
+
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Table").field("len", &self.len()).finish_non_exhaustive()
+    }
+}
+
+// SAFETY: the raw pointers inside are to arrays and blocks the table owns, published and released
+// under the protocol above; every access is through atomics or under a shard's lock.
+#[allow(unsafe_code)]
+unsafe impl Send for Table {}
+#[allow(unsafe_code)]
+unsafe impl Sync for Table {}
+
+fn tag(hash: u64) -> u64 {
+    (hash >> 32) & 0xFFFF
+}
+
+impl Table {
+    /// An empty table of `shards` shards (a power of two) hashed with `seeds`, whose blocks keep access
+    /// clocks if `clocks`.
+    pub(crate) fn new(seeds: Seeds, shards: usize, clocks: bool) -> Table {
+        let shards = shards.next_power_of_two().max(1);
+        let [a, b, c, d] = seeds;
+        Table {
+            shards: (0..shards)
+                .map(|_| Shard {
+                    slots: AtomicPtr::new(std::ptr::null_mut()),
+                    writer: Mutex::new(Writer { live: 0, used: 0 }),
+                    live: AtomicUsize::new(0),
+                })
+                .collect(),
+            shift: 64 - shards.trailing_zeros(),
+            hasher: ahash::RandomState::with_seeds(a, b, c, d),
+            seeds,
+            layout: Layout::new(clocks),
+            slot_bytes: AtomicUsize::new(0),
+        }
+    }
+
+    /// Its hash seeds.
+    pub(crate) fn seeds(&self) -> Seeds {
+        self.seeds
+    }
+
+    /// Pins this thread: what is read under the guard stays readable until it is dropped.
+    pub(crate) fn pin(&self) -> Guard {
+        epoch::pin()
+    }
+
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn shard(&self, hash: u64) -> &Shard {
+        // `shift` is 64 for a single shard: `checked_shr` gives 0 then.
+        &self.shards[hash.checked_shr(self.shift).unwrap_or(0) as usize]
+    }
+
+    /// Live entries.
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.live.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Bytes of slot arrays.
+    pub(crate) fn slot_bytes(&self) -> usize {
+        self.slot_bytes.load(Ordering::Relaxed)
+    }
+
+    /// What a block for this entry costs (see [`slab::cost`]).
+    pub(crate) fn block_cost(&self, key_len: usize, value_len: usize, expires: bool) -> usize {
+        slab::cost(self.layout.size(key_len, value_len, expires))
+    }
+
+    /// Whether blocks keep access clocks.
+    pub(crate) fn has_clocks(&self) -> bool {
+        self.layout.has_clock()
+    }
+
+    /// The entry for `key`, read in place under `guard`.
+    #[inline]
+    pub(crate) fn get<'g>(&self, key: &[u8], _guard: &'g Guard) -> Option<BlockRef<'g>> {
+        let hash = self.hash(key);
+        let slots = self.shard(hash).slots.load(Ordering::Acquire);
+        if slots.is_null() {
+            return None;
+        }
+        // SAFETY: a published array, pinned by `_guard` (released only through the collector).
+        #[allow(unsafe_code)]
+        let slots = unsafe { slots_ref(slots) };
+        self.probe(slots, hash, key).1
+    }
+
+    /// Probes `slots` for `key`: its slot and entry if present; else `None` and the slot an insert would
+    /// take (the first tombstone on the way, or the empty slot that ended the probe).
+    #[inline]
+    fn probe<'g>(&self, slots: &Slots, hash: u64, key: &[u8]) -> (usize, Option<BlockRef<'g>>) {
+        let mask = slots.mask();
+        let tag = tag(hash);
+        let mut i = hash as usize & mask;
+        let mut reuse = None;
+        loop {
+            let word = slots.words[i].load(Ordering::Acquire);
+            if word == EMPTY {
+                return (reuse.unwrap_or(i), None);
+            }
+            if word == TOMBSTONE {
+                reuse.get_or_insert(i);
+            } else if word >> 48 == tag {
+                // SAFETY: an entry word holds a published block's address; the caller is pinned.
+                #[allow(unsafe_code)]
+                let block = unsafe { BlockRef::new((word & ADDRESS) as *const u8, self.layout) };
+                if block.key() == key {
+                    return (i, Some(block));
+                }
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Changes `key` as `decide` says, given its current entry (which may have expired: the caller
+    /// decides), atomically against every other write of the key. `decide` runs under the shard's lock:
+    /// keep it short. `clock` stamps a new block's access clock.
+    pub(crate) fn change<'v, R>(
+        &self,
+        key: &[u8],
+        guard: &Guard,
+        clock: u32,
+        decide: impl FnOnce(Option<BlockRef<'_>>) -> (Change<'v>, R),
+    ) -> (R, Changed) {
+        let hash = self.hash(key);
+        let shard = self.shard(hash);
+        let mut w = lock(&shard.writer);
+        let slots = self.room_for_one(shard, &mut w, guard);
+        let (at, current) = self.probe(slots, hash, key);
+        let (change, out) = decide(current);
+        let mut changed = Changed { old: current.map(|b| (b.meta(), slab::cost(b.size()))), new: None };
+        match (change, current) {
+            (Change::Keep, _) | (Change::Remove, None) => changed.old = None,
+            (Change::Put(meta, value), _) => {
+                assert!(key.len() <= block::MAX_KEY && value.len() <= block::MAX_VALUE, "entry too large");
+                let (block, size) = self.layout.write(meta, key, value, clock);
+                assert!((block as u64) <= ADDRESS, "a block address above 2^48");
+                let word = tag(hash) << 48 | block as u64;
+                // Only this writer stores into the array: what it finds is what it replaces.
+                let previous = slots.words[at].load(Ordering::Relaxed);
+                slots.words[at].store(word, Ordering::Release);
+                changed.new = Some(slab::cost(size));
+                match current {
+                    Some(old) => self.retire(old, guard),
+                    None => {
+                        if previous == EMPTY {
+                            w.used += 1;
+                        }
+                        w.live += 1;
+                        shard.live.store(w.live, Ordering::Relaxed);
+                    }
+                }
+            }
+            (Change::Remove, Some(old)) => {
+                slots.words[at].store(TOMBSTONE, Ordering::Release);
+                self.retire(old, guard);
+                w.live -= 1;
+                shard.live.store(w.live, Ordering::Relaxed);
+            }
+        }
+        (out, changed)
+    }
+
+    /// Defers the release of an unlinked block.
+    fn retire(&self, block: BlockRef<'_>, guard: &Guard) {
+        // SAFETY: the block was unlinked from its slot just now, under the shard's lock, so no later reader
+        // finds it; `block::release` frees it with this table's layout once no earlier reader can.
+        #[allow(unsafe_code)]
+        let d =
+            unsafe { Deferred::new(block::release, block.ptr().cast_mut(), block::release_arg(self.layout)) };
+        guard.defer(d);
+    }
+
+    /// The shard's current array, with room for one more used slot: rebuilt first when full (twice as
+    /// large, or as large when tombstones fill most of it).
+    fn room_for_one<'w>(&self, shard: &Shard, w: &mut Writer, guard: &'w Guard) -> &'w Slots {
+        let current = shard.slots.load(Ordering::Acquire);
+        // SAFETY: published by this shard's writer (we hold its lock); pinned by `guard`.
+        #[allow(unsafe_code)]
+        let len = if current.is_null() { 0 } else { unsafe { slots_ref(current) }.words.len() };
+        if (w.used + 1) * 8 <= len * 7 {
+            // SAFETY: as above; `current` is not null when it has room.
+            #[allow(unsafe_code)]
+            return unsafe { slots_ref(current) };
+        }
+        let want = if w.live * 2 < w.used { len } else { (len * 2).max(MIN_SLOTS) };
+        self.rebuild(shard, w, want.max(MIN_SLOTS), guard)
+    }
+
+    /// Replaces the shard's array by one of `len` slots holding its live entries (no tombstones).
+    fn rebuild<'w>(&self, shard: &Shard, w: &mut Writer, len: usize, guard: &'w Guard) -> &'w Slots {
+        let old = shard.slots.load(Ordering::Acquire);
+        let new = Slots::new(len);
+        // SAFETY: `new` is ours until published below.
+        #[allow(unsafe_code)]
+        let fresh = unsafe { &*new };
+        if !old.is_null() {
+            // SAFETY: the current array, published by this writer; pinned by `guard`.
+            #[allow(unsafe_code)]
+            let old_slots = unsafe { slots_ref(old) };
+            for word in old_slots.words.iter().map(|s| s.load(Ordering::Relaxed)) {
+                if word == EMPTY || word == TOMBSTONE {
+                    continue;
+                }
+                // SAFETY: a live entry of this shard (we hold the lock, nobody retires it meanwhile).
+                #[allow(unsafe_code)]
+                let block = unsafe { BlockRef::new((word & ADDRESS) as *const u8, self.layout) };
+                let mut i = self.hash(block.key()) as usize & fresh.mask();
+                while fresh.words[i].load(Ordering::Relaxed) != EMPTY {
+                    i = (i + 1) & fresh.mask();
+                }
+                fresh.words[i].store(word, Ordering::Relaxed);
+            }
+        }
+        // Publishes the new array and every word stored in it above.
+        shard.slots.store(new, Ordering::Release);
+        w.used = w.live;
+        self.slot_bytes.fetch_add(len * 8, Ordering::Relaxed);
+        if !old.is_null() {
+            // SAFETY: as above, `old` came from `Slots::new`.
+            #[allow(unsafe_code)]
+            let old_len = unsafe { &*old }.words.len();
+            self.slot_bytes.fetch_sub(old_len * 8, Ordering::Relaxed);
+            // SAFETY: unlinked just now (the shard points to `new`); released once no reader can see it.
+            #[allow(unsafe_code)]
+            guard.defer(unsafe { Deferred::new(release_slots, old.cast(), 0) });
+        }
+        fresh
+    }
+
+    /// Sizes every shard for `keys` entries spread evenly (recovery, before a bulk load).
+    pub(crate) fn reserve(&self, keys: usize) {
+        let per_shard = keys / self.shards.len() + 1;
+        let len = (per_shard * 8 / 7 + 1).next_power_of_two().max(MIN_SLOTS);
+        let guard = self.pin();
+        for shard in self.shards.iter() {
+            let mut w = lock(&shard.writer);
+            let current = shard.slots.load(Ordering::Acquire);
+            // SAFETY: published by this shard's writer (lock held); pinned.
+            #[allow(unsafe_code)]
+            let have = if current.is_null() { 0 } else { unsafe { &*current }.words.len() };
+            if have < len {
+                self.rebuild(shard, &mut w, len, &guard);
+            }
+        }
+    }
+
+    /// Calls `f` on every entry, shard by shard (pinned afresh for each, so a long walk does not hold
+    /// back reclamation). Entries written during the walk may or may not be seen.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(BlockRef<'_>)) {
+        for shard in self.shards.iter() {
+            let guard = self.pin();
+            let slots = shard.slots.load(Ordering::Acquire);
+            if slots.is_null() {
+                continue;
+            }
+            // SAFETY: published; pinned by `guard` until the end of this iteration.
+            #[allow(unsafe_code)]
+            let slots = unsafe { slots_ref(slots) };
+            for word in slots.words.iter().map(|s| s.load(Ordering::Acquire)) {
+                if word != EMPTY && word != TOMBSTONE {
+                    // SAFETY: an entry word; pinned.
+                    #[allow(unsafe_code)]
+                    f(unsafe { BlockRef::new((word & ADDRESS) as *const u8, self.layout) });
+                }
+            }
+            drop(guard);
+        }
+    }
+
+    /// Calls `f` on up to `n` entries from a random place (`seed` picks it): consecutive live slots from a
+    /// random slot of a random shard, moving on to the next shards if that one has fewer. Redis's way of
+    /// finding eviction candidates without an ordered index.
+    pub(crate) fn sample(&self, seed: u64, n: usize, _guard: &Guard, mut f: impl FnMut(BlockRef<'_>)) {
+        let shards = self.shards.len();
+        let mut seen = 0;
+        for step in 0..shards {
+            let shard = &self.shards[(seed as usize).wrapping_add(step) & (shards - 1)];
+            let slots = shard.slots.load(Ordering::Acquire);
+            if slots.is_null() {
+                continue;
+            }
+            // SAFETY: published; pinned by `guard`.
+            #[allow(unsafe_code)]
+            let slots = unsafe { slots_ref(slots) };
+            let len = slots.words.len();
+            let start = (seed >> 32) as usize & slots.mask();
+            for k in 0..len {
+                let word = slots.words[(start + k) & slots.mask()].load(Ordering::Acquire);
+                if word != EMPTY && word != TOMBSTONE {
+                    // SAFETY: an entry word; pinned.
+                    #[allow(unsafe_code)]
+                    f(unsafe { BlockRef::new((word & ADDRESS) as *const u8, self.layout) });
+                    seen += 1;
+                    if seen == n {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Table {
+    fn drop(&mut self) {
+        // `&mut self`: no reader or writer is left, so what is linked is released at once (what was
+        // unlinked earlier is the collector's).
+        for shard in self.shards.iter() {
+            let slots = shard.slots.swap(std::ptr::null_mut(), Ordering::AcqRel);
+            if slots.is_null() {
+                continue;
+            }
+            // SAFETY: the last reference to this array; it came from `Slots::new`.
+            #[allow(unsafe_code)]
+            let slots = unsafe { Box::from_raw(slots) };
+            for word in slots.words.iter().map(|s| s.load(Ordering::Relaxed)) {
+                if word != EMPTY && word != TOMBSTONE {
+                    // SAFETY: a linked block nobody else can reach any more.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        block::release((word & ADDRESS) as *mut u8, block::release_arg(self.layout))
+                    };
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! The synchronisation primitives the table uses: std's, or loom's when the crate is built with
+//! `--cfg loom`, so the model tests (`loom_tests.rs`) explore every interleaving of the very code that runs
+//! in production. Only the table's protocols go through here; the rest of the engine uses std directly.
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{fence, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize};
+#[cfg(loom)]
+pub(crate) use loom::sync::{Mutex, MutexGuard};
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{fence, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize};
+#[cfg(not(loom))]
+pub(crate) use std::sync::{Mutex, MutexGuard};
+
+pub(crate) use std::sync::atomic::Ordering;
+
+/// Locks `m`; a panicked holder leaves nothing half-done here (every critical section either completes
+/// its stores or makes none), so poisoning is ignored.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    #[cfg(loom)]
+    return m.lock().unwrap_or_else(|p| p.into_inner());
+    #[cfg(not(loom))]
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
