@@ -48,7 +48,8 @@ pub struct ServerArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub front: FrontArgs,
-    /// Storage backend: `memory` (flurry hash map) or `sled` (durable B-tree; needs --data-dir).
+    /// Storage backend: `memory` (the engine's own hash table), `flurry` (the same memory engine on a
+    /// flurry map, for comparison; same files as `memory`) or `sled` (durable B-tree; needs --data-dir).
     #[arg(long, default_value = "memory")]
     pub engine: EngineKind,
     /// Directory for durable data.

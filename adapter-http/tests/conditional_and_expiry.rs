@@ -175,6 +175,11 @@ fn memory_node_etags_and_conditional_writes() {
 }
 
 #[test]
+fn flurry_node_etags_and_conditional_writes() {
+    conditional_writes_follow_the_rules(&Node::start(&["--engine", "flurry", "--workers", "2"]));
+}
+
+#[test]
 fn sled_node_etags_and_conditional_writes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().to_str().expect("utf8");
@@ -187,6 +192,11 @@ fn memory_node_expiry() {
 }
 
 #[test]
+fn flurry_node_expiry() {
+    expiry_follows_the_rules(&Node::start(&["--engine", "flurry"]));
+}
+
+#[test]
 fn sled_node_expiry() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().to_str().expect("utf8");
@@ -196,6 +206,7 @@ fn sled_node_expiry() {
 #[test]
 fn compare_and_set_counter_over_several_connections() {
     counter_over_http(&Node::start(&["--workers", "2"]));
+    counter_over_http(&Node::start(&["--engine", "flurry", "--workers", "2"]));
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().to_str().expect("utf8");
     counter_over_http(&Node::start(&["--engine", "sled", "--data-dir", data, "--durability", "sync"]));

@@ -156,6 +156,11 @@ fn memory_sync_keeps_every_acknowledged_write_across_kill_9() {
 }
 
 #[test]
+fn flurry_sync_keeps_every_acknowledged_write_across_kill_9() {
+    crash_cycles("flurry", &["--durability", "sync", "--snapshot-interval", "200ms"], Duration::ZERO, always);
+}
+
+#[test]
 fn sled_sync_keeps_every_acknowledged_write_across_kill_9() {
     crash_cycles("sled", &["--durability", "sync"], Duration::ZERO, always);
 }

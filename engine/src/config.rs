@@ -7,19 +7,32 @@ use std::time::Duration;
 /// Which backend stores the data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EngineKind {
-    /// A lock-free concurrent hash map (`flurry`, hashed with `ahash`). Volatile unless made durable.
+    /// The engine's own lock-free hash table (`table/`): one allocation per entry, one word per slot.
+    /// Volatile unless made durable by its operation log and snapshots.
     Memory,
+    /// The same memory engine on a `flurry` hash map instead of the table: the alternative the table is
+    /// compared with. Same durability, same files.
+    Flurry,
     /// A `sled` 0.34 B-tree in a data directory.
     Sled,
 }
 
 impl EngineKind {
+    /// Every kind, in the order reports list them.
+    pub const ALL: [EngineKind; 3] = [EngineKind::Memory, EngineKind::Flurry, EngineKind::Sled];
+
     /// The name used on command lines and in reports.
     pub fn as_str(self) -> &'static str {
         match self {
             EngineKind::Memory => "memory",
+            EngineKind::Flurry => "flurry",
             EngineKind::Sled => "sled",
         }
+    }
+
+    /// Whether the data lives in memory (with an optional log), as opposed to sled's tree on disk.
+    pub fn in_memory(self) -> bool {
+        self != EngineKind::Sled
     }
 }
 
@@ -28,8 +41,9 @@ impl FromStr for EngineKind {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "memory" => Ok(EngineKind::Memory),
+            "flurry" => Ok(EngineKind::Flurry),
             "sled" => Ok(EngineKind::Sled),
-            other => Err(format!("unknown engine `{other}` (expected `memory` or `sled`)")),
+            other => Err(format!("unknown engine `{other}` (expected `memory`, `flurry` or `sled`)")),
         }
     }
 }
@@ -197,5 +211,16 @@ impl EngineConfig {
     pub fn with_durability(mut self, durability: Durability) -> Self {
         self.durability = durability;
         self
+    }
+
+    /// The same configuration on another memory engine (`memory` or `flurry`).
+    pub fn with_kind(mut self, kind: EngineKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// The cap `allkeys-lru` is sized for, if that is the policy.
+    pub(crate) fn lru_cap(&self) -> Option<u64> {
+        self.max_memory.filter(|_| self.eviction == Eviction::AllKeysLru)
     }
 }

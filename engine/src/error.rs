@@ -59,6 +59,14 @@ pub enum EngineError {
         /// The limit it exceeded.
         max: usize,
     },
+    /// A key longer than [`crate::MAX_KEY_BYTES`].
+    #[error("key of {len} bytes exceeds the engine's limit of {max} bytes")]
+    KeyTooLarge {
+        /// Length of the rejected key.
+        len: usize,
+        /// The limit it exceeded.
+        max: usize,
+    },
 }
 
 /// Maps an I/O error on `path` to [`EngineError::Io`]: `.map_err(io_err(path))`.

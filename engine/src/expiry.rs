@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use crate::budget::{Budget, EXPIRY_ENTRY};
 use crate::commit::lock;
-use crate::memory::Key;
+use crate::key::Key;
 
 /// How often the expirer looks for due keys.
 pub(crate) const TICK: Duration = Duration::from_millis(100);

@@ -1,9 +1,12 @@
 //! # otkv-engine: the storage engine of OTKV
 //!
-//! One API, [`Engine`], over keys and values that are byte strings, with two backends:
+//! One API, [`Engine`], over keys and values that are byte strings, with three backends:
 //!
-//! - **memory** ([`EngineKind::Memory`]): a lock-free `flurry` hash map hashed with `ahash`. Reads never
-//!   block; writers lock one bin. Volatile for now.
+//! - **memory** ([`EngineKind::Memory`], the default): the engine's own hash table (`table/`): one
+//!   allocation per entry, one word per slot, reads without locks under an epoch guard, writers locking
+//!   one shard. Volatile, or durable by an operation log and snapshots.
+//! - **flurry** ([`EngineKind::Flurry`]): the same memory engine (`memory.rs`) on a lock-free `flurry` map,
+//!   the alternative the table is measured against. Same files: a data directory opens with either.
 //! - **sled** ([`EngineKind::Sled`]): a `sled` 0.34 tree in a data directory. Reopening the directory gives
 //!   the data back.
 //!
@@ -12,9 +15,11 @@
 //! 1. [`EngineConfig`] names the backend, the data directory and the [`Durability`]; [`Engine::open`] checks
 //!    that they fit together and opens the backend (`config.rs`).
 //! 2. Each call ([`Engine::get`], [`Engine::put`], [`Engine::delete`], [`Engine::scan_prefix`]) goes through a
-//!    [`Batch`]: a short-lived view of the backend. For the memory backend the batch holds one epoch guard, so
-//!    a caller with several operations at hand (a pipelined batch of HTTP requests) pays for pinning once, via
-//!    [`Engine::batch`] (`memory.rs`, `sled_tree.rs`).
+//!    [`Batch`]: a short-lived view of the backend. For the memory backends the batch holds one epoch guard,
+//!    so a caller with several operations at hand (a pipelined batch of HTTP requests) pays for pinning once,
+//!    via [`Engine::batch`]. The memory engines' meaning (versions, conditions, expiry, the cap and
+//!    eviction) is `memory.rs`, written once over the [`Map`](map) seam that the table (`table_map.rs`) and
+//!    flurry (`flurry_map.rs`) implement; sled's is `sled_tree.rs`.
 //! 3. Durability (`commit.rs`, `persist.rs`, `logfile.rs`, `snapshot.rs`): every write gets a *ticket*.
 //!    In `sync` mode a write is acknowledged once its ticket is durable; a flusher thread makes pending
 //!    writes durable together (group commit). [`Engine::put`] waits by blocking its thread; a coroutine
@@ -30,12 +35,16 @@ mod config;
 mod entry;
 mod error;
 mod expiry;
+mod flurry_map;
+mod key;
 mod logfile;
+mod map;
 mod memory;
 mod persist;
 mod sled_tree;
 mod snapshot;
 mod table;
+mod table_map;
 
 use std::cell::Cell;
 
@@ -46,14 +55,20 @@ pub use config::{Durability, EngineConfig, EngineKind, Eviction, DEFAULT_COMMIT_
 pub use entry::{now_ms, Condition, Meta};
 pub use error::{EngineError, Result};
 
+use flurry_map::FlurryMap;
 use memory::{MemoryStore, MemoryView};
 use sled_tree::SledStore;
+use table_map::TableMap;
 
 /// The largest value the engine accepts, whatever the caller's own limit: 256 MiB.
 ///
 /// The HTTP adapter enforces a much smaller, configurable limit; this one only keeps a bug or a misconfigured
 /// caller from asking a backend to store something absurd.
 pub const MAX_VALUE_BYTES: usize = 256 << 20;
+
+/// The longest key the engine accepts, whatever the caller's own limit: 64 KiB less one byte (the table
+/// records a key's length in 16 bits). The HTTP adapter's default limit is 1 KiB.
+pub const MAX_KEY_BYTES: usize = table::block::MAX_KEY;
 
 /// What a [`Engine::put`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,8 +91,20 @@ pub struct Engine {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Store {
-    Memory(MemoryStore),
+    Memory(MemoryStore<TableMap>),
+    Flurry(MemoryStore<FlurryMap>),
     Sled(SledStore),
+}
+
+/// Opens a memory engine on map `M`: volatile, or recovered from and logging to its data directory.
+fn open_memory<M: map::Map>(config: &EngineConfig) -> Result<MemoryStore<M>> {
+    match (config.durability, config.data_dir.as_deref()) {
+        (Durability::None, _) => Ok(MemoryStore::new(config)),
+        (_, Some(dir)) => MemoryStore::durable(dir, config),
+        (d, None) => Err(EngineError::InvalidConfig(format!(
+            "durability `{d}` needs a data directory for the operation log"
+        ))),
+    }
 }
 
 impl Engine {
@@ -94,15 +121,8 @@ impl Engine {
             ));
         }
         let store = match config.kind {
-            EngineKind::Memory => match (config.durability, config.data_dir.as_deref()) {
-                (Durability::None, _) => Store::Memory(MemoryStore::new(&config)),
-                (_, Some(dir)) => Store::Memory(MemoryStore::durable(dir, &config)?),
-                (d, None) => {
-                    return Err(EngineError::InvalidConfig(format!(
-                        "durability `{d}` needs a data directory for the operation log"
-                    )))
-                }
-            },
+            EngineKind::Memory => Store::Memory(open_memory(&config)?),
+            EngineKind::Flurry => Store::Flurry(open_memory(&config)?),
             EngineKind::Sled => {
                 let dir = config.data_dir.as_deref().ok_or_else(|| {
                     EngineError::InvalidConfig("the sled engine needs a data directory".into())
@@ -124,10 +144,12 @@ impl Engine {
     /// (no I/O, no coroutine switch): a guard must be released on the thread that took it.
     pub fn batch<R>(&self, f: impl FnOnce(&Batch<'_>) -> R) -> R {
         let sync = self.config.durability == Durability::Sync;
-        let batch = match &self.store {
-            Store::Memory(m) => Batch { view: View::Memory(m.view()), ticket: Cell::new(0), sync },
-            Store::Sled(s) => Batch { view: View::Sled(s), ticket: Cell::new(0), sync },
+        let view = match &self.store {
+            Store::Memory(m) => View::Memory(m.view()),
+            Store::Flurry(m) => View::Flurry(m.view()),
+            Store::Sled(s) => View::Sled(s),
         };
+        let batch = Batch { view, ticket: Cell::new(0), sync };
         f(&batch)
     }
 
@@ -157,6 +179,7 @@ impl Engine {
     fn commit(&self) -> Option<&commit::GroupCommit> {
         match &self.store {
             Store::Memory(m) => m.persistence().map(persist::Persistence::commit),
+            Store::Flurry(m) => m.persistence().map(persist::Persistence::commit),
             Store::Sled(s) => s.commit(),
         }
     }
@@ -175,6 +198,7 @@ impl Engine {
     pub fn snapshot(&self) -> Result<()> {
         match &self.store {
             Store::Memory(m) => m.snapshot(),
+            Store::Flurry(m) => m.snapshot(),
             Store::Sled(s) => s.flush(),
         }
     }
@@ -190,6 +214,7 @@ impl Engine {
     pub fn shutdown(&self) -> Result<()> {
         match &self.store {
             Store::Memory(m) => m.close(),
+            Store::Flurry(m) => m.close(),
             Store::Sled(s) => s.close(),
         }
     }
@@ -241,6 +266,7 @@ impl Engine {
     pub fn len(&self) -> usize {
         match &self.store {
             Store::Memory(m) => m.len(),
+            Store::Flurry(m) => m.len(),
             Store::Sled(s) => s.len(),
         }
     }
@@ -250,6 +276,7 @@ impl Engine {
     pub fn memory_stats(&self) -> Option<MemoryStats> {
         match &self.store {
             Store::Memory(m) => Some(m.memory_stats()),
+            Store::Flurry(m) => Some(m.memory_stats()),
             Store::Sled(_) => None,
         }
     }
@@ -263,6 +290,7 @@ impl Engine {
     pub fn flush(&self) -> Result<()> {
         match &self.store {
             Store::Memory(m) => m.persistence().map_or(Ok(()), persist::Persistence::flush),
+            Store::Flurry(m) => m.persistence().map_or(Ok(()), persist::Persistence::flush),
             Store::Sled(s) => s.flush(),
         }
     }
@@ -293,7 +321,8 @@ impl std::fmt::Debug for Batch<'_> {
 }
 
 enum View<'e> {
-    Memory(MemoryView<'e>),
+    Memory(MemoryView<'e, TableMap>),
+    Flurry(MemoryView<'e, FlurryMap>),
     Sled(&'e SledStore),
 }
 
@@ -313,6 +342,7 @@ impl Batch<'_> {
     pub fn get_entry_with<R>(&self, key: &[u8], f: impl FnOnce(Meta, &[u8]) -> R) -> Result<Option<R>> {
         match &self.view {
             View::Memory(m) => Ok(m.get_with(key, f)),
+            View::Flurry(m) => Ok(m.get_with(key, f)),
             View::Sled(s) => s.get_with(key, f),
         }
     }
@@ -338,8 +368,12 @@ impl Batch<'_> {
         if value.len() > MAX_VALUE_BYTES {
             return Err(EngineError::ValueTooLarge { len: value.len(), max: MAX_VALUE_BYTES });
         }
+        if key.len() > MAX_KEY_BYTES {
+            return Err(EngineError::KeyTooLarge { len: key.len(), max: MAX_KEY_BYTES });
+        }
         let (outcome, version, ticket) = match &self.view {
             View::Memory(m) => m.put(key, value, cond, expires_ms)?,
+            View::Flurry(m) => m.put(key, value, cond, expires_ms)?,
             View::Sled(s) => s.put(key, value, cond, expires_ms)?,
         };
         self.ticket.set(self.ticket.get().max(ticket));
@@ -363,6 +397,7 @@ impl Batch<'_> {
     pub fn delete_if(&self, key: &[u8], cond: Condition) -> Result<Option<bool>> {
         let (existed, ticket) = match &self.view {
             View::Memory(m) => m.delete(key, cond)?,
+            View::Flurry(m) => m.delete(key, cond)?,
             View::Sled(s) => s.delete(key, cond)?,
         };
         self.ticket.set(self.ticket.get().max(ticket));
@@ -373,6 +408,7 @@ impl Batch<'_> {
     pub fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<Vec<u8>>> {
         match &self.view {
             View::Memory(m) => Ok(m.scan_prefix(prefix, limit)),
+            View::Flurry(m) => Ok(m.scan_prefix(prefix, limit)),
             View::Sled(s) => s.scan_prefix(prefix, limit),
         }
     }

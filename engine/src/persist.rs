@@ -32,11 +32,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rayon::prelude::*;
 
-use crate::budget::{self, Budget};
+use crate::budget::Budget;
 use crate::commit::{lock, Flush, GroupCommit, Schedule};
+use crate::entry::Meta;
 use crate::error::io_err;
 use crate::logfile::{self, LogOp};
-use crate::memory::{self, Map};
+use crate::map::{Change, Changed, Map};
 use crate::snapshot;
 use crate::{Durability, EngineConfig, EngineError, Result};
 
@@ -85,20 +86,22 @@ impl Persistence {
     /// Recovers the map from `dir`, counting what it loads in `budget`, and starts logging to it. Also
     /// returns whether any recovered value has an expiry (the caller then indexes them). The map is
     /// hashed with the newest snapshot's seeds, or new ones (`snapshot.rs`).
-    pub(crate) fn open(
+    pub(crate) fn open<M: Map>(
         dir: &Path,
         config: &EngineConfig,
         budget: &Budget,
-    ) -> Result<(Persistence, Arc<Map>, bool)> {
+    ) -> Result<(Persistence, Arc<M>, bool)> {
         let started = Instant::now();
         let log_dir = dir.join("log");
         let snap_dir = dir.join("snapshots");
         for d in [&log_dir, &snap_dir] {
             std::fs::create_dir_all(d).map_err(io_err(d))?;
         }
-        let (map, seeds, replay_from, snapshot_expiry) = load_newest_snapshot(&snap_dir, budget)?;
+        let (map, seeds, replay_from, snapshot_expiry) =
+            load_newest_snapshot::<M>(&snap_dir, budget, config.lru_cap())?;
         let map = Arc::new(map);
-        let (next_seq, segment, segment_start, log_expiry) = replay_log(&log_dir, replay_from, &map, budget)?;
+        let (next_seq, segment, segment_start, log_expiry) =
+            replay_log(&log_dir, replay_from, &*map, budget)?;
         tracing::info!(
             keys = map.len(),
             next_seq,
@@ -186,7 +189,7 @@ impl Persistence {
     }
 
     /// Takes a snapshot now (tests, and clean shutdown).
-    pub(crate) fn snapshot_now(&self, map: &Map) -> Result<()> {
+    pub(crate) fn snapshot_now<M: Map>(&self, map: &M) -> Result<()> {
         if self.closed.load(std::sync::atomic::Ordering::Acquire) {
             return Err(EngineError::Unavailable("the engine is closed".into()));
         }
@@ -195,7 +198,7 @@ impl Persistence {
 
     /// Clean shutdown: stop the snapshot thread, write a last snapshot, flush and stop the flusher.
     /// Closing twice does nothing the second time.
-    pub(crate) fn close(&self, map: &Map) -> Result<()> {
+    pub(crate) fn close<M: Map>(&self, map: &M) -> Result<()> {
         if self.closed.swap(true, std::sync::atomic::Ordering::AcqRel) {
             return Ok(());
         }
@@ -216,7 +219,7 @@ impl Persistence {
 }
 
 impl Inner {
-    fn snapshot(&self, map: &Map) -> Result<()> {
+    fn snapshot<M: Map>(&self, map: &M) -> Result<()> {
         let started = Instant::now();
         let (tx, rx) = crossbeam_channel::bounded(1);
         lock(&self.state).rotate = Some(tx);
@@ -224,15 +227,15 @@ impl Inner {
         let boundary = rx
             .recv_timeout(Duration::from_secs(60))
             .map_err(|_| EngineError::Unavailable("the log flusher did not rotate the log".into()))?;
-        let guard = map.guard();
-        // Stored entries go out as they are (metadata and value); expired ones are left behind.
+        // Entries go out with their metadata; expired ones are left behind.
         let now = crate::entry::now_ms();
-        let entries = map
-            .iter(&guard)
-            .filter(|(_, v)| crate::entry::live(v, now).is_some())
-            .map(|(k, v)| (k.as_slice(), &v[..]));
-        let (path, count) = snapshot::write(&self.snap_dir, boundary, self.seeds, entries)?;
-        drop(guard);
+        let (path, count) = snapshot::write(&self.snap_dir, boundary, self.seeds, |add| {
+            map.for_each(|key, meta, value| {
+                if !meta.expired_at(now) {
+                    add(key, meta, value);
+                }
+            });
+        })?;
         // The snapshot holds everything before `boundary`: older segments and snapshots are history.
         for (seq, old) in logfile::list_segments(&self.log_dir)? {
             if seq < boundary {
@@ -246,7 +249,7 @@ impl Inner {
     }
 }
 
-fn spawn_snapshotter(inner: Arc<Inner>, map: Arc<Map>, every: Duration) -> Snapshotter {
+fn spawn_snapshotter<M: Map>(inner: Arc<Inner>, map: Arc<M>, every: Duration) -> Snapshotter {
     let stop = Arc::new((Mutex::new(false), Condvar::new()));
     let stop2 = Arc::clone(&stop);
     let thread = std::thread::spawn(move || loop {
@@ -258,7 +261,7 @@ fn spawn_snapshotter(inner: Arc<Inner>, map: Arc<Map>, every: Duration) -> Snaps
                 return;
             }
         }
-        if let Err(e) = inner.snapshot(&map) {
+        if let Err(e) = inner.snapshot(&*map) {
             tracing::error!(error = %e, "snapshot failed; the log keeps every write, the next attempt follows");
         }
     });
@@ -354,10 +357,19 @@ impl Segment {
     }
 }
 
+/// What a load or replay step changed in the budget, in bytes.
+fn cost_delta(changed: Changed) -> i64 {
+    changed.new.map_or(0, |c| c as i64) - changed.old.map_or(0, |(_, c)| c as i64)
+}
+
 /// Loads the newest snapshot into a new map hashed with its seeds (or new ones), counting its entries in
 /// `budget`; returns the map, its seeds, the sequence number to replay the log from, and whether any
 /// loaded value has an expiry.
-fn load_newest_snapshot(snap_dir: &Path, budget: &Budget) -> Result<(Map, snapshot::Seeds, u64, bool)> {
+fn load_newest_snapshot<M: Map>(
+    snap_dir: &Path,
+    budget: &Budget,
+    lru_cap: Option<u64>,
+) -> Result<(M, snapshot::Seeds, u64, bool)> {
     let mut snapshots = Vec::new();
     for entry in std::fs::read_dir(snap_dir).map_err(io_err(snap_dir))? {
         let path = entry.map_err(io_err(snap_dir))?.path();
@@ -370,27 +382,26 @@ fn load_newest_snapshot(snap_dir: &Path, budget: &Budget) -> Result<(Map, snapsh
     }
     snapshots.sort();
     let Some((_, newest)) = snapshots.last() else {
-        let seeds = memory::fresh_seeds();
-        return Ok((memory::map_with_seeds(seeds), seeds, 1, false));
+        let seeds = crate::map::fresh_seeds();
+        return Ok((M::with_seeds(seeds, lru_cap), seeds, 1, false));
     };
     let data = std::fs::read(newest).map_err(io_err(newest))?;
     let loaded = snapshot::parse(newest, &data)?;
-    let seeds = loaded.seeds.unwrap_or_else(memory::fresh_seeds);
-    let map = memory::map_with_seeds(seeds);
+    let seeds = loaded.seeds.unwrap_or_else(crate::map::fresh_seeds);
+    let map = M::with_seeds(seeds, lru_cap);
     // The table sized once for every entry: growing it while inserting would copy it again and again.
-    map.pin().reserve(usize::try_from(loaded.count).unwrap_or(0));
-    // rayon: decoding and inserting is the costly part, run by run on every core (flurry takes concurrent
-    // inserts); the sequential pass in `parse` has already checked every entry's bounds.
+    map.reserve(usize::try_from(loaded.count).unwrap_or(0));
+    // rayon: decoding and inserting is the costly part, run by run on every core (both maps take
+    // concurrent inserts); the sequential pass in `parse` has already checked every entry's bounds.
     let now = crate::entry::now_ms();
     let any_expiry = std::sync::atomic::AtomicBool::new(false);
     loaded.chunks.par_iter().for_each(|range| {
-        let guard = map.guard();
+        let guard = map.pin();
         let (mut bytes, mut expiry) = (0, false);
         for (k, meta, v) in loaded.entries(range.clone()).filter(|(_, m, _)| !m.expired_at(now)) {
-            let stored = crate::entry::encode(meta, v);
-            bytes += budget::entry_bytes(k.len(), stored.len());
             expiry |= meta.expires_ms != 0;
-            map.insert(crate::memory::Key::from_slice(k), stored, &guard);
+            let ((), changed) = map.change(k, &guard, |_| (Change::Put(meta, v), ()));
+            bytes += cost_delta(changed);
         }
         budget.add(bytes);
         if expiry {
@@ -416,10 +427,10 @@ fn remove_snapshots_other_than(snap_dir: &Path, keep: u64) -> Result<()> {
 /// append to, and its first sequence number.
 /// Replays the log from `replay_from` into `map`, counting in `budget`; returns the next sequence number,
 /// the segment to append to and its first sequence number, and whether any replayed put has an expiry.
-fn replay_log(
+fn replay_log<M: Map>(
     log_dir: &Path,
     replay_from: u64,
-    map: &Map,
+    map: &M,
     budget: &Budget,
 ) -> Result<(u64, Segment, u64, bool)> {
     let mut segments = logfile::list_segments(log_dir)?;
@@ -449,13 +460,12 @@ fn replay_log(
     let mut last_end = logfile::HEADER_LEN as u64;
     let mut last_version = logfile::VERSION;
     let now = crate::entry::now_ms();
-    let guard = map.guard();
-    let count = segments.len();
+    let guard = map.pin();
+    let segment_count = segments.len();
     let mut any_expiry = false;
     let remove = |key: &[u8]| {
-        if let Some(old) = map.remove(key, &guard) {
-            budget.count_removal(key.len(), old.len());
-        }
+        let ((), changed) = map.change(key, &guard, |_| (Change::Remove, ()));
+        budget.add(cost_delta(changed));
     };
     for (i, (start, path)) in segments.iter().enumerate() {
         if *start != next_seq {
@@ -472,16 +482,14 @@ fn replay_log(
             LogOp::Put { key, expires_ms, .. } if expires_ms != 0 && expires_ms <= now => remove(key),
             LogOp::Put { key, value, expires_ms } => {
                 any_expiry |= expires_ms != 0;
-                let stored =
-                    crate::entry::encode(crate::entry::Meta { version: record.seq, expires_ms }, value);
-                let new_len = stored.len();
-                let old = map.insert(crate::memory::Key::from_slice(key), stored, &guard);
-                budget.count_store(key.len(), new_len, old.map(|o| o.len()));
+                let meta = Meta { version: record.seq, expires_ms };
+                let ((), changed) = map.change(key, &guard, |_| (Change::Put(meta, value), ()));
+                budget.add(cost_delta(changed));
             }
             LogOp::Delete(k) => remove(k),
         })?;
         if let Some((offset, reason)) = &scan.torn {
-            if i + 1 != count {
+            if i + 1 != segment_count {
                 return Err(EngineError::Corrupt {
                     path: path.clone(),
                     detail: format!(

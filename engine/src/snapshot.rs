@@ -16,10 +16,12 @@
 //!   expire and get the version `replay_from - 1`, which is at least the sequence number of every write it
 //!   holds and so can never equal an older version of the key.
 //!
-//! The hash seeds are the map's (`memory::Map` is hashed with them): a store loaded from this snapshot
-//! hashes with the same seeds, so its entries arrive in the order of its own buckets (the file was written
-//! by walking them) and loading fills the table front to back instead of missing the cache on every insert.
-//! They only make loading faster; a version 1 or 2 snapshot (no seeds) loads in random order.
+//! The hash seeds are the map's (either memory engine's map is hashed with them): a store loaded from this
+//! snapshot hashes with the same seeds, so its entries arrive in the order of its own buckets or shards
+//! (the file was written by walking them) and loading fills the table front to back instead of missing the
+//! cache on every insert. They only make loading faster; a version 1 or 2 snapshot (no seeds) loads in
+//! random order. Both memory engines write and read the same files: a data directory written by
+//! `--engine memory` opens with `--engine flurry`, and back.
 //!
 //! Loading is parallel: one sequential pass checks the checksum and every entry's bounds and notes where
 //! each run of [`CHUNK`] entries starts; the runs are then decoded and inserted on all cores.
@@ -53,7 +55,7 @@ const HEADER_LEN: usize = 24;
 const HEADER_LEN_V3: usize = HEADER_LEN + 32;
 
 /// The memory map's hash seeds.
-pub(crate) type Seeds = [u64; 4];
+pub(crate) use crate::map::Seeds;
 const TRAILER_LEN: usize = 20;
 
 /// The file name of a snapshot from which the log is replayed at `replay_from`.
@@ -67,13 +69,13 @@ pub(crate) fn snapshot_seq(path: &Path) -> Option<u64> {
     name.strip_prefix("snapshot-")?.strip_suffix(".otkv")?.parse().ok()
 }
 
-/// Writes `entries` (each a key and its stored form: metadata, then value) of a map hashed with `seeds`
-/// as the snapshot for `replay_from` in `dir`, durably; returns the file and entry count.
-pub(crate) fn write<'a>(
+/// Writes the entries `each` feeds it (key, metadata, value) of a map hashed with `seeds` as the snapshot
+/// for `replay_from` in `dir`, durably; returns the file and entry count.
+pub(crate) fn write(
     dir: &Path,
     replay_from: u64,
     seeds: Seeds,
-    entries: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    each: impl FnOnce(&mut dyn FnMut(&[u8], Meta, &[u8])),
 ) -> Result<(PathBuf, u64)> {
     let final_path = dir.join(snapshot_name(replay_from));
     let tmp_path = dir.join(format!("{}.tmp", snapshot_name(replay_from)));
@@ -90,18 +92,25 @@ pub(crate) fn write<'a>(
     }
     let mut count = 0u64;
     let mut head = Vec::with_capacity(64);
-    for (key, stored) in entries {
-        // The map only holds entries with their metadata (`entry::encode`).
-        let Some((meta, value)) = entry::split(stored) else { continue };
+    // The first write error, if any: the walk cannot be stopped from inside, so later entries are skipped.
+    let mut failed: Option<std::io::Error> = None;
+    each(&mut |key, meta, value| {
+        if failed.is_some() {
+            return;
+        }
         head.clear();
         put_varint(&mut head, key.len() as u64);
         head.extend_from_slice(key);
         put_varint(&mut head, value.len() as u64);
         head.extend_from_slice(&meta.version.to_le_bytes());
         put_varint(&mut head, meta.expires_ms);
-        out.write_all(&head).map_err(io)?;
-        out.write_all(value).map_err(io)?;
-        count += 1;
+        match out.write_all(&head).and_then(|()| out.write_all(value)) {
+            Ok(()) => count += 1,
+            Err(e) => failed = Some(e),
+        }
+    });
+    if let Some(e) = failed {
+        return Err(io(e));
     }
     out.write_all(&count.to_le_bytes()).map_err(io)?;
     let crc = out.crc.clone().finalize();
@@ -294,8 +303,13 @@ mod tests {
                 (format!("key{i}").into_bytes(), entry::encode(meta, &vec![b'v'; (i % 300) as usize]))
             })
             .collect();
-        let (path, count) =
-            write(dir.path(), 42, seeds, entries.iter().map(|(k, v)| (k.as_slice(), &v[..]))).expect("write");
+        let (path, count) = write(dir.path(), 42, seeds, |add| {
+            for (k, stored) in &entries {
+                let (meta, v) = entry::split(stored).expect("an entry");
+                add(k, meta, v);
+            }
+        })
+        .expect("write");
         assert_eq!(count, entries.len() as u64);
         let data = std::fs::read(&path).expect("read");
         let loaded = parse(&path, &data).expect("parse");

@@ -1,4 +1,5 @@
-//! One conformance suite, run against every backend.
+//! One conformance suite, run against every backend: the engine's table (`memory`), flurry, and sled, each
+//! volatile and with its durable log.
 //!
 //! `conformance_suite!` expands to a module of tests for one backend, given an expression that opens a fresh
 //! engine (and the temporary directory that must outlive it). Whatever one backend must do, all must do.
@@ -6,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use otkv_engine::{Condition, Durability, Engine, EngineConfig, PutOutcome};
+use otkv_engine::{Condition, Durability, Engine, EngineConfig, EngineKind, PutOutcome};
 use proptest::prelude::*;
 
 /// A fresh engine plus whatever keeps its storage alive.
@@ -17,6 +18,12 @@ struct Fixture {
 
 fn memory() -> Fixture {
     Fixture { engine: Engine::open(EngineConfig::memory()).expect("open memory engine"), _dir: None }
+}
+
+/// The memory engine on flurry instead of the engine's table: the compared alternative.
+fn flurry() -> Fixture {
+    let config = EngineConfig::memory().with_kind(EngineKind::Flurry);
+    Fixture { engine: Engine::open(config).expect("open flurry engine"), _dir: None }
 }
 
 fn sled() -> Fixture {
@@ -31,6 +38,14 @@ fn memory_logged() -> Fixture {
     let mut config = EngineConfig::memory_durable(dir.path(), Durability::Sync);
     config.snapshot_interval = None;
     Fixture { engine: Engine::open(config).expect("open logged memory engine"), _dir: Some(dir) }
+}
+
+/// flurry with the same operation log, in `sync` mode.
+fn flurry_logged() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = EngineConfig::memory_durable(dir.path(), Durability::Sync).with_kind(EngineKind::Flurry);
+    config.snapshot_interval = None;
+    Fixture { engine: Engine::open(config).expect("open logged flurry engine"), _dir: Some(dir) }
 }
 
 /// sled with group-committed `sync`.
@@ -432,6 +447,8 @@ macro_rules! conformance_suite {
 }
 
 conformance_suite!(memory);
+conformance_suite!(flurry);
 conformance_suite!(sled);
 conformance_suite!(memory_logged);
+conformance_suite!(flurry_logged);
 conformance_suite!(sled_sync);

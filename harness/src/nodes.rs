@@ -24,7 +24,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How the harness starts local nodes, as `harness run` and `harness proxy` both take it.
 #[derive(Debug, Clone, clap::Args, serde::Serialize)]
 pub struct LocalNodeArgs {
-    /// Engine of the nodes the harness starts: memory or sled.
+    /// Engine of the nodes the harness starts: memory (the engine's own table), flurry or sled.
     #[arg(long, default_value = "memory")]
     pub engine: String,
     /// Durability of the nodes the harness starts: none, periodic or sync.

@@ -249,7 +249,8 @@ impl Drop for Guard {
 }
 
 /// Seals this thread's releases and advances the epoch as far as it can (at most two steps are needed
-/// for everything sealed now): for tests and shutdown, to find every release run.
+/// for everything sealed now): for tests, to find every release run.
+#[cfg(test)]
 pub(crate) fn flush() {
     let (bag, c) =
         HANDLE.with(|h| (std::mem::take(&mut *h.bag.borrow_mut()), std::sync::Arc::clone(&h.collector)));

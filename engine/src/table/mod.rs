@@ -155,7 +155,6 @@ pub(crate) struct Table {
     shards: Box<[Shard]>,
     shift: u32,
     hasher: ahash::RandomState,
-    seeds: Seeds,
     layout: Layout,
     /// Bytes of slot arrays in use (exactly: each array's words).
     slot_bytes: AtomicUsize,
@@ -194,15 +193,9 @@ impl Table {
                 .collect(),
             shift: 64 - shards.trailing_zeros(),
             hasher: ahash::RandomState::with_seeds(a, b, c, d),
-            seeds,
             layout: Layout::new(clocks),
             slot_bytes: AtomicUsize::new(0),
         }
-    }
-
-    /// Its hash seeds.
-    pub(crate) fn seeds(&self) -> Seeds {
-        self.seeds
     }
 
     /// Pins this thread: what is read under the guard stays readable until it is dropped.
@@ -232,11 +225,6 @@ impl Table {
     /// What a block for this entry costs (see [`slab::cost`]).
     pub(crate) fn block_cost(&self, key_len: usize, value_len: usize, expires: bool) -> usize {
         slab::cost(self.layout.size(key_len, value_len, expires))
-    }
-
-    /// Whether blocks keep access clocks.
-    pub(crate) fn has_clocks(&self) -> bool {
-        self.layout.has_clock()
     }
 
     /// The entry for `key`, read in place under `guard`.

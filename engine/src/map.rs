@@ -1,0 +1,70 @@
+//! The seam between what the memory engine means and how it stores it: [`Map`], implemented by the
+//! engine's own table (`table_map.rs`, `--engine memory`) and by flurry (`flurry_map.rs`, `--engine
+//! flurry`, the compared alternative).
+//!
+//! A map stores, per key, a value with its [`Meta`] (version and expiry), reads in place under a guard
+//! held for a batch, and changes a key atomically against every other write of it ([`Map::change`]). What
+//! the store above does with that — versions, conditions, expiry, the memory cap and eviction, the log and
+//! snapshots (`memory.rs`, `persist.rs`) — is written once, for both maps. A map knows its own memory
+//! costs (each entry's, and its fixed structures') and its own way of finding `allkeys-lru` victims.
+
+pub(crate) use crate::table::{Change, Changed, Seeds};
+
+use crate::entry::Meta;
+use crate::key::Key;
+
+/// New random hash seeds.
+pub(crate) fn fresh_seeds() -> Seeds {
+    let random = ahash::RandomState::new();
+    [1u64, 2, 3, 4].map(|i| random.hash_one(i))
+}
+
+/// A concurrent map of keys to values with metadata.
+pub(crate) trait Map: Send + Sync + Sized + 'static {
+    /// What a reader holds for a batch of operations (an epoch guard); it never crosses a coroutine
+    /// yield (see `lib.rs`).
+    type Guard<'m>
+    where
+        Self: 'm;
+
+    /// An empty map hashed with `seeds`; `lru_cap` is the memory cap when the policy is `allkeys-lru`
+    /// (the map then keeps what finding victims needs, sized for the cap).
+    fn with_seeds(seeds: Seeds, lru_cap: Option<u64>) -> Self;
+
+    /// Pins this thread for a batch of operations.
+    fn pin(&self) -> Self::Guard<'_>;
+
+    /// The entry of `key` (expired or not: the caller decides), read in place, and marked used for
+    /// `allkeys-lru`.
+    fn get<'g>(&'g self, key: &[u8], guard: &'g Self::Guard<'_>) -> Option<(Meta, &'g [u8])>;
+
+    /// Changes `key` as `decide` says given its current entry, atomically against every other write of
+    /// the key. `decide` may be called more than once (a map may retry after a race); the last call's
+    /// change is the one applied and its output the one returned.
+    fn change<'v, R>(
+        &self,
+        key: &[u8],
+        guard: &Self::Guard<'_>,
+        decide: impl FnMut(Option<(Meta, &[u8])>) -> (Change<'v>, R),
+    ) -> (R, Changed);
+
+    /// Live entries (expired ones not yet removed included).
+    fn len(&self) -> usize;
+
+    /// What an entry of this size costs in memory.
+    fn entry_cost(&self, key_len: usize, value_len: usize, expires: bool) -> usize;
+
+    /// Bytes of the map's own structures besides its entries (slot or bucket arrays, clock tables).
+    fn structure_bytes(&self) -> u64;
+
+    /// Sizes the map for `keys` entries (before a bulk load).
+    fn reserve(&self, keys: usize);
+
+    /// Calls `f` on every entry (pinning as it goes; a long walk does not hold back reclamation).
+    fn for_each(&self, f: impl FnMut(&[u8], Meta, &[u8]));
+
+    /// An approximately least recently used key, to evict (`allkeys-lru`), or `None` when empty. `hint`
+    /// is about how many more the caller may need (a map that finds candidates in passes sizes a pass
+    /// by it).
+    fn lru_victim(&self, guard: &Self::Guard<'_>, hint: usize) -> Option<Key>;
+}
