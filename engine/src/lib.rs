@@ -185,6 +185,7 @@ impl Engine {
     }
 
     /// Runs a write through a batch, then, in `sync` mode, waits until it is durable.
+    #[inline]
     fn write<R>(&self, f: impl FnOnce(&Batch<'_>) -> Result<R>) -> Result<R> {
         let (result, ticket) = self.batch(|b| (f(b), b.sync_ticket()));
         let result = result?;
@@ -348,6 +349,7 @@ impl Batch<'_> {
     }
 
     /// See [`Engine::put`]: an unconditional write of a value that never expires.
+    #[inline]
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<PutOutcome> {
         let written = self.put_if(key, value, Condition::Always, 0)?;
         // An unconditional write always applies.
@@ -358,6 +360,7 @@ impl Batch<'_> {
     /// of the key on any thread, expiring at `expires_ms` (ms since the Unix epoch; 0: never; a write
     /// without an expiry clears an old one). Returns what it did and the new version, or `None` when the
     /// condition failed and nothing was written.
+    #[inline]
     pub fn put_if(
         &self,
         key: &[u8],

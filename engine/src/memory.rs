@@ -166,6 +166,7 @@ impl<M: Map> MemoryView<'_, M> {
     /// Stores the value if `cond` holds; with a log, also logs it. Returns the outcome (`None`: the
     /// condition failed, nothing was written), the new version, and the log ticket (0: none). Under a
     /// memory cap, first makes room for the entry or fails with [`EngineError::OutOfMemory`].
+    #[inline]
     pub(crate) fn put(
         &self,
         key: &[u8],

@@ -56,24 +56,24 @@ impl Layout {
         let expires = meta.expires_ms != 0;
         let size = self.size(key.len(), value.len(), expires);
         let p = slab::allocate(size);
-        let mut at = 0;
-        let mut put = |bytes: &[u8]| {
-            // SAFETY: `p` has `size` bytes, which is exactly the sum of what is written here.
-            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), p.add(at), bytes.len()) };
-            at += bytes.len();
-        };
-        if self.has_clock() {
-            put(&clock.to_le_bytes());
+        let c = self.clock;
+        let value_word = value.len() as u32 | if expires { EXPIRES } else { 0 };
+        let key_at = c + HEADER + if expires { 8 } else { 0 };
+        // SAFETY: `p` has `size` bytes: the fields below end at `key_at`, then key and value, exactly
+        // `size` in all. Stores are unaligned (blocks are GRAIN-aligned); the clock is 4-aligned at 0.
+        unsafe {
+            if c != 0 {
+                p.cast::<u32>().write(clock.to_le());
+            }
+            p.add(c).cast::<u64>().write_unaligned(meta.version.to_le());
+            p.add(c + 8).cast::<u32>().write_unaligned(value_word.to_le());
+            p.add(c + 12).cast::<u16>().write_unaligned((key.len() as u16).to_le());
+            if expires {
+                p.add(c + HEADER).cast::<u64>().write_unaligned(meta.expires_ms.to_le());
+            }
+            std::ptr::copy_nonoverlapping(key.as_ptr(), p.add(key_at), key.len());
+            std::ptr::copy_nonoverlapping(value.as_ptr(), p.add(key_at + key.len()), value.len());
         }
-        put(&meta.version.to_le_bytes());
-        let value_len = value.len() as u32 | if expires { EXPIRES } else { 0 };
-        put(&value_len.to_le_bytes());
-        put(&(key.len() as u16).to_le_bytes());
-        if expires {
-            put(&meta.expires_ms.to_le_bytes());
-        }
-        put(key);
-        put(value);
         (p, size)
     }
 }
@@ -167,7 +167,23 @@ impl<'g> BlockRef<'g> {
 
     /// Its size as allocated.
     pub(crate) fn size(self) -> usize {
-        self.layout.size(self.key_len(), self.value_len(), self.expires())
+        let word = self.value_word();
+        self.layout.size(self.key_len(), (word & !EXPIRES) as usize, word & EXPIRES != 0)
+    }
+
+    /// Whether its key is `key`: short keys (most) compared a word at a time without a call to `memcmp`.
+    #[inline]
+    pub(crate) fn has_key(self, key: &[u8]) -> bool {
+        let mine = self.key();
+        if mine.len() != key.len() {
+            return false;
+        }
+        let word = |s: &[u8], at: usize| u64::from_ne_bytes(s[at..at + 8].try_into().unwrap_or([0; 8]));
+        match key.len() {
+            // Two overlapping words cover 8..=16 bytes.
+            8..=16 => word(mine, 0) == word(key, 0) && word(mine, key.len() - 8) == word(key, key.len() - 8),
+            _ => mine == key,
+        }
     }
 
     /// The access clock (tables with clocks only).
@@ -193,20 +209,13 @@ impl<'g> BlockRef<'g> {
     }
 }
 
-/// Releases the block at `ptr` (for [`super::epoch::Deferred`]): `arg` is the table's clock offset.
+/// Releases the block at `ptr` of `size` bytes (for [`super::epoch::Deferred`], which carries the size so
+/// that releasing a block never reads it again: by then it is usually out of the cache).
 ///
 /// # Safety
-/// `ptr` is a block of a table whose layout has clock offset `arg`, unlinked, and no reader can reach it.
+/// `ptr` is a block of `size` bytes ([`BlockRef::size`]), unlinked, and no reader can reach it.
 #[allow(unsafe_code)]
-pub(crate) unsafe fn release(ptr: *mut u8, arg: usize) {
-    let layout = Layout { clock: arg };
-    // SAFETY: the block is still allocated (not yet released); nobody else reads it now.
-    let size = unsafe { BlockRef::new(ptr, layout) }.size();
-    // SAFETY: allocated by `slab::allocate(size)` in `Layout::write`.
+pub(crate) unsafe fn release(ptr: *mut u8, size: usize) {
+    // SAFETY: allocated by `slab::allocate(size)` in `Layout::write` (the caller's contract).
     unsafe { slab::release(ptr, size) };
-}
-
-/// The clock offset of `layout`, as [`release`] takes it.
-pub(crate) fn release_arg(layout: Layout) -> usize {
-    layout.clock
 }

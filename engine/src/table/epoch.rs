@@ -104,7 +104,7 @@ impl Collector {
     /// Advances the epoch if every pinned thread has announced the current one, then runs the releases
     /// sealed two epochs ago or earlier.
     fn collect(&self) {
-        let ready: Vec<Deferred> = {
+        let ready: Vec<Vec<Deferred>> = {
             let locals = lock(&self.locals);
             fence(Ordering::SeqCst);
             let epoch = self.epoch.load(Ordering::Relaxed);
@@ -122,9 +122,12 @@ impl Collector {
             drop(locals);
             let mut sealed = lock(&self.sealed);
             let n = sealed.iter().take_while(|(at, _)| at + 2 <= epoch).count();
-            sealed.drain(..n).flat_map(|(_, bag)| bag).collect()
+            if n == 0 {
+                return;
+            }
+            sealed.drain(..n).map(|(_, bag)| bag).collect()
         };
-        for d in ready {
+        for d in ready.into_iter().flatten() {
             d.run();
         }
     }
@@ -157,7 +160,7 @@ impl Handle {
             local,
             pins: Cell::new(0),
             since_collect: Cell::new(0),
-            bag: RefCell::new(Vec::new()),
+            bag: RefCell::new(Vec::with_capacity(BAG)),
         }
     }
 }
@@ -225,7 +228,7 @@ impl Guard {
             let mut bag = h.bag.borrow_mut();
             bag.push(d);
             if bag.len() >= BAG {
-                let full = std::mem::take(&mut *bag);
+                let full = std::mem::replace(&mut *bag, Vec::with_capacity(BAG));
                 drop(bag);
                 h.collector.seal(full);
                 h.collector.collect();

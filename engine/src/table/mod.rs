@@ -260,7 +260,7 @@ impl Table {
                 // SAFETY: an entry word holds a published block's address; the caller is pinned.
                 #[allow(unsafe_code)]
                 let block = unsafe { BlockRef::new((word & ADDRESS) as *const u8, self.layout) };
-                if block.key() == key {
+                if block.has_key(key) {
                     return (i, Some(block));
                 }
             }
@@ -284,9 +284,11 @@ impl Table {
         let slots = self.room_for_one(shard, &mut w, guard);
         let (at, current) = self.probe(slots, hash, key);
         let (change, out) = decide(current);
-        let mut changed = Changed { old: current.map(|b| (b.meta(), slab::cost(b.size()))), new: None };
-        match (change, current) {
-            (Change::Keep, _) | (Change::Remove, None) => changed.old = None,
+        // The entry there, with its size (read once: it is needed for the budget and the release).
+        let old = current.map(|b| (b, b.size()));
+        let mut changed = Changed::default();
+        match (change, old) {
+            (Change::Keep, _) | (Change::Remove, None) => {}
             (Change::Put(meta, value), _) => {
                 assert!(key.len() <= block::MAX_KEY && value.len() <= block::MAX_VALUE, "entry too large");
                 let (block, size) = self.layout.write(meta, key, value, clock);
@@ -296,8 +298,11 @@ impl Table {
                 let previous = slots.words[at].load(Ordering::Relaxed);
                 slots.words[at].store(word, Ordering::Release);
                 changed.new = Some(slab::cost(size));
-                match current {
-                    Some(old) => self.retire(old, guard),
+                match old {
+                    Some((block, size)) => {
+                        changed.old = Some((block.meta(), slab::cost(size)));
+                        self.retire(block, size, guard);
+                    }
                     None => {
                         if previous == EMPTY {
                             w.used += 1;
@@ -307,9 +312,10 @@ impl Table {
                     }
                 }
             }
-            (Change::Remove, Some(old)) => {
+            (Change::Remove, Some((block, size))) => {
                 slots.words[at].store(TOMBSTONE, Ordering::Release);
-                self.retire(old, guard);
+                changed.old = Some((block.meta(), slab::cost(size)));
+                self.retire(block, size, guard);
                 w.live -= 1;
                 shard.live.store(w.live, Ordering::Relaxed);
             }
@@ -317,13 +323,12 @@ impl Table {
         (out, changed)
     }
 
-    /// Defers the release of an unlinked block.
-    fn retire(&self, block: BlockRef<'_>, guard: &Guard) {
+    /// Defers the release of an unlinked block of `size` bytes.
+    fn retire(&self, block: BlockRef<'_>, size: usize, guard: &Guard) {
         // SAFETY: the block was unlinked from its slot just now, under the shard's lock, so no later reader
-        // finds it; `block::release` frees it with this table's layout once no earlier reader can.
+        // finds it; `block::release` frees its `size` bytes once no earlier reader can.
         #[allow(unsafe_code)]
-        let d =
-            unsafe { Deferred::new(block::release, block.ptr().cast_mut(), block::release_arg(self.layout)) };
+        let d = unsafe { Deferred::new(block::release, block.ptr().cast_mut(), size) };
         guard.defer(d);
     }
 
@@ -474,7 +479,8 @@ impl Drop for Table {
                     // SAFETY: a linked block nobody else can reach any more.
                     #[allow(unsafe_code)]
                     unsafe {
-                        block::release((word & ADDRESS) as *mut u8, block::release_arg(self.layout))
+                        let ptr = (word & ADDRESS) as *mut u8;
+                        block::release(ptr, BlockRef::new(ptr, self.layout).size())
                     };
                 }
             }

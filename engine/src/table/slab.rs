@@ -39,8 +39,13 @@ unsafe impl Send for Class {}
 
 #[cfg(not(loom))]
 fn classes() -> &'static [Mutex<Class>; CLASSES] {
-    static CLASSES_: std::sync::OnceLock<[Mutex<Class>; CLASSES]> = std::sync::OnceLock::new();
-    CLASSES_.get_or_init(new_classes)
+    const EMPTY: Mutex<Class> = Mutex::new(Class {
+        free: std::ptr::null_mut(),
+        bump: std::ptr::null_mut(),
+        end: std::ptr::null_mut(),
+    });
+    static CLASSES_: [Mutex<Class>; CLASSES] = [EMPTY; CLASSES];
+    &CLASSES_
 }
 
 #[cfg(loom)]
@@ -54,6 +59,7 @@ fn classes() -> &'static [Mutex<Class>; CLASSES] {
     &CLASSES_
 }
 
+#[cfg(loom)]
 fn new_classes() -> [Mutex<Class>; CLASSES] {
     std::array::from_fn(|_| {
         Mutex::new(Class {
