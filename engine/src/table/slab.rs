@@ -39,12 +39,13 @@ unsafe impl Send for Class {}
 
 #[cfg(not(loom))]
 fn classes() -> &'static [Mutex<Class>; CLASSES] {
-    const EMPTY: Mutex<Class> = Mutex::new(Class {
-        free: std::ptr::null_mut(),
-        bump: std::ptr::null_mut(),
-        end: std::ptr::null_mut(),
-    });
-    static CLASSES_: [Mutex<Class>; CLASSES] = [EMPTY; CLASSES];
+    static CLASSES_: [Mutex<Class>; CLASSES] = [const {
+        Mutex::new(Class {
+            free: std::ptr::null_mut(),
+            bump: std::ptr::null_mut(),
+            end: std::ptr::null_mut(),
+        })
+    }; CLASSES];
     &CLASSES_
 }
 
