@@ -84,6 +84,8 @@ pub enum PutOutcome {
 pub struct Engine {
     store: Store,
     config: EngineConfig,
+    /// `config.durability == Durability::Sync`, decided once (every batch asks).
+    sync: bool,
 }
 
 // One `Engine` exists per process, so its size is irrelevant; boxing the map would add a pointer chase to
@@ -130,7 +132,8 @@ impl Engine {
                 Store::Sled(SledStore::open(dir, &config)?)
             }
         };
-        Ok(Engine { store, config })
+        let sync = config.durability == Durability::Sync;
+        Ok(Engine { store, config, sync })
     }
 
     /// The configuration this engine was opened with.
@@ -143,7 +146,7 @@ impl Engine {
     /// For the memory backend the batch pins one epoch guard for all of them. `f` must not block or yield
     /// (no I/O, no coroutine switch): a guard must be released on the thread that took it.
     pub fn batch<R>(&self, f: impl FnOnce(&Batch<'_>) -> R) -> R {
-        let sync = self.config.durability == Durability::Sync;
+        let sync = self.sync;
         let view = match &self.store {
             Store::Memory(m) => View::Memory(m.view()),
             Store::Flurry(m) => View::Flurry(m.view()),

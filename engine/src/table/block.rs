@@ -12,8 +12,8 @@
 //! ```
 //!
 //! `c` is 4 with a clock and 0 without. Multi-byte fields are little-endian and read unaligned (blocks are
-//! 4-aligned, which is all the clock needs); a 16-byte key with a 100-byte value and no expiry is a
-//! 130-byte block. A block is written once, before the table publishes it, and never changes after,
+//! 2-aligned, or 4-aligned with a clock: a clocked block's size is rounded up to a multiple of 4); a
+//! 16-byte key with a 100-byte value and no expiry is a 130-byte block. A block is written once, before the table publishes it, and never changes after,
 //! except its clock (relaxed stores, only under `allkeys-lru`); a write of the key makes a new block.
 
 use super::slab;
@@ -44,9 +44,15 @@ impl Layout {
         self.clock != 0
     }
 
-    /// The size of a block for this key and value.
+    /// The size of a block for this key and value: with a clock, a multiple of 4, so that blocks of
+    /// its size class lie 4-aligned and the clock can be atomic.
     pub(crate) fn size(self, key_len: usize, value_len: usize, expires: bool) -> usize {
-        self.clock + HEADER + if expires { 8 } else { 0 } + key_len + value_len
+        let size = HEADER + if expires { 8 } else { 0 } + key_len + value_len;
+        if self.clock == 0 {
+            size
+        } else {
+            (self.clock + size).next_multiple_of(4)
+        }
     }
 
     /// Allocates and fills a block; returns it and its size. `key` and `value` must be within

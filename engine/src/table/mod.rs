@@ -3,17 +3,23 @@
 //! ## Layout
 //!
 //! The table is [`SHARDS`] shards, chosen by the top bits of the key's 64-bit hash (ahash, seeded: keys come
-//! from clients). A shard is an open-addressing array of 64-bit slot words, a power of two long, probed
-//! linearly from the hash's low bits. A word is one of:
+//! from clients). A shard is an open-addressing array of 64-bit slot words, a multiple of 8 long, probed
+//! linearly from the key's home slot, `tag * len / 2^16`. A word is one of:
 //!
 //! ```text
 //! 0                          empty: ends every probe
 //! 1                          tombstone: a deleted entry, skipped by probes, reused by inserts
-//! tag << 48 | block address  an entry: tag = bits 32..48 of the key's hash; the block is block.rs's
+//! tag << 48 | block address  an entry: tag = bits 32..48 of the key's hash (1 if those are 0); the
+//!                            block is block.rs's
 //! ```
 //!
-//! so a probe rejects a slot whose tag differs without touching its block (a false match costs one
-//! block read in 65,536), and a hit costs the slot's cache line and the block's.
+//! so a probe rejects a slot whose tag differs without touching its block, and a hit costs the slot's cache
+//! line and the block's. The home slot comes from the tag alone, so a rebuild moves words without reading
+//! a single block, and arrays can grow by an eighth at a time (keeping them about 0.75 full) instead of
+//! doubling. (Keys whose tags are close share a neighbourhood, so a foreign entry in a probe matches the
+//! tag more often than one in 65,536: about one in `65,536 / len`, still rare for the few hundred to few
+//! thousand slots a shard holds at 1M–10M keys. Past 65,536 slots a shard's homes spread more coarsely;
+//! with 4,096 shards that is beyond 200M keys.)
 //!
 //! ## Concurrency contract
 //!
@@ -25,11 +31,11 @@
 //!   key publishes a new block with one `Release` store into the key's slot and defers the old block's
 //!   release to the epoch collector. A delete stores a tombstone and defers the same way.
 //! - **Growth is per shard and never stops the world**: the shard's writer copies the live words into an
-//!   array twice as large (or the same size, when tombstones are most of what fills it), publishes it with
+//!   array an eighth larger (or the same size, when tombstones are most of what fills it), publishes it with
 //!   one `Release` store of the array pointer, and defers the old array's release. Readers on the old array
 //!   still find every entry it held (its words no longer change: writers of the shard wait for the lock,
-//!   and after the store they use the new array). A shard holds about `1 / SHARDS` of the keys, so the
-//!   copy is short: about 0.1 ms at 10M keys, the longest a writer of that shard waits.
+//!   and after the store they use the new array). A shard holds about `1 / SHARDS` of the keys, and the
+//!   copy reads only slot words, so it is short: a few microseconds at 10M keys.
 //!
 //! ## Invariants
 //!
@@ -37,8 +43,8 @@
 //!    before the first empty slot.
 //! 2. Empty slots are never written except by inserts: a tombstone never becomes empty in place (that
 //!    would cut probe chains); tombstones go only when an array is rebuilt.
-//! 3. Every array keeps at least one empty slot (its used slots, live and tombstones, stay under 7/8 of
-//!    it), so every probe ends.
+//! 3. Every array keeps at least one empty slot (its used slots, live and tombstones, stay within 4/5
+//!    of it), so every probe ends.
 //! 4. A block or array is released only through the epoch collector, after it was unlinked: never while
 //!    a reader pinned before the unlink can still reach it.
 //! 5. Only a shard's writer, holding its lock, stores into its current array or replaces the array.
@@ -70,6 +76,18 @@ const TOMBSTONE: u64 = 1;
 const ADDRESS: u64 = (1 << 48) - 1;
 /// The first array a shard gets.
 const MIN_SLOTS: usize = 8;
+/// Arrays are a multiple of this long.
+const GROWTH_STEP: usize = 8;
+/// The most an array is filled (used slots, live and tombstones): 4/5.
+const LOAD_NUM: usize = 3;
+const LOAD_DEN: usize = 4;
+
+/// The next length of a full array: an eighth longer. Small steps keep arrays full (about 0.75 of each is
+/// used, under 11 bytes of slots a key, where doubling averaged 0.55 and 15); a rebuild reads only slot
+/// words, so growing often is cheap.
+fn grown(len: usize) -> usize {
+    (len + len / 8).next_multiple_of(GROWTH_STEP).max(MIN_SLOTS)
+}
 
 /// The hash seeds of a table (recorded in snapshots, so a reloaded table hashes the same way).
 pub(crate) type Seeds = [u64; 4];
@@ -83,8 +101,22 @@ impl Slots {
         Box::into_raw(Box::new(Slots { words: (0..len).map(|_| AtomicU64::new(EMPTY)).collect() }))
     }
 
-    fn mask(&self) -> usize {
-        self.words.len() - 1
+    /// Where a key with `tag` starts probing: the tag scaled to the array (`tag * len / 2^16`), so an
+    /// array of any length is addressed by the tag alone, and a rebuild places every word by its tag
+    /// without reading its block.
+    #[inline]
+    fn home(&self, tag: u64) -> usize {
+        (tag as usize * self.words.len()) >> 16
+    }
+
+    /// The slot after `i`, wrapping at the end.
+    #[inline]
+    fn next(&self, i: usize) -> usize {
+        if i + 1 == self.words.len() {
+            0
+        } else {
+            i + 1
+        }
     }
 }
 
@@ -173,8 +205,10 @@ unsafe impl Send for Table {}
 #[allow(unsafe_code)]
 unsafe impl Sync for Table {}
 
+/// A key's tag: 16 bits of its hash, never 0 (the tag of the empty and tombstone words), so one compare
+/// of a word's top bits tells an entry that may be the key's from everything else.
 fn tag(hash: u64) -> u64 {
-    (hash >> 32) & 0xFFFF
+    ((hash >> 32) & 0xFFFF).max(1)
 }
 
 impl Table {
@@ -238,33 +272,46 @@ impl Table {
         // SAFETY: a published array, pinned by `_guard` (released only through the collector).
         #[allow(unsafe_code)]
         let slots = unsafe { slots_ref(slots) };
-        self.probe(slots, hash, key).1
+        let tag = tag(hash);
+        let mut i = slots.home(tag);
+        loop {
+            let word = slots.words[i].load(Ordering::Acquire);
+            if word >> 48 == tag {
+                // SAFETY: an entry word holds a published block's address; we are pinned.
+                #[allow(unsafe_code)]
+                let block = unsafe { BlockRef::new((word & ADDRESS) as *const u8, self.layout) };
+                if block.has_key(key) {
+                    return Some(block);
+                }
+            } else if word == EMPTY {
+                return None;
+            }
+            i = slots.next(i);
+        }
     }
 
     /// Probes `slots` for `key`: its slot and entry if present; else `None` and the slot an insert would
     /// take (the first tombstone on the way, or the empty slot that ended the probe).
     #[inline]
     fn probe<'g>(&self, slots: &Slots, hash: u64, key: &[u8]) -> (usize, Option<BlockRef<'g>>) {
-        let mask = slots.mask();
         let tag = tag(hash);
-        let mut i = hash as usize & mask;
+        let mut i = slots.home(tag);
         let mut reuse = None;
         loop {
             let word = slots.words[i].load(Ordering::Acquire);
-            if word == EMPTY {
-                return (reuse.unwrap_or(i), None);
-            }
-            if word == TOMBSTONE {
-                reuse.get_or_insert(i);
-            } else if word >> 48 == tag {
+            if word >> 48 == tag {
                 // SAFETY: an entry word holds a published block's address; the caller is pinned.
                 #[allow(unsafe_code)]
                 let block = unsafe { BlockRef::new((word & ADDRESS) as *const u8, self.layout) };
                 if block.has_key(key) {
                     return (i, Some(block));
                 }
+            } else if word == EMPTY {
+                return (reuse.unwrap_or(i), None);
+            } else if word == TOMBSTONE {
+                reuse.get_or_insert(i);
             }
-            i = (i + 1) & mask;
+            i = slots.next(i);
         }
     }
 
@@ -290,7 +337,8 @@ impl Table {
         match (change, old) {
             (Change::Keep, _) | (Change::Remove, None) => {}
             (Change::Put(meta, value), _) => {
-                assert!(key.len() <= block::MAX_KEY && value.len() <= block::MAX_VALUE, "entry too large");
+                // The engine refuses longer keys and values before any write (`Batch::put_if`).
+                debug_assert!(key.len() <= block::MAX_KEY && value.len() <= block::MAX_VALUE);
                 let (block, size) = self.layout.write(meta, key, value, clock);
                 assert!((block as u64) <= ADDRESS, "a block address above 2^48");
                 let word = tag(hash) << 48 | block as u64;
@@ -332,20 +380,20 @@ impl Table {
         guard.defer(d);
     }
 
-    /// The shard's current array, with room for one more used slot: rebuilt first when full (twice as
-    /// large, or as large when tombstones fill most of it).
+    /// The shard's current array, with room for one more used slot: rebuilt first when full (an eighth
+    /// larger, or as large when tombstones fill most of it).
     fn room_for_one<'w>(&self, shard: &Shard, w: &mut Writer, guard: &'w Guard) -> &'w Slots {
         let current = shard.slots.load(Ordering::Acquire);
         // SAFETY: published by this shard's writer (we hold its lock); pinned by `guard`.
         #[allow(unsafe_code)]
         let len = if current.is_null() { 0 } else { unsafe { slots_ref(current) }.words.len() };
-        if (w.used + 1) * 8 <= len * 7 {
+        if (w.used + 1) * LOAD_DEN <= len * LOAD_NUM {
             // SAFETY: as above; `current` is not null when it has room.
             #[allow(unsafe_code)]
             return unsafe { slots_ref(current) };
         }
-        let want = if w.live * 2 < w.used { len } else { (len * 2).max(MIN_SLOTS) };
-        self.rebuild(shard, w, want.max(MIN_SLOTS), guard)
+        let want = if w.live * 2 < w.used { len } else { grown(len) };
+        self.rebuild(shard, w, want, guard)
     }
 
     /// Replaces the shard's array by one of `len` slots holding its live entries (no tombstones).
@@ -363,12 +411,9 @@ impl Table {
                 if word == EMPTY || word == TOMBSTONE {
                     continue;
                 }
-                // SAFETY: a live entry of this shard (we hold the lock, nobody retires it meanwhile).
-                #[allow(unsafe_code)]
-                let block = unsafe { BlockRef::new((word & ADDRESS) as *const u8, self.layout) };
-                let mut i = self.hash(block.key()) as usize & fresh.mask();
+                let mut i = fresh.home(word >> 48);
                 while fresh.words[i].load(Ordering::Relaxed) != EMPTY {
-                    i = (i + 1) & fresh.mask();
+                    i = fresh.next(i);
                 }
                 fresh.words[i].store(word, Ordering::Relaxed);
             }
@@ -389,10 +434,12 @@ impl Table {
         fresh
     }
 
-    /// Sizes every shard for `keys` entries spread evenly (recovery, before a bulk load).
+    /// Sizes every shard for `keys` entries spread evenly (recovery, before a bulk load), with room for
+    /// three standard deviations of the spread, so few shards grow while loading.
     pub(crate) fn reserve(&self, keys: usize) {
-        let per_shard = keys / self.shards.len() + 1;
-        let len = (per_shard * 8 / 7 + 1).next_power_of_two().max(MIN_SLOTS);
+        let mean = keys / self.shards.len() + 1;
+        let per_shard = mean + 3 * (mean as f64).sqrt() as usize;
+        let len = (per_shard * LOAD_DEN / LOAD_NUM + 1).next_multiple_of(GROWTH_STEP).max(MIN_SLOTS);
         let guard = self.pin();
         for shard in self.shards.iter() {
             let mut w = lock(&shard.writer);
@@ -445,9 +492,9 @@ impl Table {
             #[allow(unsafe_code)]
             let slots = unsafe { slots_ref(slots) };
             let len = slots.words.len();
-            let start = (seed >> 32) as usize & slots.mask();
+            let start = (seed >> 32) as usize % len;
             for k in 0..len {
-                let word = slots.words[(start + k) & slots.mask()].load(Ordering::Acquire);
+                let word = slots.words[(start + k) % len].load(Ordering::Acquire);
                 if word != EMPTY && word != TOMBSTONE {
                     // SAFETY: an entry word; pinned.
                     #[allow(unsafe_code)]

@@ -1,30 +1,34 @@
-//! Where entry blocks live: size classes in 4-byte steps for small blocks, the system allocator for the
+//! Where entry blocks live: size classes in 2-byte steps for small blocks, the system allocator for the
 //! rest.
 //!
 //! Why not glibc for everything: its chunks carry an 8-byte header and come in 16-byte steps, so a
-//! 130-byte entry (16-byte key, 100-byte value) costs 144 bytes; here it costs 132. For a million such
+//! 130-byte entry (16-byte key, 100-byte value) costs 144 bytes; here it costs 130. For a million such
 //! keys that is 12 MB, a tenth of what a key costs Redis (measured side by side, README's Benchmarks,
 //! with glibc, mimalloc and this slab). Blocks of up to [`MAX_SMALL`] bytes come from 256 KiB chunks, one
 //! size class per chunk, handed out front to back and recycled through a free list per class; larger
 //! blocks (where 8 bytes of header are under 2%) come from the system allocator.
 //!
 //! Each class has its own lock, held for a pop or a push: writers of different sizes never meet, and the
-//! epoch collector's releases (any thread) take the same short lock. Chunks are never returned: memory
-//! freed by deletes is reused by later writes of the same class, as in memcached's slabs.
+//! epoch collector's releases (any thread) take the same short lock. In front of it each thread keeps up
+//! to 64 released blocks per class that its next allocations take without a lock (an overwrite releases
+//! a block of the size it allocates). Chunks are never returned: memory freed by deletes is reused by
+//! later writes of the same class, as in memcached's slabs.
 //!
 //! Under loom a released block is marked, not freed: the models check that nothing reads a block after
 //! its release ([`is_released`]).
 
 use super::sync::{lock, Mutex};
 
-/// Small blocks are rounded up to a multiple of this (also their alignment).
-pub(crate) const GRAIN: usize = 4;
+/// Small blocks are rounded up to a multiple of this (also their alignment; a table whose blocks carry an
+/// atomic clock asks for multiples of 4, so its blocks are 4-aligned).
+pub(crate) const GRAIN: usize = 2;
 /// The largest block a size class holds.
 pub(crate) const MAX_SMALL: usize = 512;
-/// Small blocks come from chunks of this size.
-const CHUNK: usize = 256 << 10;
+/// Small blocks come from chunks of this size: 256 KiB less room for the system allocator's header, so a
+/// chunk (mapped on its own, being over glibc's mmap threshold) takes exactly 64 pages, not 65.
+const CHUNK: usize = (256 << 10) - 64;
 const CLASSES: usize = MAX_SMALL / GRAIN;
-/// Alignment of large blocks (and of chunks, to the page).
+/// Alignment of large blocks and of chunks.
 const LARGE_ALIGN: usize = 8;
 
 struct Class {
@@ -99,6 +103,10 @@ pub(crate) fn allocate(size: usize) -> *mut u8 {
         return p;
     }
     let size = size.next_multiple_of(GRAIN).max(8);
+    #[cfg(not(loom))]
+    if let Some(p) = CACHE.with(|cache| cache.pop(size / GRAIN - 1)) {
+        return p;
+    }
     let mut c = lock(&classes()[size / GRAIN - 1]);
     if !c.free.is_null() {
         let p = c.free;
@@ -143,11 +151,94 @@ pub(crate) unsafe fn release(ptr: *mut u8, size: usize) {
             return;
         }
         let size = size.next_multiple_of(GRAIN).max(8);
-        let mut c = lock(&classes()[size / GRAIN - 1]);
-        // SAFETY: the block is ours again and at least 8 bytes long.
-        unsafe { ptr.cast::<*mut u8>().write_unaligned(c.free) };
-        c.free = ptr;
+        // SAFETY: the block is ours again (the caller's contract) and at least 8 bytes long.
+        if CACHE.try_with(|cache| unsafe { cache.push(size / GRAIN - 1, ptr) }).unwrap_or(false) {
+            return;
+        }
+        // SAFETY: as above.
+        unsafe { push_global(size / GRAIN - 1, ptr) };
     }
+}
+
+/// Puts a free block on its class's shared list.
+///
+/// # Safety
+/// `ptr` is a free block of `class`, at least 8 bytes long, used by nothing.
+#[cfg(not(loom))]
+#[allow(unsafe_code)]
+unsafe fn push_global(class: usize, ptr: *mut u8) {
+    let mut c = lock(&classes()[class]);
+    // SAFETY: the caller's contract; the first bytes of a free block hold the next free one's address.
+    unsafe { ptr.cast::<*mut u8>().write_unaligned(c.free) };
+    c.free = ptr;
+}
+
+/// Blocks a thread keeps of each class before giving them back to the shared list.
+#[cfg(not(loom))]
+const CACHED: u16 = 64;
+
+/// A thread's released blocks, reused by its own next allocations without taking a class's lock: a
+/// write of a key usually releases (through the epoch collector, on the writer's thread) a block of the
+/// size it allocates. Per class, an intrusive list of at most [`CACHED`] blocks; given back when the
+/// thread ends.
+#[cfg(not(loom))]
+struct Cache {
+    heads: [std::cell::Cell<*mut u8>; CLASSES],
+    counts: [std::cell::Cell<u16>; CLASSES],
+}
+
+#[cfg(not(loom))]
+#[allow(unsafe_code)]
+impl Cache {
+    fn pop(&self, class: usize) -> Option<*mut u8> {
+        let p = self.heads[class].get();
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: a cached block holds the next cached block's address (written by `push`).
+        self.heads[class].set(unsafe { p.cast::<*mut u8>().read_unaligned() });
+        self.counts[class].set(self.counts[class].get() - 1);
+        Some(p)
+    }
+
+    /// Keeps `ptr` if there is room; false when the caller must give it back to the shared list.
+    ///
+    /// # Safety
+    /// `ptr` is a free block of `class`, at least 8 bytes long, used by nothing.
+    unsafe fn push(&self, class: usize, ptr: *mut u8) -> bool {
+        let count = self.counts[class].get();
+        if count >= CACHED {
+            return false;
+        }
+        self.counts[class].set(count + 1);
+        // SAFETY: the caller's contract.
+        unsafe { ptr.cast::<*mut u8>().write_unaligned(self.heads[class].get()) };
+        self.heads[class].set(ptr);
+        true
+    }
+}
+
+#[cfg(not(loom))]
+#[allow(unsafe_code)]
+impl Drop for Cache {
+    fn drop(&mut self) {
+        for class in 0..CLASSES {
+            while let Some(p) = self.pop(class) {
+                // SAFETY: a free block of this class.
+                unsafe { push_global(class, p) };
+            }
+        }
+    }
+}
+
+#[cfg(not(loom))]
+thread_local! {
+    static CACHE: Cache = const {
+        Cache {
+            heads: [const { std::cell::Cell::new(std::ptr::null_mut()) }; CLASSES],
+            counts: [const { std::cell::Cell::new(0) }; CLASSES],
+        }
+    };
 }
 
 /// Whether the block (or slot array) at `ptr` was released (loom models only: memory is never freed
@@ -169,7 +260,7 @@ fn large_layout(size: usize) -> std::alloc::Layout {
 }
 
 fn chunk_layout() -> std::alloc::Layout {
-    std::alloc::Layout::from_size_align(CHUNK, 4096).unwrap_or(std::alloc::Layout::new::<u64>())
+    std::alloc::Layout::from_size_align(CHUNK, LARGE_ALIGN).unwrap_or(std::alloc::Layout::new::<u64>())
 }
 
 #[cfg(all(test, not(loom)))]
@@ -191,13 +282,14 @@ mod tests {
         }
         // Another thread may take it first; when it comes back, it is a whole block again.
         let c = allocate(129);
-        // SAFETY: a fresh block of 129 bytes (class 132).
+        // SAFETY: a fresh block of 129 bytes (class 130).
         unsafe {
-            std::ptr::write_bytes(c, 0xCC, 132);
+            std::ptr::write_bytes(c, 0xCC, 130);
             release(b, 130);
             release(c, 129);
         }
-        assert_eq!(cost(130), 132);
+        assert_eq!(cost(130), 130);
+        assert_eq!(cost(131), 132);
         assert_eq!(cost(5), 8);
         assert_eq!(cost(600), 608);
         let big = allocate(100_000);
