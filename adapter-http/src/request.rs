@@ -280,10 +280,19 @@ fn token_is(name: &[u8], lower: &[u8]) -> bool {
 /// proxy.
 pub fn parse_content_length(value: &[u8]) -> Option<u64> {
     let digits = value.trim_ascii();
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+    if digits.is_empty() || digits.len() > 19 {
         return None;
     }
-    Some(digits.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+    // One pass: checks each byte and accumulates (19 digits cannot overflow a u64).
+    let mut n = 0u64;
+    for &d in digits {
+        let digit = d.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        n = n * 10 + u64::from(digit);
+    }
+    Some(n)
 }
 
 #[cfg(test)]

@@ -3,14 +3,16 @@
 # does, unlike wall-clock CPU. Each server runs under `valgrind --tool=callgrind --instr-atstart=no`;
 # collection is switched on only while wrk (or redis-benchmark) drives one kind of request, then the counts
 # are dumped and divided by the requests answered:
-#   otkv-server (memory engine, 1 worker), GET and PUT on 100k preloaded keys of 100 bytes;
+#   otkv-server (1 worker) on the engine's table and on flurry, GET and PUT on 100k preloaded keys of
+#   100 bytes;
 #   the may_minihttp "hello" baseline;
 #   redis-server, GET and SET (redis-benchmark -d 100 -r 100000), when it is installed;
 # each unpipelined and pipelined 16 deep, 8 connections. Then the top functions of otkv-server's GET.
 #
 # Needs valgrind and wrk (apt-get install valgrind wrk; redis-server for the Redis rows).
 # Usage: benches/server/instructions.sh [DURATION]   (default 3s per measurement)
-# SERVERS="otkv" measures only some of hello, otkv, redis (default all three).
+# SERVERS="otkv" measures only some of hello, otkv, redis (default all three); ENGINES="memory flurry"
+# which otkv engines (the engine's own table, flurry; default both). The top functions are the last one's.
 # CACHE=1 also simulates the caches (--cache-sim=yes) and prints last-level data-cache misses per request
 # (DLmr + DLmw): the dependent misses of a table lookup cost more than its instructions.
 # KEEP=DIR keeps the callgrind dumps there (for callgrind_annotate --inclusive=yes, or kcachegrind).
@@ -101,28 +103,36 @@ if wanted hello; then
   kill "$HELLO"
 fi
 
-if wanted otkv; then
-  under_callgrind otkv ./target/release/otkv-server --port 0 --workers 1
+# otkv_row ENGINE: the GET and PUT rows of otkv-server on ENGINE (memory: the engine's table; flurry).
+otkv_row() {
+  under_callgrind "otkv-$1" ./target/release/otkv-server --port 0 --workers 1 --engine "$1"
   OTKV=$PID
-  wait_listening "$TMP/otkv.out"
-  URL=$(sed 's/listening on //' "$TMP/otkv.out")
+  wait_listening "$TMP/otkv-$1.out"
+  URL=$(sed 's/listening on //' "$TMP/otkv-$1.out")
   # Every key once (collection off), then the measurements.
   wrk -t1 -c"$CONNS" -d60s -s "$HERE/kv.lua" "$URL" -- preload 1 >/dev/null &
   PRELOAD=$!
   until curl -s "$URL/v1/stats" | grep -qE '"keys":(1[0-9]{5}|[1-9][0-9]{5,})'; do sleep 0.5; done
   kill "$PRELOAD" 2>/dev/null || true
   wait "$PRELOAD" 2>/dev/null || true
-  measure otkv-get-1 "$OTKV" wrk_requests "$URL" get 1
+  measure "otkv-$1-get-1" "$OTKV" wrk_requests "$URL" get 1
   g1=$PER_REQUEST
   GET_DUMP=$DUMP
-  measure otkv-get-16 "$OTKV" wrk_requests "$URL" get 16
+  measure "otkv-$1-get-16" "$OTKV" wrk_requests "$URL" get 16
   g16=$PER_REQUEST
   GET16_DUMP=$DUMP
-  measure otkv-put-1 "$OTKV" wrk_requests "$URL" put 1
+  measure "otkv-$1-put-1" "$OTKV" wrk_requests "$URL" put 1
   p1=$PER_REQUEST
-  measure otkv-put-16 "$OTKV" wrk_requests "$URL" put 16
+  measure "otkv-$1-put-16" "$OTKV" wrk_requests "$URL" put 16
   p16=$PER_REQUEST
-  printf "%-26s %9s %9s %9s %9s\n" "otkv-server (memory)" "$g1" "$g16" "$p1" "$p16"
+  printf "%-26s %9s %9s %9s %9s\n" "otkv-server ($1)" "$g1" "$g16" "$p1" "$p16"
+  kill "$OTKV"
+}
+
+if wanted otkv; then
+  for engine in ${ENGINES:-memory flurry}; do
+    otkv_row "$engine"
+  done
 fi
 
 if wanted redis && command -v redis-server >/dev/null; then
@@ -144,7 +154,7 @@ fi
 
 wanted otkv || exit 0
 echo
-echo "== otkv-server GET, top functions (instructions in the function itself)"
+echo "== otkv-server GET (${ENGINES:-memory flurry}: the last), top functions (instructions in the function itself)"
 callgrind_annotate --threshold=80 "$GET_DUMP" 2>/dev/null | sed -n '/^Ir/,$p' | head -n 25 || true
 echo
 echo "== otkv-server GET x16, top functions"

@@ -56,8 +56,13 @@ pub(super) fn head<'b>(buf: &'b [u8], mut header: impl FnMut(&'b [u8], &'b [u8])
             return (buf.get(at + 1)? == &b'\n').then_some(Line { method, target, http10, head_len: at + 2 });
         }
         let name_start = at;
-        while TOKEN[usize::from(*buf.get(at)?)] {
-            at += 1;
+        match known_name(buf, at) {
+            Some(len) => at += len,
+            None => {
+                while TOKEN[usize::from(*buf.get(at)?)] {
+                    at += 1;
+                }
+            }
         }
         if at == name_start || buf[at] != b':' {
             return None;
@@ -79,6 +84,30 @@ pub(super) fn head<'b>(buf: &'b [u8], mut header: impl FnMut(&'b [u8], &'b [u8])
         header(name, buf[value_start..end].trim_ascii_end());
         at = end + 2;
     }
+}
+
+/// The length of the name at `at` if it is one of the names nearly every request carries (`Host`,
+/// `Content-Length`), found by comparing words instead of checking each byte against [`TOKEN`]. Case is
+/// folded only where the name has a letter (`| 0x20` maps exactly `A`..`Z` and `a`..`z` there), so the
+/// comparison is exact: a match is a token and is that name.
+#[inline]
+fn known_name(buf: &[u8], at: usize) -> Option<usize> {
+    // "content-length:" as two overlapping words (bytes 0..8 and 7..15), and their letter masks.
+    const CL_0: u64 = u64::from_le_bytes(*b"content-");
+    const CL_7: u64 = u64::from_le_bytes(*b"-length:");
+    const CL_0_FOLD: u64 = u64::from_le_bytes([0x20, 0x20, 0x20, 0x20, 0x20, 0x20, 0x20, 0]);
+    const CL_7_FOLD: u64 = u64::from_le_bytes([0, 0x20, 0x20, 0x20, 0x20, 0x20, 0x20, 0]);
+    const HOST: u64 = u64::from_le_bytes(*b"host:\0\0\0");
+    const HOST_FOLD: u64 = u64::from_le_bytes([0x20, 0x20, 0x20, 0x20, 0, 0, 0, 0]);
+    const HOST_BYTES: u64 = u64::from_le_bytes([0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0]);
+    let first = word(buf, at)?;
+    if first & HOST_BYTES | HOST_FOLD == HOST {
+        return Some(4);
+    }
+    if first | CL_0_FOLD == CL_0 && word(buf, at + 7)? | CL_7_FOLD == CL_7 {
+        return Some(14);
+    }
+    None
 }
 
 const HTTP_1_1: u64 = u64::from_le_bytes(*b"HTTP/1.1");
