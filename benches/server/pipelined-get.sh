@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Server CPU per pipelined GET, otkv-server against redis-server, in alternating rounds of one run: the
+# Server CPU per GET (pipelined, or not with DEPTH=1), otkv-server against redis-server, in alternating
+# rounds of one run: the
 # wall-clock figure of the request-path work. Wall-clock CPU swings ±30% between runs on these machines,
 # so each round measures every server once, back to back, and the summary gives the median of the
 # rounds and the median of the per-round ratios. User and system time are reported apart: the user part
 # is what the request path costs, the system part is the kernel's TCP work for the same bytes.
 #
-#   otkv-server: memory engine, 1 worker, 100k keys of 100 B; wrk -t1 -c64, GETs pipelined 16 deep
-#   (benches/server/kv.lua). redis-server: the same keys and sizes; redis-benchmark -c 64 -P 16.
+#   otkv-server: 1 worker, 100k keys of 100 B, on each engine of ENGINES (default "memory flurry": the
+#   engine's table and flurry); wrk -t1 -c64, GETs pipelined DEPTH deep (default 16; benches/server/kv.lua).
+#   redis-server: the same keys and sizes; redis-benchmark -c 64 -P DEPTH.
 #
 # OTKV_BINS="a b" measures several otkv-server builds side by side (a before/after), each once a round.
 # KEYS=N uses N keys instead of 100k (few keys fit in the caches: what is left is the request path).
@@ -23,6 +25,10 @@ cargo build --release -q -p otkv-adapter-http --bin otkv-server
 OTKV_BINS=${OTKV_BINS:-./target/release/otkv-server}
 REDIS_N=${REDIS_N:-3000000}
 KEYS=${KEYS:-100000}
+DEPTH=${DEPTH:-16}
+ENGINES=${ENGINES:-memory flurry}
+# Unpipelined, Redis serves a tenth as many GETs a second: fewer requests keep its round as long.
+[ "$DEPTH" = 1 ] && REDIS_N=${REDIS_N_1:-400000}
 
 TMP=$(mktemp -d)
 PIDS=()
@@ -42,16 +48,19 @@ per_request() {
     printf "%.3f %.3f", (y[1] - x[1]) / hz * 1e6 / n, (y[2] - x[2]) / hz * 1e6 / n }'
 }
 
-declare -a URLS OTKV
+declare -a URLS OTKV NAMES
 i=0
 for bin in $OTKV_BINS; do
-  "$bin" --port 0 --workers 1 >"$TMP/otkv$i.out" 2>"$TMP/otkv$i.err" &
-  PIDS+=($!)
-  OTKV[i]=$!
-  until grep -q listening "$TMP/otkv$i.out" 2>/dev/null; do sleep 0.05; done
-  URLS[i]=$(sed 's/listening on //' "$TMP/otkv$i.out")
-  wrk -t1 -c"$CONNS" -d3s -s "$HERE/kv.lua" "${URLS[i]}" -- preload 1 "$KEYS" >/dev/null
-  i=$((i + 1))
+  for engine in $ENGINES; do
+    "$bin" --port 0 --workers 1 --engine "$engine" >"$TMP/otkv$i.out" 2>"$TMP/otkv$i.err" &
+    PIDS+=($!)
+    OTKV[i]=$!
+    NAMES[i]="$engine:$bin"
+    until grep -q listening "$TMP/otkv$i.out" 2>/dev/null; do sleep 0.05; done
+    URLS[i]=$(sed 's/listening on //' "$TMP/otkv$i.out")
+    wrk -t1 -c"$CONNS" -d3s -s "$HERE/kv.lua" "${URLS[i]}" -- preload 1 "$KEYS" >/dev/null
+    i=$((i + 1))
+  done
 done
 RPORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 redis-server --port "$RPORT" --save '' --appendonly no >"$TMP/redis.log" 2>&1 &
@@ -62,21 +71,19 @@ redis-benchmark -p "$RPORT" -t set -n 300000 -c "$CONNS" -d 100 -r "$KEYS" -P 16
 
 printf "%-6s %-40s %10s %10s %10s %10s\n" round server req/s "user us" "sys us" "total us"
 for round in $(seq 1 "$ROUNDS"); do
-  i=0
-  for bin in $OTKV_BINS; do
+  for i in "${!OTKV[@]}"; do
     before=$(cpu "${OTKV[i]}")
-    out=$(wrk -t1 -c"$CONNS" -d"$DUR" -s "$HERE/kv.lua" "${URLS[i]}" -- get 16 "$KEYS")
+    out=$(wrk -t1 -c"$CONNS" -d"$DUR" -s "$HERE/kv.lua" "${URLS[i]}" -- get "$DEPTH" "$KEYS")
     after=$(cpu "${OTKV[i]}")
-    if echo "$out" | grep -q Non-2xx; then echo "$out"; echo "non-2xx answers from $bin"; exit 1; fi
+    if echo "$out" | grep -q Non-2xx; then echo "$out"; echo "non-2xx answers from ${NAMES[i]}"; exit 1; fi
     n=$(echo "$out" | awk '/requests in/ {print $1}')
     rate=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
     read -r user sys <<<"$(per_request "$before" "$after" "$n")"
-    printf "%-6s %-40s %10.0f %10s %10s %10.3f\n" "$round" "otkv $bin" "$rate" "$user" "$sys" \
+    printf "%-6s %-40s %10.0f %10s %10s %10.3f\n" "$round" "otkv ${NAMES[i]}" "$rate" "$user" "$sys" \
       "$(awk -v u="$user" -v s="$sys" 'BEGIN { print u + s }')"
-    i=$((i + 1))
   done
   before=$(cpu "$REDIS")
-  out=$(redis-benchmark -p "$RPORT" -t get -n "$REDIS_N" -c "$CONNS" -d 100 -r "$KEYS" -P 16 -q)
+  out=$(redis-benchmark -p "$RPORT" -t get -n "$REDIS_N" -c "$CONNS" -d 100 -r "$KEYS" -P "$DEPTH" -q)
   after=$(cpu "$REDIS")
   rate=$(echo "$out" | tr '\r' '\n' | awk -F'[ :]+' '/requests per second/ {print $2}' | tail -1)
   read -r user sys <<<"$(per_request "$before" "$after" "$REDIS_N")"
@@ -85,7 +92,7 @@ for round in $(seq 1 "$ROUNDS"); do
 done | tee "$TMP/rounds"
 
 echo
-echo "medians over $ROUNDS rounds (µs of server CPU per request; ratio = otkv ÷ Redis in the same round):"
+echo "medians over $ROUNDS rounds, depth $DEPTH (µs of server CPU per request; ratios = otkv ÷ Redis in the same round):"
 awk '
   function median(list,    n, a, i, j, t) {
     n = split(list, a, " ");
@@ -96,13 +103,14 @@ awk '
     server = $2 == "otkv" ? $2 " " $3 : $2;
     total[server] = total[server] " " $NF; user[server] = user[server] " " $(NF - 2);
     sys[server] = sys[server] " " $(NF - 1);
-    if ($2 == "redis-server") { redis[$1] = $NF } else { otkv[$1, server] = $NF; names[server] = 1 }
+    if ($2 == "redis-server") { redis[$1] = $NF; redis_user[$1] = $(NF - 2) }
+    else { otkv[$1, server] = $NF; otkv_user[$1, server] = $(NF - 2); names[server] = 1 }
   }
   END {
     for (s in total) printf "  %-40s total %.3f  user %.3f  sys %.3f\n", s, median(total[s]), median(user[s]), median(sys[s]);
     for (s in names) {
-      list = "";
-      for (r in redis) list = list " " otkv[r, s] / redis[r];
-      printf "  %-40s ÷ Redis: %.2f\n", s, median(list);
+      list = ""; ulist = "";
+      for (r in redis) { list = list " " otkv[r, s] / redis[r]; ulist = ulist " " otkv_user[r, s] / redis_user[r] }
+      printf "  %-40s ÷ Redis: total %.2f, user %.2f\n", s, median(list), median(ulist);
     }
   }' "$TMP/rounds"
