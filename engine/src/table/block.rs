@@ -17,8 +17,10 @@
 //! except its clock (relaxed stores, only under `allkeys-lru`); a write of the key makes a new block.
 
 use super::slab;
-use super::sync::{AtomicU32, Ordering};
+// The clock is std's atomic even under loom: it lives in raw block memory (a loom atomic is an object, not
+// four bytes), and it is a relaxed hint that no protocol depends on.
 use crate::entry::Meta;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Bytes before the key (without clock and expiry).
 const HEADER: usize = 14;

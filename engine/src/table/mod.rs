@@ -4,7 +4,9 @@
 //!
 //! The table is [`SHARDS`] shards, chosen by the top bits of the key's 64-bit hash (ahash, seeded: keys come
 //! from clients). A shard is an open-addressing array of 64-bit slot words, a multiple of 8 long, probed
-//! linearly from the key's home slot, `tag * len / 2^16`. A word is one of:
+//! linearly from the key's home slot, `tag * len / 2^16`. The shards' arrays are found in one dense array
+//! of head words, `len / 8 << 48 | address` (0 before a shard's first write), so a lookup touches the head
+//! (4,096 of them fill 32 KiB, which stays in cache), one slot line and the block. A word is one of:
 //!
 //! ```text
 //! 0                          empty: ends every probe
@@ -65,7 +67,7 @@ mod tests;
 
 use block::{BlockRef, Layout};
 use epoch::{Deferred, Guard};
-use sync::{lock, AtomicPtr, AtomicU64, AtomicUsize, Mutex, Ordering};
+use sync::{lock, AtomicU64, AtomicUsize, Mutex, Ordering};
 
 use crate::entry::Meta;
 
@@ -76,42 +78,69 @@ const TOMBSTONE: u64 = 1;
 const ADDRESS: u64 = (1 << 48) - 1;
 /// The first array a shard gets.
 const MIN_SLOTS: usize = 8;
-/// Arrays are a multiple of this long.
+/// Arrays are a multiple of this long (a head word records the length in these units).
 const GROWTH_STEP: usize = 8;
-/// The most an array is filled (used slots, live and tombstones): 4/5.
+/// The longest array: its length in [`GROWTH_STEP`]s fills the 16 bits a head word has for it. (At
+/// 4,096 shards, 1.6 billion keys.)
+const MAX_SLOTS: usize = 0xFFFF * GROWTH_STEP;
+/// The most an array is filled (used slots, live and tombstones): 3/4.
 const LOAD_NUM: usize = 3;
 const LOAD_DEN: usize = 4;
 
-/// The next length of a full array: an eighth longer. Small steps keep arrays full (about 0.75 of each is
-/// used, under 11 bytes of slots a key, where doubling averaged 0.55 and 15); a rebuild reads only slot
+/// The next length of a full array: an eighth longer. Small steps keep arrays full (about 0.7 of each is
+/// used, under 12 bytes of slots a key, where doubling averaged 0.55 and 15); a rebuild reads only slot
 /// words, so growing often is cheap.
 fn grown(len: usize) -> usize {
-    (len + len / 8).next_multiple_of(GROWTH_STEP).max(MIN_SLOTS)
+    (len + len / 8).next_multiple_of(GROWTH_STEP).clamp(MIN_SLOTS, MAX_SLOTS)
 }
 
 /// The hash seeds of a table (recorded in snapshots, so a reloaded table hashes the same way).
 pub(crate) type Seeds = [u64; 4];
 
-struct Slots {
-    words: Box<[AtomicU64]>,
+/// A shard's slot array, seen through its head word.
+#[derive(Clone, Copy)]
+struct Slots<'a> {
+    words: &'a [AtomicU64],
 }
 
-impl Slots {
-    fn new(len: usize) -> *mut Slots {
-        Box::into_raw(Box::new(Slots { words: (0..len).map(|_| AtomicU64::new(EMPTY)).collect() }))
+impl<'a> Slots<'a> {
+    /// A new array of `len` empty slots, as a head word. Owned by the caller until published.
+    fn allocate(len: usize) -> u64 {
+        debug_assert!(len % GROWTH_STEP == 0 && len <= MAX_SLOTS);
+        let words: Box<[AtomicU64]> = (0..len).map(|_| AtomicU64::new(EMPTY)).collect();
+        let address = Box::into_raw(words).cast::<AtomicU64>() as u64;
+        assert!(address <= ADDRESS, "an array address above 2^48");
+        ((len / GROWTH_STEP) as u64) << 48 | address
+    }
+
+    /// The array a head word names (`None` for a shard without one).
+    ///
+    /// # Safety
+    /// `head` was loaded from a shard while pinned (or under the shard's lock): its array is released
+    /// only through the collector, after `'a`.
+    #[allow(unsafe_code)]
+    unsafe fn of(head: u64) -> Option<Slots<'a>> {
+        if head == 0 {
+            return None;
+        }
+        let ptr = (head & ADDRESS) as *const AtomicU64;
+        #[cfg(loom)]
+        assert!(!slab::is_released(ptr.cast()), "a slot array was read after its release");
+        // SAFETY: `allocate` made `len` words at this address (the caller's contract keeps them).
+        Some(Slots { words: unsafe { std::slice::from_raw_parts(ptr, len_of(head)) } })
     }
 
     /// Where a key with `tag` starts probing: the tag scaled to the array (`tag * len / 2^16`), so an
     /// array of any length is addressed by the tag alone, and a rebuild places every word by its tag
     /// without reading its block.
     #[inline]
-    fn home(&self, tag: u64) -> usize {
+    fn home(self, tag: u64) -> usize {
         (tag as usize * self.words.len()) >> 16
     }
 
     /// The slot after `i`, wrapping at the end.
     #[inline]
-    fn next(&self, i: usize) -> usize {
+    fn next(self, i: usize) -> usize {
         if i + 1 == self.words.len() {
             0
         } else {
@@ -120,45 +149,40 @@ impl Slots {
     }
 }
 
-/// Releases a slot array (for [`Deferred`]).
-///
-/// # Safety
-/// `ptr` came from `Slots::new`, was unlinked, and no reader can reach it.
-#[allow(unsafe_code)]
-unsafe fn release_slots(ptr: *mut u8, _: usize) {
-    #[cfg(loom)]
-    slab::mark_released(ptr);
-    // SAFETY: the caller's contract; `Box::from_raw` of what `Box::into_raw` made.
-    #[cfg(not(loom))]
-    drop(unsafe { Box::from_raw(ptr.cast::<Slots>()) });
+/// The length of the array a (non-zero) head word names.
+fn len_of(head: u64) -> usize {
+    (head >> 48) as usize * GROWTH_STEP
 }
 
-/// A published array, read under a guard.
+/// Releases a slot array (for [`Deferred`]): `len` words at `ptr`.
 ///
 /// # Safety
-/// `ptr` is a shard's array pointer loaded while pinned (or under the shard's lock).
+/// `ptr` and `len` are an array from `Slots::allocate`, unlinked, that no reader can reach.
 #[allow(unsafe_code)]
-unsafe fn slots_ref<'g>(ptr: *const Slots) -> &'g Slots {
+unsafe fn release_slots(ptr: *mut u8, len: usize) {
     #[cfg(loom)]
-    assert!(!slab::is_released(ptr.cast()), "a slot array was read after its release");
-    // SAFETY: the caller's contract: released only through the collector, after the guard.
-    unsafe { &*ptr }
+    {
+        slab::mark_released(ptr);
+        let _ = len;
+    }
+    // SAFETY: the caller's contract; the box `allocate` leaked, rebuilt from its parts.
+    #[cfg(not(loom))]
+    drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr.cast::<AtomicU64>(), len)) });
 }
 
 /// What a shard's writer keeps.
-struct Writer {
+struct WriterState {
     /// Live entries.
     live: usize,
     /// Slots that are not empty: live entries and tombstones.
     used: usize,
 }
 
+/// A shard's writer side, a cache line of its own (writers of neighbouring shards do not share one).
 #[repr(align(64))]
-struct Shard {
-    /// The current array; null until the first write.
-    slots: AtomicPtr<Slots>,
-    writer: Mutex<Writer>,
-    /// `Writer::live`, readable without the lock.
+struct Writer {
+    state: Mutex<WriterState>,
+    /// `WriterState::live`, readable without the lock.
     live: AtomicUsize,
 }
 
@@ -184,7 +208,9 @@ pub(crate) struct Changed {
 
 /// The table. `Send + Sync`; see the module docs for what may run concurrently.
 pub(crate) struct Table {
-    shards: Box<[Shard]>,
+    /// Per shard, its array's head word (see the module docs).
+    heads: Box<[AtomicU64]>,
+    writers: Box<[Writer]>,
     shift: u32,
     hasher: ahash::RandomState,
     layout: Layout,
@@ -218,10 +244,10 @@ impl Table {
         let shards = shards.next_power_of_two().max(1);
         let [a, b, c, d] = seeds;
         Table {
-            shards: (0..shards)
-                .map(|_| Shard {
-                    slots: AtomicPtr::new(std::ptr::null_mut()),
-                    writer: Mutex::new(Writer { live: 0, used: 0 }),
+            heads: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            writers: (0..shards)
+                .map(|_| Writer {
+                    state: Mutex::new(WriterState { live: 0, used: 0 }),
                     live: AtomicUsize::new(0),
                 })
                 .collect(),
@@ -241,14 +267,15 @@ impl Table {
         self.hasher.hash_one(key)
     }
 
-    fn shard(&self, hash: u64) -> &Shard {
+    /// The shard of a hash.
+    fn shard(&self, hash: u64) -> usize {
         // `shift` is 64 for a single shard: `checked_shr` gives 0 then.
-        &self.shards[hash.checked_shr(self.shift).unwrap_or(0) as usize]
+        hash.checked_shr(self.shift).unwrap_or(0) as usize
     }
 
     /// Live entries.
     pub(crate) fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.live.load(Ordering::Relaxed)).sum()
+        self.writers.iter().map(|w| w.live.load(Ordering::Relaxed)).sum()
     }
 
     /// Bytes of slot arrays.
@@ -265,13 +292,10 @@ impl Table {
     #[inline]
     pub(crate) fn get<'g>(&self, key: &[u8], _guard: &'g Guard) -> Option<BlockRef<'g>> {
         let hash = self.hash(key);
-        let slots = self.shard(hash).slots.load(Ordering::Acquire);
-        if slots.is_null() {
-            return None;
-        }
-        // SAFETY: a published array, pinned by `_guard` (released only through the collector).
+        let head = self.heads[self.shard(hash)].load(Ordering::Acquire);
+        // SAFETY: a head loaded while pinned by `_guard`.
         #[allow(unsafe_code)]
-        let slots = unsafe { slots_ref(slots) };
+        let slots = unsafe { Slots::of(head) }?;
         let tag = tag(hash);
         let mut i = slots.home(tag);
         loop {
@@ -293,7 +317,7 @@ impl Table {
     /// Probes `slots` for `key`: its slot and entry if present; else `None` and the slot an insert would
     /// take (the first tombstone on the way, or the empty slot that ended the probe).
     #[inline]
-    fn probe<'g>(&self, slots: &Slots, hash: u64, key: &[u8]) -> (usize, Option<BlockRef<'g>>) {
+    fn probe<'g>(&self, slots: Slots<'_>, hash: u64, key: &[u8]) -> (usize, Option<BlockRef<'g>>) {
         let tag = tag(hash);
         let mut i = slots.home(tag);
         let mut reuse = None;
@@ -327,7 +351,8 @@ impl Table {
     ) -> (R, Changed) {
         let hash = self.hash(key);
         let shard = self.shard(hash);
-        let mut w = lock(&shard.writer);
+        let writer = &self.writers[shard];
+        let mut w = lock(&writer.state);
         let slots = self.room_for_one(shard, &mut w, guard);
         let (at, current) = self.probe(slots, hash, key);
         let (change, out) = decide(current);
@@ -356,7 +381,7 @@ impl Table {
                             w.used += 1;
                         }
                         w.live += 1;
-                        shard.live.store(w.live, Ordering::Relaxed);
+                        writer.live.store(w.live, Ordering::Relaxed);
                     }
                 }
             }
@@ -365,7 +390,7 @@ impl Table {
                 changed.old = Some((block.meta(), slab::cost(size)));
                 self.retire(block, size, guard);
                 w.live -= 1;
-                shard.live.store(w.live, Ordering::Relaxed);
+                writer.live.store(w.live, Ordering::Relaxed);
             }
         }
         (out, changed)
@@ -382,31 +407,32 @@ impl Table {
 
     /// The shard's current array, with room for one more used slot: rebuilt first when full (an eighth
     /// larger, or as large when tombstones fill most of it).
-    fn room_for_one<'w>(&self, shard: &Shard, w: &mut Writer, guard: &'w Guard) -> &'w Slots {
-        let current = shard.slots.load(Ordering::Acquire);
-        // SAFETY: published by this shard's writer (we hold its lock); pinned by `guard`.
-        #[allow(unsafe_code)]
-        let len = if current.is_null() { 0 } else { unsafe { slots_ref(current) }.words.len() };
+    fn room_for_one<'w>(&self, shard: usize, w: &mut WriterState, guard: &'w Guard) -> Slots<'w> {
+        let head = self.heads[shard].load(Ordering::Acquire);
+        let len = if head == 0 { 0 } else { len_of(head) };
         if (w.used + 1) * LOAD_DEN <= len * LOAD_NUM {
-            // SAFETY: as above; `current` is not null when it has room.
+            // SAFETY: published by this shard's writer (we hold its lock); pinned by `guard`.
             #[allow(unsafe_code)]
-            return unsafe { slots_ref(current) };
+            if let Some(slots) = unsafe { Slots::of(head) } {
+                return slots;
+            }
         }
         let want = if w.live * 2 < w.used { len } else { grown(len) };
+        // Only a shard of MAX_SLOTS live entries cannot grow: 1.6 billion keys at 4,096 shards.
+        assert!((w.live + 1) * LOAD_DEN <= want * LOAD_NUM, "a shard of the table is full");
         self.rebuild(shard, w, want, guard)
     }
 
     /// Replaces the shard's array by one of `len` slots holding its live entries (no tombstones).
-    fn rebuild<'w>(&self, shard: &Shard, w: &mut Writer, len: usize, guard: &'w Guard) -> &'w Slots {
-        let old = shard.slots.load(Ordering::Acquire);
-        let new = Slots::new(len);
-        // SAFETY: `new` is ours until published below.
+    fn rebuild<'w>(&self, shard: usize, w: &mut WriterState, len: usize, guard: &'w Guard) -> Slots<'w> {
+        let old = self.heads[shard].load(Ordering::Acquire);
+        let new = Slots::allocate(len);
+        // SAFETY: `new` is ours until published below, and then lives as long as the guard.
         #[allow(unsafe_code)]
-        let fresh = unsafe { &*new };
-        if !old.is_null() {
-            // SAFETY: the current array, published by this writer; pinned by `guard`.
-            #[allow(unsafe_code)]
-            let old_slots = unsafe { slots_ref(old) };
+        let fresh = unsafe { Slots::of(new) }.expect("a new array");
+        // SAFETY: the current array, published by this writer (we hold its lock); pinned by `guard`.
+        #[allow(unsafe_code)]
+        if let Some(old_slots) = unsafe { Slots::of(old) } {
             for word in old_slots.words.iter().map(|s| s.load(Ordering::Relaxed)) {
                 if word == EMPTY || word == TOMBSTONE {
                     continue;
@@ -419,17 +445,15 @@ impl Table {
             }
         }
         // Publishes the new array and every word stored in it above.
-        shard.slots.store(new, Ordering::Release);
+        self.heads[shard].store(new, Ordering::Release);
         w.used = w.live;
         self.slot_bytes.fetch_add(len * 8, Ordering::Relaxed);
-        if !old.is_null() {
-            // SAFETY: as above, `old` came from `Slots::new`.
-            #[allow(unsafe_code)]
-            let old_len = unsafe { &*old }.words.len();
+        if old != 0 {
+            let old_len = len_of(old);
             self.slot_bytes.fetch_sub(old_len * 8, Ordering::Relaxed);
-            // SAFETY: unlinked just now (the shard points to `new`); released once no reader can see it.
+            // SAFETY: unlinked just now (the shard's head names `new`); released once no reader can see it.
             #[allow(unsafe_code)]
-            guard.defer(unsafe { Deferred::new(release_slots, old.cast(), 0) });
+            guard.defer(unsafe { Deferred::new(release_slots, (old & ADDRESS) as *mut u8, old_len) });
         }
         fresh
     }
@@ -437,17 +461,15 @@ impl Table {
     /// Sizes every shard for `keys` entries spread evenly (recovery, before a bulk load), with room for
     /// three standard deviations of the spread, so few shards grow while loading.
     pub(crate) fn reserve(&self, keys: usize) {
-        let mean = keys / self.shards.len() + 1;
+        let mean = keys / self.heads.len() + 1;
         let per_shard = mean + 3 * (mean as f64).sqrt() as usize;
-        let len = (per_shard * LOAD_DEN / LOAD_NUM + 1).next_multiple_of(GROWTH_STEP).max(MIN_SLOTS);
+        let len =
+            (per_shard * LOAD_DEN / LOAD_NUM + 1).next_multiple_of(GROWTH_STEP).clamp(MIN_SLOTS, MAX_SLOTS);
         let guard = self.pin();
-        for shard in self.shards.iter() {
-            let mut w = lock(&shard.writer);
-            let current = shard.slots.load(Ordering::Acquire);
-            // SAFETY: published by this shard's writer (lock held); pinned.
-            #[allow(unsafe_code)]
-            let have = if current.is_null() { 0 } else { unsafe { &*current }.words.len() };
-            if have < len {
+        for shard in 0..self.heads.len() {
+            let mut w = lock(&self.writers[shard].state);
+            let head = self.heads[shard].load(Ordering::Acquire);
+            if head == 0 || len_of(head) < len {
                 self.rebuild(shard, &mut w, len, &guard);
             }
         }
@@ -456,15 +478,13 @@ impl Table {
     /// Calls `f` on every entry, shard by shard (pinned afresh for each, so a long walk does not hold
     /// back reclamation). Entries written during the walk may or may not be seen.
     pub(crate) fn for_each(&self, mut f: impl FnMut(BlockRef<'_>)) {
-        for shard in self.shards.iter() {
+        for head in self.heads.iter() {
             let guard = self.pin();
-            let slots = shard.slots.load(Ordering::Acquire);
-            if slots.is_null() {
-                continue;
-            }
-            // SAFETY: published; pinned by `guard` until the end of this iteration.
+            // SAFETY: a head loaded while pinned by `guard`, until the end of this iteration.
             #[allow(unsafe_code)]
-            let slots = unsafe { slots_ref(slots) };
+            let Some(slots) = (unsafe { Slots::of(head.load(Ordering::Acquire)) }) else {
+                continue;
+            };
             for word in slots.words.iter().map(|s| s.load(Ordering::Acquire)) {
                 if word != EMPTY && word != TOMBSTONE {
                     // SAFETY: an entry word; pinned.
@@ -480,17 +500,15 @@ impl Table {
     /// random slot of a random shard, moving on to the next shards if that one has fewer. Redis's way of
     /// finding eviction candidates without an ordered index.
     pub(crate) fn sample(&self, seed: u64, n: usize, _guard: &Guard, mut f: impl FnMut(BlockRef<'_>)) {
-        let shards = self.shards.len();
+        let shards = self.heads.len();
         let mut seen = 0;
         for step in 0..shards {
-            let shard = &self.shards[(seed as usize).wrapping_add(step) & (shards - 1)];
-            let slots = shard.slots.load(Ordering::Acquire);
-            if slots.is_null() {
-                continue;
-            }
-            // SAFETY: published; pinned by `guard`.
+            let head = self.heads[(seed as usize).wrapping_add(step) & (shards - 1)].load(Ordering::Acquire);
+            // SAFETY: a head loaded while pinned by `_guard`.
             #[allow(unsafe_code)]
-            let slots = unsafe { slots_ref(slots) };
+            let Some(slots) = (unsafe { Slots::of(head) }) else {
+                continue;
+            };
             let len = slots.words.len();
             let start = (seed >> 32) as usize % len;
             for k in 0..len {
@@ -513,14 +531,13 @@ impl Drop for Table {
     fn drop(&mut self) {
         // `&mut self`: no reader or writer is left, so what is linked is released at once (what was
         // unlinked earlier is the collector's).
-        for shard in self.shards.iter() {
-            let slots = shard.slots.swap(std::ptr::null_mut(), Ordering::AcqRel);
-            if slots.is_null() {
-                continue;
-            }
-            // SAFETY: the last reference to this array; it came from `Slots::new`.
+        for head in self.heads.iter() {
+            let head = head.swap(0, Ordering::AcqRel);
+            // SAFETY: the last reference to this array.
             #[allow(unsafe_code)]
-            let slots = unsafe { Box::from_raw(slots) };
+            let Some(slots) = (unsafe { Slots::of(head) }) else {
+                continue;
+            };
             for word in slots.words.iter().map(|s| s.load(Ordering::Relaxed)) {
                 if word != EMPTY && word != TOMBSTONE {
                     // SAFETY: a linked block nobody else can reach any more.
@@ -531,6 +548,11 @@ impl Drop for Table {
                     };
                 }
             }
+            // SAFETY: an array from `Slots::allocate`, unreachable now.
+            #[allow(unsafe_code)]
+            unsafe {
+                release_slots((head & ADDRESS) as *mut u8, len_of(head))
+            };
         }
     }
 }

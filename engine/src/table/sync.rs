@@ -3,12 +3,12 @@
 //! in production. Only the table's protocols go through here; the rest of the engine uses std directly.
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{fence, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize};
+pub(crate) use loom::sync::atomic::{fence, AtomicU64, AtomicUsize};
 #[cfg(loom)]
 pub(crate) use loom::sync::{Mutex, MutexGuard};
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{fence, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize};
+pub(crate) use std::sync::atomic::{fence, AtomicU64, AtomicUsize};
 // parking_lot's: no poisoning to check on every lock and unlock (a writer's shard lock and the slab's
 // class locks are on the hot path of every write), and it parks rather than spins.
 #[cfg(not(loom))]
