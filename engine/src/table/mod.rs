@@ -17,7 +17,7 @@
 //!
 //! so a probe rejects a slot whose tag differs without touching its block, and a hit costs the slot's cache
 //! line and the block's. The home slot comes from the tag alone, so a rebuild moves words without reading
-//! a single block, and arrays can grow by an eighth at a time (keeping them about 0.75 full) instead of
+//! a single block, and arrays can grow by an eighth at a time (keeping them about 0.7 full) instead of
 //! doubling. (Keys whose tags are close share a neighbourhood, so a foreign entry in a probe matches the
 //! tag more often than one in 65,536: about one in `65,536 / len`, still rare for the few hundred to few
 //! thousand slots a shard holds at 1M–10M keys. Past 65,536 slots a shard's homes spread more coarsely;
@@ -45,8 +45,8 @@
 //!    before the first empty slot.
 //! 2. Empty slots are never written except by inserts: a tombstone never becomes empty in place (that
 //!    would cut probe chains); tombstones go only when an array is rebuilt.
-//! 3. Every array keeps at least one empty slot (its used slots, live and tombstones, stay within 4/5
-//!    of it), so every probe ends.
+//! 3. Every array keeps at least one empty slot (its used slots, live and tombstones, stay within 3/4
+//!    of it, 1/2 for short ones), so every probe ends.
 //! 4. A block or array is released only through the epoch collector, after it was unlinked: never while
 //!    a reader pinned before the unlink can still reach it.
 //! 5. Only a shard's writer, holding its lock, stores into its current array or replaces the array.
@@ -83,9 +83,28 @@ const GROWTH_STEP: usize = 8;
 /// The longest array: its length in [`GROWTH_STEP`]s fills the 16 bits a head word has for it. (At
 /// 4,096 shards, 1.6 billion keys.)
 const MAX_SLOTS: usize = 0xFFFF * GROWTH_STEP;
-/// The most an array is filled (used slots, live and tombstones): 3/4.
-const LOAD_NUM: usize = 3;
-const LOAD_DEN: usize = 4;
+/// Arrays shorter than this are filled to half at most, longer ones to 3/4 (used slots: live entries and
+/// tombstones). A probe for an absent key runs to the next empty slot: about 6 slots at 3/4, 2.5 at 1/2.
+/// Short arrays are those of small tables (100k keys spread over 4,096 shards: ~24 a shard), whose slots
+/// are a small part of their memory and whose lookups, all in cache, are bound by the probe's work; at
+/// 1M keys and more arrays are long, and their slots are what 3/4 saves.
+const SHORT_ARRAY: usize = 128;
+
+/// Whether an array of `len` slots may have `used` of them in use.
+fn fits(used: usize, len: usize) -> bool {
+    if len < SHORT_ARRAY {
+        used * 2 <= len
+    } else {
+        used * 4 <= len * 3
+    }
+}
+
+/// An array length (whole steps) that holds `used` slots.
+fn length_for(used: usize) -> usize {
+    let short = (used * 2).next_multiple_of(GROWTH_STEP);
+    let len = if short < SHORT_ARRAY { short } else { (used * 4).div_ceil(3).next_multiple_of(GROWTH_STEP) };
+    len.clamp(MIN_SLOTS, MAX_SLOTS)
+}
 
 /// The next length of a full array: an eighth longer. Small steps keep arrays full (about 0.7 of each is
 /// used, under 12 bytes of slots a key, where doubling averaged 0.55 and 15); a rebuild reads only slot
@@ -316,7 +335,7 @@ impl Table {
 
     /// Probes `slots` for `key`: its slot and entry if present; else `None` and the slot an insert would
     /// take (the first tombstone on the way, or the empty slot that ended the probe).
-    #[inline]
+    #[inline(always)]
     fn probe<'g>(&self, slots: Slots<'_>, hash: u64, key: &[u8]) -> (usize, Option<BlockRef<'g>>) {
         let tag = tag(hash);
         let mut i = slots.home(tag);
@@ -407,19 +426,29 @@ impl Table {
 
     /// The shard's current array, with room for one more used slot: rebuilt first when full (an eighth
     /// larger, or as large when tombstones fill most of it).
+    #[inline(always)]
     fn room_for_one<'w>(&self, shard: usize, w: &mut WriterState, guard: &'w Guard) -> Slots<'w> {
         let head = self.heads[shard].load(Ordering::Acquire);
         let len = if head == 0 { 0 } else { len_of(head) };
-        if (w.used + 1) * LOAD_DEN <= len * LOAD_NUM {
+        if fits(w.used + 1, len) {
             // SAFETY: published by this shard's writer (we hold its lock); pinned by `guard`.
             #[allow(unsafe_code)]
             if let Some(slots) = unsafe { Slots::of(head) } {
                 return slots;
             }
         }
+        self.grow(shard, w, len, guard)
+    }
+
+    /// [`Table::room_for_one`] when the array is full.
+    #[cold]
+    #[inline(never)]
+    fn grow<'w>(&self, shard: usize, w: &mut WriterState, len: usize, guard: &'w Guard) -> Slots<'w> {
         let want = if w.live * 2 < w.used { len } else { grown(len) };
+        // Growing by an eighth may not make room under a lower bound; never less than the live entries need.
+        let want = want.max(length_for(w.live + 1));
         // Only a shard of MAX_SLOTS live entries cannot grow: 1.6 billion keys at 4,096 shards.
-        assert!((w.live + 1) * LOAD_DEN <= want * LOAD_NUM, "a shard of the table is full");
+        assert!(fits(w.live + 1, want), "a shard of the table is full");
         self.rebuild(shard, w, want, guard)
     }
 
@@ -463,8 +492,7 @@ impl Table {
     pub(crate) fn reserve(&self, keys: usize) {
         let mean = keys / self.heads.len() + 1;
         let per_shard = mean + 3 * (mean as f64).sqrt() as usize;
-        let len =
-            (per_shard * LOAD_DEN / LOAD_NUM + 1).next_multiple_of(GROWTH_STEP).clamp(MIN_SLOTS, MAX_SLOTS);
+        let len = length_for(per_shard + 1);
         let guard = self.pin();
         for shard in 0..self.heads.len() {
             let mut w = lock(&self.writers[shard].state);
