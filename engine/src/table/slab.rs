@@ -92,8 +92,9 @@ pub(crate) fn cost(size: usize) -> usize {
 #[allow(unsafe_code)]
 pub(crate) fn allocate(size: usize) -> *mut u8 {
     // Under loom every block is its own allocation, never freed (a model runs thousands of times; chunks
-    // would pile up).
-    if cfg!(loom) || size > MAX_SMALL {
+    // would pile up); under `--cfg otkv_memcheck` (benches/memcheck.sh) every block is its own allocation,
+    // freed on release, so valgrind sees each block's life.
+    if cfg!(loom) || cfg!(otkv_memcheck) || size > MAX_SMALL {
         let layout = large_layout(size);
         // SAFETY: `layout` has a non-zero size.
         let p = unsafe { std::alloc::alloc(layout) };
@@ -145,7 +146,7 @@ pub(crate) unsafe fn release(ptr: *mut u8, size: usize) {
     }
     #[cfg(not(loom))]
     {
-        if size > MAX_SMALL {
+        if cfg!(otkv_memcheck) || size > MAX_SMALL {
             // SAFETY: allocated with this layout (the caller's contract).
             unsafe { std::alloc::dealloc(ptr, large_layout(size)) };
             return;
