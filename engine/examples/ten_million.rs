@@ -1,8 +1,9 @@
 //! The memory engine at scale: 10M keys of 100 bytes with `periodic` durability.
 //!
 //! `cargo run --release -p otkv-engine --example ten_million -- [KEYS] [DIR]` (default 10,000,000 keys, a
-//! temporary directory). Reports, in order:
-//! 1. load rate: KEYS puts of 16-byte keys and 100-byte values from two threads;
+//! temporary directory; `ENGINE=flurry` for the flurry engine, default the table). Reports, in order:
+//! 1. load rate: KEYS puts of 16-byte keys and 100-byte values from two threads, each put timed: the
+//!    slowest single put while the table grows from empty, and the 99.99th percentile;
 //! 2. RSS and the engine's own memory estimate;
 //! 3. GET latency (p50/p99/p99.9/max) from one reader thread on random keys, first for a while with no
 //!    snapshot running, then while a snapshot of the whole store is written;
@@ -10,7 +11,10 @@
 //!    values);
 //! 5. restart time: the engine closed cleanly, then opened by a new process, as a restarted server would
 //!    (the snapshot loaded in parallel, then the log's tail replayed). The new process is this example
-//!    run again as `ten_million --recover DIR`.
+//!    run again as `ten_million --recover DIR`;
+//! 6. growth: a second, volatile engine filled from empty to KEYS by one writer, every put timed: the
+//!    slowest single put while the table grows (one thread on an otherwise idle core, so the figure is the
+//!    table's, not the scheduler's: the timed loads above share two cores between three threads).
 //!
 //! The reader and the snapshot each have a core of their own on a 2-core machine; the load uses both.
 
@@ -22,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use otkv_engine::{Durability, Engine, EngineConfig};
+use otkv_engine::{Durability, Engine, EngineConfig, EngineKind};
 
 const VALUE_BYTES: usize = 100;
 
@@ -62,12 +66,19 @@ fn print_latency(label: &str, h: &Histogram<u64>) {
 /// `--recover DIR`: opens the engine in DIR, prints `recovered KEYS SECONDS`, and exits without closing it
 /// (a clean close would write one more snapshot).
 fn recover(dir: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let config =
-        EngineConfig { snapshot_interval: None, ..EngineConfig::memory_durable(dir, Durability::Periodic) };
+    let config = EngineConfig {
+        snapshot_interval: None,
+        ..EngineConfig::memory_durable(dir, Durability::Periodic).with_kind(engine_kind())
+    };
     let started = Instant::now();
     let engine = Engine::open(config)?;
     println!("recovered {} {}", engine.len(), started.elapsed().as_secs_f64());
     std::process::exit(0);
+}
+
+/// The engine `ENGINE` names (default: the table).
+fn engine_kind() -> EngineKind {
+    std::env::var("ENGINE").ok().and_then(|e| e.parse().ok()).unwrap_or(EngineKind::Memory)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -82,11 +93,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = args.next().map_or_else(|| temp.path().to_path_buf(), Into::into);
     let config = EngineConfig {
         snapshot_interval: None, // snapshots are taken below, when measured
-        ..EngineConfig::memory_durable(&dir, Durability::Periodic)
+        ..EngineConfig::memory_durable(&dir, Durability::Periodic).with_kind(engine_kind())
     };
     let data_bytes = keys * (16 + VALUE_BYTES as u64);
     println!(
-        "{keys} keys × ({} B key + {VALUE_BYTES} B value) = {:.2} GiB of data in {}",
+        "engine {}: {keys} keys × ({} B key + {VALUE_BYTES} B value) = {:.2} GiB of data in {}",
+        engine_kind(),
         16,
         gib(data_bytes),
         dir.display()
@@ -95,24 +107,38 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let engine = Engine::open(config.clone())?;
     let rss_empty = rss_bytes();
     let started = Instant::now();
-    std::thread::scope(|s| {
-        for t in 0..2u64 {
-            let engine = &engine;
-            s.spawn(move || {
-                let mut value = [b'v'; VALUE_BYTES];
-                for i in (t..keys).step_by(2) {
-                    value[..8].copy_from_slice(&i.to_le_bytes());
-                    engine.put(&key(i), &value).expect("put");
-                }
-            });
+    let puts = std::thread::scope(|s| {
+        let loaders: Vec<_> = (0..2u64)
+            .map(|t| {
+                let engine = &engine;
+                s.spawn(move || {
+                    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("bounds");
+                    let mut value = [b'v'; VALUE_BYTES];
+                    for i in (t..keys).step_by(2) {
+                        value[..8].copy_from_slice(&i.to_le_bytes());
+                        let one = Instant::now();
+                        engine.put(&key(i), &value).expect("put");
+                        hist.saturating_record(one.elapsed().as_nanos() as u64);
+                    }
+                    hist
+                })
+            })
+            .collect();
+        let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("bounds");
+        for l in loaders {
+            all.add(l.join().expect("loader")).expect("same bounds");
         }
+        all
     });
     engine.flush()?;
     let load = started.elapsed();
     println!(
-        "load: {:.1} s, {:.0} keys/s (2 threads, log flushed)",
+        "load: {:.1} s, {:.0} keys/s (2 threads, log flushed); a put: p50 {:.2} µs, p99.99 {:.1} µs, slowest {:.1} µs",
         load.as_secs_f64(),
-        keys as f64 / load.as_secs_f64()
+        keys as f64 / load.as_secs_f64(),
+        puts.value_at_quantile(0.5) as f64 / 1000.0,
+        puts.value_at_quantile(0.9999) as f64 / 1000.0,
+        puts.max() as f64 / 1000.0
     );
     let used = engine.memory_stats().map_or(0, |m| m.used_bytes);
     let rss = rss_bytes();
@@ -173,5 +199,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })?;
     assert_eq!(recovered, keys);
     println!("restart: close {:.1} s (a last snapshot); recovery in a new process {seconds:.2} s ({recovered} keys)", close.as_secs_f64());
+
+    let fresh = Engine::open(EngineConfig::memory().with_kind(engine_kind()))?;
+    let mut puts = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("bounds");
+    let value = [b'v'; VALUE_BYTES];
+    for i in 0..keys {
+        let one = Instant::now();
+        fresh.put(&key(i), &value)?;
+        puts.saturating_record(one.elapsed().as_nanos() as u64);
+    }
+    println!(
+        "growth, one writer, no log: a put p50 {:.2} µs, p99.99 {:.1} µs, slowest {:.1} µs",
+        puts.value_at_quantile(0.5) as f64 / 1000.0,
+        puts.value_at_quantile(0.9999) as f64 / 1000.0,
+        puts.max() as f64 / 1000.0
+    );
     Ok(())
 }
