@@ -1,12 +1,15 @@
-//! Where the bytes of a stored entry go: every heap allocation the memory engine makes per key.
+//! Where the bytes of a stored entry go: every heap allocation a memory engine makes per key.
 //!
 //! `cargo run --release -p otkv-engine --example entry_bytes -- [KEYS] [VALUE_BYTES]` (default 1,000,000
-//! keys of 100 bytes, 16-byte keys): counts, with a counting global allocator, the allocations live after
-//! the load, by requested size, and prints them per key next to what the engine's own estimate
-//! (`Engine::memory_used`) says and what the process's RSS grew by.
+//! keys of 100 bytes, 16-byte keys; `ENGINE=flurry` for the flurry engine, default the table): counts,
+//! with a counting global allocator, the allocations live after the load, by requested size, and prints
+//! them per key next to what the engine's own estimate (`Engine::memory_stats`) says and what the
+//! process's RSS grew by.
 //!
-//! Requested sizes are exact (they are `size_of` of flurry's node, seize's header and our value). What
-//! the allocator rounds them up to is its business: RSS growth divided by keys shows the total.
+//! Requested sizes are exact: on flurry `size_of` its node, seize's header and our value; on the table its
+//! slab's 256 KiB chunks (blocks are carved from them, 130 bytes for these keys and values) and the slot
+//! arrays. What the system allocator rounds them up to is its business: RSS growth divided by keys shows
+//! the total.
 
 #![allow(unsafe_code)] // a GlobalAlloc wrapper is unsafe by definition; it only counts and forwards
 
@@ -19,7 +22,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use otkv_engine::{Engine, EngineConfig};
+use otkv_engine::{Engine, EngineConfig, EngineKind};
 
 /// Live allocations by requested size, recorded only while `COUNTING` is set.
 struct Counting;
@@ -68,7 +71,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let keys: u64 = args.next().and_then(|k| k.parse().ok()).unwrap_or(1_000_000);
     let value_bytes: usize = args.next().and_then(|v| v.parse().ok()).unwrap_or(100);
-    let engine = Engine::open(EngineConfig::memory())?;
+    let kind: EngineKind =
+        std::env::var("ENGINE").ok().and_then(|e| e.parse().ok()).unwrap_or(EngineKind::Memory);
+    let engine = Engine::open(EngineConfig::memory().with_kind(kind))?;
     let rss_before = rss_bytes();
     COUNTING.store(true, Ordering::Relaxed);
     let mut value = vec![b'v'; value_bytes];
@@ -81,7 +86,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     COUNTING.store(false, Ordering::Relaxed);
     let rss = rss_bytes().saturating_sub(rss_before);
     let per_key = |b: f64| b / keys as f64;
-    println!("{keys} keys of 16 B with values of {value_bytes} B");
+    println!("engine {kind}: {keys} keys of 16 B with values of {value_bytes} B");
     println!("{:>10} {:>12} {:>14}", "requested", "live allocs", "bytes per key");
     for (size, count) in BY_SIZE.iter().enumerate() {
         let count = count.load(Ordering::Relaxed);

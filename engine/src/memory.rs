@@ -29,12 +29,48 @@ use crate::{EngineConfig, EngineError, Eviction, PutOutcome, Result};
 /// itself.
 const EVICT_TICK: Duration = Duration::from_millis(10);
 
+/// A store's versions without a log: unique, not ordered. Each thread takes them from a block of
+/// [`VERSION_BLOCK`] it reserved from the store's counter, so writers on two cores do not take turns at
+/// one counter's cache line on every write (at 100k keys that halved two threads' put rate).
+struct Versions {
+    /// Tells this store's blocks from another's in a thread's cache.
+    id: u64,
+    next: AtomicU64,
+}
+
+const VERSION_BLOCK: u64 = 1024;
+
+impl Versions {
+    fn new() -> Versions {
+        static IDS: AtomicU64 = AtomicU64::new(1);
+        Versions { id: IDS.fetch_add(1, Ordering::Relaxed), next: AtomicU64::new(1) }
+    }
+
+    fn next(&self) -> u64 {
+        thread_local! {
+            /// This thread's block: (store id, next version, end of the block).
+            static BLOCK: std::cell::Cell<(u64, u64, u64)> = const { std::cell::Cell::new((0, 0, 0)) };
+        }
+        BLOCK.with(|block| {
+            let (id, next, end) = block.get();
+            let (next, end) = if id == self.id && next < end {
+                (next, end)
+            } else {
+                let start = self.next.fetch_add(VERSION_BLOCK, Ordering::Relaxed);
+                (start, start + VERSION_BLOCK)
+            };
+            block.set((self.id, next + 1, end));
+            next
+        })
+    }
+}
+
 /// What the store's views and background threads share.
 struct Shared<M> {
     map: Arc<M>,
     persist: Option<Arc<Persistence>>,
     /// Versions for a store without a log (with one, a write's version is its sequence number).
-    next_version: AtomicU64,
+    versions: Versions,
     /// Keys with an expiry, by expiry (`expiry.rs`).
     expiring: ExpiryIndex,
     /// Whether any value has ever had an expiry here. Until one has, nothing is indexed and a write need
@@ -92,7 +128,7 @@ impl<M: Map> MemoryStore<M> {
         let shared = Arc::new(Shared {
             map,
             persist,
-            next_version: AtomicU64::new(1),
+            versions: Versions::new(),
             any_expiry: AtomicBool::new(!index.is_empty()),
             expiring: Mutex::new(index),
             budget,
@@ -185,7 +221,7 @@ impl<M: Map> MemoryView<'_, M> {
         let apply = |version: u64| self.store_if(key, Meta { version, expires_ms }, value, cond);
         match self.s.persist.as_deref() {
             None => {
-                let version = self.s.next_version.fetch_add(1, Ordering::Relaxed);
+                let version = self.s.versions.next();
                 Ok((apply(version), version, 0))
             }
             Some(p) => {
