@@ -1,7 +1,9 @@
-//! The speed baseline: a plaintext "hello" server on may_minihttp 0.1.11, the crate otkv-server's
+//! The speed baseline: a plaintext "hello" server on `may_minihttp` 0.1.11, the crate otkv-server's
 //! connection layer is modelled on. `benches/server/compare.sh` runs it beside otkv-server.
 //!
 //! `cargo run --release -p otkv-adapter-http --example minihttp_hello -- [PORT] [WORKERS]`
+
+#![allow(clippy::expect_used, reason = "a test's or an instrument's expect is its assertion")]
 
 use std::io;
 

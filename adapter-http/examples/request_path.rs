@@ -3,62 +3,17 @@
 //!
 //! ```text
 //! cargo build --release -p otkv-adapter-http --example request_path
-//! valgrind --tool=callgrind --collect-atstart=no --toggle-collect='request_path::measured' \
+//! valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*request_path::measured' \
 //!     target/release/examples/request_path [get|put]
 //! ```
 //!
 //! Divide the instructions callgrind reports by the requests printed. `benches/server/instructions.sh`
 //! measures the whole server; this isolates the head, routing and encoding, to try a change in seconds.
 
-use std::hint::black_box;
-
-use otkv_adapter_http::request;
-use otkv_adapter_http::response::{Encoder, Framing, Reply, OCTET_STREAM};
-use otkv_adapter_http::routes::{self, Limits};
-
-const REQUESTS: usize = 1_000_000;
-
-#[inline(never)]
-fn measured(heads: &[Vec<u8>], encoder: &mut Encoder, out: &mut Vec<u8>) -> usize {
-    let limits = Limits { max_key_bytes: 1024, max_value_bytes: 1 << 20, panic_route: false };
-    let value = [b'v'; 100];
-    let framing = Framing { close: false, http10_keep_alive: false, head_only: false };
-    let mut answered = 0;
-    for i in 0..REQUESTS {
-        let buf = &heads[i % heads.len()];
-        let Ok(Some(head)) = request::parse(black_box(buf), 16 * 1024) else { continue };
-        let routed = routes::resolve(head.method, head.target, &limits);
-        if routed.route.is_ok() {
-            let entry = Some(otkv_engine::Meta { version: i as u64, expires_ms: 0 });
-            let reply =
-                Reply { status: 200, content_type: Some(OCTET_STREAM), body: &value, allow: None, entry };
-            encoder.encode(out, &reply, framing);
-            answered += 1;
-        }
-        if out.len() > 32 * 1024 {
-            out.clear();
-        }
-    }
-    answered
-}
+#![allow(clippy::expect_used, reason = "a test's or an instrument's expect is its assertion")]
 
 fn main() {
-    // As wrk sends them (benches/server/kv.lua): `request_path [get|put]`.
     let put = std::env::args().nth(1).as_deref() == Some("put");
-    let heads: Vec<Vec<u8>> = (0..1000)
-        .map(|k| {
-            let path = format!("/v1/kv/key{k:013}");
-            if put {
-                let body = format!("{k:012}{}", "v".repeat(88));
-                format!("PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:38021\r\nContent-Length: 100\r\n\r\n{body}")
-            } else {
-                format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:38021\r\n\r\n")
-            }
-        })
-        .map(String::into_bytes)
-        .collect();
-    let mut encoder = Encoder::default();
-    let mut out = Vec::with_capacity(64 * 1024);
-    let answered = measured(&heads, &mut encoder, &mut out);
+    let answered = otkv_adapter_http::front::request_path::run(put);
     println!("{answered} requests");
 }

@@ -1,9 +1,12 @@
 //! Stress: many sequential short-lived connections (one GET each, as `ureq::get` makes them) against a
 //! running node, checking every answer. It found may 0.3.51's use-after-free with `--workers 2`
-//! (third_party/may/PATCH.md). Writes 20k keys, then makes N connections (default 100k); with `HEALTHZ`
+//! (`third_party/may/PATCH.md`). Writes 20k keys, then makes N connections (default 100k); with `HEALTHZ`
 //! set in the environment, each asks for `/healthz` instead (no engine work).
 //!
 //! Usage: `cargo run --release -p otkv-adapter-http --example short_connections -- URL [N]`
+
+#![allow(clippy::expect_used, reason = "a test's or an instrument's expect is its assertion")]
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let url = args.next().expect("URL");

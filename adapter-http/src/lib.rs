@@ -22,50 +22,18 @@
 //! 6. [`metrics`] counts requests for `/metrics` and `/v1/stats`; [`process`] adds the process's own CPU
 //!    time and memory, read from `/proc` at scrape time.
 //!
-//! Why not may_minihttp itself: its connection loop is private and has no timeouts, no head or body cap,
+//! Why not `may_minihttp` itself: its connection loop is private and has no timeouts, no head or body cap,
 //! panics on a bad `Content-Length`, ignores `Transfer-Encoding` and `Connection: close`, and parses an
 //! unread body as the next request. This crate keeps its shape (buffer, parse all, one write) and adds the
-//! rules. may_minihttp stays as a dev-dependency: `examples/minihttp_hello.rs` is the speed baseline.
+//! rules. `may_minihttp` stays as a dev-dependency: `examples/minihttp_hello.rs` is the speed baseline.
 //!
 //! The front door ([`server`], [`conn`], [`request`], [`response`], [`error`]) is reusable: any
 //! [`service::Service`] runs behind it with the same hardening. The harness's routing proxy is the other
 //! one. This crate knows nothing about other nodes or routing between them.
 
-pub mod cli;
-pub mod conn;
-pub mod deadline;
-pub mod durable;
-pub mod error;
-pub mod metrics;
-pub mod node;
-pub mod pct;
-pub mod process;
-pub mod request;
-pub mod response;
-pub mod routes;
-pub mod server;
-pub mod service;
-pub mod swar;
+pub mod front;
+mod logging;
+mod node;
 
-pub use cli::{FrontArgs, ServerArgs};
-pub use node::run;
-pub use server::ServerError;
-
-/// Sends `tracing` output to stderr, filtered by `RUST_LOG` (default `info`, with may's per-socket chatter
-/// at `warn`), in colour only on a terminal.
-pub fn init_logging() {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,may=warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
-}
-
-/// Locks `m`, recovering from poisoning: every mutex here guards data that stays consistent if a holder
-/// panicked (a panic must end one connection, never wedge the server).
-pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+pub use logging::init_logging;
+pub use node::{parse_bytes, run, ServerArgs, ServerError};

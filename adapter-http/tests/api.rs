@@ -1,5 +1,7 @@
 //! The native and compatible APIs, through a real HTTP client against a real server.
 
+#![allow(clippy::expect_used, reason = "a test's or an instrument's expect is its assertion")]
+
 mod common;
 
 use common::{status_of, Node};

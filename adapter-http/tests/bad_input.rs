@@ -1,8 +1,11 @@
 //! Bad input gets a clear status, closes the connection where the stream can no longer be trusted, and
 //! loses nothing: each rule of the adapter, sent as raw bytes.
 
+#![allow(clippy::expect_used, reason = "a test's or an instrument's expect is its assertion")]
+
 mod common;
 
+use std::fmt::Write as _;
 use std::io::{BufReader, Write};
 
 use common::{assert_closed, raw_exchange, raw_exchange_then_eof, read_response, status_of, Node};
@@ -42,7 +45,7 @@ fn oversized_head_and_too_many_headers_are_431() {
     expect_status_and_close(&node, long.as_bytes(), 431);
     let mut many = String::from("GET /v1/kv/a HTTP/1.1\r\nHost: x\r\n");
     for i in 0..70 {
-        many.push_str(&format!("X-H{i}: v\r\n"));
+        let _ = write!(many, "X-H{i}: v\r\n");
     }
     many.push_str("\r\n");
     expect_status_and_close(&node, many.as_bytes(), 431);
@@ -176,7 +179,7 @@ fn wrong_method_is_405_with_allow_and_unknown_path_is_404() {
     let r = ureq::request("PATCH", &format!("{}/v1/kv/a", node.url)).call();
     match r {
         Err(ureq::Error::Status(405, resp)) => {
-            assert_eq!(resp.header("allow"), Some("GET, HEAD, PUT, DELETE"))
+            assert_eq!(resp.header("allow"), Some("GET, HEAD, PUT, DELETE"));
         }
         other => panic!("expected 405, got {other:?}"),
     }
@@ -186,7 +189,7 @@ fn wrong_method_is_405_with_allow_and_unknown_path_is_404() {
     }
     match ureq::put(&format!("{}/compat-key", node.url)).call() {
         Err(ureq::Error::Status(405, resp)) => {
-            assert_eq!(resp.header("allow"), Some("GET, HEAD, POST, DELETE"))
+            assert_eq!(resp.header("allow"), Some("GET, HEAD, POST, DELETE"));
         }
         other => panic!("expected 405, got {other:?}"),
     }
@@ -214,5 +217,5 @@ fn no_input_takes_the_server_down() {
 }
 
 fn node_is_up(node: &Node) -> bool {
-    ureq::get(&format!("{}/healthz", node.url)).call().map(|r| r.status() == 200).unwrap_or(false)
+    ureq::get(&format!("{}/healthz", node.url)).call().is_ok_and(|r| r.status() == 200)
 }

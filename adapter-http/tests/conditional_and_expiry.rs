@@ -1,5 +1,7 @@
-//! Versions as ETags, conditional writes (`If-Match`, `If-None-Match`), and expiring keys (`?ttl=`), over
+//! Versions as `ETags`, conditional writes (`If-Match`, `If-None-Match`), and expiring keys (`?ttl=`), over
 //! real HTTP against real nodes of both engines.
+
+#![allow(clippy::expect_used, reason = "a test's or an instrument's expect is its assertion")]
 
 mod common;
 
@@ -7,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use common::{eventually, Node};
 
-/// Status, ETag and Expires of a request with `headers`.
+/// Status, `ETag` and Expires of a request with `headers`.
 fn call(
     req: ureq::Request,
     headers: &[(&str, &str)],

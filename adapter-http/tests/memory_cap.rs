@@ -3,6 +3,8 @@
 //! evicts the nearest expiry first, evicted keys stay gone after a crash and a restart, and reads go on
 //! while eviction runs.
 
+#![allow(clippy::expect_used, reason = "a test's or an instrument's expect is its assertion")]
+
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -128,8 +130,12 @@ macro_rules! memory_cap_suite {
                 let (used, max, evicted) = memory(&node);
                 assert!(used <= max, "used {used} > cap {max}");
                 assert!(evicted >= 6000, "evicted only {evicted}");
-                // The oldest cold keys went first.
-                assert_eq!(get(&node, "cold0-0").0, 404);
+                // The oldest cold keys went first. Approximately: a key shares its LRU stamp with any key
+                // of the same hash slot (flurry's clocks) or is sampled rather than sorted (the table), so a
+                // few of the first round may outlive their age; nearly all of it is gone.
+                let first_round_left =
+                    (0..100).filter(|i| get(&node, &format!("cold0-{i}")).0 == 200).count();
+                assert!(first_round_left <= 10, "{first_round_left} of the oldest 100 keys survived");
                 assert_eq!(get(&node, "cold99-99").0, 200);
             }
 

@@ -3,7 +3,9 @@
 //!
 //! The failure is real, not mocked: the server runs under `prlimit --fsize`, so the log's growth past the
 //! limit fails with EFBIG (the server handles SIGXFSZ), which the engine treats exactly like a failed
-//! `fdatasync` (PostgreSQL's rule since "fsyncgate": never retry, the kernel may have dropped the pages).
+//! `fdatasync` (`PostgreSQL`'s rule since "fsyncgate": never retry, the kernel may have dropped the pages).
+
+#![allow(clippy::expect_used, reason = "a test's or an instrument's expect is its assertion")]
 
 mod common;
 

@@ -8,6 +8,8 @@
 //! the stress run; `cargo test` does a few cycles. With `periodic`, every write acknowledged longer than the
 //! flush interval (plus a margin) before the kill must survive.
 
+#![allow(clippy::expect_used, reason = "a test's or an instrument's expect is its assertion")]
+
 mod common;
 
 use std::collections::HashMap;

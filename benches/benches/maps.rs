@@ -17,6 +17,8 @@
 //!
 //! `OTKV_BENCH_SIZES=100k` (or `1M`) limits the sizes, e.g. for a quick look.
 
+#![allow(clippy::expect_used, reason = "a test's or an instrument's expect is its assertion")]
+
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::RwLock;
@@ -248,7 +250,7 @@ fn bench_maps(c: &mut Criterion) {
                         b.iter_custom(|iters| {
                             salt += 1;
                             timed(store.as_ref(), &keys, workload, iters, threads, salt)
-                        })
+                        });
                     });
                 }
             }

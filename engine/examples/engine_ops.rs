@@ -13,6 +13,8 @@
 //! (`Batch::get_entry_with`), not copied out. Each operation draws its key (an xorshift step and the
 //! 16-byte decimal key, about 70 instructions, the same for every engine).
 
+#![allow(clippy::expect_used, reason = "a test's or an instrument's expect is its assertion")]
+
 mod common;
 
 use common::key;

@@ -11,6 +11,7 @@
 //! arrays. What the system allocator rounds them up to is its business: RSS growth divided by keys shows
 //! the total.
 
+#![allow(clippy::expect_used, reason = "a test's or an instrument's expect is its assertion")]
 #![allow(unsafe_code)] // a GlobalAlloc wrapper is unsafe by definition; it only counts and forwards
 
 mod common;
@@ -38,17 +39,14 @@ fn note(size: usize, delta: i64) {
         return;
     }
     LIVE_BYTES.fetch_add((size as i64 * delta) as u64, Ordering::Relaxed);
-    match BY_SIZE.get(size) {
-        Some(c) => {
-            c.fetch_add(delta as u64, Ordering::Relaxed);
+    if let Some(c) = BY_SIZE.get(size) {
+        c.fetch_add(delta as u64, Ordering::Relaxed);
+    } else {
+        COUNTING.store(false, Ordering::Relaxed); // the map's own allocation must not recurse
+        if let Ok(mut large) = LARGE.lock() {
+            *large.entry(size).or_default() += delta;
         }
-        None => {
-            COUNTING.store(false, Ordering::Relaxed); // the map's own allocation must not recurse
-            if let Ok(mut large) = LARGE.lock() {
-                *large.entry(size).or_default() += delta;
-            }
-            COUNTING.store(true, Ordering::Relaxed);
-        }
+        COUNTING.store(true, Ordering::Relaxed);
     }
 }
 
@@ -60,7 +58,7 @@ unsafe impl GlobalAlloc for Counting {
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         note(layout.size(), -1);
-        System.dealloc(ptr, layout)
+        System.dealloc(ptr, layout);
     }
 }
 

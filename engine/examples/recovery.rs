@@ -8,6 +8,8 @@
 //!
 //! Prints wall time and the bytes on disk at each step.
 
+#![allow(clippy::expect_used, reason = "a test's or an instrument's expect is its assertion")]
+
 mod common;
 
 use common::disk_use;
@@ -17,7 +19,7 @@ use std::time::Instant;
 use otkv_engine::{Durability, Engine, EngineConfig};
 
 fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1 << 20) as f64
+    bytes as f64 / f64::from(1 << 20)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

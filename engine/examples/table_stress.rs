@@ -6,6 +6,8 @@
 //!
 //! `cargo run --release -p otkv-engine --example table_stress [OPS_PER_THREAD]` (default 20,000).
 
+#![allow(clippy::expect_used, reason = "a test's or an instrument's expect is its assertion")]
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 

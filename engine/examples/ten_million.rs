@@ -18,6 +18,8 @@
 //!
 //! The reader and the snapshot each have a core of their own on a 2-core machine; the load uses both.
 
+#![allow(clippy::expect_used, reason = "a test's or an instrument's expect is its assertion")]
+
 mod common;
 
 use common::{disk_use, key, rss_bytes};

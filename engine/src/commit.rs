@@ -77,7 +77,9 @@ pub(crate) struct GroupCommit {
 
 impl std::fmt::Debug for GroupCommit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GroupCommit").field("durable", &self.shared.durable.load(Ordering::Relaxed)).finish()
+        f.debug_struct("GroupCommit")
+            .field("durable", &self.shared.durable.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
     }
 }
 
@@ -102,7 +104,7 @@ impl GroupCommit {
                 match schedule {
                     Schedule::OnRequest(max_delay) => {
                         while !st.pending && !st.stop {
-                            st = s.wake.wait(st).unwrap_or_else(|p| p.into_inner());
+                            st = s.wake.wait(st).unwrap_or_else(std::sync::PoisonError::into_inner);
                         }
                         // The commit delay. The writers the last sync released are on their way back with
                         // their next writes. A sync costs the same for one write as for sixty (here about
@@ -116,12 +118,20 @@ impl GroupCommit {
                             if left.is_zero() {
                                 break;
                             }
-                            st = s.wake.wait_timeout(st, left).unwrap_or_else(|p| p.into_inner()).0;
+                            st = s
+                                .wake
+                                .wait_timeout(st, left)
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .0;
                         }
                     }
                     Schedule::Every(interval) => {
                         if !st.stop && !st.pending {
-                            st = s.wake.wait_timeout(st, interval).unwrap_or_else(|p| p.into_inner()).0;
+                            st = s
+                                .wake
+                                .wait_timeout(st, interval)
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .0;
                         }
                     }
                 }
@@ -236,5 +246,5 @@ impl Shared {
 
 /// Locks `m`, recovering from poisoning (a panicked holder leaves data that is still consistent here).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

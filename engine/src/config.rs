@@ -140,7 +140,7 @@ impl std::fmt::Display for Eviction {
 
 /// The default [`EngineConfig::commit_delay`]: about the time a worker needs to serve 64 writers' next
 /// requests, so a full round of a busy node's writers shares one sync.
-pub const DEFAULT_COMMIT_DELAY: Duration = Duration::from_micros(1000);
+pub const DEFAULT_COMMIT_DELAY: Duration = Duration::from_millis(1);
 
 /// Everything needed to open an [`crate::Engine`].
 #[derive(Debug, Clone)]

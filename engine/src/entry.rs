@@ -7,6 +7,36 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// The largest value the engine accepts, whatever the caller's own limit: 256 MiB.
+///
+/// The HTTP adapter enforces a much smaller, configurable limit; this one only keeps a bug or a misconfigured
+/// caller from asking a backend to store something absurd.
+pub const MAX_VALUE_BYTES: usize = 256 << 20;
+
+/// The longest key the engine accepts, whatever the caller's own limit: 64 KiB less one byte (the table
+/// records a key's length in 16 bits). The HTTP adapter's default limit is 1 KiB.
+pub const MAX_KEY_BYTES: usize = u16::MAX as usize;
+
+/// What a [`Engine::put`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The key was absent and now holds the value.
+    Created,
+    /// The key held a value, which the new one replaced.
+    Replaced,
+}
+
+/// What a backend's conditional put did.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Written {
+    /// What happened to the key; `None`: the condition failed and nothing was written.
+    pub outcome: Option<PutOutcome>,
+    /// The version the value got (also when nothing was written: it is then unused).
+    pub version: u64,
+    /// The log ticket to wait for before acknowledging the write in `sync` mode; 0: none.
+    pub ticket: u64,
+}
+
 /// Bytes of metadata before the value.
 pub(crate) const META_LEN: usize = 16;
 

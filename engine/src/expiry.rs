@@ -101,8 +101,10 @@ impl Expirer {
             .spawn(move || loop {
                 {
                     let stopped = lock(&stop2.0);
-                    let (stopped, _) =
-                        stop2.1.wait_timeout_while(stopped, tick, |s| !*s).unwrap_or_else(|p| p.into_inner());
+                    let (stopped, _) = stop2
+                        .1
+                        .wait_timeout_while(stopped, tick, |s| !*s)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
                     if *stopped {
                         return;
                     }

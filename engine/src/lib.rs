@@ -52,32 +52,14 @@ pub use budget::MemoryStats;
 pub use bytes::Bytes;
 pub use commit::{DurableCallback, WriteRefusal};
 pub use config::{Durability, EngineConfig, EngineKind, Eviction, DEFAULT_COMMIT_DELAY};
-pub use entry::{now_ms, Condition, Meta};
+pub use entry::{now_ms, Condition, Meta, PutOutcome, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 pub use error::{EngineError, Result};
 
+use entry::Written;
 use flurry_map::FlurryMap;
 use memory::{MemoryStore, MemoryView};
 use sled_tree::SledStore;
 use table_map::TableMap;
-
-/// The largest value the engine accepts, whatever the caller's own limit: 256 MiB.
-///
-/// The HTTP adapter enforces a much smaller, configurable limit; this one only keeps a bug or a misconfigured
-/// caller from asking a backend to store something absurd.
-pub const MAX_VALUE_BYTES: usize = 256 << 20;
-
-/// The longest key the engine accepts, whatever the caller's own limit: 64 KiB less one byte (the table
-/// records a key's length in 16 bits). The HTTP adapter's default limit is 1 KiB.
-pub const MAX_KEY_BYTES: usize = table::block::MAX_KEY;
-
-/// What a [`Engine::put`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PutOutcome {
-    /// The key was absent and now holds the value.
-    Created,
-    /// The key held a value, which the new one replaced.
-    Replaced,
-}
 
 /// A key-value store over one backend. `Engine` is `Send + Sync`: share it behind an `Arc`.
 #[derive(Debug)]
@@ -377,7 +359,7 @@ impl Batch<'_> {
         if key.len() > MAX_KEY_BYTES {
             return Err(EngineError::KeyTooLarge { len: key.len(), max: MAX_KEY_BYTES });
         }
-        let (outcome, version, ticket) = match &self.view {
+        let Written { outcome, version, ticket } = match &self.view {
             View::Memory(m) => m.put(key, value, cond, expires_ms)?,
             View::Flurry(m) => m.put(key, value, cond, expires_ms)?,
             View::Sled(s) => s.put(key, value, cond, expires_ms)?,

@@ -35,7 +35,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::io_err;
-use crate::{EngineError, Result};
+use crate::error::{EngineError, Result};
 
 /// The segment header.
 pub(crate) const LOG_MAGIC: &[u8; 8] = b"OTKVLOG1";
@@ -48,7 +48,7 @@ const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
 const OP_SYNCED: u8 = 3;
 /// Larger than any valid payload (engine value limit plus room for the key and fields).
-const MAX_PAYLOAD: usize = crate::MAX_VALUE_BYTES + (1 << 20);
+const MAX_PAYLOAD: usize = crate::entry::MAX_VALUE_BYTES + (1 << 20);
 
 /// One mutation, as logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

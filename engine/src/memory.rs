@@ -18,12 +18,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::budget::{Budget, MemoryStats, EXPIRY_ENTRY};
-use crate::entry::{self, Condition, Meta};
+use crate::config::{EngineConfig, Eviction};
+use crate::entry::{self, Condition, Meta, PutOutcome, Written};
+use crate::error::{EngineError, Result};
 use crate::expiry::{self, Expirer, ExpiryIndex};
 use crate::logfile::LogOp;
 use crate::map::{Change, Changed, Map};
 use crate::persist::Persistence;
-use crate::{EngineConfig, EngineError, Eviction, PutOutcome, Result};
 
 /// How often the evictor checks the budget. Nothing else wakes it: a writer that meets the cap evicts for
 /// itself.
@@ -89,7 +90,7 @@ pub(crate) struct MemoryStore<M: Map> {
 
 impl<M: Map> std::fmt::Debug for MemoryStore<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemoryStore").field("len", &self.shared.map.len()).finish()
+        f.debug_struct("MemoryStore").field("len", &self.shared.map.len()).finish_non_exhaustive()
     }
 }
 
@@ -199,17 +200,10 @@ impl<M: Map> MemoryView<'_, M> {
         Some(f(meta, value))
     }
 
-    /// Stores the value if `cond` holds; with a log, also logs it. Returns the outcome (`None`: the
-    /// condition failed, nothing was written), the new version, and the log ticket (0: none). Under a
+    /// Stores the value if `cond` holds; with a log, also logs it. Returns what it did ([`Written`]). Under a
     /// memory cap, first makes room for the entry or fails with [`EngineError::OutOfMemory`].
     #[inline]
-    pub(crate) fn put(
-        &self,
-        key: &[u8],
-        value: &[u8],
-        cond: Condition,
-        expires_ms: u64,
-    ) -> Result<(Option<PutOutcome>, u64, u64)> {
+    pub(crate) fn put(&self, key: &[u8], value: &[u8], cond: Condition, expires_ms: u64) -> Result<Written> {
         if self.s.budget.max.is_some() {
             let index = if expires_ms != 0 { EXPIRY_ENTRY } else { 0 };
             let cost = self.s.map.entry_cost(key.len(), value.len(), expires_ms != 0) as i64;
@@ -222,12 +216,12 @@ impl<M: Map> MemoryView<'_, M> {
         match self.s.persist.as_deref() {
             None => {
                 let version = self.s.versions.next();
-                Ok((apply(version), version, 0))
+                Ok(Written { outcome: apply(version), version, ticket: 0 })
             }
             Some(p) => {
                 let op = LogOp::Put { key, value, expires_ms };
                 let (outcome, seq) = p.append(op, apply, Option::is_some)?;
-                Ok((outcome, seq, seq))
+                Ok(Written { outcome, version: seq, ticket: seq })
             }
         }
     }

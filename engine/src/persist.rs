@@ -34,12 +34,13 @@ use rayon::prelude::*;
 
 use crate::budget::Budget;
 use crate::commit::{lock, Flush, GroupCommit, Schedule};
+use crate::config::{Durability, EngineConfig};
 use crate::entry::Meta;
 use crate::error::io_err;
+use crate::error::{EngineError, Result};
 use crate::logfile::{self, LogOp};
 use crate::map::{Change, Changed, Map};
 use crate::snapshot;
-use crate::{Durability, EngineConfig, EngineError, Result};
 
 /// What writers share with the flusher.
 struct LogState {
@@ -262,8 +263,10 @@ fn spawn_snapshotter<M: Map>(inner: Arc<Inner>, map: Arc<M>, every: Duration) ->
     let thread = std::thread::spawn(move || loop {
         {
             let stopped = lock(&stop2.0);
-            let (stopped, _) =
-                stop2.1.wait_timeout_while(stopped, every, |s| !*s).unwrap_or_else(|p| p.into_inner());
+            let (stopped, _) = stop2
+                .1
+                .wait_timeout_while(stopped, every, |s| !*s)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if *stopped {
                 return;
             }

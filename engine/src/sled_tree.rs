@@ -21,9 +21,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::commit::{Flush, GroupCommit, Schedule};
-use crate::entry::{self, Condition, Meta};
+use crate::config::{Durability, EngineConfig};
+use crate::entry::{self, Condition, Meta, PutOutcome, Written};
 use crate::error::io_err;
-use crate::{Durability, EngineConfig, EngineError, PutOutcome, Result};
+use crate::error::{EngineError, Result};
 
 /// The tree that records the data format, and the format this build writes.
 const META_TREE: &[u8] = b"otkv";
@@ -175,14 +176,8 @@ impl SledStore {
         Ok(self.db.get(key)?.and_then(|v| entry::live_now(&v).map(|(m, value)| f(m, value))))
     }
 
-    /// See `MemoryView::put`: the outcome (`None`: the condition failed), the version, the ticket.
-    pub(crate) fn put(
-        &self,
-        key: &[u8],
-        value: &[u8],
-        cond: Condition,
-        expires_ms: u64,
-    ) -> Result<(Option<PutOutcome>, u64, u64)> {
+    /// See `MemoryView::put`.
+    pub(crate) fn put(&self, key: &[u8], value: &[u8], cond: Condition, expires_ms: u64) -> Result<Written> {
         self.check_writable()?;
         let version = self.db.generate_id()? + 1;
         let stored = entry::encode(Meta { version, expires_ms }, value);
@@ -203,7 +198,7 @@ impl SledStore {
             self.swap_if(key, Some(&stored), cond, expires_ms)?
         };
         let ticket = if outcome.is_some() { self.after_write() } else { 0 };
-        Ok((outcome, version, ticket))
+        Ok(Written { outcome, version, ticket })
     }
 
     /// Replaces (or with `None`, removes) the key's value if `cond` holds of the live one: what was there

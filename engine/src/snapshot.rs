@@ -43,7 +43,7 @@ use std::path::{Path, PathBuf};
 
 use crate::entry::{self, Meta};
 use crate::error::io_err;
-use crate::{EngineError, Result};
+use crate::error::{EngineError, Result};
 
 const MAGIC: &[u8; 8] = b"OTKVSNP1";
 const END: &[u8; 8] = b"OTKVEND1";

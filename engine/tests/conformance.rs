@@ -4,6 +4,8 @@
 //! `conformance_suite!` expands to a module of tests for one backend, given an expression that opens a fresh
 //! engine (and the temporary directory that must outlive it). Whatever one backend must do, all must do.
 
+#![allow(clippy::expect_used, reason = "a test's or an instrument's expect is its assertion")]
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 

@@ -4,6 +4,8 @@
 //! and in which each result is what a sequential map would have answered. Linearizability is local, so
 //! each key's history is checked on its own.
 
+#![allow(clippy::expect_used, reason = "a test's or an instrument's expect is its assertion")]
+
 use std::collections::HashSet;
 use std::sync::{Arc, Barrier};
 use std::time::Instant;

@@ -2,6 +2,8 @@
 //! memory` (the table) opens with `--engine flurry`, and back, after a crash (log replay) and after a clean
 //! shutdown (snapshot), with every value, version and expiry as it was.
 
+#![allow(clippy::expect_used, reason = "a test's or an instrument's expect is its assertion")]
+
 use std::path::Path;
 
 use otkv_engine::{Condition, Durability, Engine, EngineConfig, EngineKind, Meta};

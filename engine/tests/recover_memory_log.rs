@@ -1,6 +1,8 @@
 //! The memory engine's operation log and snapshots: restarts give the data back, and damaged files are
 //! either cut (a torn tail) or refused with an error naming the file (anything that could hide a write).
 
+#![allow(clippy::expect_used, reason = "a test's or an instrument's expect is its assertion")]
+
 use std::path::{Path, PathBuf};
 
 use otkv_engine::{Durability, Engine, EngineConfig, EngineError};

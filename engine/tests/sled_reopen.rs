@@ -1,5 +1,7 @@
 //! The sled backend keeps its data across close and reopen, in every durability mode.
 
+#![allow(clippy::expect_used, reason = "a test's or an instrument's expect is its assertion")]
+
 use otkv_engine::{Durability, Engine, EngineConfig, EngineError, EngineKind};
 
 fn reopen_keeps_data(durability: Durability) {

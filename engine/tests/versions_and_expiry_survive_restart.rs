@@ -1,9 +1,11 @@
 //! Versions and expiry through restarts, and data directories written before they existed.
 //!
 //! After a restart (a crash, which replays the log, or a clean shutdown, which loads a snapshot) a value
-//! keeps its version, so an ETag a client holds stays valid; new writes get higher versions; a value keeps
+//! keeps its version, so an `ETag` a client holds stays valid; new writes get higher versions; a value keeps
 //! its absolute expiry; a value that had expired does not come back. Data written by the previous release
 //! (log version 2, snapshot version 1, sled values without metadata) opens with this one.
+
+#![allow(clippy::expect_used, reason = "a test's or an instrument's expect is its assertion")]
 
 use std::path::Path;
 

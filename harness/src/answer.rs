@@ -11,9 +11,9 @@
 //! [`parse_head`] is pure (bytes in, a verdict out), so the rules are tested without sockets; the
 //! reading loop is `HttpConn::read_meta` (`client.rs`).
 
-use otkv_adapter_http::request::parse_content_length;
+use otkv_adapter_http::front::parse_content_length;
 
-pub use otkv_adapter_http::conn::MAX_HEAD_BYTES;
+pub use otkv_adapter_http::front::MAX_HEAD_BYTES;
 
 /// The most header fields an answer may carry (a node sends fewer than ten).
 pub const MAX_ANSWER_HEADERS: usize = 32;
@@ -224,7 +224,7 @@ mod tests {
         }
         let long = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(MAX_HEAD_BYTES));
         assert_eq!(parse(&long), Err(Invalid::HeadTooLarge));
-        let many: String = (0..=MAX_ANSWER_HEADERS).map(|i| format!("X-{i}: 1\r\n")).collect();
+        let many = (0..=MAX_ANSWER_HEADERS).map(|i| format!("X-{i}: 1\r\n")).collect::<Vec<_>>().concat();
         assert_eq!(parse(&format!("HTTP/1.1 200 OK\r\n{many}\r\n")), Err(Invalid::TooManyHeaders));
     }
 

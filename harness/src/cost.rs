@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::load::{Protocol, Target};
+use crate::target::{Protocol, Target};
 
 /// How long a reading may take.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);

@@ -23,11 +23,14 @@ pub mod client;
 pub mod cost;
 pub mod load;
 pub mod nodes;
+pub mod outcome;
 pub mod plot;
 pub mod proxy;
 pub mod report;
 pub mod resp;
 pub mod router;
+pub mod run;
+pub mod target;
 pub mod wire;
 pub mod workload;
 

@@ -13,8 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::load::{Protocol, Target};
 use crate::router::{node_names, RoutingArgs};
+use crate::target::{Protocol, Target};
 
 /// How long a node may take to print its address.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -205,7 +205,7 @@ fn spawn_redis(name: &str, args: &[OsString]) -> Result<Child, String> {
 /// Starts `harness proxy` in front of `nodes` (named as they are), routing with `routing`; its one
 /// target is the proxy, named `proxy`.
 pub fn start_proxy(nodes: &[Target], routing: &RoutingArgs) -> Result<LocalNodes, String> {
-    let (router, vnodes) = (crate::report::wire_name(&routing.router), routing.vnodes.to_string());
+    let (router, vnodes) = (crate::outcome::wire_name(&routing.router), routing.vnodes.to_string());
     let mut args: Vec<OsString> = ["proxy", "--port", "0", "--router", &router, "--vnodes", &vnodes]
         .into_iter()
         .map(OsString::from)

@@ -4,12 +4,11 @@
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::Path;
-use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
 use crate::cost::{Metered, Role, Snapshot};
-use crate::load::{Interval, OpKind, RunOutcome};
+use crate::outcome::{group, wire_name, Interval, OpKind, RunOutcome};
 
 /// Latency figures in milliseconds.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -345,38 +344,6 @@ fn cost(cx: &RunContext<'_>, ops: u64) -> Cost {
     }
 }
 
-/// How an enum is named in `summary.json` (its serde name), for text that must match it.
-pub fn wire_name<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
-}
-
-/// The once-a-second line on stderr (`warmup`: a line of the untimed warm-up).
-pub fn progress_line(iv: &Interval, duration: Option<Duration>, warmup: bool) {
-    let of = duration.map(|d| format!("/{}s", d.as_secs())).unwrap_or_default();
-    let tag = if warmup { " warm-up" } else { "" };
-    eprintln!(
-        "  [{:>4.0}s{of}{tag}] {:>10} ops/s   p50 {:>7.3} ms   p99 {:>7.3} ms   errors {}",
-        iv.t,
-        group(iv.ops_per_s),
-        iv.p50_ms,
-        iv.p99_ms,
-        iv.errors
-    );
-}
-
-/// A number with thousands separators.
-pub fn group(n: f64) -> String {
-    let s = format!("{:.0}", n.max(0.0));
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// `12.3`, or `-` when there is no figure.
 fn opt(v: Option<f64>, decimals: usize) -> String {
     v.map_or_else(|| "-".to_string(), |v| format!("{v:.decimals$}"))
@@ -519,8 +486,8 @@ pub fn print_comparison(runs: &[RunSummary]) {
     }
 }
 
-/// Writes a percentile distribution in HdrHistogram's text format (what wrk2 prints with `--latency` and
-/// what HdrHistogram's plotter reads): values in milliseconds.
+/// Writes a percentile distribution in `HdrHistogram`'s text format (what wrk2 prints with `--latency` and
+/// what `HdrHistogram`'s plotter reads): values in milliseconds.
 pub fn write_hgrm(path: &Path, h: &Histogram<u64>) -> std::io::Result<()> {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
     writeln!(f, "{:>12} {:>14} {:>10} {:>14}\n", "Value", "Percentile", "TotalCount", "1/(1-Percentile)")?;

@@ -11,7 +11,7 @@ use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use may::net::TcpStream;
-use otkv_adapter_http::deadline::Deadline;
+use otkv_adapter_http::front::Deadline;
 
 /// A connection's read buffer, and the most it keeps between answers.
 const INITIAL_BUF: usize = 16 * 1024;

@@ -208,7 +208,7 @@ mod tests {
         {
             let n = 100_000;
             let reads = (0..n).filter(|_| rng.f64() < w.read_fraction()).count();
-            let got = reads as f64 / n as f64;
+            let got = reads as f64 / f64::from(n);
             assert!((got - want).abs() < 0.01, "{w:?}: {got}");
         }
     }
@@ -227,15 +227,15 @@ mod tests {
         }
         // With θ = 0.99 over 100k items, item 0 draws about 1/zeta(n) ≈ 8% of samples; the top 1% of
         // keys draw well over half; item 0 is drawn about twice as often as item 1.
-        let top = counts[0] as f64 / n as f64;
+        let top = f64::from(counts[0]) / f64::from(n);
         assert!((0.06..0.10).contains(&top), "hottest key share {top}");
         let top1pct: u32 = counts[..1000].iter().sum();
-        assert!(top1pct as f64 / n as f64 > 0.5);
-        let ratio = counts[0] as f64 / counts[1] as f64;
+        assert!(f64::from(top1pct) / f64::from(n) > 0.5);
+        let ratio = f64::from(counts[0]) / f64::from(counts[1]);
         assert!((1.6..2.5).contains(&ratio), "p(0)/p(1) = {ratio}");
         // Uniform, by contrast, is flat.
         let u = KeyChooser::new(KeyDist::Uniform, keys);
         let hits0 = (0..n).filter(|_| u.next(&mut rng) < 1000).count();
-        assert!((hits0 as f64 / n as f64 - 0.01).abs() < 0.003);
+        assert!((hits0 as f64 / f64::from(n) - 0.01).abs() < 0.003);
     }
 }

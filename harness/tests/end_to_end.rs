@@ -1,6 +1,8 @@
 //! The harness against real nodes: its numbers add up, its files are well-formed, a dying node is
 //! reported, and the open loop keeps its schedule.
 
+#![allow(clippy::expect_used, reason = "a test's or an instrument's expect is its assertion")]
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -121,7 +123,7 @@ fn summary_adds_up_against_the_nodes_own_counters() {
     assert!(rows.len() > 10);
     assert!(rows.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1));
     assert_eq!(rows.last().map(|r| r.1), Some(1.0));
-    assert!(hgrm.contains(&format!("Total count    = {:>12}", ops)));
+    assert!(hgrm.contains(&format!("Total count    = {ops:>12}")));
 
     // Reads and updates have their own histograms, and they add up to the total.
     let by_op = run["by_op"].as_object().expect("by_op");
@@ -133,7 +135,7 @@ fn summary_adds_up_against_the_nodes_own_counters() {
         let file = op["hgrm"].as_str().expect("hgrm");
         assert_eq!(file, format!("2nodes-{kind}.hgrm"));
         let text = std::fs::read_to_string(out.path().join(file)).expect("per-op hgrm");
-        assert!(text.contains(&format!("Total count    = {:>12}", n)), "{file}");
+        assert!(text.contains(&format!("Total count    = {n:>12}")), "{file}");
         assert!(op["latency_ms"]["p99"].as_f64().expect("p99") > 0.0);
         counted += n;
     }

@@ -4,6 +4,8 @@
 //! the same client connections, a pipelined batch spanning both is answered in order, the proxy's memory
 //! stays bounded, and once a healthy node takes the address its keys are served again.
 
+#![allow(clippy::expect_used, reason = "a test's or an instrument's expect is its assertion")]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -270,7 +272,7 @@ impl Server {
             args.extend(["--node".to_string(), format!("http://{n}")]);
         }
         args.extend(["--upstream-timeout".into(), "2s".into()]);
-        args.extend(extra.iter().map(|a| a.to_string()));
+        args.extend(extra.iter().map(std::string::ToString::to_string));
         Server::start(&args)
     }
 
@@ -327,7 +329,7 @@ fn put(key: &str, value: &str) -> String {
 fn keys() -> (String, String) {
     let router = RouterKind::Rendezvous.build(&node_names(2), 160);
     let of =
-        |n: usize| (0..).map(|i| format!("k{i}")).find(|k| router.route(k.as_bytes()) == n).expect("key");
+        |n: usize| (0..1000).map(|i| format!("k{i}")).find(|k| router.route(k.as_bytes()) == n).expect("key");
     (of(0), of(1))
 }
 

@@ -4,6 +4,7 @@
 //! framing (Content-Length, Transfer-Encoding, Expect, Connection: close, HTTP/1.0), 413 before the body,
 //! key rules, timeouts, the connection cap, descriptor exhaustion, panic isolation, SIGTERM drain.
 
+#![allow(clippy::expect_used, reason = "a test's or an instrument's expect is its assertion")]
 // Each suite declares its own `mod common;`, as it does in the adapter: two copies of the same helpers.
 #![allow(clippy::duplicate_mod)]
 

@@ -6,6 +6,8 @@
 //! The disk is real: a 3 MiB tmpfs, mounted by the test (CI runs as root; elsewhere the test says it is
 //! skipped).
 
+#![allow(clippy::expect_used, reason = "a test's or an instrument's expect is its assertion")]
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

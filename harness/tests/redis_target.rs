@@ -2,6 +2,8 @@
 //! redis-servers, with the same report. Needs `redis-server` on PATH (Debian's redis-server package;
 //! `.ci/run` installs it).
 
+#![allow(clippy::expect_used, reason = "a test's or an instrument's expect is its assertion")]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 

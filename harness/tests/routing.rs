@@ -1,5 +1,7 @@
 //! Routing properties on a million keys, and invariants under random node sets.
 
+#![allow(clippy::expect_used, reason = "a test's or an instrument's expect is its assertion")]
+
 use otkv_harness::router::{movement, node_names, shares, RendezvousRouter, RingRouter, RouterKind};
 use proptest::prelude::*;
 

@@ -81,7 +81,7 @@ impl Node {
     /// As [`Node::start`], through a wrapper command (e.g. `prlimit`) that ends with [`server_argv`].
     pub fn start_with(mut command: Command, args: &[&str]) -> Node {
         let mut backing = Vec::new();
-        let mut own_args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let mut own_args: Vec<String> = args.iter().map(std::string::ToString::to_string).collect();
         if behind_proxy() {
             own_args = front_args(args);
             for i in 0..BACKING_NODES {
@@ -95,7 +95,7 @@ impl Node {
         command.args(["--port", "0"]).args(&own_args);
         let (child, url) = spawn_listening(command);
         let addr = url.strip_prefix("http://").expect("http url").to_string();
-        Node { child, url, addr, backing }
+        Node { child, addr, url, backing }
     }
 
     pub fn connect(&self) -> TcpStream {
@@ -172,7 +172,7 @@ fn front_args(args: &[&str]) -> Vec<String> {
         let takes_value = args[i] != "--test-panic-route";
         let n = if takes_value { 2 } else { 1 };
         if FRONT_OPTIONS.contains(&args[i]) {
-            out.extend(args[i..(i + n).min(args.len())].iter().map(|a| a.to_string()));
+            out.extend(args[i..(i + n).min(args.len())].iter().map(std::string::ToString::to_string));
         }
         i += n;
     }
@@ -181,7 +181,7 @@ fn front_args(args: &[&str]) -> Vec<String> {
 
 /// The arguments of node `i` behind a proxy: all of `args`, with its own subdirectory of `--data-dir`.
 fn node_args(args: &[&str], i: usize) -> Vec<String> {
-    let mut out: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let mut out: Vec<String> = args.iter().map(std::string::ToString::to_string).collect();
     if let Some(p) = out.iter().position(|a| a == "--data-dir") {
         if let Some(dir) = out.get_mut(p + 1) {
             *dir = format!("{dir}/node-{i}");

@@ -18,7 +18,7 @@ pub fn key(i: u64) -> [u8; 16] {
 pub fn disk_use(dir: &Path) -> u64 {
     let mut total = 0;
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let meta = entry.metadata().map(|m| (m.is_dir(), m.len())).unwrap_or((false, 0));
+        let meta = entry.metadata().map_or((false, 0), |m| (m.is_dir(), m.len()));
         total += if meta.0 { disk_use(&entry.path()) } else { meta.1 };
     }
     total

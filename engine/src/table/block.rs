@@ -27,6 +27,8 @@ const HEADER: usize = 14;
 const EXPIRES: u32 = 1 << 31;
 /// The longest key a block holds.
 pub(crate) const MAX_KEY: usize = u16::MAX as usize;
+// The engine's own key limit must fit the 16-bit length field.
+const _: () = assert!(crate::entry::MAX_KEY_BYTES <= MAX_KEY);
 /// The longest value a block holds.
 pub(crate) const MAX_VALUE: usize = (EXPIRES - 1) as usize;
 
@@ -69,6 +71,7 @@ impl Layout {
         let key_at = c + HEADER + if expires { 8 } else { 0 };
         // SAFETY: `p` has `size` bytes: the fields below end at `key_at`, then key and value, exactly
         // `size` in all. Stores are unaligned (blocks are GRAIN-aligned); the clock is 4-aligned at 0.
+        #[allow(clippy::cast_ptr_alignment, reason = "the clock is at offset 0 of a GRAIN-aligned block")]
         unsafe {
             if c != 0 {
                 p.cast::<u32>().write(clock.to_le());
@@ -198,6 +201,7 @@ impl<'g> BlockRef<'g> {
     fn clock(self) -> Option<&'g AtomicU32> {
         // SAFETY: a table with clocks writes one at offset 0 of every block, 4-aligned (slab's grain);
         // it is only ever accessed atomically.
+        #[allow(clippy::cast_ptr_alignment, reason = "offset 0 of a GRAIN-aligned block")]
         self.layout.has_clock().then(|| unsafe { &*self.ptr.cast::<AtomicU32>() })
     }
 

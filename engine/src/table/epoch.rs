@@ -223,6 +223,7 @@ pub(crate) fn pin() -> Guard {
 
 impl Guard {
     /// Runs `d` once no thread can still see what it releases. Call it after unlinking that memory.
+    #[allow(clippy::unused_self, reason = "deferring needs a pinned thread: the guard proves it is")]
     pub(crate) fn defer(&self, d: Deferred) {
         HANDLE.with(|h| {
             let mut bag = h.bag.borrow_mut();

@@ -142,11 +142,21 @@ impl<'a> Slots<'a> {
         if head == 0 {
             return None;
         }
+        // SAFETY: the caller's contract, and `head` is not 0.
+        Some(unsafe { Slots::of_allocated(head) })
+    }
+
+    /// [`Slots::of`] for a head that is not 0 (one [`Slots::allocate`] returned).
+    ///
+    /// # Safety
+    /// As [`Slots::of`], and `head != 0`.
+    #[allow(unsafe_code)]
+    unsafe fn of_allocated(head: u64) -> Slots<'a> {
         let ptr = (head & ADDRESS) as *const AtomicU64;
         #[cfg(loom)]
         assert!(!slab::is_released(ptr.cast()), "a slot array was read after its release");
         // SAFETY: `allocate` made `len` words at this address (the caller's contract keeps them).
-        Some(Slots { words: unsafe { std::slice::from_raw_parts(ptr, len_of(head)) } })
+        Slots { words: unsafe { std::slice::from_raw_parts(ptr, len_of(head)) } }
     }
 
     /// Where a key with `tag` starts probing: the tag scaled to the array (`tag * len / 2^16`), so an
@@ -186,6 +196,7 @@ unsafe fn release_slots(ptr: *mut u8, len: usize) {
     }
     // SAFETY: the caller's contract; the box `allocate` leaked, rebuilt from its parts.
     #[cfg(not(loom))]
+    #[allow(clippy::cast_ptr_alignment, reason = "`ptr` came from a Box<[AtomicU64]>: 8-aligned")]
     drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr.cast::<AtomicU64>(), len)) });
 }
 
@@ -278,6 +289,7 @@ impl Table {
     }
 
     /// Pins this thread: what is read under the guard stays readable until it is dropped.
+    #[allow(clippy::unused_self, reason = "pinning is per thread; the table's method says what it pins for")]
     pub(crate) fn pin(&self) -> Guard {
         epoch::pin()
     }
@@ -390,18 +402,15 @@ impl Table {
                 let previous = slots.words[at].load(Ordering::Relaxed);
                 slots.words[at].store(word, Ordering::Release);
                 changed.new = Some(slab::cost(size));
-                match old {
-                    Some((block, size)) => {
-                        changed.old = Some((block.meta(), slab::cost(size)));
-                        self.retire(block, size, guard);
+                if let Some((block, size)) = old {
+                    changed.old = Some((block.meta(), slab::cost(size)));
+                    self.retire(block, size, guard);
+                } else {
+                    if previous == EMPTY {
+                        w.used += 1;
                     }
-                    None => {
-                        if previous == EMPTY {
-                            w.used += 1;
-                        }
-                        w.live += 1;
-                        writer.live.store(w.live, Ordering::Relaxed);
-                    }
+                    w.live += 1;
+                    writer.live.store(w.live, Ordering::Relaxed);
                 }
             }
             (Change::Remove, Some((block, size))) => {
@@ -416,6 +425,7 @@ impl Table {
     }
 
     /// Defers the release of an unlinked block of `size` bytes.
+    #[allow(clippy::unused_self, reason = "a block retires from the table it was unlinked from")]
     fn retire(&self, block: BlockRef<'_>, size: usize, guard: &Guard) {
         // SAFETY: the block was unlinked from its slot just now, under the shard's lock, so no later reader
         // finds it; `block::release` frees its `size` bytes once no earlier reader can.
@@ -458,7 +468,7 @@ impl Table {
         let new = Slots::allocate(len);
         // SAFETY: `new` is ours until published below, and then lives as long as the guard.
         #[allow(unsafe_code)]
-        let fresh = unsafe { Slots::of(new) }.expect("a new array");
+        let fresh = unsafe { Slots::of_allocated(new) };
         // SAFETY: the current array, published by this writer (we hold its lock); pinned by `guard`.
         #[allow(unsafe_code)]
         if let Some(old_slots) = unsafe { Slots::of(old) } {
@@ -506,7 +516,7 @@ impl Table {
     /// Calls `f` on every entry, shard by shard (pinned afresh for each, so a long walk does not hold
     /// back reclamation). Entries written during the walk may or may not be seen.
     pub(crate) fn for_each(&self, mut f: impl FnMut(BlockRef<'_>)) {
-        for head in self.heads.iter() {
+        for head in &self.heads {
             let guard = self.pin();
             // SAFETY: a head loaded while pinned by `guard`, until the end of this iteration.
             #[allow(unsafe_code)]
@@ -559,7 +569,7 @@ impl Drop for Table {
     fn drop(&mut self) {
         // `&mut self`: no reader or writer is left, so what is linked is released at once (what was
         // unlinked earlier is the collector's).
-        for head in self.heads.iter() {
+        for head in &self.heads {
             let head = head.swap(0, Ordering::AcqRel);
             // SAFETY: the last reference to this array.
             #[allow(unsafe_code)]
@@ -572,14 +582,14 @@ impl Drop for Table {
                     #[allow(unsafe_code)]
                     unsafe {
                         let ptr = (word & ADDRESS) as *mut u8;
-                        block::release(ptr, BlockRef::new(ptr, self.layout).size())
+                        block::release(ptr, BlockRef::new(ptr, self.layout).size());
                     };
                 }
             }
             // SAFETY: an array from `Slots::allocate`, unreachable now.
             #[allow(unsafe_code)]
             unsafe {
-                release_slots((head & ADDRESS) as *mut u8, len_of(head))
+                release_slots((head & ADDRESS) as *mut u8, len_of(head));
             };
         }
     }

@@ -17,10 +17,10 @@ pub(crate) use parking_lot::{Mutex, MutexGuard};
 pub(crate) use std::sync::atomic::Ordering;
 
 /// Locks `m`. A panicked holder leaves nothing half-done here (every critical section either completes its
-/// stores or makes none), so loom's poisoning is ignored (parking_lot has none).
+/// stores or makes none), so loom's poisoning is ignored (`parking_lot` has none).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     #[cfg(loom)]
-    return m.lock().unwrap_or_else(|p| p.into_inner());
+    return m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     #[cfg(not(loom))]
     m.lock()
 }

@@ -145,7 +145,7 @@ fn readers_race_writers_and_growth() {
             std::thread::spawn(move || {
                 for round in 0..40u64 {
                     for k in (w..4000).step_by(2) {
-                        if (k as u64 + round) % 7 == 0 {
+                        if (u64::from(k) + round) % 7 == 0 {
                             remove(&t, &k.to_le_bytes());
                         } else {
                             put(&t, &k.to_le_bytes(), &value(k, round), round);

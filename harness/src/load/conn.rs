@@ -2,72 +2,13 @@
 //! redis-server over RESP) and the [`Conn`] that speaks its protocol, so the request loop is written once
 //! and OTKV and Redis are measured by the same code.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::client::{HttpConn, PutOptions};
+use crate::outcome::Refusal;
 use crate::resp::{Reply, RespConn};
+use crate::target::{Protocol, Target};
 use crate::wire::Failure;
-
-/// A server to send requests to.
-#[derive(Debug, Clone)]
-pub struct Target {
-    /// Its routing name (`node-0`, ...).
-    pub name: String,
-    /// Where it listens.
-    pub addr: SocketAddr,
-    /// `HOST:PORT` as given (the HTTP `Host` header).
-    pub host: String,
-    /// What it speaks.
-    pub protocol: Protocol,
-}
-
-/// What a target speaks: an OTKV node's (or proxy's) HTTP API, or Redis's RESP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    /// HTTP/1.1, `GET`/`PUT /v1/kv/{key}`.
-    Http,
-    /// RESP2, `GET`/`SET`.
-    Resp,
-}
-
-impl Target {
-    /// `http://HOST:PORT` or `redis://HOST:PORT`.
-    pub fn url(&self) -> String {
-        let scheme = match self.protocol {
-            Protocol::Http => "http",
-            Protocol::Resp => "redis",
-        };
-        format!("{scheme}://{}", self.host)
-    }
-}
-
-/// Why a server answered but not with what was asked for. Counted by kind, as `http_NNN`, `resp_nil`
-/// (GET of a key Redis does not have) or `resp_error` (an error reply, e.g. `-OOM`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Refusal {
-    /// An HTTP status other than the success the request expects.
-    Http(u16),
-    /// A nil reply.
-    RespNil,
-    /// An error reply.
-    RespError,
-    /// A reply of a type the command does not give.
-    RespUnexpected,
-}
-
-impl Refusal {
-    /// Its name in reports and `summary.json`.
-    pub fn name(self) -> String {
-        match self {
-            Refusal::Http(code) => format!("http_{code}"),
-            Refusal::RespNil => "resp_nil".into(),
-            Refusal::RespError => "resp_error".into(),
-            Refusal::RespUnexpected => "resp_unexpected".into(),
-        }
-    }
-}
 
 /// How a read-modify-write ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

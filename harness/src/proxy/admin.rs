@@ -4,27 +4,34 @@
 //! A fan-out sends one request to every node at once (each on a connection from its pool, taken in node
 //! order like any group) and then reads the answers, so it takes as long as the slowest node, not the sum.
 
-use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 
-use otkv_adapter_http::conn::Responder;
-use otkv_adapter_http::error::HttpError;
-use otkv_adapter_http::pct;
-use otkv_adapter_http::response::{JSON, PROMETHEUS, TEXT};
-use otkv_adapter_http::routes::Route;
+use otkv_adapter_http::front::{
+    pct, Front, HttpError, Kind, ProcessStats, Responder, Route, JSON, PROMETHEUS, TEXT,
+};
 use serde_json::{json, Map, Value};
 
-use super::upstream::Group;
-use super::Proxy;
+use super::upstream::{Group, Upstream};
 use crate::answer::AnswerRules;
 
+/// What the proxy's own answers read: its front door, its nodes, its router's name.
+#[derive(Debug, Clone, Copy)]
+pub struct Cluster<'p> {
+    /// The proxy's front door (its own counters, its limits).
+    pub front: &'p Front,
+    /// The nodes, in node order.
+    pub upstreams: &'p [Upstream],
+    /// `rendezvous` or `ring`.
+    pub router: &'p str,
+}
+
 /// Answers a request the proxy does not forward; `route` is never a key route.
-pub fn answer(proxy: &Proxy, route: Route<'_>, resp: &mut Responder<'_>) -> Result<u16, HttpError> {
+pub fn answer(cluster: &Cluster<'_>, route: Route<'_>, resp: &mut Responder<'_>) -> Result<u16, HttpError> {
     match route {
-        Route::List { prefix, limit } => list(proxy, &prefix, limit, resp),
-        Route::Health => Ok(health(proxy, resp)),
-        Route::Stats => Ok(stats(proxy, resp)),
-        Route::Metrics => Ok(resp.send(200, Some(PROMETHEUS), metrics(proxy).as_bytes())),
+        Route::List { prefix, limit } => list(cluster, &prefix, limit, resp),
+        Route::Health => Ok(health(cluster, resp)),
+        Route::Stats => Ok(stats(cluster, resp)),
+        Route::Metrics => Ok(resp.send(200, Some(PROMETHEUS), metrics(cluster).as_bytes())),
         Route::Panic => panic!("panic requested through /debug/panic"),
         Route::Kv(..) | Route::Compat(_) => Err(HttpError::Internal),
     }
@@ -35,8 +42,8 @@ const ADMIN_ANSWER_CAP: usize = 16 << 20;
 
 /// `GET {target}` to every node at once: each node's `(status, body)` (a body of at most `max_body`
 /// bytes), or the error naming it.
-fn fan_out(proxy: &Proxy, target: &str, max_body: usize) -> Vec<Result<(u16, Vec<u8>), HttpError>> {
-    let ups = proxy.upstreams();
+fn fan_out(cluster: &Cluster<'_>, target: &str, max_body: usize) -> Vec<Result<(u16, Vec<u8>), HttpError>> {
+    let ups = cluster.upstreams;
     let requests: Vec<Vec<u8>> = ups
         .iter()
         .map(|u| format!("GET {target} HTTP/1.1\r\nHost: {}\r\n\r\n", u.host()).into_bytes())
@@ -64,13 +71,18 @@ struct Listing {
 /// `GET /v1/kv?prefix=&limit=`: every node's first `limit` keys under `prefix`, merged in byte order,
 /// de-duplicated, cut to `limit`. Any node that cannot answer fails the whole listing (a partial one would
 /// silently miss keys).
-fn list(proxy: &Proxy, prefix: &[u8], limit: usize, resp: &mut Responder<'_>) -> Result<u16, HttpError> {
+fn list(
+    cluster: &Cluster<'_>,
+    prefix: &[u8],
+    limit: usize,
+    resp: &mut Responder<'_>,
+) -> Result<u16, HttpError> {
     let target = format!("/v1/kv?prefix={}&limit={limit}", pct::encode_segment(prefix));
     // Each key percent-encoded (at most three bytes a byte), quoted, and a comma.
-    let per_key = proxy.front.limits.max_key_bytes.saturating_mul(3).saturating_add(3);
+    let per_key = cluster.front.limits.max_key_bytes.saturating_mul(3).saturating_add(3);
     let max_body = limit.saturating_mul(per_key).saturating_add(1024);
     let mut keys: Vec<Vec<u8>> = Vec::new();
-    for (answer, up) in fan_out(proxy, &target, max_body).into_iter().zip(proxy.upstreams()) {
+    for (answer, up) in fan_out(cluster, &target, max_body).into_iter().zip(cluster.upstreams) {
         let (status, body) = answer?;
         let bad = |why: String| HttpError::BadGateway(format!("{} {why}", up.who()));
         if status != 200 {
@@ -95,10 +107,10 @@ fn list(proxy: &Proxy, prefix: &[u8], limit: usize, resp: &mut Responder<'_>) ->
 }
 
 /// `/healthz`: 200 when every node answers its own `/healthz` with 200, else 503 naming those that do not.
-fn health(proxy: &Proxy, resp: &mut Responder<'_>) -> u16 {
-    let failing: Vec<String> = fan_out(proxy, "/healthz", ADMIN_ANSWER_CAP)
+fn health(cluster: &Cluster<'_>, resp: &mut Responder<'_>) -> u16 {
+    let failing: Vec<String> = fan_out(cluster, "/healthz", ADMIN_ANSWER_CAP)
         .into_iter()
-        .zip(proxy.upstreams())
+        .zip(cluster.upstreams)
         .filter_map(|(answer, up)| match answer {
             Ok((200, _)) => None,
             Ok((status, body)) => {
@@ -116,12 +128,12 @@ fn health(proxy: &Proxy, resp: &mut Responder<'_>) -> u16 {
 
 /// `/v1/stats`: the proxy's own counters, each node's `/v1/stats` (or why it has none), and totals over
 /// the nodes that answered.
-fn stats(proxy: &Proxy, resp: &mut Responder<'_>) -> u16 {
-    let front = &proxy.front;
+fn stats(cluster: &Cluster<'_>, resp: &mut Responder<'_>) -> u16 {
+    let front = cluster.front;
     let mut nodes = Vec::new();
     let (mut keys, mut connections, mut answering) = (0u64, 0i64, 0usize);
     let mut requests: Map<String, Value> = Map::new();
-    for (answer, up) in fan_out(proxy, "/v1/stats", ADMIN_ANSWER_CAP).into_iter().zip(proxy.upstreams()) {
+    for (answer, up) in fan_out(cluster, "/v1/stats", ADMIN_ANSWER_CAP).into_iter().zip(cluster.upstreams) {
         let mut entry = json!({ "name": up.name, "addr": up.addr.to_string() });
         let doc = answer.and_then(|(status, body)| match (status, serde_json::from_slice::<Value>(&body)) {
             (200, Ok(doc)) => Ok(doc),
@@ -147,10 +159,10 @@ fn stats(proxy: &Proxy, resp: &mut Responder<'_>) -> u16 {
     }
     let own: Map<String, Value> =
         front.metrics.requests_by_op().map(|(op, n)| (op.to_string(), n.into())).collect();
-    let process = otkv_adapter_http::process::ProcessStats::read();
+    let process = ProcessStats::read();
     let doc = json!({
         "proxy": {
-            "router": proxy.router_name,
+            "router": cluster.router,
             "connections": front.metrics.connections(),
             "requests": own,
             "cpu_seconds": process.map(|p| p.cpu_seconds),
@@ -158,7 +170,7 @@ fn stats(proxy: &Proxy, resp: &mut Responder<'_>) -> u16 {
         },
         "nodes": nodes,
         "totals": {
-            "nodes": proxy.upstreams().len(),
+            "nodes": cluster.upstreams.len(),
             "nodes_answering": answering,
             "keys": keys,
             "connections": connections,
@@ -170,32 +182,25 @@ fn stats(proxy: &Proxy, resp: &mut Responder<'_>) -> u16 {
 
 /// `/metrics`: the front door's counters (requests by op and code, latency), then per node the requests
 /// forwarded, the failures by kind, and the open connections.
-fn metrics(proxy: &Proxy) -> String {
-    let front = &proxy.front;
-    let mut s = front.metrics.prometheus(None, front.busy.load(Relaxed));
-    s.push_str("# HELP otkv_proxy_upstream_requests_total Requests forwarded to each node.\n");
-    s.push_str("# TYPE otkv_proxy_upstream_requests_total counter\n");
-    for up in proxy.upstreams() {
-        let n = up.forwarded.load(Relaxed);
-        let _ = writeln!(
-            s,
-            "otkv_proxy_upstream_requests_total{{node=\"{}\",addr=\"{}\"}} {n}",
-            up.name, up.addr
-        );
+fn metrics(cluster: &Cluster<'_>) -> String {
+    let front = cluster.front;
+    let mut e = front.metrics.prometheus(front.busy.load(Relaxed));
+    let name = "otkv_proxy_upstream_requests_total";
+    e.family(name, Kind::Counter, "Requests forwarded to each node.");
+    for up in cluster.upstreams {
+        e.sample(name, &[("node", &up.name), ("addr", &up.addr)], up.forwarded.load(Relaxed));
     }
-    s.push_str("# HELP otkv_proxy_upstream_errors_total Failures reaching each node, by kind.\n");
-    s.push_str("# TYPE otkv_proxy_upstream_errors_total counter\n");
-    for up in proxy.upstreams() {
+    let name = "otkv_proxy_upstream_errors_total";
+    e.family(name, Kind::Counter, "Failures reaching each node, by kind.");
+    for up in cluster.upstreams {
         for (kind, n) in up.errors() {
-            let _ =
-                writeln!(s, "otkv_proxy_upstream_errors_total{{node=\"{}\",kind=\"{kind}\"}} {n}", up.name);
+            e.sample(name, &[("node", &up.name), ("kind", &kind)], n);
         }
     }
-    s.push_str("# HELP otkv_proxy_upstream_connections Open connections to each node.\n");
-    s.push_str("# TYPE otkv_proxy_upstream_connections gauge\n");
-    for up in proxy.upstreams() {
-        let _ =
-            writeln!(s, "otkv_proxy_upstream_connections{{node=\"{}\"}} {}", up.name, up.open_connections());
+    let name = "otkv_proxy_upstream_connections";
+    e.family(name, Kind::Gauge, "Open connections to each node.");
+    for up in cluster.upstreams {
+        e.sample(name, &[("node", &up.name)], up.open_connections());
     }
-    s
+    e.into_text()
 }

@@ -39,13 +39,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use otkv_adapter_http::conn::Requests;
-use otkv_adapter_http::metrics::Op;
-use otkv_adapter_http::response::Framing;
-use otkv_adapter_http::routes::{Limits, Route};
-use otkv_adapter_http::server::{self, Front};
-use otkv_adapter_http::service::Service;
-use otkv_adapter_http::FrontArgs;
+use otkv_adapter_http::front::{self, Framing, Front, FrontArgs, Limits, Op, Requests, Route, Service};
 
 use smallvec::SmallVec;
 
@@ -166,7 +160,9 @@ impl Service for Proxy {
             }
             // Answered here: what is queued before it goes first.
             self.flush(s, requests);
-            requests.respond(exchange, |route, _body, resp| admin::answer(self, route, resp));
+            let cluster =
+                admin::Cluster { front: &self.front, upstreams: self.upstreams(), router: &self.router_name };
+            requests.respond(exchange, |route, _body, resp| admin::answer(&cluster, route, resp));
         }
         self.flush(s, requests);
     }
@@ -293,7 +289,7 @@ fn elapsed_nanos(since: Instant) -> u64 {
 /// Runs `harness proxy` until SIGINT or SIGTERM.
 pub fn run(args: &ProxyArgs) -> Result<(), String> {
     otkv_adapter_http::init_logging();
-    let workers = server::configure_runtime(args.front.workers);
+    let workers = front::configure_runtime(args.front.workers);
     let data = tempfile::Builder::new().prefix("otkv-proxy-").tempdir().map_err(|e| e.to_string())?;
     let (local, targets) = match (args.nodes, args.node_urls.is_empty()) {
         (Some(0), _) | (None, true) => return Err("give --node URL (repeatable) or --nodes N (N ≥ 1)".into()),
@@ -314,10 +310,10 @@ pub fn run(args: &ProxyArgs) -> Result<(), String> {
             .map(|t| Upstream::new(t, args.upstream_timeout, args.upstream_connections))
             .collect(),
     });
-    let (listener, addr) = server::bind(args.front.bind, args.port).map_err(|e| e.to_string())?;
+    let (listener, addr) = front::bind(args.front.bind, args.port).map_err(|e| e.to_string())?;
     let nodes: Vec<String> = targets.iter().map(|t| format!("{}={}", t.name, t.addr)).collect();
     tracing::info!(%addr, router = %proxy.router_name, nodes = %nodes.join(" "), workers, "proxy listening");
-    server::serve(proxy, listener, addr, || {}).map_err(|e| e.to_string())?;
+    front::serve(proxy, listener, addr, || {}).map_err(|e| e.to_string())?;
     if let Some(mut local) = local {
         local.stop();
     }

@@ -28,12 +28,11 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use otkv_adapter_http::error::HttpError;
-use otkv_adapter_http::lock;
+use otkv_adapter_http::front::{lock, HttpError};
 
 use crate::answer::{AnswerRules, Invalid};
 use crate::client::{Failure, HttpConn, ReadError, ResponseMeta, Waiting};
-use crate::load::Target;
+use crate::target::Target;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);

@@ -4,7 +4,7 @@
 //! timer in the event loop's timeout list for every blocking read or write, and that list has a race: under
 //! load with two worker threads the event loop found a timer entry already consumed (a panic inside
 //! `may_queue::mpsc_list_v1::Entry::with_mut_data` from `Selector::select`) or corrupted the heap
-//! (`malloc(): unaligned tcache chunk detected`). may_minihttp sets no timeouts, which is why may's own
+//! (`malloc(): unaligned tcache chunk detected`). `may_minihttp` sets no timeouts, which is why may's own
 //! benchmarks never meet it. So no socket in this workspace uses may's I/O timeouts.
 //!
 //! Instead, each connection owns a [`Deadline`]: one atomic holding when it expires, on a coarse clock.
@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::lock;
+use super::sync::lock;
 
 /// How often the reaper looks; deadlines are honoured to within this.
 pub const TICK: Duration = Duration::from_millis(25);

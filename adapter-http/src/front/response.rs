@@ -21,6 +21,16 @@ pub const TEXT: ContentType = ContentType("\r\nContent-Type: text/plain; charset
 /// Prometheus text exposition format 0.0.4.
 pub const PROMETHEUS: ContentType = ContentType("\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8");
 
+/// What a response says about a stored value: its version (`ETag: "V"`) and its expiry (`Expires`).
+/// The service's own metadata, in the front door's terms: the front door knows no store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryMeta {
+    /// The value's version: the entity-tag.
+    pub version: u64,
+    /// When it expires, in milliseconds since the Unix epoch; 0 for never.
+    pub expires_ms: u64,
+}
+
 /// One response to encode.
 #[derive(Debug)]
 pub struct Reply<'a> {
@@ -33,7 +43,7 @@ pub struct Reply<'a> {
     /// Value of an `Allow` header (405).
     pub allow: Option<&'static str>,
     /// The stored value's version and expiry: `ETag: "V"`, and `Expires` when it has one.
-    pub entry: Option<otkv_engine::Meta>,
+    pub entry: Option<EntryMeta>,
 }
 
 /// How the connection frames this response.
@@ -191,13 +201,12 @@ impl Encoder {
 /// Writes the head `of` describes, with the connection's `Server` and `Date` block, up to the `ETag`
 /// value (or, without one, up to the blank line).
 fn write_prefix(out: &mut Vec<u8>, server_date: &[u8], of: &PrefixOf, allow: Option<&'static str>) {
-    match status_line(of.status) {
-        Some(line) => out.extend_from_slice(line),
-        None => {
-            out.extend_from_slice(b"HTTP/1.1 ");
-            push_decimal(out, u64::from(of.status));
-            out.extend_from_slice(b" Unknown");
-        }
+    if let Some(line) = status_line(of.status) {
+        out.extend_from_slice(line);
+    } else {
+        out.extend_from_slice(b"HTTP/1.1 ");
+        push_decimal(out, u64::from(of.status));
+        out.extend_from_slice(b" Unknown");
     }
     out.extend_from_slice(server_date);
     if let Some(ct) = of.content_type {
@@ -292,7 +301,7 @@ mod tests {
 
     #[test]
     fn a_read_is_encoded_with_its_etag_and_length() {
-        let entry = Some(otkv_engine::Meta { version: 42, expires_ms: 0 });
+        let entry = Some(EntryMeta { version: 42, expires_ms: 0 });
         let reply = Reply { status: 200, content_type: Some(OCTET_STREAM), body: b"abc", allow: None, entry };
         let text = encoded(&reply, KEEP);
         let date = text.split("Date: ").nth(1).and_then(|r| r.split("\r\n").next()).expect("a Date");
@@ -313,7 +322,7 @@ mod tests {
 
     #[test]
     fn a_cached_head_is_rebuilt_when_the_response_differs() {
-        let entry = |version| Some(otkv_engine::Meta { version, expires_ms: 0 });
+        let entry = |version| Some(EntryMeta { version, expires_ms: 0 });
         let replies = [
             Reply {
                 status: 200,
@@ -350,7 +359,7 @@ mod tests {
 
     #[test]
     fn the_longest_head_fits() {
-        let entry = Some(otkv_engine::Meta { version: u64::MAX, expires_ms: 253_402_300_799_000 });
+        let entry = Some(EntryMeta { version: u64::MAX, expires_ms: 253_402_300_799_000 });
         let reply = Reply {
             status: 431,
             content_type: Some(PROMETHEUS),

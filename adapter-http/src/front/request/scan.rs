@@ -9,7 +9,7 @@
 //! - the target is printable ASCII (`!`..=`~`), starts with `/`, and is followed by one space;
 //! - the version is `HTTP/1.1` or `HTTP/1.0`, and every line ends with CRLF;
 //! - a header name is a token, followed directly by `:`; its value, after any spaces, is `' '..='~'`
-//!   (no tab, no byte above 0x7E); at most [`super::MAX_HEADERS`] of them;
+//!   (no tab, no byte above 0x7E); at most `MAX_HEADERS` of them;
 //! - the head is complete in the buffer.
 //!
 //! Inside that form its answer is exactly httparse's: the `scanned_heads_parse_as_httparse_does`
@@ -17,8 +17,8 @@
 //! values are checked eight bytes at a time ([`crate::swar`]): a byte-by-byte hand parser was measured
 //! before this one, and lost to httparse's SIMD.
 
-use super::{Line, Method, MAX_HEADERS};
-use crate::swar::{first_outside, word};
+use super::line::{Line, Method, MAX_HEADERS};
+use crate::front::swar::{first_outside, word};
 
 /// Scans the head at the start of `buf`, handing each header to `header` in order; `None` when the head
 /// is not in the common form (or not complete): the caller then parses it with httparse, and must

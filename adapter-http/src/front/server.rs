@@ -11,72 +11,19 @@
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use may::net::{TcpListener, TcpStream};
-use otkv_engine::EngineError;
 
-use crate::cli::FrontArgs;
-use crate::metrics::Metrics;
-use crate::routes::Limits;
-use crate::service::Service;
+use super::conn::serve_connection;
+use super::service::Service;
+use super::state::Front;
 
-/// How long a client may take.
-#[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
-    /// From the first byte of a request head to its end; and between reads of a body.
-    pub header: Duration,
-    /// Between requests on a keep-alive connection.
-    pub idle: Duration,
-}
-
-/// State every connection of a server shares, whatever its service.
-#[derive(Debug)]
-pub struct Front {
-    /// Counters.
-    pub metrics: Metrics,
-    /// Size limits.
-    pub limits: Limits,
-    /// Timeouts.
-    pub timeouts: Timeouts,
-    /// Set by SIGINT/SIGTERM.
-    pub shutting_down: AtomicBool,
-    /// Connections holding a request not yet answered.
-    pub busy: AtomicUsize,
-    open: AtomicUsize,
-    max_connections: usize,
-}
-
-impl Front {
-    /// The front door `args` describe.
-    pub fn new(args: &FrontArgs) -> Front {
-        Front {
-            metrics: Metrics::default(),
-            limits: Limits {
-                max_key_bytes: args.max_key_bytes,
-                max_value_bytes: args.max_value_bytes,
-                panic_route: args.test_panic_route,
-            },
-            timeouts: Timeouts { header: args.header_timeout, idle: args.idle_timeout },
-            shutting_down: AtomicBool::new(false),
-            busy: AtomicUsize::new(0),
-            open: AtomicUsize::new(0),
-            max_connections: args.max_connections,
-        }
-    }
-}
-
-/// Why a server could not start or stop cleanly.
+/// Why a server could not listen or start serving.
 #[derive(Debug, thiserror::Error)]
-pub enum ServerError {
-    /// The command line does not make sense.
-    #[error("{0}")]
-    Config(String),
-    /// The engine failed to open or flush.
-    #[error(transparent)]
-    Engine(#[from] EngineError),
+pub enum ListenError {
     /// Binding the listening socket failed.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -117,10 +64,10 @@ pub fn configure_runtime(workers: Option<usize>) -> usize {
 }
 
 /// Binds `bind:port`, returning the listener and the address it got (port 0 picks a free one).
-pub fn bind(bind: IpAddr, port: u16) -> Result<(TcpListener, SocketAddr), ServerError> {
+pub fn bind(bind: IpAddr, port: u16) -> Result<(TcpListener, SocketAddr), ListenError> {
     let addr = SocketAddr::new(bind, port);
-    let listener = TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
-    let local = listener.local_addr().map_err(|source| ServerError::Io { what: "local address", source })?;
+    let listener = TcpListener::bind(addr).map_err(|source| ListenError::Bind { addr, source })?;
+    let local = listener.local_addr().map_err(|source| ListenError::Io { what: "local address", source })?;
     Ok((listener, local))
 }
 
@@ -132,7 +79,7 @@ pub fn serve<S: Service>(
     listener: TcpListener,
     local: SocketAddr,
     ready: impl FnOnce(),
-) -> Result<(), ServerError> {
+) -> Result<(), ListenError> {
     watch_signals(Arc::clone(&service), local)?;
     ready();
     let mut stdout = std::io::stdout().lock();
@@ -190,7 +137,7 @@ fn accept_loop<S: Service>(listener: TcpListener, service: &Arc<S>) {
         let service = Arc::clone(service);
         spawn_coroutine(move || {
             let _open = OpenConnection(service.front());
-            if catch_unwind(AssertUnwindSafe(|| crate::conn::serve(stream, &*service))).is_err() {
+            if catch_unwind(AssertUnwindSafe(|| serve_connection(stream, &*service))).is_err() {
                 tracing::error!("connection task panicked; closed that connection");
             }
         });
@@ -213,15 +160,15 @@ impl Drop for OpenConnection<'_> {
 }
 
 /// On SIGINT/SIGTERM: mark shutdown, then wake the accept loop with a connection to ourselves.
-fn watch_signals<S: Service>(service: Arc<S>, local: SocketAddr) -> Result<(), ServerError> {
+fn watch_signals<S: Service>(service: Arc<S>, local: SocketAddr) -> Result<(), ListenError> {
     use signal_hook::consts::{SIGINT, SIGTERM, SIGXFSZ};
     // A write past the file-size limit (RLIMIT_FSIZE) would kill the process with SIGXFSZ; handled, the
     // write fails with EFBIG instead, and the engine treats it like any failed write: writes stop with
     // 503 and a reason, reads go on (the same path as a failed fsync).
     signal_hook::flag::register(SIGXFSZ, Arc::new(AtomicBool::new(false)))
-        .map_err(|source| ServerError::Io { what: "installing signal handlers", source })?;
+        .map_err(|source| ListenError::Io { what: "installing signal handlers", source })?;
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
-        .map_err(|source| ServerError::Io { what: "installing signal handlers", source })?;
+        .map_err(|source| ListenError::Io { what: "installing signal handlers", source })?;
     let wake = match local.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), local.port()),
         IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), local.port()),
@@ -236,7 +183,7 @@ fn watch_signals<S: Service>(service: Arc<S>, local: SocketAddr) -> Result<(), S
                 let _ = std::net::TcpStream::connect_timeout(&wake, Duration::from_secs(1));
             }
         })
-        .map_err(|source| ServerError::Io { what: "starting the signal thread", source })?;
+        .map_err(|source| ListenError::Io { what: "starting the signal thread", source })?;
     Ok(())
 }
 

@@ -7,30 +7,17 @@
 //! - `Transfer-Encoding` is refused (411 for chunked, 501 otherwise): a body we cannot frame is never stored.
 //! - The head is capped in bytes and in header count (431), before it is buffered any further.
 
-use crate::error::HttpError;
-use crate::swar;
+use super::error::HttpError;
+use super::swar;
 
+mod line;
 mod scan;
 
-/// The most header fields a request may carry.
-pub const MAX_HEADERS: usize = 64;
+pub use line::{Method, MAX_HEADERS};
 
-/// The request methods the routes know; anything else is `Other`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    /// GET
-    Get,
-    /// HEAD
-    Head,
-    /// PUT
-    Put,
-    /// POST
-    Post,
-    /// DELETE
-    Delete,
-    /// Any other method.
-    Other,
-}
+/// The request head cap (431 beyond it).
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+use line::Line;
 
 /// What the connection layer needs to know about a parsed request head.
 #[derive(Debug)]
@@ -40,6 +27,7 @@ pub struct Head<'b> {
     /// The request target as sent (origin form: path and query).
     pub target: &'b str,
     /// Length of the head in bytes, up to and including the blank line.
+    #[allow(clippy::struct_field_names, reason = "the head's length, beside the body's")]
     pub head_len: usize,
     /// Length of the body that follows the head.
     pub body_len: u64,
@@ -75,14 +63,13 @@ pub fn parse(buf: &[u8], max_head: usize) -> Result<Option<Head<'_>>, HttpError>
 fn parse_head(buf: &[u8], max_head: usize, scan: bool) -> Result<Option<Head<'_>>, HttpError> {
     let mut fields = Fields::default();
     let scanned = if scan { scan::head(buf, |name, value| fields.add(name, value)) } else { None };
-    let line = match scanned {
-        Some(line) => line,
-        None => {
-            fields = Fields::default();
-            match parse_with_httparse(buf, max_head, &mut fields)? {
-                Some(line) => line,
-                None => return Ok(None),
-            }
+    let line = if let Some(line) = scanned {
+        line
+    } else {
+        fields = Fields::default();
+        match parse_with_httparse(buf, max_head, &mut fields)? {
+            Some(line) => line,
+            None => return Ok(None),
         }
     };
     if line.head_len > max_head {
@@ -92,16 +79,6 @@ fn parse_head(buf: &[u8], max_head: usize, scan: bool) -> Result<Option<Head<'_>
         return Err(HttpError::Malformed("request target must be an absolute path".into()));
     }
     fields.finish(line)
-}
-
-/// The request line and the head's length, however the head was parsed.
-#[derive(Debug)]
-struct Line<'b> {
-    method: Method,
-    target: &'b str,
-    http10: bool,
-    /// Up to and including the blank line.
-    head_len: usize,
 }
 
 /// The general parse, by httparse, handing its headers to `fields`.

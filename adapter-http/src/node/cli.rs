@@ -1,43 +1,13 @@
-//! Command lines: [`FrontArgs`], the listening and hardening options every server here shares (the node
-//! and the harness's routing proxy), and [`ServerArgs`], a node's (shared by `otkv-server` and
-//! `harness node`).
+//! [`ServerArgs`]: how to run one node (shared by `otkv-server` and `harness node`): the front door's
+//! options and the engine's.
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use otkv_engine::{Durability, EngineKind, Eviction};
+use otkv_engine::{Durability, EngineConfig, EngineKind, Eviction};
 
-/// How a server listens, and the limits it holds every client to.
-#[derive(Debug, Clone, clap::Args)]
-pub struct FrontArgs {
-    /// Address to listen on. Loopback by default: expose a server deliberately.
-    #[arg(long, default_value = "127.0.0.1")]
-    pub bind: IpAddr,
-    /// Worker threads running connections. Default 1: a node is normally one of several per machine (the
-    /// harness starts up to three), and one worker leaves the other cores to them and to clients. Give a
-    /// lone server on a big machine one per core.
-    #[arg(long)]
-    pub workers: Option<usize>,
-    /// Longest key, in bytes after percent-decoding (longer: 414).
-    #[arg(long, default_value_t = 1024)]
-    pub max_key_bytes: usize,
-    /// Largest value, in bytes (larger: 413, decided from Content-Length before the body is read).
-    #[arg(long, default_value_t = 1_048_576)]
-    pub max_value_bytes: usize,
-    /// Open connections beyond this are answered 503 and closed.
-    #[arg(long, default_value_t = 10_000)]
-    pub max_connections: usize,
-    /// A request head must arrive within this of its first byte, and a body must keep arriving.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    pub header_timeout: Duration,
-    /// A keep-alive connection with no request for this long is closed.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-    pub idle_timeout: Duration,
-    /// Serve `GET /debug/panic`, which panics (for tests of panic isolation).
-    #[arg(long, hide = true)]
-    pub test_panic_route: bool,
-}
+use super::error::ServerError;
+use crate::front::FrontArgs;
 
 /// How to run one OTKV node.
 #[derive(Debug, Clone, clap::Args)]
@@ -103,6 +73,31 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
         other => return Err(format!("unknown unit `{other}` (use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB)")),
     };
     n.checked_mul(scale).ok_or_else(|| format!("`{text}` is too large"))
+}
+
+impl ServerArgs {
+    /// The engine configuration these arguments describe.
+    pub fn engine_config(&self) -> Result<EngineConfig, ServerError> {
+        if self.engine == EngineKind::Sled && self.data_dir.is_none() {
+            return Err(ServerError::Config("--engine sled needs --data-dir DIR".into()));
+        }
+        if self.durability != Durability::None && self.data_dir.is_none() {
+            return Err(ServerError::Config(format!(
+                "--durability {} needs --data-dir DIR",
+                self.durability
+            )));
+        }
+        Ok(EngineConfig {
+            kind: self.engine,
+            data_dir: self.data_dir.clone(),
+            durability: self.durability,
+            flush_interval: self.flush_interval,
+            commit_delay: self.commit_delay,
+            snapshot_interval: Some(self.snapshot_interval).filter(|d| !d.is_zero()),
+            max_memory: self.max_memory,
+            eviction: self.eviction,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -1,11 +1,11 @@
 //! The seam between the connection layer and what answers requests.
 //!
-//! The connection layer ([`crate::conn`], [`crate::server`]) is the hardened part: head and body caps,
+//! The connection layer (the connection loop and the accept loop) is the hardened part: head and body caps,
 //! timeouts, framing rules, pipelining, connection cap, panic isolation. It is the same for every server
 //! this workspace runs. What differs is only what happens to a complete request, and that is a
 //! [`Service`]:
 //!
-//! - the node ([`crate::node::Node`]) answers each request from its engine, inside one engine batch per
+//! - the node (`otkv-server`) answers each request from its engine, inside one engine batch per
 //!   read, and parks the connection until `sync` writes are durable;
 //! - the harness's routing proxy forwards each request to the node that owns its key, and copies the
 //!   node's answer back in order. It lives in the harness crate: this crate knows nothing of other nodes.
@@ -14,8 +14,8 @@
 //! with [`Requests::respond`] (encoded here, counted here) or by appending a response it got elsewhere
 //! after [`Requests::pass`]. Every request gets exactly one response, in request order.
 
-use crate::conn::Requests;
-use crate::server::Front;
+use super::exchange::Requests;
+use super::state::Front;
 
 /// What a server does with the complete requests its connections read.
 pub trait Service: Send + Sync + 'static {

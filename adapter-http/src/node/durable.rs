@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use may::coroutine::{self, Coroutine};
 use otkv_engine::Engine;
 
-use crate::lock;
+use crate::front::lock;
 
 /// The coroutines whose writes became durable, and the relay that wakes them.
 #[derive(Debug, Default)]

@@ -9,9 +9,9 @@
 //! clock ticks (10 ms): a short run against a fast server (a few thousand requests at a few
 //! microseconds each) would read as zero CPU there.
 
-use std::fmt::Write as _;
-
 use nix::unistd::{sysconf, SysconfVar};
+
+use super::prometheus::{Exposition, Kind};
 
 /// One reading of the process's own counters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -50,18 +50,17 @@ impl ProcessStats {
     }
 
     /// Appends the three metrics in Prometheus text format.
-    pub fn write_prometheus(&self, s: &mut String) {
-        s.push_str("# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n");
-        s.push_str("# TYPE process_cpu_seconds_total counter\n");
-        let _ = writeln!(s, "process_cpu_seconds_total {}", self.cpu_seconds);
-        s.push_str("# HELP process_resident_memory_bytes Resident memory size in bytes.\n");
-        s.push_str("# TYPE process_resident_memory_bytes gauge\n");
-        let _ = writeln!(s, "process_resident_memory_bytes {}", self.rss_bytes);
-        s.push_str(
-            "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n",
+    pub fn write_prometheus(&self, e: &mut Exposition) {
+        let help = "Total user and system CPU time spent in seconds.";
+        e.single("process_cpu_seconds_total", Kind::Counter, help, self.cpu_seconds);
+        e.single(
+            "process_resident_memory_bytes",
+            Kind::Gauge,
+            "Resident memory size in bytes.",
+            self.rss_bytes,
         );
-        s.push_str("# TYPE process_start_time_seconds gauge\n");
-        let _ = writeln!(s, "process_start_time_seconds {}", self.start_time_seconds);
+        let help = "Start time of the process since unix epoch in seconds.";
+        e.single("process_start_time_seconds", Kind::Gauge, help, self.start_time_seconds);
     }
 }
 
@@ -84,8 +83,9 @@ mod tests {
         }
         let after = ProcessStats::read().expect("read");
         assert!(after.cpu_seconds > before.cpu_seconds, "{before:?} -> {after:?}");
-        let mut text = String::new();
-        after.write_prometheus(&mut text);
+        let mut e = Exposition::default();
+        after.write_prometheus(&mut e);
+        let text = e.into_text();
         assert!(
             text.contains("\nprocess_cpu_seconds_total ") && text.contains("process_resident_memory_bytes ")
         );

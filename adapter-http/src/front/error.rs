@@ -4,7 +4,18 @@
 //! [`HttpError::closes_connection`] says whether the byte stream can still be trusted afterwards. The
 //! message ([`std::fmt::Display`]) is what the client reads: short, and saying what was wrong.
 
-use otkv_engine::EngineError;
+use super::response::{ContentType, JSON, TEXT};
+
+/// How a store failed, which decides the status: the service says which ([`HttpError::Storage`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageFailure {
+    /// It refuses the operation for now (writes after a failed sync, or shutting down): 503.
+    Unavailable,
+    /// It has no room under its memory cap: 507.
+    Full,
+    /// Anything else (an I/O error, corruption): 500.
+    Failed,
+}
 
 /// A request that cannot be answered with success.
 #[derive(Debug, thiserror::Error)]
@@ -79,9 +90,14 @@ pub enum HttpError {
     /// The client sent the head but not the rest in time.
     #[error("request timed out")]
     RequestTimeout,
-    /// The engine failed.
-    #[error("storage error: {0}")]
-    Engine(#[from] EngineError),
+    /// The store behind the service failed.
+    #[error("storage error: {message}")]
+    Storage {
+        /// Which way, for the status.
+        failure: StorageFailure,
+        /// What the store said.
+        message: String,
+    },
     /// The writes of this batch could not be made durable; the connection is closed.
     #[error("write not acknowledged: {0}")]
     NotDurable(String),
@@ -122,12 +138,12 @@ impl HttpError {
             HttpError::KeyTooLong { .. } => 414,
             HttpError::ExpectationFailed => 417,
             HttpError::HeaderTooLarge { .. } | HttpError::TooManyHeaders { .. } => 431,
-            HttpError::Engine(EngineError::Unavailable(_))
+            HttpError::Storage { failure: StorageFailure::Unavailable, .. }
             | HttpError::NotDurable(_)
             | HttpError::UpstreamBusy(_)
             | HttpError::Unhealthy(_) => 503,
-            HttpError::Engine(EngineError::OutOfMemory { .. }) => 507,
-            HttpError::Engine(_) | HttpError::Internal => 500,
+            HttpError::Storage { failure: StorageFailure::Full, .. } => 507,
+            HttpError::Storage { failure: StorageFailure::Failed, .. } | HttpError::Internal => 500,
             HttpError::TransferCodingNotImplemented => 501,
             HttpError::BadGateway(_) => 502,
             HttpError::GatewayTimeout(_) => 504,
@@ -158,6 +174,15 @@ impl HttpError {
         match self {
             HttpError::MethodNotAllowed { allow } => Some(allow),
             _ => None,
+        }
+    }
+
+    /// The body of its response: JSON `{"error": ...}` on the compatible API, plain text elsewhere.
+    pub fn body(&self, json: bool) -> (ContentType, Vec<u8>) {
+        if json {
+            (JSON, serde_json::json!({ "error": self.to_string() }).to_string().into_bytes())
+        } else {
+            (TEXT, format!("{self}\n").into_bytes())
         }
     }
 }

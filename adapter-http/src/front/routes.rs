@@ -1,0 +1,235 @@
+//! The route table: which path and method mean which operation, decided from the head alone.
+//!
+//! [`resolve`] runs when a head arrives, before its body: it decides the body limit (so `413` and
+//! `100 Continue` are sent before the body), the metrics label, and the key (percent-decoded, within the
+//! limit). A service then runs the operation the [`Route`] names: the node from its engine, the proxy by
+//! forwarding it. Both see the same table, so they cannot disagree on what a request means.
+
+use std::borrow::Cow;
+
+use super::error::HttpError;
+use super::metrics::Op;
+use super::pct;
+use super::request::Method;
+use super::swar;
+
+/// Body limit for routes that do not use the body (it is still read and discarded).
+const MAX_UNUSED_BODY: usize = 64 * 1024;
+/// `GET /v1/kv` returns at most this many keys when `limit` is not given.
+const DEFAULT_LIST_LIMIT: usize = 1000;
+/// ... and at most this many when it is.
+const MAX_LIST_LIMIT: usize = 100_000;
+/// The longest `?ttl=`: ten years, in seconds.
+pub const MAX_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
+
+/// Size limits from the command line.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest key, after percent-decoding.
+    pub max_key_bytes: usize,
+    /// Largest value.
+    pub max_value_bytes: usize,
+    /// Whether `GET /debug/panic` exists (tests of panic isolation only; hidden flag).
+    pub panic_route: bool,
+}
+
+/// Where a request goes.
+#[derive(Debug)]
+pub enum Route<'b> {
+    /// `/v1/kv/{key}`, with `?ttl=SECONDS` (PUT only).
+    Kv(Cow<'b, [u8]>, Option<u64>),
+    /// `/v1/kv?prefix=&limit=`
+    List {
+        /// Keys must start with this.
+        prefix: Cow<'b, [u8]>,
+        /// At most this many keys.
+        limit: usize,
+    },
+    /// `/{key}`: the original OTKV's JSON API.
+    Compat(Cow<'b, [u8]>),
+    /// `/healthz`
+    Health,
+    /// `/metrics`
+    Metrics,
+    /// `/v1/stats`
+    Stats,
+    /// `/debug/panic` (only with the hidden `--test-panic-route`)
+    Panic,
+}
+
+/// The outcome of routing: the metrics label, whether errors are JSON, and the route or why there is none.
+#[derive(Debug)]
+pub struct Routed<'b> {
+    /// The `op` label.
+    pub op: Op,
+    /// Errors on this path are JSON (the compatible API), not plain text.
+    pub json_errors: bool,
+    /// The route, or the error to answer with.
+    pub route: Result<Route<'b>, HttpError>,
+}
+
+impl Routed<'_> {
+    /// The largest body this route accepts (decided from `Content-Length`, before reading it).
+    pub fn max_body(&self, method: Method, limits: &Limits) -> usize {
+        match (&self.route, method) {
+            (Ok(Route::Kv(..)), Method::Put) => limits.max_value_bytes,
+            // A JSON string may escape each byte; the decoded value is checked against the value limit.
+            (Ok(Route::Compat(_)), Method::Post) => {
+                limits.max_value_bytes.saturating_mul(2).saturating_add(1024)
+            }
+            _ => MAX_UNUSED_BODY,
+        }
+    }
+}
+
+/// Decides the route for `method` and `target`.
+pub fn resolve<'b>(method: Method, target: &'b str, limits: &Limits) -> Routed<'b> {
+    let plain = |op, route| Routed { op, json_errors: false, route };
+    let allow = |allowed: &[Method], allow: &'static str| {
+        if allowed.contains(&method) {
+            Ok(())
+        } else {
+            Err(HttpError::MethodNotAllowed { allow })
+        }
+    };
+    // The hot path first: `/v1/kv/` cannot contain a `?`, so the target's prefix is the path's.
+    if let Some(rest) = target.strip_prefix("/v1/kv/") {
+        let op = match method {
+            Method::Get => Op::Get,
+            Method::Head => Op::Head,
+            Method::Put => Op::Put,
+            Method::Delete => Op::Delete,
+            _ => {
+                let allow = "GET, HEAD, PUT, DELETE";
+                return plain(Op::Other, Err(HttpError::MethodNotAllowed { allow }));
+            }
+        };
+        // Most keys have nothing to split or decode: one scan says so, and the key is the rest as it is.
+        if swar::first_of(rest.as_bytes(), b'/', b'%', b'?').is_none() {
+            return plain(
+                op,
+                checked_key(Cow::Borrowed(rest.as_bytes()), limits).map(|k| Route::Kv(k, None)),
+            );
+        }
+        let (segment, query) = split_query(rest);
+        let route = key(segment, limits).and_then(|key| Ok(Route::Kv(key, kv_query(method, query)?)));
+        return plain(op, route);
+    }
+    let (path, query) = split_query(target);
+    match path {
+        "/healthz" => {
+            plain(Op::Admin, allow(&[Method::Get, Method::Head], "GET, HEAD").map(|()| Route::Health))
+        }
+        "/metrics" => {
+            plain(Op::Admin, allow(&[Method::Get, Method::Head], "GET, HEAD").map(|()| Route::Metrics))
+        }
+        "/v1/stats" => {
+            plain(Op::Admin, allow(&[Method::Get, Method::Head], "GET, HEAD").map(|()| Route::Stats))
+        }
+        "/debug/panic" if limits.panic_route => plain(Op::Other, Ok(Route::Panic)),
+        "/v1/kv" => {
+            plain(Op::Scan, allow(&[Method::Get, Method::Head], "GET, HEAD").and_then(|()| list_query(query)))
+        }
+        _ => {
+            if path == "/v1" || path.starts_with("/v1/") {
+                return plain(Op::Other, Err(HttpError::NoRoute));
+            }
+            // The compatible API: any other single path segment is a key.
+            let segment = &path[1..];
+            let op = match method {
+                Method::Get | Method::Head => Op::CompatGet,
+                Method::Post => Op::CompatPost,
+                Method::Delete => Op::CompatDelete,
+                _ => Op::Other,
+            };
+            let route =
+                allow(&[Method::Get, Method::Head, Method::Post, Method::Delete], "GET, HEAD, POST, DELETE")
+                    .and_then(|()| key(segment, limits))
+                    .map(Route::Compat);
+            Routed { op, json_errors: true, route }
+        }
+    }
+}
+
+/// The path and the query of a target (`""` when there is none). A byte search: `str::split_once(char)`
+/// sets up a general searcher, which costs more than scanning a short target; slicing at an ASCII byte is
+/// always at a character boundary.
+fn split_query(target: &str) -> (&str, &str) {
+    match target.bytes().position(|b| b == b'?') {
+        Some(at) => (&target[..at], &target[at + 1..]),
+        None => (target, ""),
+    }
+}
+
+/// A key is exactly one percent-encoded path segment, non-empty and within the limit.
+#[allow(clippy::needless_bitwise_bool, reason = "`|` keeps the fold branch-free, so it vectorises")]
+fn key<'b>(segment: &'b str, limits: &Limits) -> Result<Cow<'b, [u8]>, HttpError> {
+    // One pass, without early exits (so the compiler vectorises it), finds both what makes it no key (a
+    // `/`) and whether there is anything to decode.
+    let (slash, escaped) =
+        segment.bytes().fold((false, false), |(slash, pct), b| (slash | (b == b'/'), pct | (b == b'%')));
+    if slash {
+        return Err(HttpError::NoRoute);
+    }
+    let key = if escaped {
+        pct::decode(segment, false)
+            .ok_or_else(|| HttpError::BadRequest("invalid percent-encoding in key".into()))?
+    } else {
+        Cow::Borrowed(segment.as_bytes())
+    };
+    checked_key(key, limits)
+}
+
+/// A decoded key, if it is not empty and within the limit.
+fn checked_key<'b>(key: Cow<'b, [u8]>, limits: &Limits) -> Result<Cow<'b, [u8]>, HttpError> {
+    if key.is_empty() {
+        return Err(HttpError::EmptyKey);
+    }
+    if key.len() > limits.max_key_bytes {
+        return Err(HttpError::KeyTooLong { len: key.len(), max: limits.max_key_bytes });
+    }
+    Ok(key)
+}
+
+/// The query of `/v1/kv/{key}`: only `ttl`, only on PUT, an integer number of seconds from 1 to ten years.
+fn kv_query(method: Method, query: &str) -> Result<Option<u64>, HttpError> {
+    let mut ttl = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match name {
+            "ttl" if method == Method::Put => {
+                let secs = value.parse::<u64>().ok().filter(|s| (1..=MAX_TTL_SECS).contains(s));
+                ttl = Some(secs.ok_or_else(|| {
+                    HttpError::BadRequest(format!(
+                        "ttl must be a whole number of seconds, 1..={MAX_TTL_SECS}"
+                    ))
+                })?);
+            }
+            "ttl" => return Err(HttpError::BadRequest("ttl applies to PUT only".into())),
+            other => return Err(HttpError::BadRequest(format!("unknown query parameter `{other}`"))),
+        }
+    }
+    Ok(ttl)
+}
+
+fn list_query(query: &str) -> Result<Route<'_>, HttpError> {
+    let mut prefix: Cow<'_, [u8]> = Cow::Borrowed(b"");
+    let mut limit = DEFAULT_LIST_LIMIT;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match name {
+            "prefix" => {
+                prefix = pct::decode(value, true)
+                    .ok_or_else(|| HttpError::BadRequest("invalid percent-encoding in prefix".into()))?;
+            }
+            "limit" => {
+                limit =
+                    value.parse::<usize>().ok().filter(|&n| n <= MAX_LIST_LIMIT).ok_or_else(|| {
+                        HttpError::BadRequest(format!("limit must be 0..={MAX_LIST_LIMIT}"))
+                    })?;
+            }
+            other => return Err(HttpError::BadRequest(format!("unknown query parameter `{other}`"))),
+        }
+    }
+    Ok(Route::List { prefix, limit })
+}

@@ -1,0 +1,57 @@
+//! What a node says about itself besides the front door's counters: the engine's keys, memory budget and
+//! write refusal, in Prometheus text (`/metrics`) and in the `/v1/stats` document.
+
+use otkv_engine::Engine;
+
+use crate::front::{Exposition, Kind, Metrics, ProcessStats};
+
+/// The engine's gauges and counters, appended to `/metrics`.
+pub(super) fn write_engine_prometheus(e: &mut Exposition, engine: &Engine) {
+    e.single("otkv_keys", Kind::Gauge, "Keys stored.", engine.len());
+    if let Some(m) = engine.memory_stats() {
+        let help = "Memory the data uses, as the engine estimates it.";
+        e.single("otkv_memory_used_bytes", Kind::Gauge, help, m.used_bytes);
+        if let Some(max) = m.max_bytes {
+            let help = "The cap on otkv_memory_used_bytes (--max-memory).";
+            e.single("otkv_memory_max_bytes", Kind::Gauge, help, max);
+        }
+        let help = "Keys evicted to stay under --max-memory.";
+        e.single("otkv_evicted_keys_total", Kind::Counter, help, m.evicted_keys);
+    }
+    let refusal = engine.write_refusal();
+    let help = "1 while the node refuses every write after a failed sync.";
+    e.single("otkv_writes_refused", Kind::Gauge, help, u8::from(refusal.is_some()));
+    if let Some(r) = refusal {
+        let since = r.since.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+        let help = "When writes began to be refused (Unix time).";
+        e.single("otkv_writes_refused_since_seconds", Kind::Gauge, help, since);
+    }
+}
+
+/// The `/v1/stats` document.
+pub(super) fn stats_json(metrics: &Metrics, engine: &Engine) -> serde_json::Value {
+    let config = engine.config();
+    let requests: serde_json::Map<String, serde_json::Value> =
+        metrics.requests_by_op().map(|(name, n)| (name.to_string(), n.into())).collect();
+    let process = ProcessStats::read();
+    serde_json::json!({
+        "engine": config.kind.as_str(),
+        "durability": config.durability.as_str(),
+        "keys": engine.len(),
+        "uptime_seconds": metrics.uptime().as_secs_f64(),
+        "connections": metrics.connections(),
+        "requests": requests,
+        "cpu_seconds": process.map(|p| p.cpu_seconds),
+        "rss_bytes": process.map(|p| p.rss_bytes),
+        "memory": engine.memory_stats().map(|m| serde_json::json!({
+            "used_bytes": m.used_bytes,
+            "max_bytes": m.max_bytes,
+            "eviction": m.eviction.as_str(),
+            "evicted_keys": m.evicted_keys,
+        })),
+        "writes_refused": engine.write_refusal().map(|r| serde_json::json!({
+            "since": humantime::format_rfc3339_seconds(r.since).to_string(),
+            "reason": r.reason,
+        })),
+    })
+}

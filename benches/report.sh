@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# Every figure README quotes, measured again in one go, so none can go stale.
+#
+# Runs each benchmark below, in order, and writes:
+#   benches/results/NAME.txt   its output as printed (the whole of it);
+#   benches/results/README.md  the date, the commit, the machine, and per benchmark what it measures, the
+#                              exact command, and its summary;
+#   img/                       the reference run's plots and its full output (img/reference-run.txt);
+#   README.md                  every block between `<!-- results:NAME -->` and `<!-- /results -->`
+#                              replaced by NAME's summary, citing the date and commit.
+# Takes about 25 minutes on a 2-core machine. Needs wrk, redis-server, redis-benchmark, haproxy, memcached
+# and valgrind (apt-get install wrk redis-server haproxy memcached valgrind); netns needs root and iproute2
+# (skipped, and said so, without them).
+#
+# Usage: benches/report.sh [NAME...]   (default: all; NAME: reference sync instructions pipelined compare
+#        durability proxy resp-client client-vs-wrk memory ten-million recovery netns)
+# With NAMEs, only those are rerun; the others keep their last results (each section says its own date).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT=benches/results
+mkdir -p "$OUT" img
+
+ALL=(reference sync instructions pipelined compare durability proxy resp-client client-vs-wrk memory
+  ten-million recovery netns)
+WANT=("$@")
+[ ${#WANT[@]} -eq 0 ] && WANT=("${ALL[@]}")
+
+for tool in wrk redis-server redis-benchmark haproxy memcached valgrind python3; do
+  command -v "$tool" >/dev/null || { echo "report: needs $tool (apt-get install wrk redis-server haproxy memcached valgrind python3)" >&2; exit 1; }
+done
+
+cargo build --release -q -p otkv-harness -p otkv-adapter-http --bins
+HARNESS=./target/release/harness
+
+# What each benchmark measures, its command, and how to cut its summary from its output.
+declare -A WHAT CMD
+WHAT[reference]="The main job against OTKV, then the same workload, client, routing and value checks against redis-server (no persistence, as OTKV's --durability none): YCSB-B, 100k keys of 100 B, 64 connections, 1 s warm-up, 10 s per node count, client and nodes sharing the machine."
+CMD[reference]="$HARNESS run --nodes 1..3 --target otkv,redis --out $OUT/reference"
+WHAT[sync]="YCSB-A (50% updates) with every write acknowledged only once on disk, one node each (Redis: appendfsync always)."
+CMD[sync]="$HARNESS run --nodes 1 --workload ycsb-a --durability sync --target otkv,redis --duration 5s --out $OUT/sync"
+WHAT[instructions]="User-space instructions per request, counted by callgrind (the same on every run), and last-level cache misses per request: otkv-server on its own table and on flurry, the may_minihttp hello baseline, redis-server; GETs and PUTs of random keys among 100k keys of 100 B, 8 connections, unpipelined and pipelined 16 deep."
+CMD[instructions]="CACHE=1 benches/server/instructions.sh 3s"
+WHAT[pipelined]="Server CPU time per pipelined GET (16 deep) at 100k keys, otkv-server (table, flurry) and redis-server alternating round by round; medians of the rounds and of the per-round ratios."
+CMD[pipelined]="benches/server/pipelined-get.sh 5 5s"
+WHAT[compare]="Throughput and server CPU per request, unpipelined and pipelined 16 deep: otkv-server GET and PUT on 100k keys of 100 B under wrk -t1 -c64, the may_minihttp hello baseline, redis-server under redis-benchmark -c 64."
+CMD[compare]="benches/server/compare.sh 10s"
+WHAT[durability]="PUT throughput by engine and durability mode (wrk -t1 -c64, unique 100-byte values), and redis-server's SET under each appendfsync setting."
+CMD[durability]="benches/server/durability.sh 10s"
+WHAT[proxy]="The routing tier: 3 nodes, GETs of 100k keys of 100 B under wrk -t1 -c64, routed by the client, through harness proxy, and through HAProxy (consistent hashing on the URI), alternating; the proxies' CPU per request."
+CMD[proxy]="benches/server/proxy.sh 10s"
+WHAT[resp-client]="The harness's RESP client against redis-benchmark on one redis-server (GET, 100-byte values, 100k keys, 64 connections): is the harness fast enough to measure Redis?"
+CMD[resp-client]="benches/server/resp-client.sh 10"
+WHAT[client-vs-wrk]="The harness's HTTP client against wrk -t1 on the same node and connection count: its own CPU per request."
+CMD[client-vs-wrk]="benches/server/client-vs-wrk.sh 10s"
+WHAT[memory]="Memory per key: RSS of one server holding the same data (OTKV on its table and on flurry, redis-server, memcached), with each one's ratio to Redis."
+CMD[memory]="benches/server/memory.sh"
+WHAT[ten-million]="Ten million keys of 16 + 100 bytes with periodic durability, on the table then on flurry: load rate, RSS, GET p99 with and without a snapshot running, snapshot time, the slowest put while the table grows, recovery in a new process."
+CMD[ten-million]="for e in memory flurry; do echo \"== ENGINE=\$e\"; ENGINE=\$e cargo run --release -q -p otkv-engine --example ten_million; done"
+WHAT[recovery]="Recovery of 1M keys of 100 B from the log alone and from a snapshot: time and disk use."
+CMD[recovery]="cargo run --release -q -p otkv-engine --example recovery"
+WHAT[netns]="Three nodes in three network namespaces behind veth pairs and a bridge: the reference workload across real network hops (with netem's 0.1 ms delay where the kernel has it)."
+CMD[netns]="benches/netns/cluster.sh --duration 5s"
+
+# summary NAME: the part of NAME's output README shows.
+summary() {
+  local f=$OUT/$1.txt
+  case $1 in
+    reference | sync | netns) python3 - "$1" <<'PY'
+import json, sys
+name = sys.argv[1]
+doc = json.load(open(f"benches/results/{name}/summary.json"))
+print("| run | ops/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/op | client CPU µs/op | projected ops/s |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
+fmt = lambda v, d=3: "-" if v is None else f"{v:,.{d}f}"
+for r in doc["runs"]:
+    label = f"{r['nodes']} {r['target']}" + (f" via {r['via']}" if r.get("via") else "")
+    lat = r["latency_ms"]
+    print(f"| {label} | {r['throughput']:,.0f} | {fmt(lat['p50'])} | {fmt(lat['p99'])} | {fmt(lat['p999'])} "
+          f"| {fmt(r.get('server_cpu_us_per_op'), 2)} | {fmt(r.get('client_cpu_us_per_op'), 2)} "
+          f"| {fmt(r.get('projected_throughput'), 0)} |")
+    if name == "sync":
+        for op, o in r.get("by_op", {}).items():
+            l = o["latency_ms"]
+            print(f"| {label}, {op}s | | {fmt(l['p50'])} | {fmt(l['p99'])} | {fmt(l['p999'])} | | | |")
+PY
+      ;;
+    instructions) sed -n '/^server /,/^$/p; /^== /q' "$f" | sed '/^== /d' ;;
+    pipelined) sed -n '/^medians/,$p' "$f" ;;
+    *) grep -v '^\s*$' "$f" | grep -Ev '^(warning|   Compiling|    Finished|     Running)' ;;
+  esac
+}
+
+run_one() {
+  local name=$1 cmd=${CMD[$1]}
+  echo "== $name: $cmd" >&2
+  if [ "$name" = netns ] && { [ "$EUID" -ne 0 ] || ! command -v ip >/dev/null; }; then
+    echo "skipped: needs root and iproute2" >"$OUT/$name.txt"
+    return
+  fi
+  local started
+  started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+  if ! bash -c "$cmd" >"$OUT/$name.txt" 2>"$OUT/$name.err"; then
+    echo "report: $name failed; see $OUT/$name.err" >&2
+    tail -5 "$OUT/$name.err" >&2
+  fi
+  if [ "$name" = netns ]; then
+    # cluster.sh leaves its results in results/: keep its summary beside the others.
+    mkdir -p "$OUT/netns" && cp results/summary.json "$OUT/netns/" 2>/dev/null || true
+  fi
+  printf '%s\n%s\n' "$started" "$(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo ' (with uncommitted changes)')" >"$OUT/$name.when"
+}
+
+for name in "${WANT[@]}"; do
+  [ -n "${CMD[$name]:-}" ] || { echo "report: no benchmark named $name (${ALL[*]})" >&2; exit 1; }
+  run_one "$name"
+done
+
+if [[ " ${WANT[*]} " == *" reference "* ]]; then
+  cp "$OUT"/reference/*.png img/ 2>/dev/null || true
+  cp "$OUT/reference.txt" img/reference-run.txt
+fi
+
+# The index: machine, then each benchmark's date, commit, command and summary.
+{
+  echo "# Benchmark results"
+  echo
+  echo "Written by \`benches/report.sh\`; README quotes the summaries below. Each section's full output is"
+  echo "\`NAME.txt\` beside this file."
+  echo
+  echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r), $(rustc --version | cut -d' ' -f1-2)."
+  for name in "${ALL[@]}"; do
+    [ -f "$OUT/$name.txt" ] || continue
+    { read -r when; read -r commit; } <"$OUT/$name.when"
+    echo
+    echo "## $name"
+    echo
+    echo "${WHAT[$name]}"
+    echo
+    echo "Measured $when at commit $commit:"
+    echo
+    echo '```sh'
+    echo "${CMD[$name]}" | sed "s#$HARNESS#harness#g; s# --out $OUT/[a-z-]*##"
+    echo '```'
+    echo
+    if [[ $name == reference || $name == sync || $name == netns ]] && [ -f "$OUT/$name/summary.json" ]; then
+      summary "$name"
+    else
+      echo '```text'
+      summary "$name"
+      echo '```'
+    fi
+  done
+} >"$OUT/README.md"
+
+# README: each marked block becomes that benchmark's section of the index.
+python3 - <<'PY'
+import re
+index = open("benches/results/README.md").read()
+sections = dict(re.findall(r"^## (\S+)\n\n(.*?)(?=^## |\Z)", index, re.S | re.M))
+readme = open("README.md").read()
+def fill(m):
+    name = m.group(1)
+    body = sections.get(name)
+    if body is None:
+        return m.group(0)
+    return f"<!-- results:{name} -->\n{body.strip()}\n\n(From [benches/results](benches/results/README.md#{name}).)\n<!-- /results -->"
+out = re.sub(r"<!-- results:(\S+) -->.*?<!-- /results -->", fill, readme, flags=re.S)
+open("README.md", "w").write(out)
+PY
+echo "report: wrote $OUT/README.md and updated README.md" >&2

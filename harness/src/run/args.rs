@@ -1,0 +1,257 @@
+//! `harness run`'s command line, and [`RunArgs::validate`]: every check of the options, and where the
+//! load goes (local nodes, given nodes, or a proxy), decided before anything starts.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use otkv_adapter_http::front::MAX_TTL_SECS;
+
+use crate::load::LoadSpec;
+use crate::nodes::{self, LocalNodeArgs};
+use crate::outcome::wire_name;
+use crate::router::RoutingArgs;
+use crate::target::{Protocol, Target};
+use crate::workload::{KeyChooser, KeyDist, WorkloadKind};
+
+/// Node counts: `1..3`, `1..=3`, `2`, or `1,3`.
+#[derive(Debug, Clone)]
+pub struct NodeCounts(pub Vec<usize>);
+
+impl std::str::FromStr for NodeCounts {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("`{s}`: expected a count (2), a range (1..3) or a list (1,3)");
+        let counts: Vec<usize> = if let Some((a, b)) = s.split_once("..") {
+            let a: usize = a.parse().map_err(|_| bad())?;
+            let b: usize = b.trim_start_matches('=').parse().map_err(|_| bad())?;
+            (a..=b).collect()
+        } else {
+            s.split(',').map(|p| p.trim().parse().map_err(|_| bad())).collect::<Result<_, _>>()?
+        };
+        if counts.is_empty() || counts.contains(&0) {
+            return Err(bad());
+        }
+        Ok(NodeCounts(counts))
+    }
+}
+
+/// What `harness run` benchmarks (`--target`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    /// OTKV nodes, over HTTP.
+    Otkv,
+    /// redis-server, over RESP, with the same client, routing, workload and checks.
+    Redis,
+}
+
+/// `harness run`'s options.
+#[derive(Debug, Args, serde::Serialize)]
+pub struct RunArgs {
+    /// What to benchmark: otkv, or redis (redis-server over RESP: the same client, routing, workload and
+    /// value checks, so the reports read as one table); `otkv,redis` runs both into one comparison.
+    /// Local redis-servers need `redis-server` on PATH; remote ones are `--node redis://HOST:PORT`.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "otkv")]
+    pub target: Vec<TargetKind>,
+    /// Node counts to run, in order: `1..3` runs 1, 2 and 3 nodes. [default: 1..3; with --node: all given]
+    #[arg(long, value_name = "RANGE")]
+    #[serde(skip)]
+    pub nodes: Option<NodeCounts>,
+    /// Target an already-running node (repeatable), e.g. <http://10.0.0.5:7070>, instead of starting nodes.
+    #[arg(long = "node", value_name = "URL")]
+    pub node_urls: Vec<String>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub local: LocalNodeArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub routing: RoutingArgs,
+    /// Send every request through this `harness proxy` (http://HOST:PORT) instead of routing on the
+    /// client; one run, at the proxy's own node count.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["node_urls", "via_proxy"])]
+    pub proxy: Option<String>,
+    /// For each node count, run twice: routed by the client, then through a `harness proxy` started in
+    /// front of the same nodes (one comparison table: what the hop costs).
+    #[arg(long)]
+    pub via_proxy: bool,
+    /// What to send: seed (set each key, then read it back), ycsb-a (50/50 read/update), ycsb-b (95/5),
+    /// ycsb-c (read only), put, get.
+    #[arg(long, value_enum, default_value = "ycsb-b")]
+    pub workload: WorkloadKind,
+    /// Size of the key space.
+    #[arg(long, default_value_t = 100_000)]
+    pub keys: u64,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 100)]
+    pub value_size: usize,
+    /// Key popularity: uniform, or zipf (YCSB's, θ = 0.99).
+    #[arg(long, value_enum, default_value = "uniform")]
+    pub key_dist: KeyDist,
+    /// Connections in all, spread over the nodes in proportion to the work routing sends them.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// How long to measure each node count (e.g. 10s, 1m). Ignored with --ops.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[serde(serialize_with = "as_secs")]
+    pub duration: Duration,
+    /// Stop each node count after this many operations instead of after --duration.
+    #[arg(long)]
+    pub ops: Option<u64>,
+    /// Share of updates done as a read-modify-write: GET (its `ETag`), then PUT with If-Match; a 412
+    /// (another writer got there first) counts as a conflict, not an error. 0..=1; OTKV only.
+    #[arg(long, default_value_t = 0.0, value_name = "FRACTION")]
+    pub cas_share: f64,
+    /// Writes expire after this many seconds (PUT ?ttl=, Redis SET EX).
+    #[arg(long, value_name = "SECONDS")]
+    pub ttl: Option<u64>,
+    /// Load to run before each measured window, reported apart and not measured: cold caches and
+    /// connection set-up stay out of the figures (its connections carry on into the window). 0s: none.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[serde(serialize_with = "as_secs")]
+    pub warmup: Duration,
+    /// Requests in flight per connection (closed loop).
+    #[arg(long, default_value_t = 1)]
+    pub pipeline: usize,
+    /// Open loop: send this many ops/s in total on a fixed schedule; latency counts from each request's
+    /// intended send time (coordinated omission corrected, as wrk2).
+    #[arg(long, value_name = "OPS_PER_SEC")]
+    pub rate: Option<f64>,
+    /// A request with no answer after this long counts as a timeout error.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    #[serde(serialize_with = "as_secs")]
+    pub timeout: Duration,
+    /// Client worker threads (like wrk -t).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Where summary.json, the .hgrm files and the plots go.
+    #[arg(long, default_value = "results")]
+    pub out: PathBuf,
+    /// Print summary.json on stdout (the text report then goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+/// Where a run's load goes, as [`RunArgs::validate`] decided it.
+#[derive(Debug)]
+pub struct Setup {
+    /// What to benchmark, in order, without repeats.
+    pub kinds: Vec<TargetKind>,
+    /// Nodes given with `--node`, if any.
+    pub remote: Option<Vec<Target>>,
+    /// The proxy given with `--proxy`, and the nodes behind it.
+    pub proxy: Option<(Target, Vec<Target>)>,
+    /// Node counts to run, in order.
+    pub counts: Vec<usize>,
+}
+
+impl RunArgs {
+    /// Checks the options against each other, and asks the given nodes or proxy what they are: an error
+    /// says which option is wrong, before any node starts.
+    pub fn validate(&self) -> Result<Setup, String> {
+        self.check_options()?;
+        let mut kinds = self.target.clone();
+        kinds.dedup();
+        let remote =
+            if self.node_urls.is_empty() { None } else { Some(nodes::remote_targets(&self.node_urls)?) };
+        if let Some(r) = &remote {
+            let want = |k: TargetKind| if k == TargetKind::Redis { Protocol::Resp } else { Protocol::Http };
+            if kinds.len() > 1 {
+                return Err("--node: give one --target (the nodes are one kind)".into());
+            }
+            if let Some(t) = r.iter().find(|t| t.protocol != want(kinds[0])) {
+                let hint = if t.protocol == Protocol::Resp { ": add --target redis" } else { "" };
+                return Err(format!(
+                    "--node {} does not match --target {}{hint}",
+                    t.url(),
+                    wire_name(&kinds[0])
+                ));
+            }
+        }
+        if kinds.contains(&TargetKind::Redis) && (self.proxy.is_some() || self.via_proxy) {
+            return Err(
+                "--target redis: harness proxy speaks OTKV's HTTP API, not RESP; drop --proxy/--via-proxy"
+                    .into(),
+            );
+        }
+        let proxy = match &self.proxy {
+            Some(url) => {
+                let mut target = nodes::remote_targets(std::slice::from_ref(url))?.remove(0);
+                target.name = "proxy".into();
+                let behind = nodes::proxy_nodes(&target)?;
+                Some((target, behind))
+            }
+            None => None,
+        };
+        let counts = match (&self.nodes, &remote, &proxy) {
+            (_, _, Some((_, behind))) => vec![behind.len()],
+            (Some(c), Some(r), None) => {
+                if let Some(&too_many) = c.0.iter().find(|&&n| n > r.len()) {
+                    return Err(format!(
+                        "--nodes asks for {too_many} nodes but only {} --node URLs were given",
+                        r.len()
+                    ));
+                }
+                c.0.clone()
+            }
+            (Some(c), None, None) => c.0.clone(),
+            (None, Some(r), None) => vec![r.len()],
+            (None, None, None) => vec![1, 2, 3],
+        };
+        Ok(Setup { kinds, remote, proxy, counts })
+    }
+
+    /// The checks that need nothing but the options.
+    fn check_options(&self) -> Result<(), String> {
+        if self.rate.is_some() && self.pipeline > 1 {
+            return Err(
+                "--rate (open loop) sends one request at a time per connection: drop --pipeline".into()
+            );
+        }
+        if !(0.0..=1.0).contains(&self.cas_share) {
+            return Err("--cas-share is a fraction of the updates, 0 to 1".into());
+        }
+        if self.cas_share > 0.0 {
+            if self.target.contains(&TargetKind::Redis) {
+                return Err("--cas-share uses OTKV's ETag/If-Match: drop it with --target redis".into());
+            }
+            if self.workload.read_fraction() >= 1.0 || self.workload == WorkloadKind::Seed {
+                return Err(format!(
+                    "--cas-share turns updates into read-modify-writes; the {} workload has none",
+                    wire_name(&self.workload)
+                ));
+            }
+        }
+        if self.ttl.is_some_and(|t| t == 0 || t > MAX_TTL_SECS) {
+            return Err("--ttl is whole seconds, 1 to ten years".into());
+        }
+        if self.value_size == 0 || self.keys == 0 || self.connections == 0 {
+            return Err("--keys, --value-size and --connections must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// The load these options describe.
+    pub fn load_spec(&self) -> LoadSpec {
+        LoadSpec {
+            workload: self.workload,
+            keys: self.keys,
+            value_size: self.value_size,
+            chooser: KeyChooser::new(self.key_dist, self.keys),
+            connections: self.connections,
+            duration: if self.ops.is_some() { None } else { Some(self.duration) },
+            ops: self.ops,
+            pipeline: self.pipeline,
+            rate: self.rate,
+            timeout: self.timeout,
+            warmup: Some(self.warmup),
+            cas_share: self.cas_share,
+            ttl_secs: self.ttl,
+            progress: true,
+        }
+    }
+}

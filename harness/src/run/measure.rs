@@ -1,0 +1,102 @@
+//! One measured run: drive the load a [`Plan`] describes, read the servers' cost around it, write its
+//! `.hgrm` files and print its summary.
+
+use crate::cost::{Metered, Snapshot};
+use crate::load;
+use crate::nodes::LocalNodes;
+use crate::outcome::{self, OpKind};
+use crate::report::{self, Preload, RunContext, RunSummary};
+use crate::target::Target;
+
+use super::args::{RunArgs, TargetKind};
+
+/// One measured run: what it drives and which servers' cost it reads.
+pub(super) struct Plan<'a> {
+    pub(super) kind: TargetKind,
+    /// Nodes in the cluster.
+    pub(super) nodes: usize,
+    /// Where the load goes: the nodes, or one proxy in front of them.
+    pub(super) targets: &'a [Target],
+    /// `Some("proxy")` when `targets` is a proxy.
+    pub(super) via: Option<&'a str>,
+    /// Every server whose CPU and memory the run reads: the nodes, and the proxy if there is one.
+    pub(super) metered: &'a [Metered],
+}
+
+/// Runs the workload once as `plan` says, writes its `.hgrm` files, prints its summary. `started`: the
+/// processes behind the targets that the harness started, to report any that exited during the run.
+pub(super) fn measure(
+    args: &RunArgs,
+    plan: &Plan<'_>,
+    started: Option<&mut LocalNodes>,
+) -> Result<(RunSummary, Vec<(f64, f64)>), String> {
+    let (n, targets) = (plan.nodes, plan.targets);
+    let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
+    let router = args.routing.build(&names);
+    let spec = args.load_spec();
+    let through = plan.via.map(|v| format!(" via {v}")).unwrap_or_default();
+    let target_name = outcome::wire_name(&plan.kind);
+    eprintln!("-- {n} {target_name} node{}{through}: {}", if n == 1 { "" } else { "s" }, addrs(targets));
+    // Every server must answer before any load: an unreachable node is a clear error, not a run of errors.
+    if let Some(e) = Snapshot::take(plan.metered).servers.into_iter().find_map(Result::err) {
+        return Err(e);
+    }
+    let preload = args.workload.needs_preload().then(|| {
+        eprintln!("   preloading {} keys (untimed)...", args.keys);
+        let (took, tally) = load::preload(&spec, router.as_ref(), targets);
+        Preload { keys: args.keys, seconds: took.as_secs_f64(), errors: tally.total() }
+    });
+    let mut before = None;
+    let outcome =
+        load::run(&spec, router.as_ref(), targets, &mut || before = Some(Snapshot::take(plan.metered)));
+    let after = Snapshot::take(plan.metered);
+    let before = before.unwrap_or_else(|| after.clone());
+    let exits =
+        started.map_or_else(|| vec![None; targets.len()], super::super::nodes::LocalNodes::exit_statuses);
+    let node_info: Vec<(String, String, Option<String>)> =
+        targets.iter().zip(exits).map(|(t, e)| (t.name.clone(), t.addr.to_string(), e)).collect();
+    let cx = RunContext {
+        nodes: n,
+        via: plan.via,
+        target: &target_name,
+        targets: &node_info,
+        metered: plan.metered,
+        before: &before,
+        after: &after,
+    };
+    let summary = RunSummary::new(&cx, &outcome, preload);
+    report::write_hgrm(&args.out.join(&summary.hgrm), &outcome.histogram)
+        .map_err(|e| format!("cannot write {}: {e}", summary.hgrm))?;
+    for (kind, h) in OpKind::ALL.iter().zip(&outcome.by_op) {
+        if let Some(op) = summary.by_op.get(&outcome::wire_name(kind)) {
+            report::write_hgrm(&args.out.join(&op.hgrm), h)
+                .map_err(|e| format!("cannot write {}: {e}", op.hgrm))?;
+        }
+    }
+    let spectrum: Vec<(f64, f64)> = outcome
+        .histogram
+        .iter_quantiles(5)
+        .map(|v| (v.value_iterated_to() as f64 / 1000.0, v.quantile_iterated_to()))
+        .collect();
+    if args.json {
+        print_to_stderr(&summary);
+    } else {
+        report::print_run(&summary);
+    }
+    Ok((summary, spectrum))
+}
+
+fn addrs(targets: &[Target]) -> String {
+    targets.iter().map(|t| format!("{}={}", t.name, t.addr)).collect::<Vec<_>>().join(" ")
+}
+
+fn print_to_stderr(r: &RunSummary) {
+    eprintln!(
+        "   {}: {} ops/s, p50 {:.3} ms, p99 {:.3} ms, {} errors",
+        r.label(),
+        outcome::group(r.throughput),
+        r.latency_ms.p50,
+        r.latency_ms.p99,
+        r.errors_total
+    );
+}

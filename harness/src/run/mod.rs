@@ -1,0 +1,187 @@
+//! `harness run`: the project's main job, as orchestration. [`RunArgs::validate`] decides where the load
+//! goes; then for each target kind and node count, start the nodes (or use the given ones), measure
+//! ([`measure`]), stop them; then the comparison table, the plots and `summary.json`.
+
+mod args;
+mod measure;
+
+use std::path::Path;
+
+pub use args::{NodeCounts, RunArgs, Setup, TargetKind};
+
+use crate::cost::{Metered, Role};
+use crate::nodes::{self, LocalNodes};
+use crate::outcome::wire_name;
+use crate::plot;
+use crate::report::{self, RunSummary, Summary};
+use crate::target::Target;
+use measure::{measure, Plan};
+
+/// A run's summary and its latency spectrum (milliseconds, percentile).
+type Measured = (RunSummary, Vec<(f64, f64)>);
+
+/// Runs `harness run`.
+pub fn run(args: &RunArgs) -> Result<(), String> {
+    let setup = args.validate()?;
+    std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
+    crate::configure_runtime(args.threads);
+    let data = tempfile::Builder::new().prefix("otkv-harness-").tempdir().map_err(|e| e.to_string())?;
+    announce(args, &setup);
+
+    let mut runs = Vec::new();
+    let mut spectra = Vec::new();
+    for &kind in &setup.kinds {
+        for &n in &setup.counts {
+            for (summary, spectrum) in run_node_count(args, &setup, kind, n, data.path())? {
+                spectra.push((summary.label(), spectrum));
+                runs.push(summary);
+            }
+        }
+    }
+    if !args.json {
+        report::print_comparison(&runs);
+    }
+    draw_plots(args, &setup, &runs, &spectra)?;
+    let summary = write_summary(args, &setup, runs)?;
+    if args.local.keep_data {
+        let kept = data.keep();
+        eprintln!("data kept in {}", kept.display());
+    }
+    let errors: u64 = summary.runs.iter().map(|r| r.errors_total).sum();
+    eprintln!(
+        "results in {}/ (summary.json, *.hgrm, *.png){}",
+        args.out.display(),
+        if errors > 0 { "; there were errors" } else { "" }
+    );
+    Ok(())
+}
+
+/// The lines that say what is about to run.
+fn announce(args: &RunArgs, setup: &Setup) {
+    let say = |line: String| if args.json { eprintln!("{line}") } else { println!("{line}") };
+    say(format!(
+        "harness: {} workload, {} keys of {} B ({}), {} connections, {}, warm-up {:?}, router {}, node counts {:?}",
+        wire_name(&args.workload),
+        args.keys,
+        args.value_size,
+        wire_name(&args.key_dist),
+        args.connections,
+        match (args.ops, args.rate) {
+            (Some(n), _) => format!("{n} ops per node count"),
+            (None, Some(r)) => format!("open loop at {r} ops/s for {:?}", args.duration),
+            (None, None) => format!("closed loop for {:?}, pipeline {}", args.duration, args.pipeline),
+        },
+        args.warmup,
+        if setup.proxy.is_some() { "of the proxy".to_string() } else { args.routing.describe() },
+        setup.counts
+    ));
+    if setup.remote.is_none() && setup.proxy.is_none() {
+        let names: Vec<String> = setup.kinds.iter().map(wire_name).collect();
+        say(format!(
+            "nodes: local {}, engine {} durability {}, {} cores here (nodes and client share them)",
+            names.join(" then "),
+            args.local.engine,
+            args.local.durability,
+            crate::cost::cores()
+        ));
+    }
+    if args.via_proxy {
+        say("each node count runs twice: routed by the client, then through harness proxy".into());
+    }
+}
+
+/// One node count of one target kind: start the nodes if they are local, measure (twice with
+/// `--via-proxy`: routed by the client, then through a proxy), stop them.
+fn run_node_count(
+    args: &RunArgs,
+    setup: &Setup,
+    kind: TargetKind,
+    n: usize,
+    data: &Path,
+) -> Result<Vec<Measured>, String> {
+    let (mut local, targets): (Option<LocalNodes>, Vec<Target>) = match (&setup.proxy, &setup.remote) {
+        (Some((p, _)), _) => (None, vec![p.clone()]),
+        (None, Some(r)) => (None, r[..n].to_vec()),
+        (None, None) => {
+            let root = data.join(format!("{}-{n}nodes", wire_name(&kind)));
+            let local = match kind {
+                TargetKind::Otkv => nodes::start_local(n, &args.local.options(), &root)?,
+                TargetKind::Redis => nodes::start_local_redis(n, &args.local.options(), &root)?,
+            };
+            let targets = local.targets.clone();
+            (Some(local), targets)
+        }
+    };
+    let as_nodes = |ts: &[Target]| -> Vec<Metered> {
+        ts.iter().map(|t| Metered { target: t.clone(), role: Role::Node }).collect()
+    };
+    let mut measured = Vec::new();
+    if let Some((p, behind)) = &setup.proxy {
+        let mut metered = as_nodes(behind);
+        metered.push(Metered { target: p.clone(), role: Role::Proxy });
+        let plan = Plan { kind, nodes: n, targets: &targets, via: Some("proxy"), metered: &metered };
+        measured.push(measure(args, &plan, local.as_mut())?);
+    } else {
+        let metered = as_nodes(&targets);
+        let plan = Plan { kind, nodes: n, targets: &targets, via: None, metered: &metered };
+        measured.push(measure(args, &plan, local.as_mut())?);
+        if args.via_proxy {
+            let mut front = nodes::start_proxy(&targets, &args.routing)?;
+            let proxied = front.targets.clone();
+            let mut metered = metered.clone();
+            metered.push(Metered { target: proxied[0].clone(), role: Role::Proxy });
+            let plan = Plan { kind, nodes: n, targets: &proxied, via: Some("proxy"), metered: &metered };
+            measured.push(measure(args, &plan, Some(&mut front))?);
+        }
+    }
+    if let Some(mut l) = local {
+        l.stop();
+    }
+    Ok(measured)
+}
+
+/// The PNG plots: latency over time per run, latency by percentile, throughput, projection.
+fn draw_plots(
+    args: &RunArgs,
+    setup: &Setup,
+    runs: &[RunSummary],
+    spectra: &[(String, Vec<(f64, f64)>)],
+) -> Result<(), String> {
+    let title = |what: &str| {
+        let remote = setup.remote.is_some() || setup.proxy.is_some();
+        let engine = if remote { "remote" } else { &args.local.engine };
+        let who = if setup.kinds == [TargetKind::Redis] {
+            "Redis".to_string()
+        } else {
+            format!("OTKV ({engine} engine)")
+        };
+        let vs = if setup.kinds.len() > 1 { " and Redis" } else { "" };
+        format!("{who}{vs}: {what}")
+    };
+    for r in runs {
+        let path = args.out.join(format!("latency_{}.png", r.file_stem()));
+        plot::latency_over_time(&path, r, &title(&format!("latency over time, {}", r.label())))
+            .map_err(|e| format!("plot {}: {e}", path.display()))?;
+    }
+    plot::percentile_spectrum(&args.out.join("percentiles.png"), spectra, &title("latency by percentile"))
+        .map_err(|e| format!("plot percentiles: {e}"))?;
+    plot::throughput(&args.out.join("throughput.png"), runs, &title("throughput by node count"))
+        .map_err(|e| format!("plot throughput: {e}"))?;
+    plot::projection(&args.out.join("projected.png"), runs, &title("measured vs projected throughput"))
+        .map_err(|e| format!("plot projection: {e}"))?;
+    Ok(())
+}
+
+/// Writes `summary.json` (and prints it with `--json`).
+fn write_summary(args: &RunArgs, setup: &Setup, runs: Vec<RunSummary>) -> Result<Summary, String> {
+    let mut config = serde_json::to_value(args).map_err(|e| e.to_string())?;
+    config["node_counts"] = serde_json::json!(setup.counts);
+    let summary = Summary { config, runs };
+    let json = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
+    std::fs::write(args.out.join("summary.json"), &json)
+        .map_err(|e| format!("cannot write summary.json: {e}"))?;
+    if args.json {
+        println!("{json}");
+    }
+    Ok(summary)
+}

@@ -1,0 +1,38 @@
+//! [`Target`]: a server the harness sends requests to (an OTKV node or proxy, or a redis-server), and the
+//! [`Protocol`] it speaks.
+
+use std::net::SocketAddr;
+
+/// A server to send requests to.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Its routing name (`node-0`, ...).
+    pub name: String,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// `HOST:PORT` as given (the HTTP `Host` header).
+    pub host: String,
+    /// What it speaks.
+    pub protocol: Protocol,
+}
+
+/// What a target speaks: an OTKV node's (or proxy's) HTTP API, or Redis's RESP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// HTTP/1.1, `GET`/`PUT /v1/kv/{key}`.
+    Http,
+    /// RESP2, `GET`/`SET`.
+    Resp,
+}
+
+impl Target {
+    /// `http://HOST:PORT` or `redis://HOST:PORT`.
+    pub fn url(&self) -> String {
+        let scheme = match self.protocol {
+            Protocol::Http => "http",
+            Protocol::Resp => "redis",
+        };
+        format!("{scheme}://{}", self.host)
+    }
+}
