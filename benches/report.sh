@@ -164,7 +164,9 @@ def fill(m):
     body = sections.get(name)
     if body is None:
         return m.group(0)
-    return f"<!-- results:{name} -->\n{body.strip()}\n\n(From [benches/results](benches/results/README.md#{name}).)\n<!-- /results -->"
+    # README introduces each benchmark itself: drop the index's first paragraph (what it measures).
+    body = body.strip().split("\n\n", 1)[-1]
+    return f"<!-- results:{name} -->\n{body}\n\n(From [benches/results](benches/results/README.md#{name}).)\n<!-- /results -->"
 out = re.sub(r"<!-- results:(\S+) -->.*?<!-- /results -->", fill, readme, flags=re.S)
 open("README.md", "w").write(out)
 PY

@@ -27,6 +27,11 @@ pub enum Protocol {
 }
 
 impl Target {
+    /// `node-1 (127.0.0.1:7002)`: how every message names a server.
+    pub fn who(&self) -> String {
+        format!("{} ({})", self.name, self.host)
+    }
+
     /// `http://HOST:PORT` or `redis://HOST:PORT`.
     pub fn url(&self) -> String {
         let scheme = match self.protocol {

@@ -95,6 +95,8 @@ pub struct Upstream {
     /// Where it listens.
     pub addr: SocketAddr,
     host: String,
+    /// `node-1 (127.0.0.1:7002)` ([`Target::who`]).
+    who: String,
     timeout: Duration,
     max_connections: usize,
     /// Boxed, so a lease (moved about in a group) stays small: each move would otherwise copy the
@@ -173,6 +175,7 @@ impl Upstream {
             name: target.name.clone(),
             addr: target.addr,
             host: target.host.clone(),
+            who: target.who(),
             timeout,
             max_connections,
             idle: Mutex::new(Vec::new()),
@@ -190,8 +193,8 @@ impl Upstream {
     }
 
     /// `node-1 (127.0.0.1:7002)`: how messages name it.
-    pub fn who(&self) -> String {
-        format!("{} ({})", self.name, self.addr)
+    pub fn who(&self) -> &str {
+        &self.who
     }
 
     /// Sends `requests` (`count` of them) on a connection (idle, or new), once more on a fresh
