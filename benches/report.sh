@@ -8,12 +8,12 @@
 #   img/                       the reference run's plots and its full output (img/reference-run.txt);
 #   README.md                  every block between `<!-- results:NAME -->` and `<!-- /results -->`
 #                              replaced by NAME's summary, citing the date and commit.
-# Takes about 25 minutes on a 2-core machine. Needs wrk, redis-server, redis-benchmark, haproxy, memcached
-# and valgrind (apt-get install wrk redis-server haproxy memcached valgrind); netns needs root and iproute2
+# Takes about 30 minutes on a 2-core machine. Needs wrk, redis-server, redis-benchmark, haproxy, memcached
+# valgrind and openssl (apt-get install wrk redis-server haproxy memcached valgrind openssl); netns needs root and iproute2
 # (skipped, and said so, without them).
 #
 # Usage: benches/report.sh [NAME...]   (default: all; NAME: reference sync instructions pipelined compare
-#        durability proxy resp-client client-vs-wrk memory ten-million recovery netns)
+#        durability proxy tls resp-client client-vs-wrk memory ten-million recovery netns)
 # With NAMEs, only those are rerun; the others keep their last results (each section says its own date).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,13 +21,13 @@ ROOT=$PWD
 OUT=benches/results
 mkdir -p "$OUT" img
 
-ALL=(reference sync instructions pipelined compare durability proxy resp-client client-vs-wrk memory
+ALL=(reference sync instructions pipelined compare durability proxy tls resp-client client-vs-wrk memory
   ten-million recovery netns)
 WANT=("$@")
 [ ${#WANT[@]} -eq 0 ] && WANT=("${ALL[@]}")
 
-for tool in wrk redis-server redis-benchmark haproxy memcached valgrind python3; do
-  command -v "$tool" >/dev/null || { echo "report: needs $tool (apt-get install wrk redis-server haproxy memcached valgrind python3)" >&2; exit 1; }
+for tool in wrk redis-server redis-benchmark haproxy memcached valgrind python3 openssl; do
+  command -v "$tool" >/dev/null || { echo "report: needs $tool (apt-get install wrk redis-server haproxy memcached valgrind python3 openssl)" >&2; exit 1; }
 done
 
 cargo build --release -q -p otkv-harness -p otkv-adapter-http --bins
@@ -49,6 +49,8 @@ WHAT[durability]="PUT throughput by engine and durability mode (wrk -t1 -c64, un
 CMD[durability]="benches/server/durability.sh 10s"
 WHAT[proxy]="The routing tier: 3 nodes, GETs of 100k keys of 100 B under wrk -t1 -c64, routed by the client, through harness proxy, and through HAProxy (consistent hashing on the URI), alternating; the proxies' CPU per request."
 CMD[proxy]="benches/server/proxy.sh 10s"
+WHAT[tls]="What TLS and tokens cost: server CPU per GET (100k keys of 100 B, 64 keep-alive connections, the harness as the one client) for otkv-server in clear, over TLS and with a token, and redis-server in clear and over TLS (tls-port, the same ECDSA P-256 certificate); then new TLS connections per second (handshake, one GET, close) with 8 reconnecting connections. Alternating rounds; medians."
+CMD[tls]="benches/server/tls.sh 5 5s"
 WHAT[resp-client]="The harness's RESP client against redis-benchmark on one redis-server (GET, 100-byte values, 100k keys, 64 connections): is the harness fast enough to measure Redis?"
 CMD[resp-client]="benches/server/resp-client.sh 10"
 WHAT[client-vs-wrk]="The harness's HTTP client against wrk -t1 on the same node and connection count: its own CPU per request."
@@ -87,6 +89,7 @@ PY
       ;;
     instructions) sed -n '/^server /,/^$/p; /^== /q' "$f" | sed '/^== /d' ;;
     pipelined) sed -n '/^medians/,$p' "$f" ;;
+    tls) sed -n '/^| server/,$p' "$f" ;;
     *) grep -v '^\s*$' "$f" | grep -Ev '^(warning|   Compiling|    Finished|     Running)' ;;
   esac
 }

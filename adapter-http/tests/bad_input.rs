@@ -11,7 +11,7 @@ use std::io::{BufReader, Write};
 use common::{assert_closed, raw_exchange, raw_exchange_then_eof, read_response, status_of, Node};
 
 fn get_value(node: &Node, key: &str) -> Option<String> {
-    match ureq::get(&format!("{}/v1/kv/{key}", node.url)).call() {
+    match common::agent().get(&format!("{}/v1/kv/{key}", node.url)).call() {
         Ok(r) => Some(r.into_string().expect("utf8")),
         Err(ureq::Error::Status(404, _)) => None,
         Err(e) => panic!("{e}"),
@@ -98,7 +98,10 @@ fn chunked_body_is_refused_and_never_stores_a_wrong_value() {
 #[test]
 fn unused_body_is_consumed_not_parsed_as_a_request() {
     let node = Node::start(&[]);
-    assert_eq!(status_of(ureq::put(&format!("{}/v1/kv/victim", node.url)).send_bytes(b"safe")).0, 201);
+    assert_eq!(
+        status_of(common::agent().put(&format!("{}/v1/kv/victim", node.url)).send_bytes(b"safe")).0,
+        201
+    );
     let smuggled = "DELETE /v1/kv/victim HTTP/1.1\r\nHost: x\r\n\r\n";
     let req = format!(
         "GET /v1/kv/victim HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{smuggled}\
@@ -115,8 +118,9 @@ fn unused_body_is_consumed_not_parsed_as_a_request() {
 #[test]
 fn key_rules_empty_long_and_badly_encoded() {
     let node = Node::start(&["--max-key-bytes", "8"]);
-    let code =
-        |method: &str, path: &str| status_of(ureq::request(method, &format!("{}{path}", node.url)).call()).0;
+    let code = |method: &str, path: &str| {
+        status_of(common::agent().request(method, &format!("{}{path}", node.url)).call()).0
+    };
     assert_eq!(code("GET", "/v1/kv/"), 400);
     assert_eq!(code("PUT", "/v1/kv/"), 400);
     assert_eq!(code("GET", "/v1/kv/123456789"), 414);
@@ -136,7 +140,10 @@ fn value_over_limit_is_413_before_the_body_is_read() {
     let resp = read_response(&mut r, false).expect("response");
     assert_eq!(resp.status, 413);
     assert_closed(&mut r);
-    assert_eq!(status_of(ureq::put(&format!("{}/v1/kv/ok", node.url)).send_bytes(&[7u8; 1000])).0, 201);
+    assert_eq!(
+        status_of(common::agent().put(&format!("{}/v1/kv/ok", node.url)).send_bytes(&[7u8; 1000])).0,
+        201
+    );
     assert_eq!(get_value(&node, "big"), None);
 }
 
@@ -176,25 +183,25 @@ fn expect_100_continue_is_answered() {
 #[test]
 fn wrong_method_is_405_with_allow_and_unknown_path_is_404() {
     let node = Node::start(&[]);
-    let r = ureq::request("PATCH", &format!("{}/v1/kv/a", node.url)).call();
+    let r = common::agent().request("PATCH", &format!("{}/v1/kv/a", node.url)).call();
     match r {
         Err(ureq::Error::Status(405, resp)) => {
             assert_eq!(resp.header("allow"), Some("GET, HEAD, PUT, DELETE"));
         }
         other => panic!("expected 405, got {other:?}"),
     }
-    match ureq::post(&format!("{}/healthz", node.url)).call() {
+    match common::agent().post(&format!("{}/healthz", node.url)).call() {
         Err(ureq::Error::Status(405, resp)) => assert_eq!(resp.header("allow"), Some("GET, HEAD")),
         other => panic!("expected 405, got {other:?}"),
     }
-    match ureq::put(&format!("{}/compat-key", node.url)).call() {
+    match common::agent().put(&format!("{}/compat-key", node.url)).call() {
         Err(ureq::Error::Status(405, resp)) => {
             assert_eq!(resp.header("allow"), Some("GET, HEAD, POST, DELETE"));
         }
         other => panic!("expected 405, got {other:?}"),
     }
     for path in ["/v2/kv/a", "/v1/other", "/a/b/c"] {
-        assert_eq!(status_of(ureq::get(&format!("{}{path}", node.url)).call()).0, 404, "{path}");
+        assert_eq!(status_of(common::agent().get(&format!("{}{path}", node.url)).call()).0, 404, "{path}");
     }
 }
 
@@ -217,5 +224,5 @@ fn no_input_takes_the_server_down() {
 }
 
 fn node_is_up(node: &Node) -> bool {
-    ureq::get(&format!("{}/healthz", node.url)).call().is_ok_and(|r| r.status() == 200)
+    common::agent().get(&format!("{}/healthz", node.url)).call().is_ok_and(|r| r.status() == 200)
 }

@@ -9,10 +9,11 @@
 //! whole as well as split, so the proxy can pass a node's answer on byte for byte.
 
 use std::io;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use may::net::TcpStream;
+
+use crate::target::Target;
 
 use crate::answer::{self, AnswerRules, Invalid, Parsed};
 use crate::wire::Wire;
@@ -22,12 +23,19 @@ pub use crate::wire::{Failure, Waiting};
 pub const DEFAULT_MAX_BODY: usize = 64 << 20;
 
 /// One keep-alive connection to a node.
-#[derive(Debug)]
 pub struct HttpConn {
     wire: Wire,
-    host: String,
+    /// What follows every request target: ` HTTP/1.1`, `Host` and (with a token) `Authorization`.
+    host: Vec<u8>,
     /// The largest body [`HttpConn::read_response`] accepts.
     max_body: usize,
+}
+
+impl std::fmt::Debug for HttpConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not `host`, nor the buffers: they hold the token.
+        f.debug_struct("HttpConn").field("max_body", &self.max_body).finish_non_exhaustive()
+    }
 }
 
 /// Why [`HttpConn::read_meta`] has no answer.
@@ -95,9 +103,8 @@ pub struct PutOptions {
 
 impl HttpConn {
     /// Connects, with `timeout` for every read and write after.
-    pub fn connect(addr: SocketAddr, host: &str, timeout: Duration) -> Result<HttpConn, Failure> {
-        let stream = TcpStream::connect(addr).map_err(|_| Failure::Connect)?;
-        Ok(HttpConn::over(stream, host, timeout))
+    pub fn connect(target: &Target, timeout: Duration) -> Result<HttpConn, Failure> {
+        Ok(HttpConn::over(Wire::connect(target, timeout)?, target))
     }
 
     /// Connects within `timeout` (a refused connection fails at once; an unanswered one after
@@ -106,7 +113,8 @@ impl HttpConn {
     /// may's own `connect_timeout` uses its racy socket timers (see `otkv_adapter_http::deadline`), so
     /// the connect runs on a short-lived helper thread with std's, and this coroutine waits on a channel.
     /// Only for rare connects (the proxy's, with back-off), not per request.
-    pub fn connect_within(addr: SocketAddr, host: &str, timeout: Duration) -> Result<HttpConn, Failure> {
+    pub fn connect_within(target: &Target, timeout: Duration) -> Result<HttpConn, Failure> {
+        let addr = target.addr;
         let (tx, rx) = may::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("otkv-connect".into())
@@ -126,11 +134,17 @@ impl HttpConn {
         // exactly once; may's stream makes it non-blocking and registers it with its event loop.
         #[allow(unsafe_code)]
         let stream = unsafe { <TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        Ok(HttpConn::over(stream, host, timeout))
+        Ok(HttpConn::over(Wire::over(stream, target, timeout)?, target))
     }
 
-    fn over(stream: TcpStream, host: &str, timeout: Duration) -> HttpConn {
-        HttpConn { wire: Wire::over(stream, timeout), host: host.to_string(), max_body: DEFAULT_MAX_BODY }
+    fn over(wire: Wire, target: &Target) -> HttpConn {
+        // The fixed part of every request head after the target: the `Host` and, with a token,
+        // `Authorization`.
+        let mut host = format!(" HTTP/1.1\r\nHost: {}\r\n", target.host);
+        if let Some(token) = &target.secure.token {
+            host = format!("{host}Authorization: Bearer {token}\r\n");
+        }
+        HttpConn { wire, host: host.into_bytes(), max_body: DEFAULT_MAX_BODY }
     }
 
     /// Sets the largest body [`HttpConn::read_response`] accepts.
@@ -186,11 +200,9 @@ impl HttpConn {
         self.push_host();
     }
 
-    /// Ends the request line and sends `Host`.
+    /// Ends the request line and sends `Host` (and `Authorization`).
     fn push_host(&mut self) {
-        self.wire.out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-        self.wire.out.extend_from_slice(self.host.as_bytes());
-        self.wire.out.extend_from_slice(b"\r\n");
+        self.wire.out.extend_from_slice(&self.host);
     }
 
     /// Sends everything queued, with one write.
@@ -261,7 +273,7 @@ impl HttpConn {
     }
 
     /// Whether the connection has bytes, or its end, waiting while it carries no request.
-    pub fn waiting(&self) -> Waiting {
+    pub fn waiting(&mut self) -> Waiting {
         self.wire.waiting()
     }
 

@@ -12,7 +12,10 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::Duration;
+
+use otkv_adapter_http::front::tls::ClientConnection;
 
 use crate::target::{Protocol, Target};
 
@@ -103,7 +106,10 @@ pub fn read(target: &Target) -> Result<Reading, String> {
 /// One `GET path` on a new connection (`Connection: close`): status and body.
 pub fn http_get(target: &Target, path: &str) -> Result<(u16, Vec<u8>), String> {
     let mut stream = connect(target)?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", target.host);
+    let authorization =
+        target.secure.token.as_ref().map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {}\r\n{authorization}Connection: close\r\n\r\n", target.host);
     stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer).map_err(|e| e.to_string())?;
@@ -115,17 +121,34 @@ pub fn http_get(target: &Target, path: &str) -> Result<(u16, Vec<u8>), String> {
     }
 }
 
-fn connect(target: &Target) -> Result<TcpStream, String> {
+/// A blocking stream to `target`, over TLS when it is `https://` or `rediss://`.
+trait Stream: Read + Write {}
+impl<S: Read + Write> Stream for S {}
+
+fn connect(target: &Target) -> Result<Box<dyn Stream>, String> {
     let stream = TcpStream::connect_timeout(&target.addr, READ_TIMEOUT).map_err(|e| e.to_string())?;
     stream.set_read_timeout(Some(READ_TIMEOUT)).map_err(|e| e.to_string())?;
     stream.set_write_timeout(Some(READ_TIMEOUT)).map_err(|e| e.to_string())?;
-    Ok(stream)
+    let Some(config) = &target.secure.tls else { return Ok(Box::new(stream)) };
+    let name = crate::wire::server_name(&target.host)
+        .ok_or_else(|| format!("{}: not a TLS server name", target.host))?;
+    let mut tls = ClientConnection::new(Arc::clone(config), name).map_err(|e| e.to_string())?;
+    let mut stream = stream;
+    // The handshake now, so a certificate the harness does not trust is the error said.
+    tls.complete_io(&mut stream).map_err(|e| format!("TLS: {e}"))?;
+    Ok(Box::new(rustls::StreamOwned::new(tls, stream)))
 }
 
 /// `INFO` (the default sections, which include `cpu`, `memory` and `stats`), as text.
 fn redis_info(target: &Target) -> Result<String, String> {
     let mut stream = connect(target)?;
-    stream.write_all(b"*1\r\n$4\r\nINFO\r\n").map_err(|e| e.to_string())?;
+    let mut command = Vec::new();
+    if let Some(token) = &target.secure.token {
+        command.extend_from_slice(format!("*2\r\n$4\r\nAUTH\r\n${}\r\n{token}\r\n", token.len()).as_bytes());
+    }
+    command.extend_from_slice(b"*1\r\n$4\r\nINFO\r\n");
+    stream.write_all(&command).map_err(|e| e.to_string())?;
+    let mut authenticating = target.secure.token.is_some();
     let mut answer = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     loop {
@@ -134,7 +157,17 @@ fn redis_info(target: &Target) -> Result<String, String> {
             return Err("connection closed before the INFO reply was complete".into());
         }
         answer.extend_from_slice(&chunk[..n]);
-        let Some(line_end) = answer.windows(2).position(|w| w == b"\r\n") else { continue };
+        let mut found = answer.windows(2).position(|w| w == b"\r\n");
+        if authenticating {
+            let Some(line_end) = found else { continue };
+            if &answer[..line_end] != b"+OK" {
+                return Err(format!("AUTH answered {:?}", String::from_utf8_lossy(&answer[..line_end])));
+            }
+            answer.drain(..line_end + 2);
+            authenticating = false;
+            found = answer.windows(2).position(|w| w == b"\r\n");
+        }
+        let Some(line_end) = found else { continue };
         let head = String::from_utf8_lossy(&answer[..line_end]).into_owned();
         let len: usize = match head.strip_prefix('$').and_then(|l| l.parse().ok()) {
             Some(len) => len,

@@ -30,6 +30,7 @@ pub mod report;
 pub mod resp;
 pub mod router;
 pub mod run;
+pub mod secure;
 pub mod target;
 pub mod wire;
 pub mod workload;

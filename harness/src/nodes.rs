@@ -14,6 +14,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::router::{node_names, RoutingArgs};
+use crate::secure::Secure;
 use crate::target::{Protocol, Target};
 
 /// How long a node may take to print its address.
@@ -91,7 +92,7 @@ pub fn start_local(n: usize, opts: &NodeOptions, data_root: &Path) -> Result<Loc
         args.extend([OsString::from("--data-dir"), dir.into_os_string()]);
         let (child, addr) = spawn_server(&name, &args)?;
         nodes.children.push(child);
-        nodes.targets.push(Target { name, addr, host: addr.to_string(), protocol: Protocol::Http });
+        nodes.targets.push(Target::clear(name, addr, Protocol::Http));
     }
     Ok(nodes)
 }
@@ -149,7 +150,7 @@ pub fn start_local_redis(n: usize, opts: &NodeOptions, data_root: &Path) -> Resu
             }
         };
         nodes.children.push(child);
-        nodes.targets.push(Target { name, addr, host: addr.to_string(), protocol: Protocol::Resp });
+        nodes.targets.push(Target::clear(name, addr, Protocol::Resp));
     }
     Ok(nodes)
 }
@@ -216,12 +217,7 @@ pub fn start_proxy(nodes: &[Target], routing: &RoutingArgs) -> Result<LocalNodes
     let (child, addr) = spawn_server("proxy", &args)?;
     Ok(LocalNodes {
         children: vec![child],
-        targets: vec![Target {
-            name: "proxy".into(),
-            addr,
-            host: addr.to_string(),
-            protocol: Protocol::Http,
-        }],
+        targets: vec![Target::clear("proxy".into(), addr, Protocol::Http)],
     })
 }
 
@@ -297,21 +293,27 @@ impl Drop for LocalNodes {
     }
 }
 
-/// Targets for `--node URL` arguments (`http://HOST:PORT` for OTKV, `redis://HOST:PORT` for Redis),
-/// named `node-0`, `node-1`, ... in the order given.
-pub fn remote_targets(urls: &[String]) -> Result<Vec<Target>, String> {
+/// Targets for `--node URL` arguments (`http://HOST:PORT` for OTKV, `redis://HOST:PORT` for Redis,
+/// `https://` and `rediss://` over TLS), named `node-0`, `node-1`, ... in the order given; `secure` is
+/// how to reach them (its TLS is used for the TLS schemes only).
+pub fn remote_targets(urls: &[String], secure: &Secure) -> Result<Vec<Target>, String> {
     urls.iter()
         .zip(node_names(urls.len()))
         .map(|(url, name)| {
             let trimmed = url.trim_end_matches('/');
-            let (protocol, host) = if let Some(host) = trimmed.strip_prefix("http://") {
-                (Protocol::Http, host)
-            } else if let Some(host) = trimmed.strip_prefix("redis://") {
-                (Protocol::Resp, host)
-            } else {
+            let schemes = [
+                ("http://", Protocol::Http, false),
+                ("https://", Protocol::Http, true),
+                ("redis://", Protocol::Resp, false),
+                ("rediss://", Protocol::Resp, true),
+            ];
+            let Some((protocol, tls, host)) = schemes
+                .iter()
+                .find_map(|&(scheme, p, tls)| trimmed.strip_prefix(scheme).map(|h| (p, tls, h)))
+            else {
                 return Err(format!(
-                    "--node {url}: expected http://HOST:PORT (an OTKV node) or redis://HOST:PORT (https and \
-                     rediss are not supported)"
+                    "--node {url}: expected http://HOST:PORT or https://HOST:PORT (an OTKV node), or \
+                     redis://HOST:PORT or rediss://HOST:PORT (a redis-server)"
                 ));
             };
             let addr = host
@@ -319,13 +321,15 @@ pub fn remote_targets(urls: &[String]) -> Result<Vec<Target>, String> {
                 .map_err(|e| format!("--node {url}: {e}"))?
                 .next()
                 .ok_or_else(|| format!("--node {url}: no address"))?;
-            Ok(Target { name, addr, host: host.to_string(), protocol })
+            let secure = if tls { secure.clone() } else { secure.clear() };
+            Ok(Target { name, addr, host: host.to_string(), protocol, secure })
         })
         .collect()
 }
 
-/// The nodes behind the `harness proxy` at `proxy`, as it names and reaches them (from its `/v1/stats`).
-pub fn proxy_nodes(proxy: &Target) -> Result<Vec<Target>, String> {
+/// The nodes behind the `harness proxy` at `proxy`, as it names and reaches them (from its `/v1/stats`),
+/// reached with `secure` (its TLS for `https://` nodes).
+pub fn proxy_nodes(proxy: &Target, secure: &Secure) -> Result<Vec<Target>, String> {
     let failed = |e: String| format!("--proxy {}: {e}", proxy.url());
     let (status, body) = crate::cost::http_get(proxy, "/v1/stats").map_err(failed)?;
     let stats: serde_json::Value = serde_json::from_slice(&body)
@@ -341,8 +345,10 @@ pub fn proxy_nodes(proxy: &Target) -> Result<Vec<Target>, String> {
             let (Some(name), Some(host)) = (name, host) else {
                 return Err(failed("a node in its /v1/stats has no name or addr".into()));
             };
-            let addr = host.parse().map_err(|e| failed(format!("node address {host}: {e}")))?;
-            Ok(Target { name: name.into(), addr, host: host.into(), protocol: Protocol::Http })
+            let url = n["url"].as_str().map_or_else(|| format!("http://{host}"), str::to_string);
+            let mut target = remote_targets(&[url], secure).map_err(failed)?.remove(0);
+            target.name = name.into();
+            Ok(target)
         })
         .collect()
 }

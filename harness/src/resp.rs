@@ -6,9 +6,9 @@
 //! no allocation per reply. It speaks only what the harness sends (GET, SET, DEL, PING) and so parses
 //! only the replies those get: simple strings, errors, integers and bulk strings.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::target::Target;
 use crate::wire::{Failure, Wire};
 
 /// The longest bulk reply accepted (Redis's own `proto-max-bulk-len` default, 512 MB).
@@ -35,8 +35,17 @@ pub enum Reply<'a> {
 
 impl RespConn {
     /// Connects, with `timeout` for every read and write after.
-    pub fn connect(addr: SocketAddr, timeout: Duration) -> Result<RespConn, Failure> {
-        Ok(RespConn { wire: Wire::connect(addr, timeout)? })
+    /// Over TLS for a `rediss://` target; with a token, `AUTH` first.
+    pub fn connect(target: &Target, timeout: Duration) -> Result<RespConn, Failure> {
+        let mut conn = RespConn { wire: Wire::connect(target, timeout)? };
+        if let Some(token) = &target.secure.token {
+            conn.push_command(&[b"AUTH", token.as_bytes()]);
+            conn.wire.send()?;
+            if !matches!(conn.read_reply()?, Reply::Simple(_)) {
+                return Err(Failure::Protocol);
+            }
+        }
+        Ok(conn)
     }
 
     /// Queues `GET key`.

@@ -3,6 +3,8 @@
 
 use std::net::SocketAddr;
 
+use crate::secure::Secure;
+
 /// A server to send requests to.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -14,6 +16,8 @@ pub struct Target {
     pub host: String,
     /// What it speaks.
     pub protocol: Protocol,
+    /// TLS (`https://`, `rediss://`) and the token to present.
+    pub secure: Secure,
 }
 
 /// What a target speaks: an OTKV node's (or proxy's) HTTP API, or Redis's RESP.
@@ -32,11 +36,18 @@ impl Target {
         format!("{} ({})", self.name, self.host)
     }
 
-    /// `http://HOST:PORT` or `redis://HOST:PORT`.
+    /// A server reached in clear, with no token.
+    pub fn clear(name: String, addr: SocketAddr, protocol: Protocol) -> Target {
+        Target { name, addr, host: addr.to_string(), protocol, secure: Secure::default() }
+    }
+
+    /// `http://HOST:PORT` or `redis://HOST:PORT` (`https`, `rediss` over TLS).
     pub fn url(&self) -> String {
-        let scheme = match self.protocol {
-            Protocol::Http => "http",
-            Protocol::Resp => "redis",
+        let scheme = match (self.protocol, self.secure.tls.is_some()) {
+            (Protocol::Http, false) => "http",
+            (Protocol::Http, true) => "https",
+            (Protocol::Resp, false) => "redis",
+            (Protocol::Resp, true) => "rediss",
         };
         format!("{scheme}://{}", self.host)
     }

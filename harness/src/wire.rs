@@ -4,14 +4,20 @@
 //!
 //! Timeouts are enforced with `otkv_adapter_http::deadline` rather than may's socket timeouts, which race
 //! (see that module).
+//!
+//! Over TLS (a target with [`crate::secure::Secure::tls`]) the same buffers carry plaintext: the handshake
+//! is done when the connection is made, requests are encrypted into one buffer and sent with one write,
+//! and answers are decrypted into `buf` as they arrive.
 
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use may::net::TcpStream;
+use otkv_adapter_http::front::tls::{ClientConnection, ServerName};
 use otkv_adapter_http::front::Deadline;
+
+use crate::target::Target;
 
 /// A connection's read buffer, and the most it keeps between answers.
 const INITIAL_BUF: usize = 16 * 1024;
@@ -29,6 +35,8 @@ pub enum Failure {
     Io,
     /// The response was not valid HTTP (or RESP).
     Protocol,
+    /// The TLS handshake failed (an untrusted or expired certificate, say) or a record was invalid.
+    Tls,
 }
 
 impl From<io::Error> for Failure {
@@ -60,6 +68,10 @@ pub struct Wire {
     /// [`Wire::fill`] it needs, so an answer that drips in slowly times out as surely as one that never
     /// comes.
     answer_by_ms: Option<u64>,
+    /// The TLS layer, to an `https://` or `rediss://` target.
+    tls: Option<Box<ClientConnection>>,
+    /// Records to send, gathered so requests go out in one write.
+    sealed: Vec<u8>,
 }
 
 /// What a connection that should be quiet has waiting ([`Wire::waiting`]).
@@ -74,14 +86,29 @@ pub enum Waiting {
 }
 
 impl Wire {
-    /// Connects, with `timeout` for every read and write after.
-    pub fn connect(addr: SocketAddr, timeout: Duration) -> Result<Wire, Failure> {
-        let stream = TcpStream::connect(addr).map_err(|_| Failure::Connect)?;
-        Ok(Wire::over(stream, timeout))
+    /// Connects to `target` (and, over TLS, completes the handshake), with `timeout` for the handshake and
+    /// every read and write after.
+    pub fn connect(target: &Target, timeout: Duration) -> Result<Wire, Failure> {
+        let stream = TcpStream::connect(target.addr).map_err(|_| Failure::Connect)?;
+        Wire::over(stream, target, timeout)
     }
 
-    /// Wraps a connected stream.
-    pub fn over(stream: TcpStream, timeout: Duration) -> Wire {
+    /// Wraps a stream connected to `target`: over TLS, does the handshake.
+    pub fn over(stream: TcpStream, target: &Target, timeout: Duration) -> Result<Wire, Failure> {
+        let mut wire = Wire::clear(stream, timeout);
+        if let Some(config) = &target.secure.tls {
+            let name = server_name(&target.host).ok_or(Failure::Tls)?;
+            let mut tls =
+                ClientConnection::new(std::sync::Arc::clone(config), name).map_err(|_| Failure::Tls)?;
+            // Requests are written whole, however many; the socket write is what waits.
+            tls.set_buffer_limit(None);
+            wire.tls = Some(Box::new(tls));
+            wire.handshake()?;
+        }
+        Ok(wire)
+    }
+
+    fn clear(stream: TcpStream, timeout: Duration) -> Wire {
         let _ = stream.set_nodelay(true);
         Wire {
             deadline: Deadline::watch(stream.as_raw_fd()),
@@ -93,7 +120,37 @@ impl Wire {
             filled: 0,
             mark: 0,
             answer_by_ms: None,
+            tls: None,
+            sealed: Vec::new(),
         }
+    }
+
+    fn handshake(&mut self) -> Result<(), Failure> {
+        let Some(tls) = &mut self.tls else { return Ok(()) };
+        self.deadline.read_within(self.timeout);
+        let result = tls.complete_io(&mut self.stream);
+        self.deadline.clear();
+        if self.deadline.fired() {
+            return Err(Failure::Timeout);
+        }
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                tracing::debug!(error = %e, "TLS handshake failed");
+                Err(Failure::Tls)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Why the handshake with `target` fails, in words (for a message), or `None` when it succeeds.
+    pub fn handshake_error(target: &Target, timeout: Duration) -> Option<String> {
+        let config = target.secure.tls.as_ref()?;
+        let name = server_name(&target.host)?;
+        let mut tls = ClientConnection::new(std::sync::Arc::clone(config), name).ok()?;
+        let mut stream = std::net::TcpStream::connect_timeout(&target.addr, timeout).ok()?;
+        let _ = stream.set_read_timeout(Some(timeout));
+        tls.complete_io(&mut stream).err().map(|e| e.to_string())
     }
 
     /// Sends everything queued in `out`, with one write.
@@ -108,7 +165,17 @@ impl Wire {
     /// Sends `bytes` with one write.
     pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), Failure> {
         self.deadline.write_within(self.timeout);
-        let result = self.stream.write_all(bytes);
+        let result = match &mut self.tls {
+            None => self.stream.write_all(bytes),
+            Some(tls) => {
+                self.sealed.clear();
+                tls.writer().write_all(bytes).map_err(|_| Failure::Tls)?;
+                while tls.wants_write() {
+                    tls.write_tls(&mut self.sealed).map_err(|_| Failure::Tls)?;
+                }
+                self.stream.write_all(&self.sealed)
+            }
+        };
         self.deadline.clear();
         if self.deadline.fired() {
             return Err(Failure::Timeout);
@@ -177,7 +244,7 @@ impl Wire {
         let by = *self.answer_by_ms.get_or_insert_with(|| self.deadline.now_ms().saturating_add(timeout_ms));
         loop {
             self.deadline.read_until(by);
-            let read = self.stream.read(&mut self.buf[self.filled..]);
+            let read = read_some(&mut self.stream, self.tls.as_deref_mut(), &mut self.buf[self.filled..]);
             self.deadline.clear();
             if self.deadline.fired() {
                 return Err(Failure::Timeout);
@@ -195,17 +262,76 @@ impl Wire {
 
     /// What the socket has for us now, without waiting: on a connection that carries no request, any
     /// byte is one nobody asked for (a peek, so a closed connection is told apart from data).
-    pub fn waiting(&self) -> Waiting {
+    ///
+    /// Over TLS, records that carry no data (a session ticket, a key update) are taken in and are not
+    /// data; only plaintext is.
+    pub fn waiting(&mut self) -> Waiting {
         use nix::sys::socket::{recv, MsgFlags};
         if !self.unread().is_empty() {
             return Waiting::Data;
         }
-        let mut byte = [0u8; 1];
-        match recv(self.stream.as_raw_fd(), &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT) {
-            Ok(0) => Waiting::Closed,
-            Ok(_) => Waiting::Data,
-            Err(nix::errno::Errno::EAGAIN) => Waiting::Nothing,
-            Err(_) => Waiting::Closed,
+        loop {
+            if let Some(tls) = &mut self.tls {
+                match tls.process_new_packets() {
+                    Ok(state) if state.plaintext_bytes_to_read() > 0 => return Waiting::Data,
+                    Ok(state) if state.peer_has_closed() => return Waiting::Closed,
+                    Ok(_) => {}
+                    Err(_) => return Waiting::Closed,
+                }
+            }
+            let mut byte = [0u8; 1];
+            let peeked =
+                recv(self.stream.as_raw_fd(), &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT);
+            match (peeked, &mut self.tls) {
+                (Ok(0), _) => return Waiting::Closed,
+                (Ok(_), None) => return Waiting::Data,
+                // Bytes are there, so this read does not wait.
+                (Ok(_), Some(tls)) => {
+                    if !matches!(tls.read_tls(&mut self.stream), Ok(n) if n > 0) {
+                        return Waiting::Closed;
+                    }
+                }
+                (Err(nix::errno::Errno::EAGAIN), _) => return Waiting::Nothing,
+                (Err(_), _) => return Waiting::Closed,
+            }
         }
     }
+}
+
+/// One read into `buf`: from the socket, or, over TLS, decrypted (reading records until one has data).
+fn read_some(
+    stream: &mut TcpStream,
+    tls: Option<&mut ClientConnection>,
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    let Some(tls) = tls else { return stream.read(buf) };
+    loop {
+        match tls.reader().read(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+        if tls.read_tls(stream)? == 0 {
+            return Ok(0);
+        }
+        tls.process_new_packets().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        if tls.wants_write() {
+            // A key update or an alert.
+            let mut sealed = Vec::new();
+            while tls.wants_write() {
+                tls.write_tls(&mut sealed)?;
+            }
+            stream.write_all(&sealed)?;
+        }
+    }
+}
+
+/// The TLS server name of `HOST:PORT` (a DNS name or an IP address).
+pub(crate) fn server_name(host: &str) -> Option<ServerName<'static>> {
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    ServerName::try_from(name.to_string()).ok()
 }

@@ -417,7 +417,7 @@ fn bad_proxy_arguments_are_clear_errors() {
         String::from_utf8_lossy(&none.stderr)
     );
     let bad =
-        Command::new(HARNESS).args(["proxy", "--port", "0", "--node", "https://x:1"]).output().expect("run");
+        Command::new(HARNESS).args(["proxy", "--port", "0", "--node", "ftp://x:1"]).output().expect("run");
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("http://"));
     let not_proxy = Server::node();

@@ -2,6 +2,7 @@
 //! harness's routing proxy).
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// How a server listens, and the limits it holds every client to.
@@ -30,6 +31,24 @@ pub struct FrontArgs {
     /// A keep-alive connection with no request for this long is closed.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
+    /// Serve HTTPS: this certificate chain (PEM, the server's own certificate first) ...
+    #[arg(long, value_name = "FILE", requires = "tls_key", help_heading = "Security")]
+    pub tls_cert: Option<PathBuf>,
+    /// ... and its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert", help_heading = "Security")]
+    pub tls_key: Option<PathBuf>,
+    /// Require a client certificate signed by this CA (PEM) on every connection (mutual TLS).
+    #[arg(long, value_name = "FILE", requires = "tls_cert", help_heading = "Security")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Require `Authorization: Bearer TOKEN` with a token from this file: one per line, `read TOKEN`
+    /// (GET and HEAD, listings, /v1/stats, /metrics) or `write TOKEN` (everything). /healthz stays open.
+    /// SIGHUP re-reads it without dropping connections.
+    #[arg(long, value_name = "FILE", help_heading = "Security")]
+    pub auth_token_file: Option<PathBuf>,
+    /// Serve an address other than loopback without tokens or client certificates. Without this, such a
+    /// server refuses to start: anyone who can reach it could read and overwrite every key.
+    #[arg(long, help_heading = "Security")]
+    pub allow_unauthenticated: bool,
     /// Serve `GET /debug/panic`, which panics (for tests of panic isolation).
     #[arg(long, hide = true)]
     pub test_panic_route: bool,

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use may::net::TcpStream;
 
+use super::access::Grant;
 use super::deadline::Deadline;
 use super::error::HttpError;
 use super::exchange::{respond_error, BatchEnd, Next, Requests};
@@ -29,6 +30,7 @@ use super::response::{Encoder, CONTINUE};
 use super::service::Service;
 use super::socket::{is_timeout, read_or_wait, write_all_or_wait};
 use super::state::Front;
+use super::tls::TlsSession;
 
 const INITIAL_BUF: usize = 4 * 1024;
 /// Buffers that grew past this for a large body are given back once it is answered.
@@ -60,16 +62,28 @@ struct Connection<'s, S: Service> {
     /// The last read took less than it was offered: the socket had nothing more then, so the next read
     /// waits for may's readiness event first instead of trying (and getting `EAGAIN`) ([`read_or_wait`]).
     drained: bool,
+    /// The TLS layer, on an HTTPS server.
+    tls: Option<Box<TlsSession>>,
+    /// The connection's cached token check.
+    grant: Grant,
 }
 
 /// Serves one connection until it closes. Never panics: a panic in the service is caught and answered.
 pub(crate) fn serve_connection<S: Service>(stream: TcpStream, service: &S) {
     let _ = stream.set_nodelay(true);
+    let front = service.front();
+    let tls = match front.tls.as_ref().map(TlsSession::new).transpose() {
+        Ok(tls) => tls,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start TLS on a connection");
+            return;
+        }
+    };
     let mut conn = Connection {
         deadline: Deadline::watch(stream.as_raw_fd()),
         stream,
         service,
-        front: service.front(),
+        front,
         session: service.session(),
         buf: vec![0; INITIAL_BUF],
         start: 0,
@@ -80,6 +94,8 @@ pub(crate) fn serve_connection<S: Service>(stream: TcpStream, service: &S) {
         request_started: None,
         busy: false,
         drained: false,
+        tls,
+        grant: Grant::default(),
     };
     conn.run();
     conn.set_busy(false);
@@ -144,6 +160,7 @@ impl<S: Service> Connection<'_, S> {
             self.front,
             self.continue_sent,
             started,
+            &mut self.grant,
         );
         let service = self.service;
         let session = &mut self.session;
@@ -188,8 +205,26 @@ impl<S: Service> Connection<'_, S> {
             let len = need.max(self.buf.len() * 2);
             self.buf.resize(len, 0);
         }
+        loop {
+            match self.read_within_timeout(in_body) {
+                // The TLS handshake just finished: the request's clock starts now.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => self.request_started = None,
+                Ok(n) => {
+                    self.filled += n;
+                    return Ok(n);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One read into the free part of the buffer, within the timeout that applies: the idle timeout
+    /// between requests, the header timeout for a head (from its first byte) or a TLS handshake (from
+    /// the connection's start), or between reads of a body.
+    fn read_within_timeout(&mut self, in_body: bool) -> io::Result<usize> {
         let timeouts = &self.front.timeouts;
-        let timeout = if self.filled == 0 {
+        let handshaking = self.tls.as_ref().is_some_and(|tls| tls.is_handshaking());
+        let timeout = if self.filled == 0 && !handshaking {
             timeouts.idle
         } else if in_body {
             // The body must keep arriving: each read may wait one header timeout.
@@ -204,21 +239,26 @@ impl<S: Service> Connection<'_, S> {
             left
         };
         self.deadline.read_within(timeout);
-        let read = read_or_wait(&mut self.stream, &mut self.buf[self.filled..], &mut self.drained);
+        let free = &mut self.buf[self.filled..];
+        let read = match &mut self.tls {
+            None => read_or_wait(&mut self.stream, free, &mut self.drained),
+            Some(tls) => tls.read(&mut self.stream, free, &mut self.drained),
+        };
         self.deadline.clear();
         if self.deadline.fired() {
             // The reaper shut the read side: the read saw end-of-file (or an error) because time ran out.
             return Err(io::ErrorKind::TimedOut.into());
         }
-        let n = read?;
-        self.filled += n;
-        Ok(n)
+        read
     }
 
     /// Writes all of `out`; a client that does not read it within the idle timeout is disconnected.
     fn write_out(&mut self) -> io::Result<()> {
         self.deadline.write_within(self.front.timeouts.idle);
-        let result = write_all_or_wait(&mut self.stream, &self.out);
+        let result = match &mut self.tls {
+            None => write_all_or_wait(&mut self.stream, &self.out),
+            Some(tls) => tls.write_all(&mut self.stream, &self.out),
+        };
         self.deadline.clear();
         // A wait for room to write clears the readiness flag a read event may have raised meanwhile: the
         // next read must try the socket rather than wait for that event again.
@@ -231,6 +271,9 @@ impl<S: Service> Connection<'_, S> {
     /// Closes after an error or `Connection: close`: stop sending, then read and discard what the client
     /// already sent (bounded), so our last response is not lost to a reset.
     fn linger_close(&mut self) {
+        if let Some(tls) = &mut self.tls {
+            tls.close(&mut self.stream);
+        }
         let _ = self.stream.shutdown(Shutdown::Write);
         self.deadline.read_within(LINGER_TIME);
         let mut discarded = 0;

@@ -75,6 +75,12 @@ pub enum HttpError {
         /// The `Allow` header's value.
         allow: &'static str,
     },
+    /// No token, or one this server does not know: 401 with `WWW-Authenticate: Bearer`.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// A token whose role does not allow this request (a `read` token on a write).
+    #[error("{0}")]
+    Forbidden(&'static str),
     /// No route has this path.
     #[error("no such path")]
     NoRoute,
@@ -128,6 +134,8 @@ impl HttpError {
             | HttpError::BadFraming(_)
             | HttpError::BadRequest(_)
             | HttpError::EmptyKey => 400,
+            HttpError::Unauthorized(_) => 401,
+            HttpError::Forbidden(_) => 403,
             HttpError::KeyNotFound | HttpError::NoRoute => 404,
             HttpError::MethodNotAllowed { .. } => 405,
             HttpError::ValueNotText => 406,
@@ -169,10 +177,12 @@ impl HttpError {
         )
     }
 
-    /// The `Allow` header to send with this error, if any.
-    pub fn allow(&self) -> Option<&'static str> {
+    /// The header this error's response carries besides the usual ones, as name and value: `Allow` for
+    /// 405, the `WWW-Authenticate` challenge for 401.
+    pub fn header(&self) -> Option<(&'static str, &'static str)> {
         match self {
-            HttpError::MethodNotAllowed { allow } => Some(allow),
+            HttpError::MethodNotAllowed { allow } => Some(("Allow", allow)),
+            HttpError::Unauthorized(_) => Some(("WWW-Authenticate", "Bearer realm=\"otkv\"")),
             _ => None,
         }
     }

@@ -7,6 +7,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
+use super::access::{Grant, Need};
 use super::error::HttpError;
 use super::metrics::Op;
 use super::request::{self, Method, Preconditions, MAX_HEAD_BYTES};
@@ -45,6 +46,8 @@ pub struct Requests<'c> {
     started: u64,
     /// Requests answered through [`Requests::respond`] whose time is not recorded yet.
     untimed: u64,
+    /// The connection's cached token check.
+    grant: &'c mut Grant,
 }
 
 /// One request, complete, or the error it must be answered with.
@@ -64,6 +67,8 @@ pub struct Exchange<'c> {
     pub raw: &'c [u8],
     /// Its `If-Match` and `If-None-Match` headers.
     pub preconditions: Preconditions<'c>,
+    /// Its `Authorization` value (already checked, when the server checks tokens); a proxy replaces it.
+    pub authorization: Option<&'c [u8]>,
     /// It carries `Expect: 100-continue` (a proxy's node may answer `100 Continue` first).
     pub expects_continue: bool,
     /// The connection closes after this response (`Connection: close`, HTTP/1.0, shutdown, or an error
@@ -95,6 +100,7 @@ impl<'c> Requests<'c> {
         front: &'c Front,
         continue_sent: bool,
         started: u64,
+        grant: &'c mut Grant,
     ) -> Self {
         Requests {
             window,
@@ -107,6 +113,7 @@ impl<'c> Requests<'c> {
             next: Next::Read { need: 1, in_body: false },
             started,
             untimed: 0,
+            grant,
         }
     }
 
@@ -154,7 +161,19 @@ impl<'c> Requests<'c> {
             }
             Err(err) => return Some(Exchange::fatal(Method::Other, Op::Other, false, err)),
         };
-        let routed = routes::resolve(head.method, head.target, limits);
+        let mut routed = routes::resolve(head.method, head.target, limits);
+        if let Some(tokens) = &front.tokens {
+            let need = Need::of(head.method, &routed.route);
+            if let Err(err) = self.grant.check(tokens, need, head.authorization) {
+                if data.len()
+                    < head.head_len.saturating_add(usize::try_from(head.body_len).unwrap_or(usize::MAX))
+                {
+                    // Its body is not here: refuse without reading it, and close.
+                    return Some(Exchange::fatal(head.method, routed.op, routed.json_errors, err));
+                }
+                routed.route = Err(err);
+            }
+        }
         let max_body = routed.max_body(head.method, limits);
         if head.body_len > max_body as u64 {
             let err = HttpError::PayloadTooLarge { len: head.body_len, max: max_body };
@@ -184,6 +203,7 @@ impl<'c> Requests<'c> {
             body: &data[head.head_len..total],
             raw: &data[..total],
             preconditions: head.preconditions,
+            authorization: head.authorization,
             expects_continue: head.expect_continue,
             closes: !keep_alive,
             framing: Framing { close: !keep_alive, http10_keep_alive: head.http10 && keep_alive, head_only },
@@ -312,6 +332,7 @@ impl Exchange<'_> {
             body: &[],
             raw: &[],
             preconditions: Preconditions::default(),
+            authorization: None,
             expects_continue: false,
             closes: true,
             framing: Framing { close: true, http10_keep_alive: false, head_only: false },
@@ -342,7 +363,7 @@ impl Responder<'_> {
         body: &[u8],
         entry: Option<EntryMeta>,
     ) -> u16 {
-        let reply = Reply { status, content_type, body, allow: None, entry };
+        let reply = Reply { status, content_type, body, header: None, entry };
         self.encoder.encode(self.out, &reply, self.framing);
         status
     }
@@ -379,7 +400,7 @@ fn encode_error(
         status: err.status(),
         content_type: Some(content_type),
         body: &text,
-        allow: err.allow(),
+        header: err.header(),
         entry: None,
     };
     encoder.encode(out, &reply, framing);

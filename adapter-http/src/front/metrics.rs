@@ -47,9 +47,9 @@ const OPS: [(Op, &str); 10] = [
     (Op::Other, "other"),
 ];
 
-const CODES: [u16; 22] = [
-    200, 201, 204, 304, 400, 404, 405, 406, 408, 411, 412, 413, 414, 417, 431, 500, 501, 502, 503, 504, 507,
-    0,
+const CODES: [u16; 24] = [
+    200, 201, 204, 304, 400, 401, 403, 404, 405, 406, 408, 411, 412, 413, 414, 417, 431, 500, 501, 502, 503,
+    504, 507, 0,
 ];
 
 /// Upper bounds of the latency buckets, in nanoseconds (`+Inf` is implicit): the hot path searches

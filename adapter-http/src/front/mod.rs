@@ -16,6 +16,7 @@
 //! head cap, socket [`Deadline`]s, percent-encoding of keys ([`pct`]), the Prometheus text writer, the
 //! process's own counters and a poison-tolerant [`lock`].
 
+mod access;
 mod cli;
 mod conn;
 mod deadline;
@@ -36,7 +37,9 @@ mod socket;
 mod state;
 mod swar;
 mod sync;
+pub mod tls;
 
+pub use access::{Role, TokenFileError, TokenSet, Tokens};
 pub use cli::FrontArgs;
 pub use deadline::Deadline;
 pub use error::{HttpError, StorageFailure};
@@ -49,5 +52,5 @@ pub use response::{ContentType, EntryMeta, Framing, JSON, OCTET_STREAM, PROMETHE
 pub use routes::{resolve, Limits, Route, Routed, MAX_TTL_SECS};
 pub use server::{bind, configure_runtime, serve, spawn_coroutine, ListenError};
 pub use service::Service;
-pub use state::{Front, Timeouts};
+pub use state::{Front, SecurityError, Timeouts};
 pub use sync::lock;

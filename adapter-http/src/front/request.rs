@@ -39,6 +39,8 @@ pub struct Head<'b> {
     pub expect_continue: bool,
     /// `If-Match` / `If-None-Match`, as sent (checked by the handler that uses them).
     pub preconditions: Preconditions<'b>,
+    /// The `Authorization` value, as sent (at most one: a second is refused).
+    pub authorization: Option<&'b [u8]>,
 }
 
 /// The conditional-request headers of a request (RFC 9110 §13), unparsed.
@@ -128,6 +130,7 @@ struct Fields<'b> {
     expect_continue: bool,
     has_host: bool,
     preconditions: Preconditions<'b>,
+    authorization: Option<&'b [u8]>,
     /// The first broken rule. Only the `&'static` kinds occur here, so `Fields` stays plain data, with
     /// nothing to drop.
     error: Option<FieldError>,
@@ -177,6 +180,11 @@ impl<'b> Fields<'b> {
                 }
             }
             13 if is(b"if-none-match") => self.preconditions.if_none_match = Some(value),
+            // A second one: which counts would be a guess, and a proxy that replaces one would pass the
+            // other on.
+            13 if is(b"authorization") && self.authorization.replace(value).is_some() => {
+                self.error = Some(FieldError::Framing("more than one Authorization header"));
+            }
             14 if is(b"content-length") => match parse_content_length(value) {
                 Some(n) if self.content_length.is_some_and(|prev| prev != n) => {
                     self.error = Some(FieldError::Framing("conflicting Content-Length headers"));
@@ -220,6 +228,7 @@ impl<'b> Fields<'b> {
             // HTTP/1.0 clients do not wait for `100 Continue`.
             expect_continue: self.expect_continue && !http10,
             preconditions: self.preconditions,
+            authorization: self.authorization,
         }))
     }
 }

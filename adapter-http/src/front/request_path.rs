@@ -23,7 +23,7 @@ fn measured(heads: &[Vec<u8>], encoder: &mut Encoder, out: &mut Vec<u8>) -> usiz
         if routed.route.is_ok() {
             let entry = Some(EntryMeta { version: i as u64, expires_ms: 0 });
             let reply =
-                Reply { status: 200, content_type: Some(OCTET_STREAM), body: &value, allow: None, entry };
+                Reply { status: 200, content_type: Some(OCTET_STREAM), body: &value, header: None, entry };
             encoder.encode(out, &reply, framing);
             answered += 1;
         }

@@ -40,8 +40,8 @@ pub struct Reply<'a> {
     pub content_type: Option<ContentType>,
     /// The body (its length is sent even for HEAD).
     pub body: &'a [u8],
-    /// Value of an `Allow` header (405).
-    pub allow: Option<&'static str>,
+    /// One more header, name and value: `Allow` (405), `WWW-Authenticate` (401).
+    pub header: Option<(&'static str, &'static str)>,
     /// The stored value's version and expiry: `ETag: "V"`, and `Expires` when it has one.
     pub entry: Option<EntryMeta>,
 }
@@ -169,9 +169,9 @@ impl Encoder {
             tagged: reply.entry.is_some(),
         };
         out.reserve(MAX_HEAD + body.len());
-        if let Some(allow) = reply.allow {
-            // 405 only: not worth caching.
-            write_prefix(out, &self.server_date, &of, Some(allow));
+        if let Some(header) = reply.header {
+            // 401 and 405 only: not worth caching.
+            write_prefix(out, &self.server_date, &of, Some(header));
         } else {
             if !self.prefix_of.is_some_and(|cached| cached.same(&of)) {
                 self.prefix.clear();
@@ -200,7 +200,12 @@ impl Encoder {
 
 /// Writes the head `of` describes, with the connection's `Server` and `Date` block, up to the `ETag`
 /// value (or, without one, up to the blank line).
-fn write_prefix(out: &mut Vec<u8>, server_date: &[u8], of: &PrefixOf, allow: Option<&'static str>) {
+fn write_prefix(
+    out: &mut Vec<u8>,
+    server_date: &[u8],
+    of: &PrefixOf,
+    header: Option<(&'static str, &'static str)>,
+) {
     if let Some(line) = status_line(of.status) {
         out.extend_from_slice(line);
     } else {
@@ -212,9 +217,11 @@ fn write_prefix(out: &mut Vec<u8>, server_date: &[u8], of: &PrefixOf, allow: Opt
     if let Some(ct) = of.content_type {
         out.extend_from_slice(ct.0.as_bytes());
     }
-    if let Some(allow) = allow {
-        out.extend_from_slice(b"\r\nAllow: ");
-        out.extend_from_slice(allow.as_bytes());
+    if let Some((name, value)) = header {
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
     }
     if of.close {
         out.extend_from_slice(b"\r\nConnection: close");
@@ -260,6 +267,8 @@ statuses! {
         204 => "No Content",
         304 => "Not Modified",
         400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         406 => "Not Acceptable",
@@ -302,7 +311,8 @@ mod tests {
     #[test]
     fn a_read_is_encoded_with_its_etag_and_length() {
         let entry = Some(EntryMeta { version: 42, expires_ms: 0 });
-        let reply = Reply { status: 200, content_type: Some(OCTET_STREAM), body: b"abc", allow: None, entry };
+        let reply =
+            Reply { status: 200, content_type: Some(OCTET_STREAM), body: b"abc", header: None, entry };
         let text = encoded(&reply, KEEP);
         let date = text.split("Date: ").nth(1).and_then(|r| r.split("\r\n").next()).expect("a Date");
         assert_eq!(
@@ -314,9 +324,9 @@ mod tests {
         );
         let head_only = Framing { head_only: true, ..KEEP };
         assert!(encoded(&reply, head_only).ends_with("Content-Length: 3\r\nETag: \"42\"\r\n\r\n"));
-        let unknown = Reply { status: 299, content_type: None, body: b"", allow: None, entry: None };
+        let unknown = Reply { status: 299, content_type: None, body: b"", header: None, entry: None };
         assert!(encoded(&unknown, KEEP).starts_with("HTTP/1.1 299 Unknown\r\n"));
-        let no_content = Reply { status: 204, content_type: None, body: b"", allow: None, entry: None };
+        let no_content = Reply { status: 204, content_type: None, body: b"", header: None, entry: None };
         assert!(!encoded(&no_content, KEEP).contains("Content-Length"));
     }
 
@@ -328,22 +338,28 @@ mod tests {
                 status: 200,
                 content_type: Some(OCTET_STREAM),
                 body: b"abc",
-                allow: None,
+                header: None,
                 entry: entry(1),
             },
             Reply {
                 status: 200,
                 content_type: Some(OCTET_STREAM),
                 body: b"abcd",
-                allow: None,
+                header: None,
                 entry: entry(2),
             },
-            Reply { status: 200, content_type: Some(JSON), body: b"abcd", allow: None, entry: entry(3) },
-            Reply { status: 201, content_type: Some(JSON), body: b"abcd", allow: None, entry: entry(4) },
-            Reply { status: 201, content_type: Some(JSON), body: b"abcd", allow: None, entry: None },
-            Reply { status: 204, content_type: None, body: b"", allow: None, entry: entry(5) },
-            Reply { status: 405, content_type: Some(TEXT), body: b"no", allow: Some("GET"), entry: None },
-            Reply { status: 204, content_type: None, body: b"", allow: None, entry: entry(6) },
+            Reply { status: 200, content_type: Some(JSON), body: b"abcd", header: None, entry: entry(3) },
+            Reply { status: 201, content_type: Some(JSON), body: b"abcd", header: None, entry: entry(4) },
+            Reply { status: 201, content_type: Some(JSON), body: b"abcd", header: None, entry: None },
+            Reply { status: 204, content_type: None, body: b"", header: None, entry: entry(5) },
+            Reply {
+                status: 405,
+                content_type: Some(TEXT),
+                body: b"no",
+                header: Some(("Allow", "GET")),
+                entry: None,
+            },
+            Reply { status: 204, content_type: None, body: b"", header: None, entry: entry(6) },
         ];
         let framings = [KEEP, Framing { close: true, ..KEEP }, Framing { http10_keep_alive: true, ..KEEP }];
         let mut shared = Encoder::default();
@@ -364,7 +380,7 @@ mod tests {
             status: 431,
             content_type: Some(PROMETHEUS),
             body: b"",
-            allow: Some("GET, HEAD, POST, DELETE, PUT, OPTIONS"),
+            header: Some(("Allow", "GET, HEAD, POST, DELETE, PUT, OPTIONS")),
             entry,
         };
         let text = encoded(&reply, Framing { close: true, ..KEEP });

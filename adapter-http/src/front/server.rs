@@ -72,7 +72,7 @@ pub fn bind(bind: IpAddr, port: u16) -> Result<(TcpListener, SocketAddr), Listen
 }
 
 /// Serves `service` on `listener` until SIGINT or SIGTERM, then lets requests in flight finish and
-/// returns. Prints `listening on http://ADDR` on stdout once it accepts (after `ready`, which starts any
+/// returns. Prints `listening on http://ADDR` (or `https://`) on stdout once it accepts (after `ready`, which starts any
 /// coroutine the service needs).
 pub fn serve<S: Service>(
     service: Arc<S>,
@@ -83,7 +83,7 @@ pub fn serve<S: Service>(
     watch_signals(Arc::clone(&service), local)?;
     ready();
     let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "listening on http://{local}");
+    let _ = writeln!(stdout, "listening on {}://{local}", service.front().scheme());
     let _ = stdout.flush();
     drop(stdout);
 
@@ -129,7 +129,11 @@ fn accept_loop<S: Service>(listener: TcpListener, service: &Arc<S>) {
         }
         if front.open.load(Relaxed) >= front.max_connections {
             front.metrics.connection_refused();
-            refuse(stream);
+            if front.tls.is_none() {
+                refuse(stream);
+            }
+            // Over TLS the refusal is the close itself: answering would cost a handshake per refused
+            // connection, which is what the cap protects.
             continue;
         }
         front.open.fetch_add(1, Relaxed);
@@ -159,15 +163,16 @@ impl Drop for OpenConnection<'_> {
     }
 }
 
-/// On SIGINT/SIGTERM: mark shutdown, then wake the accept loop with a connection to ourselves.
+/// On SIGINT/SIGTERM: mark shutdown, then wake the accept loop with a connection to ourselves. On SIGHUP:
+/// re-read the token file (connections stay open; each drops its cached token check at its next request).
 fn watch_signals<S: Service>(service: Arc<S>, local: SocketAddr) -> Result<(), ListenError> {
-    use signal_hook::consts::{SIGINT, SIGTERM, SIGXFSZ};
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGXFSZ};
     // A write past the file-size limit (RLIMIT_FSIZE) would kill the process with SIGXFSZ; handled, the
     // write fails with EFBIG instead, and the engine treats it like any failed write: writes stop with
     // 503 and a reason, reads go on (the same path as a failed fsync).
     signal_hook::flag::register(SIGXFSZ, Arc::new(AtomicBool::new(false)))
         .map_err(|source| ListenError::Io { what: "installing signal handlers", source })?;
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(|source| ListenError::Io { what: "installing signal handlers", source })?;
     let wake = match local.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), local.port()),
@@ -177,14 +182,30 @@ fn watch_signals<S: Service>(service: Arc<S>, local: SocketAddr) -> Result<(), L
     std::thread::Builder::new()
         .name("otkv-signals".into())
         .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
+            for signal in signals.forever() {
+                if signal == SIGHUP {
+                    reload_tokens(service.front());
+                    continue;
+                }
                 tracing::info!(signal, "shutting down");
                 service.front().shutting_down.store(true, Relaxed);
                 let _ = std::net::TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+                break;
             }
         })
         .map_err(|source| ListenError::Io { what: "starting the signal thread", source })?;
     Ok(())
+}
+
+fn reload_tokens(front: &Front) {
+    let Some(tokens) = &front.tokens else {
+        tracing::info!("SIGHUP: no --auth-token-file to re-read");
+        return;
+    };
+    match tokens.reload() {
+        Ok(count) => tracing::info!(count, file = %tokens.path().display(), "SIGHUP: tokens re-read"),
+        Err(e) => tracing::error!(error = %e, "SIGHUP: tokens not re-read; the previous ones stay in force"),
+    }
 }
 
 /// Spawns a coroutine on may's runtime.

@@ -3,7 +3,7 @@
 
 use otkv_engine::EngineError;
 
-use crate::front::{HttpError, ListenError, StorageFailure};
+use crate::front::{HttpError, ListenError, SecurityError, StorageFailure};
 
 /// Why a node could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -14,6 +14,9 @@ pub enum ServerError {
     /// The engine failed to open or flush.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The certificates or tokens cannot be used, or protected mode refuses the address.
+    #[error(transparent)]
+    Security(#[from] SecurityError),
     /// The front door could not listen.
     #[error(transparent)]
     Listen(#[from] ListenError),

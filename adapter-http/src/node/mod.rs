@@ -65,12 +65,14 @@ impl Service for Node {
     }
 }
 
-/// Runs a node until SIGINT or SIGTERM. Prints `listening on http://ADDR` on stdout once it accepts.
+/// Runs a node until SIGINT or SIGTERM. Prints `listening on http://ADDR` (`https://` with TLS) on stdout once it accepts.
 pub fn run(args: ServerArgs) -> Result<(), ServerError> {
     let workers = front::configure_runtime(args.front.workers);
+    // Certificates, tokens and protected mode first: a refusal must not wait for a recovery.
+    let front = Front::new(&args.front)?;
     let engine = Engine::open(args.engine_config()?)?;
     let (listener, local) = front::bind(args.front.bind, args.port)?;
-    let node = Arc::new(Node { front: Front::new(&args.front), engine, durable_waits: Arc::default() });
+    let node = Arc::new(Node { front, engine, durable_waits: Arc::default() });
     let config = node.engine.config();
     let max_memory = config.max_memory.map_or_else(|| "none".to_string(), |m| m.to_string());
     tracing::info!(

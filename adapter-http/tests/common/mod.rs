@@ -6,6 +6,10 @@ use std::net::TcpStream;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+mod tls;
+#[allow(unused_imports, reason = "each suite uses some")]
+pub use tls::{agent, over_tls, Stream, TestCerts};
+
 /// How long a test waits for the server before calling it a hang.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -47,7 +51,11 @@ fn harness_exe() -> &'static str {
 pub const BACKING_NODES: usize = 2;
 
 /// Options of the front door, which the proxy takes too; the others are the nodes' alone.
-const FRONT_OPTIONS: [&str; 8] = [
+const FRONT_OPTIONS: [&str; 12] = [
+    "--tls-cert",
+    "--tls-key",
+    "--tls-client-ca",
+    "--auth-token-file",
     "--bind",
     "--workers",
     "--max-key-bytes",
@@ -82,8 +90,17 @@ impl Node {
     pub fn start_with(mut command: Command, args: &[&str]) -> Node {
         let mut backing = Vec::new();
         let mut own_args: Vec<String> = args.iter().map(std::string::ToString::to_string).collect();
+        if over_tls() {
+            let certs = TestCerts::shared();
+            own_args.extend([
+                "--tls-cert".into(),
+                certs.path("server.pem"),
+                "--tls-key".into(),
+                certs.path("server.key"),
+            ]);
+        }
         if behind_proxy() {
-            own_args = front_args(args);
+            own_args = front_args(&own_args.iter().map(String::as_str).collect::<Vec<_>>());
             for i in 0..BACKING_NODES {
                 let mut node = Command::new(harness_exe());
                 node.args(["node", "--port", "0"]).args(node_args(args, i));
@@ -94,11 +111,19 @@ impl Node {
         }
         command.args(["--port", "0"]).args(&own_args);
         let (child, url) = spawn_listening(command);
-        let addr = url.strip_prefix("http://").expect("http url").to_string();
+        let addr = url.split_once("://").expect("a URL").1.to_string();
         Node { child, addr, url, backing }
     }
 
-    pub fn connect(&self) -> TcpStream {
+    /// A connection, over TLS when the suite runs over TLS.
+    pub fn connect(&self) -> Stream {
+        let s = TcpStream::connect(&self.addr).expect("connect");
+        s.set_read_timeout(Some(PATIENCE)).expect("timeout");
+        Stream::over(s)
+    }
+
+    /// A plain TCP connection, whatever the suite speaks.
+    pub fn connect_tcp(&self) -> TcpStream {
         let s = TcpStream::connect(&self.addr).expect("connect");
         s.set_read_timeout(Some(PATIENCE)).expect("timeout");
         s
@@ -209,13 +234,13 @@ impl Response {
 
 /// Reads one response from `r`; `head_request` for a response to HEAD (no body follows).
 /// Returns `None` on a clean EOF before any byte; panics on anything else that is not a response.
-pub fn read_response(r: &mut BufReader<TcpStream>, head_request: bool) -> Option<Response> {
+pub fn read_response<R: Read>(r: &mut BufReader<R>, head_request: bool) -> Option<Response> {
     try_read_response(r, head_request).expect("read a response")
 }
 
 /// As [`read_response`], but an I/O failure (a reset, a kill) is an error instead of a panic.
-pub fn try_read_response(
-    r: &mut BufReader<TcpStream>,
+pub fn try_read_response<R: Read>(
+    r: &mut BufReader<R>,
     head_request: bool,
 ) -> std::io::Result<Option<Response>> {
     let bad = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
@@ -268,7 +293,7 @@ pub fn raw_exchange_then_eof(node: &Node, bytes: &[u8]) -> Vec<Response> {
     read_all(s)
 }
 
-fn read_all(s: TcpStream) -> Vec<Response> {
+fn read_all(s: Stream) -> Vec<Response> {
     let mut r = BufReader::new(s);
     let mut out = Vec::new();
     while let Some(resp) = read_response(&mut r, false) {
@@ -278,7 +303,7 @@ fn read_all(s: TcpStream) -> Vec<Response> {
 }
 
 /// Asserts the server closed the connection: the next read is EOF (or a reset).
-pub fn assert_closed(r: &mut BufReader<TcpStream>) {
+pub fn assert_closed<R: Read>(r: &mut BufReader<R>) {
     let mut rest = Vec::new();
     match r.read_to_end(&mut rest) {
         Ok(_) => assert!(rest.is_empty(), "expected close, got {:?}", String::from_utf8_lossy(&rest)),

@@ -36,11 +36,11 @@ impl Conn {
     pub fn connect(target: &Target, timeout: Duration, max_body: usize) -> Result<Conn, Failure> {
         Ok(match target.protocol {
             Protocol::Http => {
-                let mut conn = HttpConn::connect(target.addr, &target.host, timeout)?;
+                let mut conn = HttpConn::connect(target, timeout)?;
                 conn.set_max_body(max_body);
                 Conn::Http(conn)
             }
-            Protocol::Resp => Conn::Resp(RespConn::connect(target.addr, timeout)?),
+            Protocol::Resp => Conn::Resp(RespConn::connect(target, timeout)?),
         })
     }
 

@@ -80,6 +80,7 @@ pub fn preload(spec: &LoadSpec, router: &dyn Router, targets: &[Target]) -> (Dur
         ops: None,
         warmup: None,
         progress: false,
+        reconnect: false,
         ..spec.clone()
     };
     let outcome = drive(&loader, router, targets, Some((lists, false)), &mut || ());

@@ -33,6 +33,8 @@ pub struct LoadSpec {
     pub cas_share: f64,
     /// Writes expire after this many seconds (`?ttl=`, Redis `EX`).
     pub ttl_secs: Option<u64>,
+    /// A new connection for every batch.
+    pub reconnect: bool,
     /// Print a progress line every second.
     pub progress: bool,
 }

@@ -87,7 +87,12 @@ impl<'a> Worker<'a> {
             // The batch belongs to the phase it is sent in.
             let warm = self.shared.warming.load(Relaxed);
             match self.fill(warm, intended) {
-                Filled::Batch => self.send_and_check(warm, intended),
+                Filled::Batch => {
+                    self.send_and_check(warm, intended);
+                    if self.shared.spec.reconnect {
+                        self.conn = None;
+                    }
+                }
                 Filled::ReadModifyWrite => {}
                 Filled::Nothing => break,
             }

@@ -46,7 +46,12 @@ fn fan_out(cluster: &Cluster<'_>, target: &str, max_body: usize) -> Vec<Result<(
     let ups = cluster.upstreams;
     let requests: Vec<Vec<u8>> = ups
         .iter()
-        .map(|u| format!("GET {target} HTTP/1.1\r\nHost: {}\r\n\r\n", u.host()).into_bytes())
+        .map(|u| {
+            let mut request = format!("GET {target} HTTP/1.1\r\nHost: {}\r\n", u.host()).into_bytes();
+            request.extend_from_slice(u.authorization().unwrap_or_default());
+            request.extend_from_slice(b"\r\n");
+            request
+        })
         .collect();
     let mut groups: Vec<Group<'_>> =
         ups.iter().zip(&requests).map(|(u, r)| u.send(r, 1, Vec::new())).collect();
@@ -134,7 +139,7 @@ fn stats(cluster: &Cluster<'_>, resp: &mut Responder<'_>) -> u16 {
     let (mut keys, mut connections, mut answering) = (0u64, 0i64, 0usize);
     let mut requests: Map<String, Value> = Map::new();
     for (answer, up) in fan_out(cluster, "/v1/stats", ADMIN_ANSWER_CAP).into_iter().zip(cluster.upstreams) {
-        let mut entry = json!({ "name": up.name, "addr": up.addr.to_string() });
+        let mut entry = json!({ "name": up.name, "addr": up.addr.to_string(), "url": up.url() });
         let doc = answer.and_then(|(status, body)| match (status, serde_json::from_slice::<Value>(&body)) {
             (200, Ok(doc)) => Ok(doc),
             _ => Err(HttpError::BadGateway(format!("{} answered {status} without stats", up.who()))),

@@ -47,6 +47,7 @@ use crate::answer::AnswerRules;
 use crate::client::ResponseMeta;
 use crate::nodes::{self, LocalNodeArgs};
 use crate::router::{Router, RoutingArgs};
+use crate::secure::UpstreamSecurityArgs;
 use upstream::{Answer, Group, Upstream, UpstreamError};
 
 /// The most bytes of requests one group sends one node in one write, unless one request alone is larger.
@@ -78,6 +79,9 @@ pub struct ProxyArgs {
     /// must be complete within it, however slowly it arrives).
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub upstream_timeout: Duration,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub upstream_security: UpstreamSecurityArgs,
     /// Most connections in use to each node at once (kept alive and reused; a request waits for one to
     /// free, up to --upstream-timeout, then gets 503).
     #[arg(long, default_value_t = 256)]
@@ -148,7 +152,12 @@ impl Service for Proxy {
                 let framing = exchange.framing();
                 let max_body = answer_cap(json_api, &self.front.limits);
                 let q = &mut s.pending[node];
-                q.bytes.extend_from_slice(exchange.raw);
+                let own = self.upstreams[node].authorization();
+                if exchange.authorization.is_none() && own.is_none() {
+                    q.bytes.extend_from_slice(exchange.raw);
+                } else {
+                    with_authorization(&mut q.bytes, exchange.raw, exchange.authorization, own);
+                }
                 q.rules.push(AnswerRules {
                     head_only: framing.head_only,
                     continue_ok: exchange.expects_continue,
@@ -262,6 +271,31 @@ impl Proxy {
     }
 }
 
+/// Appends the request `raw` with the client's `Authorization` header (whose value is `theirs`, a slice
+/// of `raw`) taken out and the proxy's own line (`own`, with its CRLF) put in after the request line:
+/// a client's token is checked here and never passed on, and a node sees only the proxy's.
+fn with_authorization(out: &mut Vec<u8>, raw: &[u8], theirs: Option<&[u8]>, own: Option<&[u8]>) {
+    let line_end = raw.iter().position(|&b| b == b'\n').map_or(raw.len(), |i| i + 1);
+    out.extend_from_slice(&raw[..line_end]);
+    if let Some(own) = own {
+        out.extend_from_slice(own);
+    }
+    let rest = &raw[line_end..];
+    let at = theirs
+        .map(|v| (v.as_ptr() as usize).wrapping_sub(rest.as_ptr() as usize))
+        .filter(|&at| at < rest.len());
+    match at {
+        Some(at) => {
+            // The header's line: from after the previous line's LF to its own LF.
+            let start = rest[..at].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let end = rest[at..].iter().position(|&b| b == b'\n').map_or(rest.len(), |i| at + i + 1);
+            out.extend_from_slice(&rest[..start]);
+            out.extend_from_slice(&rest[end..]);
+        }
+        None => out.extend_from_slice(rest),
+    }
+}
+
 /// Appends `raw` (an answer whose head is `head_len` bytes) with its `Connection` field replaced by
 /// `Connection: close`.
 fn with_connection_close(out: &mut Vec<u8>, raw: &[u8], head_len: usize) {
@@ -290,6 +324,8 @@ fn elapsed_nanos(since: Instant) -> u64 {
 pub fn run(args: &ProxyArgs) -> Result<(), String> {
     otkv_adapter_http::init_logging();
     let workers = front::configure_runtime(args.front.workers);
+    let front = Front::new(&args.front).map_err(|e| e.to_string())?;
+    let secure = args.upstream_security.load()?;
     let data = tempfile::Builder::new().prefix("otkv-proxy-").tempdir().map_err(|e| e.to_string())?;
     let (local, targets) = match (args.nodes, args.node_urls.is_empty()) {
         (Some(0), _) | (None, true) => return Err("give --node URL (repeatable) or --nodes N (N ≥ 1)".into()),
@@ -298,11 +334,11 @@ pub fn run(args: &ProxyArgs) -> Result<(), String> {
             let targets = local.targets.clone();
             (Some(local), targets)
         }
-        (None, false) => (None, nodes::remote_targets(&args.node_urls)?),
+        (None, false) => (None, nodes::remote_targets(&args.node_urls, &secure)?),
     };
     let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
     let proxy = Arc::new(Proxy {
-        front: Front::new(&args.front),
+        front,
         router: args.routing.build(&names),
         router_name: args.routing.describe(),
         upstreams: targets

@@ -50,6 +50,8 @@ pub enum UpstreamError {
     Invalid(Invalid),
     /// Every connection the proxy may open to the node stayed in use for the whole timeout.
     Busy,
+    /// The TLS handshake with the node failed (its certificate is not trusted, say).
+    Tls,
 }
 
 impl From<Failure> for UpstreamError {
@@ -59,6 +61,7 @@ impl From<Failure> for UpstreamError {
             Failure::Timeout => UpstreamError::Timeout,
             Failure::Io => UpstreamError::Io,
             Failure::Protocol => UpstreamError::Invalid(Invalid::Malformed),
+            Failure::Tls => UpstreamError::Tls,
         }
     }
 }
@@ -81,12 +84,13 @@ impl UpstreamError {
             UpstreamError::Io => 2,
             UpstreamError::Invalid(_) => 3,
             UpstreamError::Busy => 4,
+            UpstreamError::Tls => 5,
         }
     }
 }
 
 /// The `kind` labels of the failure counters, in counter order.
-const KINDS: [&str; 5] = ["connect", "timeout", "io", "protocol", "busy"];
+const KINDS: [&str; 6] = ["connect", "timeout", "io", "protocol", "busy", "tls"];
 
 /// One node behind the proxy.
 pub struct Upstream {
@@ -94,9 +98,12 @@ pub struct Upstream {
     pub name: String,
     /// Where it listens.
     pub addr: SocketAddr,
-    host: String,
+    /// How to reach it (its TLS and token too).
+    target: Target,
     /// `node-1 (127.0.0.1:7002)` ([`Target::who`]).
     who: String,
+    /// `Authorization: Bearer TOKEN\r\n`, with a token.
+    authorization: Option<Box<[u8]>>,
     timeout: Duration,
     max_connections: usize,
     /// Boxed, so a lease (moved about in a group) stays small: each move would otherwise copy the
@@ -108,7 +115,7 @@ pub struct Upstream {
     open: AtomicU64,
     down: Mutex<Down>,
     /// Failures by kind, in the order of [`KINDS`].
-    errors: [AtomicU64; 5],
+    errors: [AtomicU64; 6],
     /// Requests sent to this node.
     pub forwarded: AtomicU64,
 }
@@ -174,8 +181,13 @@ impl Upstream {
         Upstream {
             name: target.name.clone(),
             addr: target.addr,
-            host: target.host.clone(),
+            target: target.clone(),
             who: target.who(),
+            authorization: target
+                .secure
+                .token
+                .as_ref()
+                .map(|t| format!("Authorization: Bearer {t}\r\n").into_bytes().into_boxed_slice()),
             timeout,
             max_connections,
             idle: Mutex::new(Vec::new()),
@@ -189,7 +201,17 @@ impl Upstream {
 
     /// The `Host` header value for requests the proxy makes itself.
     pub fn host(&self) -> &str {
-        &self.host
+        &self.target.host
+    }
+
+    /// `http://HOST:PORT` (`https://` over TLS).
+    pub fn url(&self) -> String {
+        self.target.url()
+    }
+
+    /// The `Authorization` header line (with its CRLF) the proxy sends this node, if it has a token.
+    pub fn authorization(&self) -> Option<&[u8]> {
+        self.authorization.as_deref()
     }
 
     /// `node-1 (127.0.0.1:7002)`: how messages name it.
@@ -233,7 +255,7 @@ impl Upstream {
     /// waiting (an answer before any request) is an invalid node.
     fn pooled(&self) -> Result<Option<Box<HttpConn>>, UpstreamError> {
         loop {
-            let Some(conn) = lock(&self.idle).pop() else { return Ok(None) };
+            let Some(mut conn) = lock(&self.idle).pop() else { return Ok(None) };
             match conn.waiting() {
                 Waiting::Nothing => return Ok(Some(conn)),
                 Waiting::Closed => self.close(conn),
@@ -255,7 +277,7 @@ impl Upstream {
                 }
             }
         }
-        match HttpConn::connect_within(self.addr, &self.host, self.timeout) {
+        match HttpConn::connect_within(&self.target, self.timeout) {
             Ok(conn) => {
                 let mut down = lock(&self.down);
                 if down.until.take().is_some() {
@@ -264,6 +286,7 @@ impl Upstream {
                 *down = Down::default();
                 drop(down);
                 self.open.fetch_add(1, Relaxed);
+                let mut conn = conn;
                 if conn.waiting() == Waiting::Data {
                     // It spoke before it was asked (a banner, or an answer to nothing).
                     self.close(conn);
@@ -332,6 +355,9 @@ impl Upstream {
             UpstreamError::Invalid(why) => {
                 HttpError::BadGateway(format!("{who} sent an invalid answer: {why}"))
             }
+            UpstreamError::Tls => HttpError::BadGateway(format!(
+                "{who}: TLS handshake failed (is its certificate signed by --upstream-tls-ca?)"
+            )),
         }
     }
 }

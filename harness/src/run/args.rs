@@ -11,6 +11,7 @@ use crate::load::LoadSpec;
 use crate::nodes::{self, LocalNodeArgs};
 use crate::outcome::wire_name;
 use crate::router::RoutingArgs;
+use crate::secure::ClientSecurityArgs;
 use crate::target::{Protocol, Target};
 use crate::workload::{KeyChooser, KeyDist, WorkloadKind};
 
@@ -58,9 +59,14 @@ pub struct RunArgs {
     #[arg(long, value_name = "RANGE")]
     #[serde(skip)]
     pub nodes: Option<NodeCounts>,
-    /// Target an already-running node (repeatable), e.g. <http://10.0.0.5:7070>, instead of starting nodes.
+    /// Target an already-running node (repeatable), e.g. <http://10.0.0.5:7070>, instead of starting nodes
+    /// (`https://` over TLS; `redis://`, `rediss://` with --target redis).
     #[arg(long = "node", value_name = "URL")]
     pub node_urls: Vec<String>,
+    #[command(flatten)]
+    #[serde(skip)]
+    #[allow(missing_docs)]
+    pub security: ClientSecurityArgs,
     #[command(flatten)]
     #[serde(flatten)]
     pub local: LocalNodeArgs,
@@ -113,6 +119,10 @@ pub struct RunArgs {
     /// Requests in flight per connection (closed loop).
     #[arg(long, default_value_t = 1)]
     pub pipeline: usize,
+    /// A new connection for every batch (closed after its answers): measures connection set-up, e.g.
+    /// TLS handshakes per second; the server CPU per operation then includes the handshake.
+    #[arg(long)]
+    pub reconnect: bool,
     /// Open loop: send this many ops/s in total on a fixed schedule; latency counts from each request's
     /// intended send time (coordinated omission corrected, as wrk2).
     #[arg(long, value_name = "OPS_PER_SEC")]
@@ -156,8 +166,12 @@ impl RunArgs {
         self.check_options()?;
         let mut kinds = self.target.clone();
         kinds.dedup();
-        let remote =
-            if self.node_urls.is_empty() { None } else { Some(nodes::remote_targets(&self.node_urls)?) };
+        let secure = self.security.load()?;
+        let remote = if self.node_urls.is_empty() {
+            None
+        } else {
+            Some(nodes::remote_targets(&self.node_urls, &secure)?)
+        };
         if let Some(r) = &remote {
             let want = |k: TargetKind| if k == TargetKind::Redis { Protocol::Resp } else { Protocol::Http };
             if kinds.len() > 1 {
@@ -180,9 +194,9 @@ impl RunArgs {
         }
         let proxy = match &self.proxy {
             Some(url) => {
-                let mut target = nodes::remote_targets(std::slice::from_ref(url))?.remove(0);
+                let mut target = nodes::remote_targets(std::slice::from_ref(url), &secure)?.remove(0);
                 target.name = "proxy".into();
-                let behind = nodes::proxy_nodes(&target)?;
+                let behind = nodes::proxy_nodes(&target, &secure)?;
                 Some((target, behind))
             }
             None => None,
@@ -251,6 +265,7 @@ impl RunArgs {
             warmup: Some(self.warmup),
             cas_share: self.cas_share,
             ttl_secs: self.ttl,
+            reconnect: self.reconnect,
             progress: true,
         }
     }
