@@ -38,17 +38,20 @@ openssl x509 -req -in "$TMP/node.csr" -CA "$TMP/ca.pem" -CAkey "$TMP/ca.key" -CA
 TOKEN=$(openssl rand -hex 24)
 printf 'write %s\n' "$TOKEN" >"$TMP/tokens"
 
-start_otkv() { # name args...
+start_otkv() { # name args... (sets URL; not in a subshell, so PIDS keeps the pid for the cleanup)
   local name=$1
   shift
   ./target/release/otkv-server --port 0 "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
   PIDS+=($!)
   until grep -q listening "$TMP/$name.out" 2>/dev/null; do sleep 0.05; done
-  sed 's/listening on //; s/127.0.0.1/localhost/' "$TMP/$name.out"
+  URL=$(sed 's/listening on //; s/127.0.0.1/localhost/' "$TMP/$name.out")
 }
-CLEAR=$(start_otkv clear)
-TLS=$(start_otkv tls --tls-cert "$TMP/node.pem" --tls-key "$TMP/node.key")
-TOKENS=$(start_otkv tokens --auth-token-file "$TMP/tokens")
+start_otkv clear
+CLEAR=$URL
+start_otkv tls --tls-cert "$TMP/node.pem" --tls-key "$TMP/node.key"
+TLS=$URL
+start_otkv tokens --auth-token-file "$TMP/tokens"
+TOKENS=$URL
 redis-server --port 6401 --save '' --appendonly no >"$TMP/redis.log" 2>&1 &
 PIDS+=($!)
 redis-server --port 0 --tls-port 6402 --tls-cert-file "$TMP/node.pem" --tls-key-file "$TMP/node.key" \
