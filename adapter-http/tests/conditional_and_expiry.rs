@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use common::{eventually, Node};
 
-/// Status, `ETag` and Expires of a request with `headers`.
+/// Status, `ETag` and `OTKV-Expires` of a request with `headers`.
 fn call(
     req: ureq::Request,
     headers: &[(&str, &str)],
@@ -25,7 +25,7 @@ fn call(
         Err(ureq::Error::Status(_, r)) => r,
         Err(e) => panic!("transport error: {e}"),
     };
-    (r.status(), r.header("ETag").map(str::to_owned), r.header("Expires").map(str::to_owned))
+    (r.status(), r.header("ETag").map(str::to_owned), r.header("OTKV-Expires").map(str::to_owned))
 }
 
 fn url(node: &Node, key: &str) -> String {
@@ -114,7 +114,7 @@ fn expiry_follows_the_rules(node: &Node) {
     let at = httpdate::parse_http_date(&expires).expect("an HTTP-date");
     let want = SystemTime::now() + Duration::from_secs(3600);
     let off = at.duration_since(want).unwrap_or_else(|e| e.duration());
-    assert!(off < Duration::from_secs(5), "Expires {expires} is an hour from now");
+    assert!(off < Duration::from_secs(5), "OTKV-Expires {expires} is an hour from now");
     assert_eq!(call(ureq::get(&url(node, "t")), &[], None).2.as_deref(), Some(expires.as_str()));
     // A write without ttl makes the key permanent again, as Redis's SET does.
     assert_eq!(put(node, "t", &[], b"w").0, 204);

@@ -1,7 +1,9 @@
-//! The command line: `harness run`, `harness ring`, `harness node`, `harness proxy`, and what each runs.
+//! The command line: `harness run`, `merge`, `compare`, `ring`, `node`, `proxy`, and what each runs.
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::compare::CompareArgs;
+use crate::merge::MergeArgs;
 use crate::proxy::ProxyArgs;
 use crate::router::{self, RouterKind};
 use crate::run::RunArgs;
@@ -18,6 +20,13 @@ pub struct Cli {
 enum Command {
     /// Run a workload against 1, 2, ... N nodes (started locally, or given with --node) and compare.
     Run(RunArgs),
+    /// Combine the results of several clients that ran against the same nodes (each its own `harness run
+    /// --out DIR`, started together with --start-at) into one exact report: latencies from the merged
+    /// histograms, throughput summed over the common window.
+    Merge(MergeArgs),
+    /// Two runs (or merged runs) side by side: throughput, percentiles per operation, CPU per operation,
+    /// the change in percent, and one plot of both percentile curves.
+    Compare(CompareArgs),
     /// Print how evenly each router spreads keys, and how many move when a node is added.
     Ring(RingArgs),
     /// Run one OTKV node (the same server as otkv-server; `harness run` starts its nodes this way).
@@ -58,6 +67,8 @@ pub fn execute(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Run(args) => crate::run::run(&args),
+        Command::Merge(args) => crate::merge::run(&args),
+        Command::Compare(args) => crate::compare::run(&args),
         Command::Proxy(args) => crate::proxy::run(&args),
     }
 }

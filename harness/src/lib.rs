@@ -20,8 +20,11 @@
 pub mod answer;
 pub mod cli;
 pub mod client;
+pub mod compare;
 pub mod cost;
+pub mod hlog;
 pub mod load;
+pub mod merge;
 pub mod nodes;
 pub mod outcome;
 pub mod plot;

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use hdrhistogram::Histogram;
 use otkv_adapter_http::front::lock;
@@ -99,7 +99,7 @@ impl Tally {
 }
 
 /// One second of a run.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Interval {
     /// Seconds since the start, at the end of the interval.
     pub t: f64,
@@ -137,6 +137,17 @@ impl OpKind {
 /// How many kinds of operation there are.
 pub const KINDS: usize = 3;
 
+/// One interval of the measured window (about a second), its latencies by kind.
+#[derive(Debug, Clone)]
+pub struct IntervalHistograms {
+    /// When it started, since the window opened.
+    pub start: Duration,
+    /// How long it lasted.
+    pub length: Duration,
+    /// Latency by kind, indexed as [`OpKind::ALL`].
+    pub by_op: [Histogram<u64>; KINDS],
+}
+
 /// What a run measured.
 #[derive(Debug)]
 pub struct RunOutcome {
@@ -150,6 +161,10 @@ pub struct RunOutcome {
     pub by_op: [Histogram<u64>; KINDS],
     /// Second by second.
     pub timeline: Vec<Interval>,
+    /// When the measured window opened, by the wall clock.
+    pub window_start: SystemTime,
+    /// Second by second, the latencies by kind: together exactly `by_op` (the interval logs).
+    pub intervals: Vec<IntervalHistograms>,
     /// Correct operations per node (same order as the targets).
     pub per_node_ops: Vec<u64>,
     /// Connections per node.

@@ -11,7 +11,7 @@ use crate::cost::{Metered, Role, Snapshot};
 use crate::outcome::{group, wire_name, Interval, OpKind, RunOutcome};
 
 /// Latency figures in milliseconds.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Latency {
     /// Mean.
     pub mean: f64,
@@ -43,7 +43,7 @@ impl Latency {
 }
 
 /// One node's part in a run.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct NodeShare {
     /// Routing name.
     pub name: String,
@@ -64,7 +64,7 @@ pub struct NodeShare {
 }
 
 /// One kind of operation's part in a run.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct OpSummary {
     /// Operations of this kind answered correctly.
     pub ops: u64,
@@ -72,10 +72,12 @@ pub struct OpSummary {
     pub latency_ms: Latency,
     /// Their `.hgrm` file, relative to the output directory.
     pub hgrm: String,
+    /// Their interval log (`.hlog`), relative to the output directory.
+    pub hlog: String,
 }
 
 /// The untimed warm-up before the measured window.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Warmup {
     /// Seconds it ran.
     pub seconds: f64,
@@ -86,7 +88,7 @@ pub struct Warmup {
 }
 
 /// What one server cost in the measured window, from its own counters.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ServerCost {
     /// Routing name (`node-0`, ..., or `proxy`).
     pub name: String,
@@ -108,7 +110,7 @@ pub struct ServerCost {
 }
 
 /// What a run cost: CPU per operation of the servers and of the harness, and what it projects.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Cost {
     /// Cores of the machine the harness runs on.
     pub cores: usize,
@@ -121,7 +123,7 @@ pub struct Cost {
 }
 
 /// Everything measured at one node count.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RunSummary {
     /// How many nodes.
     pub nodes: usize,
@@ -170,10 +172,49 @@ pub struct RunSummary {
     pub timeline: Vec<Interval>,
     /// The `.hgrm` file of this run, relative to the output directory.
     pub hgrm: String,
+    /// Its interval log (`.hlog`, one histogram per second), relative to the output directory.
+    pub hlog: String,
+    /// This client's run, named once: `harness merge` refuses to count it twice.
+    pub run_id: String,
+    /// When the measured window opened and closed, seconds since the Unix epoch (this client's clock).
+    pub window_start: f64,
+    /// See `window_start`.
+    pub window_end: f64,
+    /// `--start-at`, seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<f64>,
+    /// How much later than planned (`--start-at` + warm-up) the window opened, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_offset_ms: Option<f64>,
+    /// A merged run (`harness merge`): the client runs it combines, by `run_id`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_from: Vec<String>,
+    /// A merged run: each client's part.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clients: Vec<ClientShare>,
+}
+
+/// One client's part in a merged run.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ClientShare {
+    /// Its result directory.
+    pub dir: String,
+    /// Its run (or, for an earlier merge, the runs it combined).
+    pub run_ids: Vec<String>,
+    /// Operations it measured.
+    pub ops: u64,
+    /// Its rate in the common window, ops/s.
+    pub throughput: f64,
+    /// Its window, seconds since the Unix epoch.
+    pub window_start: f64,
+    /// See `window_start`.
+    pub window_end: f64,
+    /// How much later than planned its window opened (`--start-at`), ms.
+    pub start_offset_ms: Option<f64>,
 }
 
 /// The untimed preload of a read workload.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Preload {
     /// Keys written.
     pub keys: u64,
@@ -184,7 +225,7 @@ pub struct Preload {
 }
 
 /// The whole `summary.json`.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
     /// The settings of the run.
     pub config: serde_json::Value,
@@ -244,8 +285,8 @@ impl RunSummary {
             .filter(|(_, h)| !h.is_empty())
             .map(|(kind, h)| {
                 let name = wire_name(kind);
-                let hgrm = format!("{label_stem}-{name}.hgrm");
-                (name, OpSummary { ops: h.len(), latency_ms: Latency::from_histogram(h), hgrm })
+                let (hgrm, hlog) = (format!("{label_stem}-{name}.hgrm"), format!("{label_stem}-{name}.hlog"));
+                (name, OpSummary { ops: h.len(), latency_ms: Latency::from_histogram(h), hgrm, hlog })
             })
             .collect();
         let per_op = |cpu: Option<f64>| cpu.filter(|_| outcome.ops > 0).map(|c| c * 1e6 / outcome.ops as f64);
@@ -285,6 +326,14 @@ impl RunSummary {
             }),
             timeline: outcome.timeline.clone(),
             hgrm: format!("{label_stem}.hgrm"),
+            hlog: format!("{label_stem}.hlog"),
+            run_id: format!("{:016x}", fastrand::u64(..)),
+            window_start: crate::hlog::unix_secs(outcome.window_start),
+            window_end: crate::hlog::unix_secs(outcome.window_start) + secs,
+            start_at: None,
+            start_offset_ms: None,
+            merged_from: Vec::new(),
+            clients: Vec::new(),
         }
     }
 
@@ -367,6 +416,9 @@ pub fn print_run(r: &RunSummary) {
             "   warm-up (untimed): {} ops in {:.2} s = {rate} ops/s, {} errors",
             w.ops, w.seconds, w.errors
         );
+    }
+    if let Some(off) = r.start_offset_ms {
+        println!("   start      the window opened {off:.1} ms after --start-at + warm-up");
     }
     println!("   ops        {} in {:.2} s = {} ops/s", r.ops, r.duration_s, group(r.throughput));
     println!(

@@ -365,7 +365,7 @@ fn cas_share_turns_updates_into_conditional_writes_and_ttl_reaches_the_node() {
     assert!(out.path().join("1nodes-cas.hgrm").exists());
     // The node holds the key with the TTL the harness asked for.
     let r = ureq::get(&format!("{}/v1/kv/key0000000000000", node.url)).call().expect("get");
-    assert!(r.header("Expires").is_some(), "--ttl reached the node");
+    assert!(r.header("OTKV-Expires").is_some(), "--ttl reached the node");
     // Every applied write changed the version: the node saw at least 300 conditional PUTs applied.
     let stats: serde_json::Value = serde_json::from_str(
         &ureq::get(&format!("{}/v1/stats", node.url)).call().expect("stats").into_string().expect("s"),

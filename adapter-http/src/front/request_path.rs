@@ -22,8 +22,14 @@ fn measured(heads: &[Vec<u8>], encoder: &mut Encoder, out: &mut Vec<u8>) -> usiz
         let routed = routes::resolve(head.method, head.target, &limits);
         if routed.route.is_ok() {
             let entry = Some(EntryMeta { version: i as u64, expires_ms: 0 });
-            let reply =
-                Reply { status: 200, content_type: Some(OCTET_STREAM), body: &value, header: None, entry };
+            let reply = Reply {
+                status: 200,
+                content_type: Some(OCTET_STREAM),
+                body: &value,
+                header: None,
+                entry,
+                location: None,
+            };
             encoder.encode(out, &reply, framing);
             answered += 1;
         }

@@ -42,8 +42,10 @@ pub struct Reply<'a> {
     pub body: &'a [u8],
     /// One more header, name and value: `Allow` (405), `WWW-Authenticate` (401).
     pub header: Option<(&'static str, &'static str)>,
-    /// The stored value's version and expiry: `ETag: "V"`, and `Expires` when it has one.
+    /// The stored value's version and expiry: `ETag: "V"`, and `OTKV-Expires` when it has one.
     pub entry: Option<EntryMeta>,
+    /// `Location` (a `201 Created`: the path the value was created at).
+    pub location: Option<&'a str>,
 }
 
 /// How the connection frames this response.
@@ -169,9 +171,14 @@ impl Encoder {
             tagged: reply.entry.is_some(),
         };
         out.reserve(MAX_HEAD + body.len());
-        if let Some(header) = reply.header {
-            // 401 and 405 only: not worth caching.
-            write_prefix(out, &self.server_date, &of, Some(header));
+        let extra = match (reply.header, reply.location) {
+            (Some((name, value)), _) => Some((name, value.as_bytes())),
+            (None, Some(path)) => Some(("Location", path.as_bytes())),
+            (None, None) => None,
+        };
+        if extra.is_some() {
+            // 201, 401 and 405 only: the line differs from response to response, or is rare.
+            write_prefix(out, &self.server_date, &of, extra);
         } else {
             if !self.prefix_of.is_some_and(|cached| cached.same(&of)) {
                 self.prefix.clear();
@@ -185,7 +192,9 @@ impl Encoder {
                 push_decimal(out, meta.version);
                 if meta.expires_ms != 0 {
                     let at = UNIX_EPOCH + Duration::from_millis(meta.expires_ms);
-                    out.extend_from_slice(b"\"\r\nExpires: ");
+                    // Not `Expires`: in HTTP that is a freshness lifetime, letting every cache on the way
+                    // serve this value unasked until then, after it was overwritten or deleted.
+                    out.extend_from_slice(b"\"\r\nOTKV-Expires: ");
                     out.extend_from_slice(httpdate::fmt_http_date(at).as_bytes());
                     out.extend_from_slice(b"\r\n\r\n");
                 } else {
@@ -200,12 +209,13 @@ impl Encoder {
 
 /// Writes the head `of` describes, with the connection's `Server` and `Date` block, up to the `ETag`
 /// value (or, without one, up to the blank line).
-fn write_prefix(
-    out: &mut Vec<u8>,
-    server_date: &[u8],
-    of: &PrefixOf,
-    header: Option<(&'static str, &'static str)>,
-) {
+///
+/// Every response says whether caches may keep it (RFC 9111). A stored value (anything with an `ETag`)
+/// is `no-cache`: a cache may keep it but must ask the node before each reuse (`If-None-Match`, a 304
+/// when unchanged), so an overwrite or a delete is never hidden by a cached copy. Everything else
+/// (listings, stats, metrics, health, errors, deletes) is `no-store`: it changes from one request to
+/// the next and is not worth a revalidation.
+fn write_prefix(out: &mut Vec<u8>, server_date: &[u8], of: &PrefixOf, header: Option<(&str, &[u8])>) {
     if let Some(line) = status_line(of.status) {
         out.extend_from_slice(line);
     } else {
@@ -221,8 +231,13 @@ fn write_prefix(
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(value);
     }
+    out.extend_from_slice(if of.tagged {
+        b"\r\nCache-Control: no-cache"
+    } else {
+        b"\r\nCache-Control: no-store"
+    });
     if of.close {
         out.extend_from_slice(b"\r\nConnection: close");
     } else if of.http10_keep_alive {
@@ -311,22 +326,30 @@ mod tests {
     #[test]
     fn a_read_is_encoded_with_its_etag_and_length() {
         let entry = Some(EntryMeta { version: 42, expires_ms: 0 });
-        let reply =
-            Reply { status: 200, content_type: Some(OCTET_STREAM), body: b"abc", header: None, entry };
+        let reply = Reply {
+            status: 200,
+            content_type: Some(OCTET_STREAM),
+            body: b"abc",
+            header: None,
+            entry,
+            location: None,
+        };
         let text = encoded(&reply, KEEP);
         let date = text.split("Date: ").nth(1).and_then(|r| r.split("\r\n").next()).expect("a Date");
         assert_eq!(
             text,
             format!(
                 "HTTP/1.1 200 OK\r\nServer: otkv\r\nDate: {date}\r\nContent-Type: application/octet-stream\r\n\
-                 Content-Length: 3\r\nETag: \"42\"\r\n\r\nabc"
+                 Cache-Control: no-cache\r\nContent-Length: 3\r\nETag: \"42\"\r\n\r\nabc"
             )
         );
         let head_only = Framing { head_only: true, ..KEEP };
         assert!(encoded(&reply, head_only).ends_with("Content-Length: 3\r\nETag: \"42\"\r\n\r\n"));
-        let unknown = Reply { status: 299, content_type: None, body: b"", header: None, entry: None };
+        let unknown =
+            Reply { status: 299, content_type: None, body: b"", header: None, entry: None, location: None };
         assert!(encoded(&unknown, KEEP).starts_with("HTTP/1.1 299 Unknown\r\n"));
-        let no_content = Reply { status: 204, content_type: None, body: b"", header: None, entry: None };
+        let no_content =
+            Reply { status: 204, content_type: None, body: b"", header: None, entry: None, location: None };
         assert!(!encoded(&no_content, KEEP).contains("Content-Length"));
     }
 
@@ -340,6 +363,7 @@ mod tests {
                 body: b"abc",
                 header: None,
                 entry: entry(1),
+                location: None,
             },
             Reply {
                 status: 200,
@@ -347,19 +371,64 @@ mod tests {
                 body: b"abcd",
                 header: None,
                 entry: entry(2),
+                location: None,
             },
-            Reply { status: 200, content_type: Some(JSON), body: b"abcd", header: None, entry: entry(3) },
-            Reply { status: 201, content_type: Some(JSON), body: b"abcd", header: None, entry: entry(4) },
-            Reply { status: 201, content_type: Some(JSON), body: b"abcd", header: None, entry: None },
-            Reply { status: 204, content_type: None, body: b"", header: None, entry: entry(5) },
+            Reply {
+                status: 200,
+                content_type: Some(JSON),
+                body: b"abcd",
+                header: None,
+                entry: entry(3),
+                location: None,
+            },
+            Reply {
+                status: 201,
+                content_type: Some(JSON),
+                body: b"abcd",
+                header: None,
+                entry: entry(4),
+                location: None,
+            },
+            Reply {
+                status: 201,
+                content_type: Some(JSON),
+                body: b"abcd",
+                header: None,
+                entry: None,
+                location: None,
+            },
+            Reply {
+                status: 204,
+                content_type: None,
+                body: b"",
+                header: None,
+                entry: entry(5),
+                location: None,
+            },
             Reply {
                 status: 405,
                 content_type: Some(TEXT),
                 body: b"no",
                 header: Some(("Allow", "GET")),
                 entry: None,
+                location: None,
             },
-            Reply { status: 204, content_type: None, body: b"", header: None, entry: entry(6) },
+            Reply {
+                status: 201,
+                content_type: Some(TEXT),
+                body: b"",
+                header: None,
+                entry: entry(7),
+                location: Some("/v1/kv/a"),
+            },
+            Reply {
+                status: 204,
+                content_type: None,
+                body: b"",
+                header: None,
+                entry: entry(6),
+                location: None,
+            },
         ];
         let framings = [KEEP, Framing { close: true, ..KEEP }, Framing { http10_keep_alive: true, ..KEEP }];
         let mut shared = Encoder::default();
@@ -382,9 +451,10 @@ mod tests {
             body: b"",
             header: Some(("Allow", "GET, HEAD, POST, DELETE, PUT, OPTIONS")),
             entry,
+            location: None,
         };
         let text = encoded(&reply, Framing { close: true, ..KEEP });
-        assert!(text.contains("Expires: ") && text.contains("Connection: close"));
+        assert!(text.contains("OTKV-Expires: ") && text.contains("Connection: close"));
         // Room left for a Content-Length of 20 digits instead of 1.
         assert!(text.len() + 19 <= MAX_HEAD, "{} bytes", text.len());
     }

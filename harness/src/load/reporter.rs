@@ -4,13 +4,15 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use hdrhistogram::Histogram;
 use otkv_adapter_http::front::lock;
 
 use super::shared::{all_done, answered, ConnStats, Shared};
-use crate::outcome::{new_histogram, progress_line, Interval, RunOutcome, WarmupOutcome, KINDS};
+use crate::outcome::{
+    new_histogram, progress_line, Interval, IntervalHistograms, RunOutcome, WarmupOutcome, KINDS,
+};
 
 /// The reporter's state: what it has taken from the connections so far.
 pub(super) struct Reporter {
@@ -20,6 +22,12 @@ pub(super) struct Reporter {
     last_ops: u64,
     last_errors: u64,
     interval: Histogram<u64>,
+    /// The measured latencies of the interval, by kind (for the interval logs).
+    interval_by_op: [Histogram<u64>; KINDS],
+    /// The measured intervals so far.
+    intervals: Vec<IntervalHistograms>,
+    /// When the measured window opened, by the wall clock.
+    window_start: SystemTime,
     /// The measured window's latencies by kind.
     totals: [Histogram<u64>; KINDS],
     timeline: Vec<Interval>,
@@ -37,6 +45,9 @@ impl Reporter {
             last_ops: 0,
             last_errors: 0,
             interval: new_histogram(),
+            interval_by_op: std::array::from_fn(|_| new_histogram()),
+            intervals: Vec::new(),
+            window_start: SystemTime::now(),
             totals: std::array::from_fn(|_| new_histogram()),
             timeline: Vec::new(),
             warmed: None,
@@ -89,8 +100,12 @@ impl Reporter {
         per_node_connections: Vec<usize>,
     ) -> RunOutcome {
         let elapsed = self.started.elapsed();
-        // Late completions after the last interval (coroutines finishing their batch) join the totals.
+        // Late completions after the last interval (coroutines finishing their batch) join the totals,
+        // and a last interval of their own, so the intervals add up to the totals exactly.
         self.collect(stats);
+        if self.interval_by_op.iter().any(|h| !h.is_empty()) {
+            self.close_interval();
+        }
         let mut per_node_ops = vec![0; shared.targets.len()];
         for conn in stats {
             per_node_ops[conn.node] += conn.ops.load(Relaxed);
@@ -105,6 +120,8 @@ impl Reporter {
             histogram,
             by_op: self.totals,
             timeline: self.timeline,
+            window_start: self.window_start,
+            intervals: self.intervals,
             per_node_ops,
             per_node_connections,
             tally: Arc::clone(&shared.tallies[1]),
@@ -124,6 +141,7 @@ impl Reporter {
                 let _ = self.interval.add(&*h);
                 if let Some(total) = self.totals.get_mut(i) {
                     let _ = total.add(&*h);
+                    let _ = self.interval_by_op[i].add(&*h);
                 }
                 h.reset();
             }
@@ -134,9 +152,11 @@ impl Reporter {
     fn open_window(&mut self, stats: &[ConnStats], shared: &Shared<'_>, at_start: &mut dyn FnMut()) {
         self.collect(stats);
         self.interval.reset();
+        self.interval_by_op.iter_mut().for_each(Histogram::reset);
         at_start();
         shared.warming.store(false, Relaxed);
         let now = Instant::now();
+        self.window_start = SystemTime::now();
         self.warmed = Some(now - self.started);
         (self.started, self.last, self.last_ops, self.last_errors) = (now, now, 0, 0);
     }
@@ -161,8 +181,22 @@ impl Reporter {
         self.interval.reset();
         if measured {
             self.timeline.push(iv);
+            self.close_interval();
         }
         (self.last, self.last_ops, self.last_errors) = (Instant::now(), ops_now, errors_now);
+    }
+}
+
+impl Reporter {
+    /// Moves the interval's measured latencies into a logged interval, from the last tick to now.
+    fn close_interval(&mut self) {
+        let by_op = std::array::from_fn(|i| {
+            let h = self.interval_by_op[i].clone();
+            self.interval_by_op[i].reset();
+            h
+        });
+        let (start, length) = (self.last - self.started, self.last.elapsed());
+        self.intervals.push(IntervalHistograms { start, length, by_op });
     }
 }
 

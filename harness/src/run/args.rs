@@ -134,6 +134,12 @@ pub struct RunArgs {
     /// Client worker threads (like wrk -t).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Start the load (its warm-up, then the window) at this time, so clients on several machines
+    /// measure the same window (`harness merge` combines their results): RFC 3339
+    /// (`2026-11-27T22:00:00Z`) or `+DURATION` from now (`+10s`). Applies to the first node count; the
+    /// report says how far the window's actual start was from the planned one.
+    #[arg(long, value_name = "TIME")]
+    pub start_at: Option<String>,
     /// Where summary.json, the .hgrm files and the plots go.
     #[arg(long, default_value = "results")]
     pub out: PathBuf,
@@ -157,6 +163,8 @@ pub struct Setup {
     pub proxy: Option<(Target, Vec<Target>)>,
     /// Node counts to run, in order.
     pub counts: Vec<usize>,
+    /// `--start-at`, as a time.
+    pub start_at: Option<std::time::SystemTime>,
 }
 
 impl RunArgs {
@@ -216,7 +224,8 @@ impl RunArgs {
             (None, Some(r), None) => vec![r.len()],
             (None, None, None) => vec![1, 2, 3],
         };
-        Ok(Setup { kinds, remote, proxy, counts })
+        let start_at = self.start_at.as_deref().map(parse_start_at).transpose()?;
+        Ok(Setup { kinds, remote, proxy, counts, start_at })
     }
 
     /// The checks that need nothing but the options.
@@ -269,4 +278,15 @@ impl RunArgs {
             progress: true,
         }
     }
+}
+
+/// `--start-at`: RFC 3339, or `+DURATION` from now.
+pub fn parse_start_at(text: &str) -> Result<std::time::SystemTime, String> {
+    let bad =
+        |e: String| format!("--start-at {text}: {e} (give RFC 3339, e.g. 2026-11-27T22:00:00Z, or +10s)");
+    if let Some(after) = text.strip_prefix('+') {
+        let d = humantime::parse_duration(after).map_err(|e| bad(e.to_string()))?;
+        return Ok(std::time::SystemTime::now() + d);
+    }
+    humantime::parse_rfc3339_weak(text).map_err(|e| bad(e.to_string()))
 }

@@ -1,7 +1,10 @@
 //! One measured run: drive the load a [`Plan`] describes, read the servers' cost around it, write its
 //! `.hgrm` files and print its summary.
 
+use std::time::SystemTime;
+
 use crate::cost::{Metered, Snapshot};
+use crate::hlog;
 use crate::load;
 use crate::nodes::LocalNodes;
 use crate::outcome::{self, OpKind};
@@ -21,6 +24,8 @@ pub(super) struct Plan<'a> {
     pub(super) via: Option<&'a str>,
     /// Every server whose CPU and memory the run reads: the nodes, and the proxy if there is one.
     pub(super) metered: &'a [Metered],
+    /// Start the load (warm-up, then window) at this time (`--start-at`).
+    pub(super) start_at: Option<SystemTime>,
 }
 
 /// Runs the workload once as `plan` says, writes its `.hgrm` files, prints its summary. `started`: the
@@ -46,6 +51,18 @@ pub(super) fn measure(
         let (took, tally) = load::preload(&spec, router.as_ref(), targets);
         Preload { keys: args.keys, seconds: took.as_secs_f64(), errors: tally.total() }
     });
+    if let Some(at) = plan.start_at {
+        match at.duration_since(SystemTime::now()) {
+            Ok(wait) => {
+                eprintln!("   waiting {:.1} s for --start-at", wait.as_secs_f64());
+                std::thread::sleep(wait);
+            }
+            Err(late) => eprintln!(
+                "   warning: --start-at passed {:.3} s ago (preload took longer?): starting now",
+                late.duration().as_secs_f64()
+            ),
+        }
+    }
     let mut before = None;
     let outcome =
         load::run(&spec, router.as_ref(), targets, &mut || before = Some(Snapshot::take(plan.metered)));
@@ -64,7 +81,14 @@ pub(super) fn measure(
         before: &before,
         after: &after,
     };
-    let summary = RunSummary::new(&cx, &outcome, preload);
+    let mut summary = RunSummary::new(&cx, &outcome, preload);
+    if let Some(at) = plan.start_at {
+        // Where the window should have opened: the start, plus the warm-up.
+        let planned = hlog::unix_secs(at + args.warmup);
+        summary.start_at = Some(hlog::unix_secs(at));
+        summary.start_offset_ms = Some((summary.window_start - planned) * 1000.0);
+    }
+    write_interval_logs(args, &summary, &outcome)?;
     report::write_hgrm(&args.out.join(&summary.hgrm), &outcome.histogram)
         .map_err(|e| format!("cannot write {}: {e}", summary.hgrm))?;
     for (kind, h) in OpKind::ALL.iter().zip(&outcome.by_op) {
@@ -84,6 +108,34 @@ pub(super) fn measure(
         report::print_run(&summary);
     }
     Ok((summary, spectrum))
+}
+
+/// The interval logs of a run: all operations, and each kind the workload issued.
+fn write_interval_logs(
+    args: &RunArgs,
+    summary: &RunSummary,
+    outcome: &outcome::RunOutcome,
+) -> Result<(), String> {
+    let all: Vec<_> = outcome
+        .intervals
+        .iter()
+        .map(|i| {
+            let mut sum = outcome::new_histogram();
+            for h in &i.by_op {
+                let _ = sum.add(h);
+            }
+            (i.start, i.length, sum)
+        })
+        .collect();
+    let all: Vec<_> = all.iter().map(|(s, l, h)| (*s, *l, h)).collect();
+    hlog::write(&args.out.join(&summary.hlog), outcome.window_start, &all)?;
+    for (k, kind) in OpKind::ALL.iter().enumerate() {
+        if let Some(op) = summary.by_op.get(&outcome::wire_name(kind)) {
+            let one: Vec<_> = outcome.intervals.iter().map(|i| (i.start, i.length, &i.by_op[k])).collect();
+            hlog::write(&args.out.join(&op.hlog), outcome.window_start, &one)?;
+        }
+    }
+    Ok(())
 }
 
 fn addrs(targets: &[Target]) -> String {

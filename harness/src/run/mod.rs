@@ -6,6 +6,7 @@ mod args;
 mod measure;
 
 use std::path::Path;
+use std::time::SystemTime;
 
 pub use args::{NodeCounts, RunArgs, Setup, TargetKind};
 
@@ -30,9 +31,11 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
 
     let mut runs = Vec::new();
     let mut spectra = Vec::new();
+    // `--start-at` times the first measured run.
+    let mut start_at = setup.start_at;
     for &kind in &setup.kinds {
         for &n in &setup.counts {
-            for (summary, spectrum) in run_node_count(args, &setup, kind, n, data.path())? {
+            for (summary, spectrum) in run_node_count(args, &setup, kind, n, data.path(), start_at.take())? {
                 spectra.push((summary.label(), spectrum));
                 runs.push(summary);
             }
@@ -49,7 +52,7 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
     }
     let errors: u64 = summary.runs.iter().map(|r| r.errors_total).sum();
     eprintln!(
-        "results in {}/ (summary.json, *.hgrm, *.png){}",
+        "results in {}/ (summary.json, *.hgrm, *.hlog, *.png){}",
         args.out.display(),
         if errors > 0 { "; there were errors" } else { "" }
     );
@@ -98,6 +101,7 @@ fn run_node_count(
     kind: TargetKind,
     n: usize,
     data: &Path,
+    mut start_at: Option<SystemTime>,
 ) -> Result<Vec<Measured>, String> {
     let (mut local, targets): (Option<LocalNodes>, Vec<Target>) = match (&setup.proxy, &setup.remote) {
         (Some((p, _)), _) => (None, vec![p.clone()]),
@@ -119,18 +123,33 @@ fn run_node_count(
     if let Some((p, behind)) = &setup.proxy {
         let mut metered = as_nodes(behind);
         metered.push(Metered { target: p.clone(), role: Role::Proxy });
-        let plan = Plan { kind, nodes: n, targets: &targets, via: Some("proxy"), metered: &metered };
+        let plan =
+            Plan { kind, nodes: n, targets: &targets, via: Some("proxy"), metered: &metered, start_at };
         measured.push(measure(args, &plan, local.as_mut())?);
     } else {
         let metered = as_nodes(&targets);
-        let plan = Plan { kind, nodes: n, targets: &targets, via: None, metered: &metered };
+        let plan = Plan {
+            kind,
+            nodes: n,
+            targets: &targets,
+            via: None,
+            metered: &metered,
+            start_at: start_at.take(),
+        };
         measured.push(measure(args, &plan, local.as_mut())?);
         if args.via_proxy {
             let mut front = nodes::start_proxy(&targets, &args.routing)?;
             let proxied = front.targets.clone();
             let mut metered = metered.clone();
             metered.push(Metered { target: proxied[0].clone(), role: Role::Proxy });
-            let plan = Plan { kind, nodes: n, targets: &proxied, via: Some("proxy"), metered: &metered };
+            let plan = Plan {
+                kind,
+                nodes: n,
+                targets: &proxied,
+                via: Some("proxy"),
+                metered: &metered,
+                start_at: None,
+            };
             measured.push(measure(args, &plan, Some(&mut front))?);
         }
     }
