@@ -122,6 +122,14 @@ done
 if [[ " ${WANT[*]} " == *" reference "* ]]; then
   cp "$OUT"/reference/*.png img/ 2>/dev/null || true
   cp "$OUT/reference.txt" img/reference-run.txt
+  cp "$OUT/reference/report.html" img/report.html
+  # The report as a browser shows it, at desktop and phone widths.
+  if command -v chromium >/dev/null; then
+    for shot in desktop:1280,4200 phone:390,6000; do
+      chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size="${shot#*:}" \
+        --screenshot="$ROOT/img/report-${shot%%:*}.png" "file://$ROOT/img/report.html" 2>/dev/null || true
+    done
+  fi
 fi
 
 # The index: machine, then each benchmark's date, commit, command and summary.

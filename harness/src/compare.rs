@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
+use std::fmt::Write as _;
+
+use crate::html::esc;
 use crate::plot;
 use crate::report::{read_hgrm, Latency, RunSummary, Summary};
 
@@ -90,6 +93,8 @@ pub fn run(args: &CompareArgs) -> Result<(), String> {
     let (name_a, name_b) = (args.a.display().to_string(), args.b.display().to_string());
     let mut spectra = Vec::new();
     let mut matched = 0;
+    // For report.html: the runs of both, A's then B's of each node count, and the rows of changes.
+    let (mut both, mut labels, mut extra) = (Vec::new(), Vec::new(), String::new());
     for ra in &a.runs {
         let Some(rb) = b.runs.iter().find(|r| r.label() == ra.label()) else {
             println!("\n== {}: only in A ({name_a})", ra.label());
@@ -98,11 +103,27 @@ pub fn run(args: &CompareArgs) -> Result<(), String> {
         matched += 1;
         println!("\n== {}   A = {name_a}   B = {name_b}", ra.label());
         println!("   {:<22} {:>14} {:>14} {:>9}", "", "A", "B", "change");
+        let _ = write!(
+            extra,
+            "<h2>Changes, {}</h2><div class=\"scroll\"><table class=\"changes\"><thead><tr><th></th><th>A</th><th>B</th><th>change</th></tr></thead><tbody>",
+            esc(&ra.label())
+        );
         for row in rows(ra, rb) {
             let fmt = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
             let change = row.change().map_or_else(|| "-".to_string(), |c| format!("{c:+.1}%"));
             println!("   {:<22} {:>14} {:>14} {:>9}", row.what, fmt(row.a), fmt(row.b), change);
+            let _ = write!(
+                extra,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&row.what),
+                fmt(row.a),
+                fmt(row.b),
+                change
+            );
         }
+        extra.push_str("</tbody></table></div>");
+        both.extend([ra.clone(), rb.clone()]);
+        labels.extend([format!("A: {}", ra.label()), format!("B: {}", rb.label())]);
         for (dir, r, who) in [(&args.a, ra, "A"), (&args.b, rb, "B")] {
             if let Ok(text) = std::fs::read_to_string(dir.join(&r.hgrm)) {
                 spectra.push((format!("{who}: {}", r.label()), read_hgrm(&text)));
@@ -119,6 +140,18 @@ pub fn run(args: &CompareArgs) -> Result<(), String> {
     let path = args.out.join("compare.png");
     plot::percentile_spectrum(&path, &spectra, &format!("latency by percentile: A {name_a}, B {name_b}"))
         .map_err(|e| format!("plot {}: {e}", path.display()))?;
-    eprintln!("plot: {}", path.display());
+    let mut config = serde_json::json!({ "a": name_a, "b": name_b });
+    crate::run::merge_json(&mut config, crate::html::provenance());
+    let page = crate::html::Page {
+        title: format!("harness compare: A {name_a}, B {name_b}"),
+        config: &config,
+        runs: &both,
+        plots: vec![("Latency by percentile, A and B".into(), path.clone())],
+        extra,
+        labels: Some(labels),
+    };
+    let report = args.out.join("report.html");
+    crate::html::write(&report, &page)?;
+    eprintln!("plot: {}; page: {}", path.display(), report.display());
     Ok(())
 }

@@ -23,6 +23,7 @@ pub mod client;
 pub mod compare;
 pub mod cost;
 pub mod hlog;
+pub mod html;
 pub mod load;
 pub mod merge;
 pub mod nodes;

@@ -91,7 +91,7 @@ pub fn run(args: &MergeArgs) -> Result<(), String> {
     if args.json {
         println!("{json}");
     }
-    eprintln!("merged results in {}/ (summary.json, *.hgrm, *.hlog, *.png)", args.out.display());
+    eprintln!("merged results in {}/ (report.html, summary.json, *.hgrm, *.hlog, *.png)", args.out.display());
     Ok(())
 }
 

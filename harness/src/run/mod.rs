@@ -52,7 +52,7 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
     }
     let errors: u64 = summary.runs.iter().map(|r| r.errors_total).sum();
     eprintln!(
-        "results in {}/ (summary.json, *.hgrm, *.hlog, *.png){}",
+        "results in {}/ (report.html, summary.json, *.hgrm, *.hlog, *.png){}",
         args.out.display(),
         if errors > 0 { "; there were errors" } else { "" }
     );
@@ -191,11 +191,41 @@ fn draw_plots(
     Ok(())
 }
 
+/// Adds `extra`'s fields to `config`.
+pub(crate) fn merge_json(config: &mut serde_json::Value, extra: serde_json::Value) {
+    if let (Some(c), serde_json::Value::Object(e)) = (config.as_object_mut(), extra) {
+        c.extend(e);
+    }
+}
+
+/// `report.html`: the run on one page.
+fn write_report(args: &RunArgs, summary: &Summary) -> Result<(), String> {
+    let plots = [
+        ("Throughput by node count", "throughput.png"),
+        ("Measured against projected throughput", "projected.png"),
+        ("Latency by percentile", "percentiles.png"),
+    ]
+    .iter()
+    .map(|(c, f)| ((*c).to_string(), args.out.join(f)))
+    .collect();
+    let page = crate::html::Page {
+        title: format!("harness run: {} workload", wire_name(&args.workload)),
+        config: &summary.config,
+        runs: &summary.runs,
+        plots,
+        extra: String::new(),
+        labels: None,
+    };
+    crate::html::write(&args.out.join("report.html"), &page)
+}
+
 /// Writes `summary.json` (and prints it with `--json`).
 fn write_summary(args: &RunArgs, setup: &Setup, runs: Vec<RunSummary>) -> Result<Summary, String> {
     let mut config = serde_json::to_value(args).map_err(|e| e.to_string())?;
     config["node_counts"] = serde_json::json!(setup.counts);
+    merge_json(&mut config, crate::html::provenance());
     let summary = Summary { config, runs };
+    write_report(args, &summary)?;
     let json = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
     std::fs::write(args.out.join("summary.json"), &json)
         .map_err(|e| format!("cannot write summary.json: {e}"))?;
