@@ -1,7 +1,7 @@
 //! A real HTTP cache in front: nginx with `proxy_cache` (default settings) in front of a node, and in
 //! front of `harness proxy`. After an overwrite, a delete and an expiry, a GET through the cache returns
 //! what the node holds, for keys with and without a TTL; a client's revalidation through the cache
-//! reaches the node and gets its 304. And httplint (REDbot's checker) over the raw answer of every route
+//! reaches the node and gets its 304. And httplint (`REDbot`'s checker) over the raw answer of every route
 //! and status finds nothing to warn about.
 
 #![allow(clippy::expect_used, reason = "a test's or an instrument's expect is its assertion")]
