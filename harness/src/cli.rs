@@ -27,6 +27,13 @@ enum Command {
     /// Two runs (or merged runs) side by side: throughput, percentiles per operation, CPU per operation,
     /// the change in percent, and one plot of both percentile curves.
     Compare(CompareArgs),
+    /// (Internal) remove DIR once the harness that started this dies: how a killed harness still leaves
+    /// no temporary directory behind.
+    #[command(hide = true)]
+    Reap {
+        /// The directory.
+        dir: std::path::PathBuf,
+    },
     /// Print how evenly each router spreads keys, and how many move when a node is added.
     Ring(RingArgs),
     /// Run one OTKV node (the same server as otkv-server; `harness run` starts its nodes this way).
@@ -55,27 +62,29 @@ struct RingArgs {
     vnodes: usize,
 }
 
-/// Runs a parsed command line.
-pub fn execute(cli: Cli) -> Result<(), String> {
+/// Runs a parsed command line; returns the exit status.
+pub fn execute(cli: Cli) -> Result<u8, String> {
+    let done = |r: Result<(), String>| r.map(|()| crate::stop::exit_status().unwrap_or(0));
     match cli.command {
         Command::Node(args) => {
             otkv_adapter_http::init_logging();
-            otkv_adapter_http::run(args.server).map_err(|e| e.to_string())
+            otkv_adapter_http::run(args.server).map_err(|e| e.to_string()).map(|()| 0)
         }
         Command::Ring(args) => {
             ring(&args);
-            Ok(())
+            done(Ok(()))
         }
         Command::Run(args) => crate::run::run(&args),
-        Command::Merge(args) => crate::merge::run(&args),
-        Command::Compare(args) => crate::compare::run(&args),
-        Command::Proxy(args) => crate::proxy::run(&args),
+        Command::Merge(args) => done(crate::merge::run(&args)),
+        Command::Compare(args) => done(crate::compare::run(&args)),
+        Command::Proxy(args) => crate::proxy::run(&args).map(|()| 0),
+        Command::Reap { dir } => crate::stop::reap(&dir).map(|()| 0),
     }
 }
 
 fn ring(args: &RingArgs) {
     let n = args.nodes.max(1);
-    println!("{} keys, {n} nodes, then {} nodes", args.keys, n + 1);
+    crate::say!("{} keys, {n} nodes, then {} nodes", args.keys, n + 1);
     for kind in [RouterKind::Rendezvous, RouterKind::Ring] {
         let before = kind.build(&router::node_names(n), args.vnodes);
         let after = kind.build(&router::node_names(n + 1), args.vnodes);
@@ -86,13 +95,13 @@ fn ring(args: &RingArgs) {
             RouterKind::Rendezvous => "rendezvous".to_string(),
             RouterKind::Ring => format!("ring ({} vnodes)", args.vnodes),
         };
-        println!("\n{label}");
+        crate::say!("\n{label}");
         let list: Vec<String> =
             shares.iter().enumerate().map(|(i, s)| format!("node-{i} {:.2}%", s * 100.0)).collect();
-        println!("  shares       {}", list.join("  "));
-        println!("  spread       largest deviation from 1/{n}: {:.2}% of the ideal share", worst * 100.0);
+        crate::say!("  shares       {}", list.join("  "));
+        crate::say!("  spread       largest deviation from 1/{n}: {:.2}% of the ideal share", worst * 100.0);
         let (moved, only_new) = router::movement(before.as_ref(), after.as_ref(), args.keys);
-        println!(
+        crate::say!(
             "  {n} -> {} nodes  {:.2}% of keys moved (ideal {:.2}%), {}",
             n + 1,
             moved * 100.0,

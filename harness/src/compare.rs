@@ -97,12 +97,12 @@ pub fn run(args: &CompareArgs) -> Result<(), String> {
     let (mut both, mut labels, mut extra) = (Vec::new(), Vec::new(), String::new());
     for ra in &a.runs {
         let Some(rb) = b.runs.iter().find(|r| r.label() == ra.label()) else {
-            println!("\n== {}: only in A ({name_a})", ra.label());
+            crate::say!("\n== {}: only in A ({name_a})", ra.label());
             continue;
         };
         matched += 1;
-        println!("\n== {}   A = {name_a}   B = {name_b}", ra.label());
-        println!("   {:<22} {:>14} {:>14} {:>9}", "", "A", "B", "change");
+        crate::say!("\n== {}   A = {name_a}   B = {name_b}", ra.label());
+        crate::say!("   {:<22} {:>14} {:>14} {:>9}", "", "A", "B", "change");
         let _ = write!(
             extra,
             "<h2>Changes, {}</h2><div class=\"scroll\"><table class=\"changes\"><thead><tr><th></th><th>A</th><th>B</th><th>change</th></tr></thead><tbody>",
@@ -111,7 +111,7 @@ pub fn run(args: &CompareArgs) -> Result<(), String> {
         for row in rows(ra, rb) {
             let fmt = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
             let change = row.change().map_or_else(|| "-".to_string(), |c| format!("{c:+.1}%"));
-            println!("   {:<22} {:>14} {:>14} {:>9}", row.what, fmt(row.a), fmt(row.b), change);
+            crate::say!("   {:<22} {:>14} {:>14} {:>9}", row.what, fmt(row.a), fmt(row.b), change);
             let _ = write!(
                 extra,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -131,7 +131,7 @@ pub fn run(args: &CompareArgs) -> Result<(), String> {
         }
     }
     for rb in b.runs.iter().filter(|r| !a.runs.iter().any(|ra| ra.label() == r.label())) {
-        println!("\n== {}: only in B ({name_b})", rb.label());
+        crate::say!("\n== {}: only in B ({name_b})", rb.label());
     }
     if matched == 0 {
         return Err(format!("{name_a} and {name_b} have no run in common (node counts and targets differ)"));

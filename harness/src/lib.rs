@@ -35,6 +35,7 @@ pub mod resp;
 pub mod router;
 pub mod run;
 pub mod secure;
+pub mod stop;
 pub mod target;
 pub mod wire;
 pub mod workload;
@@ -44,4 +45,15 @@ pub mod workload;
 pub fn configure_runtime(threads: usize) {
     may::config().set_workers(threads.max(1)).set_stack_size(0x2000);
     may::config().set_worker_pin(false);
+}
+
+/// `println!` that ends the run quietly when stdout is closed ([`stop::say`]).
+#[macro_export]
+macro_rules! say {
+    () => {
+        $crate::stop::say(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::stop::say(format_args!($($arg)*))
+    };
 }

@@ -84,12 +84,12 @@ pub fn run(args: &MergeArgs) -> Result<(), String> {
     let mut config = first.summary.config.clone();
     config["merged_dirs"] =
         serde_json::json!(args.dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>());
-    let summary = Summary { config, runs };
+    let summary = Summary { config, interrupted: false, runs };
     let json = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
     std::fs::write(args.out.join("summary.json"), &json)
         .map_err(|e| format!("cannot write summary.json: {e}"))?;
     if args.json {
-        println!("{json}");
+        crate::say!("{json}");
     }
     eprintln!("merged results in {}/ (report.html, summary.json, *.hgrm, *.hlog, *.png)", args.out.display());
     Ok(())
@@ -309,6 +309,7 @@ fn merge_run(parts: &[(&Input, &RunSummary)], out: &Path) -> Result<(RunSummary,
         start_offset_ms: None,
         merged_from: clients.iter().flat_map(|c| c.run_ids.clone()).collect(),
         clients,
+        interrupted: parts.iter().any(|(_, r)| r.interrupted),
         ..first.clone()
     };
     Ok((merged, histogram))
@@ -363,13 +364,13 @@ pub fn spectrum(h: &Histogram<u64>) -> Vec<(f64, f64)> {
 }
 
 fn print_merged(r: &RunSummary) {
-    println!("\n== {} (merged from {} clients)", r.label(), r.clients.len());
+    crate::say!("\n== {} (merged from {} clients)", r.label(), r.clients.len());
     for c in &r.clients {
         let offset = c
             .start_offset_ms
             .map(|o| format!(", window opened {o:.1} ms after the planned start"))
             .unwrap_or_default();
-        println!(
+        crate::say!(
             "   client {:<28} {:>10} ops  {:>10} ops/s in the common window{offset}",
             c.dir,
             c.ops,

@@ -157,8 +157,14 @@ pub fn start_local_redis(n: usize, opts: &NodeOptions, data_root: &Path) -> Resu
 
 /// Runs `redis-server` with `args`, waiting for its `Ready to accept connections` log line.
 fn spawn_redis(name: &str, args: &[OsString]) -> Result<Child, String> {
-    let mut child = match Command::new("redis-server").args(args).stdout(Stdio::piped()).spawn() {
-        Ok(c) => c,
+    let mut command = Command::new("redis-server");
+    command.args(args).stdout(Stdio::piped());
+    crate::stop::die_with_parent(&mut command);
+    let mut child = match command.spawn() {
+        Ok(c) => {
+            crate::stop::track_child(c.id());
+            c
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err("--target redis: redis-server is not on PATH; install Debian's redis-server package \
                  (apt-get install redis-server) or give running servers with --node redis://HOST:PORT"
@@ -225,13 +231,15 @@ pub fn start_proxy(nodes: &[Target], routing: &RoutingArgs) -> Result<LocalNodes
 /// does not print one in time).
 fn spawn_server(name: &str, args: &[OsString]) -> Result<(Child, SocketAddr), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the harness executable: {e}"))?;
-    let mut child = Command::new(&exe)
+    let mut command = Command::new(&exe);
+    command
         .args(args)
         .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("cannot start {name}: {e}"))?;
+        .stderr(Stdio::inherit());
+    crate::stop::die_with_parent(&mut command);
+    let mut child = command.spawn().map_err(|e| format!("cannot start {name}: {e}"))?;
+    crate::stop::track_child(child.id());
     let Some(stdout) = child.stdout.take() else {
         let _ = child.kill();
         return Err(format!("{name}: no stdout"));
@@ -282,6 +290,7 @@ impl LocalNodes {
             }
             let _ = child.kill();
             let _ = child.wait();
+            crate::stop::forget_child(child.id());
         }
         self.children.clear();
     }

@@ -192,6 +192,9 @@ pub struct RunSummary {
     /// A merged run: each client's part.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clients: Vec<ClientShare>,
+    /// Interrupted in its window: `duration_s` and the figures cover the part actually measured.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
 }
 
 /// One client's part in a merged run.
@@ -229,6 +232,9 @@ pub struct Preload {
 pub struct Summary {
     /// The settings of the run.
     pub config: serde_json::Value,
+    /// The run was interrupted (SIGINT, SIGTERM, a closed stdout): it holds what was measured until then.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
     /// One entry per node count.
     pub runs: Vec<RunSummary>,
 }
@@ -334,6 +340,7 @@ impl RunSummary {
             start_offset_ms: None,
             merged_from: Vec::new(),
             clients: Vec::new(),
+            interrupted: false,
         }
     }
 
@@ -406,31 +413,42 @@ fn mib(v: Option<u64>) -> String {
 /// The summary of one node count, as text.
 pub fn print_run(r: &RunSummary) {
     let l = &r.latency_ms;
-    println!("\n== {}", r.label());
+    crate::say!("\n== {}", r.label());
     if let Some(p) = &r.preload {
-        println!("   preload (untimed): {} keys in {:.2} s, {} errors", p.keys, p.seconds, p.errors);
+        crate::say!("   preload (untimed): {} keys in {:.2} s, {} errors", p.keys, p.seconds, p.errors);
     }
     if let Some(w) = &r.warmup {
         let rate = group(w.ops as f64 / w.seconds.max(1e-9));
-        println!(
+        crate::say!(
             "   warm-up (untimed): {} ops in {:.2} s = {rate} ops/s, {} errors",
-            w.ops, w.seconds, w.errors
+            w.ops,
+            w.seconds,
+            w.errors
         );
     }
     if let Some(off) = r.start_offset_ms {
-        println!("   start      the window opened {off:.1} ms after --start-at + warm-up");
+        crate::say!("   start      the window opened {off:.1} ms after --start-at + warm-up");
     }
-    println!("   ops        {} in {:.2} s = {} ops/s", r.ops, r.duration_s, group(r.throughput));
-    println!(
+    crate::say!("   ops        {} in {:.2} s = {} ops/s", r.ops, r.duration_s, group(r.throughput));
+    crate::say!(
         "   latency ms mean {:.3}  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
-        l.mean, l.p50, l.p90, l.p99, l.p999, l.max
+        l.mean,
+        l.p50,
+        l.p90,
+        l.p99,
+        l.p999,
+        l.max
     );
     if r.by_op.len() > 1 {
         for (kind, op) in &r.by_op {
             let l = &op.latency_ms;
-            println!(
+            crate::say!(
                 "     {kind:<6} {:>9} ops  p50 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
-                op.ops, l.p50, l.p99, l.p999, l.max
+                op.ops,
+                l.p50,
+                l.p99,
+                l.p999,
+                l.max
             );
         }
     }
@@ -439,16 +457,16 @@ pub fn print_run(r: &RunSummary) {
     } else {
         r.errors.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
     };
-    println!("   errors     {} ({errors})", r.errors_total);
+    crate::say!("   errors     {} ({errors})", r.errors_total);
     if r.conflicts > 0 || r.by_op.contains_key("cas") {
-        println!(
+        crate::say!(
             "   conflicts  {} read-modify-writes lost to another writer (412; not errors, not in ops)",
             r.conflicts
         );
     }
     for n in &r.per_node {
         let status = n.exited.as_deref().map(|e| format!("  EXITED DURING RUN: {e}")).unwrap_or_default();
-        println!(
+        crate::say!(
             "   {:<8} {:<21} {:>3} conns  {:>10} ops  {:>5.1}%  cpu {:>6} us/op  rss {:>10}{status}",
             n.name,
             n.addr,
@@ -460,7 +478,7 @@ pub fn print_run(r: &RunSummary) {
         );
     }
     for s in r.cost.servers.iter().filter(|s| !r.per_node.iter().any(|n| n.name == s.name)) {
-        println!(
+        crate::say!(
             "   {:<8} {:<21} (behind the proxy)  cpu {:>6} us/op  rss {:>10}",
             s.name,
             s.url.trim_start_matches("http://"),
@@ -469,17 +487,17 @@ pub fn print_run(r: &RunSummary) {
         );
     }
     for s in r.cost.servers.iter().filter(|s| s.error.is_some()) {
-        println!("   cost: {}", s.error.as_deref().unwrap_or_default());
+        crate::say!("   cost: {}", s.error.as_deref().unwrap_or_default());
     }
     let proxy = r.proxy_cpu_us_per_op.map(|p| format!(", proxy {p:.2}")).unwrap_or_default();
-    println!(
+    crate::say!(
         "   cpu us/op  nodes {}{proxy}, client {} ({} cores here)",
         opt(r.server_cpu_us_per_op, 2),
         opt(r.client_cpu_us_per_op, 2),
         r.cost.cores
     );
     if let Some(p) = r.projected_throughput {
-        println!(
+        crate::say!(
             "   projected  {} ops/s with a core per node and the client not the limit \
              ({} nodes ÷ {:.2} us/op); measured {}",
             group(p),
@@ -492,10 +510,10 @@ pub fn print_run(r: &RunSummary) {
 
 /// The comparison of all runs, as a table.
 pub fn print_comparison(runs: &[RunSummary]) {
-    println!(
+    crate::say!(
         "\n== comparison (cpu: µs per operation, from the servers' own counters; projected: a core per node)"
     );
-    println!(
+    crate::say!(
         "   {:<16} {:>10} {:>8} {:>8} {:>8} {:>8} {:>6} {:>8} {:>8} {:>11}",
         "nodes",
         "ops/s",
@@ -512,7 +530,7 @@ pub fn print_comparison(runs: &[RunSummary]) {
         let l = &r.latency_ms;
         let via = r.via.as_deref().map(|v| format!(" via {v}")).unwrap_or_default();
         let target = if r.target == "otkv" { String::new() } else { format!(" {}", r.target) };
-        println!(
+        crate::say!(
             "   {:<16} {:>10} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>6} {:>8} {:>8} {:>11}",
             format!("{}{target}{via}", r.nodes),
             group(r.throughput),
@@ -528,11 +546,11 @@ pub fn print_comparison(runs: &[RunSummary]) {
     }
     let by_op: Vec<&RunSummary> = runs.iter().filter(|r| r.by_op.len() > 1).collect();
     if !by_op.is_empty() {
-        println!("\n   latency by operation (ms)   p50      p99    p99.9");
+        crate::say!("\n   latency by operation (ms)   p50      p99    p99.9");
         for r in by_op {
             for (kind, op) in &r.by_op {
                 let l = &op.latency_ms;
-                println!("   {:<20} {kind:<6} {:>8.3} {:>8.3} {:>8.3}", r.label(), l.p50, l.p99, l.p999);
+                crate::say!("   {:<20} {kind:<6} {:>8.3} {:>8.3} {:>8.3}", r.label(), l.p50, l.p99, l.p999);
             }
         }
     }

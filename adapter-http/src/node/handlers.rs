@@ -193,7 +193,7 @@ fn metrics(ctx: Context<'_>, resp: &mut Responder<'_>) -> u16 {
 
 /// `/v1/stats`: the node's counters and the engine's state as JSON.
 fn stats(ctx: Context<'_>, resp: &mut Responder<'_>) -> u16 {
-    send_json(resp, 200, &stats::stats_json(&ctx.front.metrics, ctx.engine))
+    send_json(resp, 200, &stats::stats_json(&ctx.front.metrics, &ctx.front.limits, ctx.engine))
 }
 
 /// Encodes a JSON document as the response body.

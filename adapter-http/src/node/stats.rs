@@ -3,7 +3,7 @@
 
 use otkv_engine::Engine;
 
-use crate::front::{Exposition, Kind, Metrics, ProcessStats};
+use crate::front::{Exposition, Kind, Limits, Metrics, ProcessStats};
 
 /// The engine's gauges and counters, appended to `/metrics`.
 pub(super) fn write_engine_prometheus(e: &mut Exposition, engine: &Engine) {
@@ -29,13 +29,15 @@ pub(super) fn write_engine_prometheus(e: &mut Exposition, engine: &Engine) {
 }
 
 /// The `/v1/stats` document.
-pub(super) fn stats_json(metrics: &Metrics, engine: &Engine) -> serde_json::Value {
+pub(super) fn stats_json(metrics: &Metrics, limits: &Limits, engine: &Engine) -> serde_json::Value {
     let config = engine.config();
     let requests: serde_json::Map<String, serde_json::Value> =
         metrics.requests_by_op().map(|(name, n)| (name.to_string(), n.into())).collect();
     let process = ProcessStats::read();
     serde_json::json!({
         "engine": config.kind.as_str(),
+        // What this node accepts, so a client can check its settings before sending a byte.
+        "limits": { "max_key_bytes": limits.max_key_bytes, "max_value_bytes": limits.max_value_bytes },
         "durability": config.durability.as_str(),
         "keys": engine.len(),
         "uptime_seconds": metrics.uptime().as_secs_f64(),

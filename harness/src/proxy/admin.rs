@@ -173,6 +173,7 @@ fn stats(cluster: &Cluster<'_>, resp: &mut Responder<'_>) -> u16 {
             "cpu_seconds": process.map(|p| p.cpu_seconds),
             "rss_bytes": process.map(|p| p.rss_bytes),
         },
+        "limits": { "max_key_bytes": front.limits.max_key_bytes, "max_value_bytes": front.limits.max_value_bytes },
         "nodes": nodes,
         "totals": {
             "nodes": cluster.upstreams.len(),

@@ -327,6 +327,9 @@ pub fn run(args: &ProxyArgs) -> Result<(), String> {
     let front = Front::new(&args.front).map_err(|e| e.to_string())?;
     let secure = args.upstream_security.load()?;
     let data = tempfile::Builder::new().prefix("otkv-proxy-").tempdir().map_err(|e| e.to_string())?;
+    if args.nodes.is_some() {
+        crate::stop::track_dir(data.path().to_owned());
+    }
     let (local, targets) = match (args.nodes, args.node_urls.is_empty()) {
         (Some(0), _) | (None, true) => return Err("give --node URL (repeatable) or --nodes N (N ≥ 1)".into()),
         (Some(n), _) => {
@@ -355,7 +358,12 @@ pub fn run(args: &ProxyArgs) -> Result<(), String> {
     }
     if args.local.keep_data {
         let kept: PathBuf = data.keep();
+        crate::stop::forget_dir(&kept);
         eprintln!("data kept in {}", kept.display());
+    } else {
+        let path = data.path().to_owned();
+        drop(data);
+        crate::stop::forget_dir(&path);
     }
     tracing::info!("proxy stopped");
     Ok(())

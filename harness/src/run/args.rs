@@ -134,6 +134,10 @@ pub struct RunArgs {
     /// Client worker threads (like wrk -t).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// The run fails (exit status 1) when more than this share of requests failed: `0.1%` or `0.001`.
+    /// Default 0: any error fails it.
+    #[arg(long, value_name = "RATE", default_value = "0")]
+    pub max_error_rate: ErrorRate,
     /// Start the load (its warm-up, then the window) at this time, so clients on several machines
     /// measure the same window (`harness merge` combines their results): RFC 3339
     /// (`2026-11-27T22:00:00Z`) or `+DURATION` from now (`+10s`). Applies to the first node count; the
@@ -255,6 +259,62 @@ impl RunArgs {
         if self.value_size == 0 || self.keys == 0 || self.connections == 0 {
             return Err("--keys, --value-size and --connections must be positive".into());
         }
+        if self.pipeline == 0 {
+            return Err("--pipeline 0: each connection must send at least one request at a time".into());
+        }
+        if self.ops.is_none() && self.duration.is_zero() {
+            return Err("--duration 0s: nothing would be measured (give a duration, or --ops N)".into());
+        }
+        if let Some(ops) = self.ops {
+            if ops < self.connections as u64 {
+                return Err(format!(
+                    "--ops {ops} is fewer than the {} connections: some would send nothing; lower --connections",
+                    self.connections
+                ));
+            }
+        }
+        if let Some(rate) = self.rate {
+            if rate.is_nan() || rate < self.connections as f64 {
+                return Err(format!(
+                    "--rate {rate} is below one operation per second per connection ({} connections): \
+                     lower --connections or raise --rate",
+                    self.connections
+                ));
+            }
+        }
+        self.check_memory()
+    }
+
+    /// What the load needs in memory: each connection's buffers hold whole values, and local nodes
+    /// hold every key on this machine.
+    fn check_memory(&self) -> Result<(), String> {
+        let Some(available) = available_memory() else { return Ok(()) };
+        let gib = |b: f64| b / (1u64 << 30) as f64;
+        let buffers = self.value_size as f64 * self.pipeline as f64 * self.connections as f64 * 2.0;
+        if buffers > available as f64 / 2.0 {
+            return Err(format!(
+                "--value-size {} with {} connections × --pipeline {}: {:.1} GiB of buffers in the client alone; \
+                 this machine has {:.1} GiB available",
+                self.value_size,
+                self.connections,
+                self.pipeline,
+                gib(buffers),
+                gib(available as f64)
+            ));
+        }
+        let local = self.node_urls.is_empty() && self.proxy.is_none();
+        // A stored key costs its value, its key and about 64 bytes of bookkeeping (README, memory).
+        let stored = self.keys as f64 * (self.value_size + crate::workload::KEY_LEN + 64) as f64;
+        if local && self.workload.needs_preload() && stored > available as f64 * 0.8 {
+            return Err(format!(
+                "--keys {} of --value-size {}: the preload needs about {:.1} GiB in the local nodes; this \
+                 machine has {:.1} GiB available",
+                self.keys,
+                self.value_size,
+                gib(stored),
+                gib(available as f64)
+            ));
+        }
         Ok(())
     }
 
@@ -276,6 +336,34 @@ impl RunArgs {
             ttl_secs: self.ttl,
             reconnect: self.reconnect,
             progress: true,
+        }
+    }
+}
+
+/// `MemAvailable` of this machine, bytes.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kib| kib * 1024)
+}
+
+/// A fraction of requests that may fail without failing the run: `0.1%` or `0.001`.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct ErrorRate(pub f64);
+
+impl std::str::FromStr for ErrorRate {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (number, scale) = s.strip_suffix('%').map_or((s, 1.0), |n| (n, 0.01));
+        let v: f64 = number
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s}: give a fraction (0.001) or a percentage (0.1%)"))?;
+        let v = v * scale;
+        if (0.0..=1.0).contains(&v) {
+            Ok(ErrorRate(v))
+        } else {
+            Err(format!("{s}: between 0 and 100%"))
         }
     }
 }

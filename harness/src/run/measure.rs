@@ -46,6 +46,7 @@ pub(super) fn measure(
     if let Some(e) = Snapshot::take(plan.metered).servers.into_iter().find_map(Result::err) {
         return Err(e);
     }
+    check_limits(args, targets)?;
     let preload = args.workload.needs_preload().then(|| {
         eprintln!("   preloading {} keys (untimed)...", args.keys);
         let (took, tally) = load::preload(&spec, router.as_ref(), targets);
@@ -55,7 +56,7 @@ pub(super) fn measure(
         match at.duration_since(SystemTime::now()) {
             Ok(wait) => {
                 eprintln!("   waiting {:.1} s for --start-at", wait.as_secs_f64());
-                std::thread::sleep(wait);
+                crate::stop::sleep(wait);
             }
             Err(late) => eprintln!(
                 "   warning: --start-at passed {:.3} s ago (preload took longer?): starting now",
@@ -82,6 +83,7 @@ pub(super) fn measure(
         after: &after,
     };
     let mut summary = RunSummary::new(&cx, &outcome, preload);
+    summary.interrupted = crate::stop::interrupted().is_some();
     if let Some(at) = plan.start_at {
         // Where the window should have opened: the start, plus the warm-up.
         let planned = hlog::unix_secs(at + args.warmup);
@@ -133,6 +135,31 @@ fn write_interval_logs(
         if let Some(op) = summary.by_op.get(&outcome::wire_name(kind)) {
             let one: Vec<_> = outcome.intervals.iter().map(|i| (i.start, i.length, &i.by_op[k])).collect();
             hlog::write(&args.out.join(&op.hlog), outcome.window_start, &one)?;
+        }
+    }
+    Ok(())
+}
+
+/// The key and value sizes against what each target accepts, from its own `/v1/stats` (`limits`), so a
+/// run never sends what every node would refuse.
+fn check_limits(args: &RunArgs, targets: &[Target]) -> Result<(), String> {
+    for t in targets.iter().filter(|t| t.protocol == crate::target::Protocol::Http) {
+        let Ok((200, body)) = crate::cost::http_get(t, "/v1/stats") else { continue };
+        let Ok(stats) = serde_json::from_slice::<serde_json::Value>(&body) else { continue };
+        let limit = |name: &str| stats["limits"][name].as_u64();
+        if let Some(max) = limit("max_value_bytes").filter(|&m| args.value_size as u64 > m) {
+            return Err(format!(
+                "--value-size {}: {} accepts values of at most {max} bytes (its --max-value-bytes)",
+                args.value_size,
+                t.who()
+            ));
+        }
+        if let Some(max) = limit("max_key_bytes").filter(|&m| crate::workload::KEY_LEN as u64 > m) {
+            return Err(format!(
+                "{} accepts keys of at most {max} bytes; the harness's keys are {} bytes",
+                t.who(),
+                crate::workload::KEY_LEN
+            ));
         }
     }
     Ok(())

@@ -21,23 +21,30 @@ use measure::{measure, Plan};
 /// A run's summary and its latency spectrum (milliseconds, percentile).
 type Measured = (RunSummary, Vec<(f64, f64)>);
 
-/// Runs `harness run`.
-pub fn run(args: &RunArgs) -> Result<(), String> {
+/// Runs `harness run`; returns the exit status: 0 when the run is good (errors within
+/// `--max-error-rate`, every node up to the end), 1 otherwise (the reason is the last line on stderr),
+/// 128 + the signal when interrupted (what was measured is still written).
+pub fn run(args: &RunArgs) -> Result<u8, String> {
     let setup = args.validate()?;
+    crate::stop::install()?;
     std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
     crate::configure_runtime(args.threads);
     let data = tempfile::Builder::new().prefix("otkv-harness-").tempdir().map_err(|e| e.to_string())?;
+    crate::stop::track_dir(data.path().to_owned());
     announce(args, &setup);
 
     let mut runs = Vec::new();
     let mut spectra = Vec::new();
     // `--start-at` times the first measured run.
     let mut start_at = setup.start_at;
-    for &kind in &setup.kinds {
+    'counts: for &kind in &setup.kinds {
         for &n in &setup.counts {
             for (summary, spectrum) in run_node_count(args, &setup, kind, n, data.path(), start_at.take())? {
                 spectra.push((summary.label(), spectrum));
                 runs.push(summary);
+            }
+            if crate::stop::interrupted().is_some() {
+                break 'counts;
             }
         }
     }
@@ -48,20 +55,53 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
     let summary = write_summary(args, &setup, runs)?;
     if args.local.keep_data {
         let kept = data.keep();
+        crate::stop::forget_dir(&kept);
         eprintln!("data kept in {}", kept.display());
+    } else {
+        let path = data.path().to_owned();
+        drop(data);
+        crate::stop::forget_dir(&path);
+    }
+    eprintln!("results in {}/ (report.html, summary.json, *.hgrm, *.hlog, *.png)", args.out.display());
+    if let Some(status) = crate::stop::exit_status() {
+        if crate::stop::interrupted() != Some(13) {
+            eprintln!("harness: interrupted; the report covers what was measured until then");
+        }
+        return Ok(status);
+    }
+    Ok(verdict(args, &summary))
+}
+
+/// 0 when the run is good; else 1, saying why on the last line.
+fn verdict(args: &RunArgs, summary: &Summary) -> u8 {
+    let exited: Vec<String> = summary
+        .runs
+        .iter()
+        .flat_map(|r| {
+            r.per_node.iter().filter_map(|n| n.exited.as_ref().map(|e| format!("{} ({e})", n.name)))
+        })
+        .collect();
+    if !exited.is_empty() {
+        eprintln!("harness: failed: nodes exited during the run: {}", exited.join(", "));
+        return 1;
     }
     let errors: u64 = summary.runs.iter().map(|r| r.errors_total).sum();
-    eprintln!(
-        "results in {}/ (report.html, summary.json, *.hgrm, *.hlog, *.png){}",
-        args.out.display(),
-        if errors > 0 { "; there were errors" } else { "" }
-    );
-    Ok(())
+    let requests: u64 = summary.runs.iter().map(|r| r.ops + r.errors_total).sum();
+    let rate = errors as f64 / requests.max(1) as f64;
+    if errors > 0 && rate > args.max_error_rate.0 {
+        eprintln!(
+            "harness: failed: {errors} errors in {requests} requests ({:.3}%), over --max-error-rate {}%",
+            rate * 100.0,
+            args.max_error_rate.0 * 100.0
+        );
+        return 1;
+    }
+    0
 }
 
 /// The lines that say what is about to run.
 fn announce(args: &RunArgs, setup: &Setup) {
-    let say = |line: String| if args.json { eprintln!("{line}") } else { println!("{line}") };
+    let say = |line: String| if args.json { eprintln!("{line}") } else { crate::say!("{line}") };
     say(format!(
         "harness: {} workload, {} keys of {} B ({}), {} connections, {}, warm-up {:?}, router {}, node counts {:?}",
         wire_name(&args.workload),
@@ -103,6 +143,9 @@ fn run_node_count(
     data: &Path,
     mut start_at: Option<SystemTime>,
 ) -> Result<Vec<Measured>, String> {
+    if crate::stop::interrupted().is_some() {
+        return Ok(Vec::new());
+    }
     let (mut local, targets): (Option<LocalNodes>, Vec<Target>) = match (&setup.proxy, &setup.remote) {
         (Some((p, _)), _) => (None, vec![p.clone()]),
         (None, Some(r)) => (None, r[..n].to_vec()),
@@ -116,6 +159,11 @@ fn run_node_count(
             (Some(local), targets)
         }
     };
+    // A test's hook: a panic with nodes running must still stop them.
+    assert!(
+        std::env::var_os("OTKV_HARNESS_TEST_PANIC").is_none(),
+        "OTKV_HARNESS_TEST_PANIC: a panic after the nodes started"
+    );
     let as_nodes = |ts: &[Target]| -> Vec<Metered> {
         ts.iter().map(|t| Metered { target: t.clone(), role: Role::Node }).collect()
     };
@@ -224,13 +272,13 @@ fn write_summary(args: &RunArgs, setup: &Setup, runs: Vec<RunSummary>) -> Result
     let mut config = serde_json::to_value(args).map_err(|e| e.to_string())?;
     config["node_counts"] = serde_json::json!(setup.counts);
     merge_json(&mut config, crate::html::provenance());
-    let summary = Summary { config, runs };
+    let summary = Summary { config, interrupted: crate::stop::interrupted().is_some(), runs };
     write_report(args, &summary)?;
     let json = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
     std::fs::write(args.out.join("summary.json"), &json)
         .map_err(|e| format!("cannot write summary.json: {e}"))?;
     if args.json {
-        println!("{json}");
+        crate::say!("{json}");
     }
     Ok(summary)
 }
