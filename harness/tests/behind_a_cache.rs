@@ -6,7 +6,7 @@
 
 #![allow(clippy::expect_used, reason = "a test's or an instrument's expect is its assertion")]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 
@@ -27,15 +27,10 @@ struct Server {
 
 impl Server {
     fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(HARNESS)
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("line");
-        let addr = line.trim().strip_prefix("listening on http://").expect("listening line").to_string();
+        let mut command = Command::new(HARNESS);
+        command.args(args).env("RUST_LOG", "warn");
+        let (child, url) = common::spawn_listening(command);
+        let addr = url.strip_prefix("http://").expect("an http URL").to_string();
         Server { child, addr }
     }
 }

@@ -231,7 +231,8 @@ fn a_node_that_dies_mid_run_is_reported_not_a_hang() {
         std::thread::sleep(Duration::from_millis(20));
     };
     let _ = drain.join();
-    assert!(status.success());
+    // The run ends on time with its report, and its status says it was not a good run.
+    assert_eq!(status.code(), Some(1));
     let mut stdout = String::new();
     std::io::Read::read_to_string(&mut run.stdout.take().expect("stdout"), &mut stdout).expect("stdout");
     let summary: serde_json::Value = serde_json::from_str(&stdout).expect("json");

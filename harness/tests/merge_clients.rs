@@ -6,12 +6,15 @@
 
 #![allow(clippy::expect_used, reason = "a test's or an instrument's expect is its assertion")]
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
 use otkv_harness::hlog;
+
+// The adapter's test helpers (`spawn_listening`); their `Node` is not used here.
+#[path = "../../adapter-http/tests/common/mod.rs"]
+mod common;
 use otkv_harness::report::{Latency, Summary};
 
 const HARNESS: &str = env!("CARGO_BIN_EXE_harness");
@@ -23,15 +26,9 @@ struct Node {
 
 impl Node {
     fn start() -> Node {
-        let mut child = Command::new(HARNESS)
-            .args(["node", "--port", "0"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start node");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("line");
-        let url = line.trim().strip_prefix("listening on ").expect("listening line").to_string();
+        let mut command = Command::new(HARNESS);
+        command.args(["node", "--port", "0"]).env("RUST_LOG", "warn");
+        let (child, url) = common::spawn_listening(command);
         Node { child, url }
     }
 

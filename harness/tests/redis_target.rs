@@ -125,7 +125,8 @@ fn a_wrong_value_from_redis_is_counted_not_measured() {
     }
     corrupt(server.targets[0].addr, 50);
     for _ in stderr {}
-    assert!(child.wait().expect("wait").success());
+    // Wrong values are errors: the run ends with its report, and a status that says it was not good.
+    assert_eq!(child.wait().expect("wait").code(), Some(1));
     let summary: serde_json::Value = serde_json::from_str(&reader.join().expect("reader")).expect("json");
     let run = &summary["runs"][0];
     let wrong = run["errors"]["wrong_value"].as_u64().unwrap_or(0);

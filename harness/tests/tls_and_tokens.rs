@@ -4,8 +4,7 @@
 
 #![allow(clippy::expect_used, reason = "a test's or an instrument's expect is its assertion")]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 
 // The adapter's test helpers: certificates (`TestCerts`).
 #[path = "../../adapter-http/tests/common/mod.rs"]
@@ -27,17 +26,11 @@ struct Server {
 
 impl Server {
     fn start(args: &[String]) -> Server {
-        let mut child = Command::new(HARNESS)
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("line");
-        let url =
-            line.trim().strip_prefix("listening on https://127.0.0.1:").expect("an https listening line");
-        Server { child, url: format!("https://localhost:{url}") }
+        let mut command = Command::new(HARNESS);
+        command.args(args).env("RUST_LOG", "warn");
+        let (child, url) = common::spawn_listening(command);
+        let port = url.strip_prefix("https://127.0.0.1:").expect("an https listening line");
+        Server { child, url: format!("https://localhost:{port}") }
     }
 
     /// A node serving `cert` (`server`, `rogue`, `expired`) and requiring `tokens` (a file).

@@ -180,7 +180,7 @@ fn wait_exit(child: &mut Child) -> ExitStatus {
 }
 
 /// Runs `command`, waiting for its `listening on http://...` line; returns the child and the URL.
-fn spawn_listening(mut command: Command) -> (Child, String) {
+pub fn spawn_listening(mut command: Command) -> (Child, String) {
     let mut child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn server");
     let stdout = child.stdout.take().expect("stdout");
     let mut line = String::new();
