@@ -203,9 +203,10 @@ type Series = (&'static str, &'static str, fn(&crate::outcome::Interval) -> f64)
 fn latency_svg(i: usize, r: &RunSummary, label: &str) -> String {
     let (w, h, pad) = (960.0, 300.0, 44.0);
     let t_max = r.timeline.last().map_or(1.0, |iv| iv.t).max(1.0);
-    let y_max = r.timeline.iter().map(|iv| iv.p99_ms).fold(0.0, f64::max).max(0.001) * 1.3;
+    // The scale covers every point (the max too): a clipped series would draw a false flat line.
+    let y_max = r.timeline.iter().map(|iv| iv.max_ms.max(iv.p99_ms)).fold(0.0, f64::max).max(0.001) * 1.1;
     let x = |t: f64| pad + (w - 2.0 * pad) * t / t_max;
-    let y = |v: f64| h - pad - (h - 2.0 * pad) * (v / y_max).min(1.05);
+    let y = |v: f64| h - pad - (h - 2.0 * pad) * (v / y_max);
     let mut svg = format!(
         "<svg viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"latency over time, {}\" id=\"svg-{i}\"><rect width=\"{w}\" height=\"{h}\" fill=\"#fff\"/>",
         esc(label)
