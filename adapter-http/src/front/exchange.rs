@@ -65,8 +65,8 @@ pub struct Exchange<'c> {
     pub body: &'c [u8],
     /// The whole request as received, head and body: what a proxy forwards.
     pub raw: &'c [u8],
-    /// The request target's path, as sent (before any `?`): a created resource's `Location`.
-    pub path: &'c str,
+    /// The request target, as sent (its path is a created resource's `Location`).
+    pub target: &'c str,
     /// Its `If-Match` and `If-None-Match` headers.
     pub preconditions: Preconditions<'c>,
     /// Its `Authorization` value (already checked, when the server checks tokens); a proxy replaces it.
@@ -204,7 +204,7 @@ impl<'c> Requests<'c> {
             route: routed.route,
             body: &data[head.head_len..total],
             raw: &data[..total],
-            path: head.target.split_once('?').map_or(head.target, |(path, _)| path),
+            target: head.target,
             preconditions: head.preconditions,
             authorization: head.authorization,
             expects_continue: head.expect_continue,
@@ -222,8 +222,8 @@ impl<'c> Requests<'c> {
         exchange: Exchange<'c>,
         handler: impl FnOnce(Route<'c>, &'c [u8], &mut Responder<'_>) -> Result<u16, HttpError>,
     ) -> u16 {
-        let Exchange { op, json_errors, route, body, raw, path, closes, framing, .. } = exchange;
-        let mut responder = Responder { out: self.out, encoder: &mut *self.encoder, framing, path };
+        let Exchange { op, json_errors, route, body, raw, target, closes, framing, .. } = exchange;
+        let mut responder = Responder { out: self.out, encoder: &mut *self.encoder, framing, target };
         let result = route.and_then(|route| handler(route, body, &mut responder));
         let status = match result {
             Ok(status) => {
@@ -334,7 +334,7 @@ impl Exchange<'_> {
             route: Err(err),
             body: &[],
             raw: &[],
-            path: "",
+            target: "",
             preconditions: Preconditions::default(),
             authorization: None,
             expects_continue: false,
@@ -351,8 +351,8 @@ pub struct Responder<'a> {
     out: &'a mut Vec<u8>,
     encoder: &'a mut Encoder,
     framing: Framing,
-    /// The request's path: the `Location` of a `201 Created`.
-    path: &'a str,
+    /// The request target: its path is the `Location` of a `201 Created`.
+    target: &'a str,
 }
 
 impl Responder<'_> {
@@ -369,7 +369,9 @@ impl Responder<'_> {
         body: &[u8],
         entry: Option<EntryMeta>,
     ) -> u16 {
-        let location = (status == 201).then_some(self.path);
+        // Only a 201 looks for the query: no other answer pays for the scan.
+        let location =
+            (status == 201).then(|| self.target.split_once('?').map_or(self.target, |(path, _)| path));
         let reply = Reply { status, content_type, body, header: None, entry, location };
         self.encoder.encode(self.out, &reply, self.framing);
         status
