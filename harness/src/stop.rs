@@ -114,6 +114,20 @@ pub fn forget_dir(path: &std::path::Path) {
     }
 }
 
+/// The end of a temporary directory: kept (`--keep-data`, its path said) or removed; either way its
+/// reaper is stopped.
+pub fn end_dir(dir: tempfile::TempDir, keep: bool) {
+    if keep {
+        let kept = dir.keep();
+        forget_dir(&kept);
+        eprintln!("data kept in {}", kept.display());
+    } else {
+        let path = dir.path().to_owned();
+        drop(dir);
+        forget_dir(&path);
+    }
+}
+
 /// `harness reap DIR`: waits for SIGTERM (sent when the harness dies: [`die_with_parent`]), then
 /// removes `dir`, once the processes that wrote in it have had a moment to stop.
 pub fn reap(dir: &std::path::Path) -> Result<(), String> {

@@ -33,7 +33,6 @@
 pub mod admin;
 pub mod upstream;
 
-use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -356,15 +355,7 @@ pub fn run(args: &ProxyArgs) -> Result<(), String> {
     if let Some(mut local) = local {
         local.stop();
     }
-    if args.local.keep_data {
-        let kept: PathBuf = data.keep();
-        crate::stop::forget_dir(&kept);
-        eprintln!("data kept in {}", kept.display());
-    } else {
-        let path = data.path().to_owned();
-        drop(data);
-        crate::stop::forget_dir(&path);
-    }
+    crate::stop::end_dir(data, args.local.keep_data);
     tracing::info!("proxy stopped");
     Ok(())
 }

@@ -53,15 +53,7 @@ pub fn run(args: &RunArgs) -> Result<u8, String> {
     }
     draw_plots(args, &setup, &runs, &spectra)?;
     let summary = write_summary(args, &setup, runs)?;
-    if args.local.keep_data {
-        let kept = data.keep();
-        crate::stop::forget_dir(&kept);
-        eprintln!("data kept in {}", kept.display());
-    } else {
-        let path = data.path().to_owned();
-        drop(data);
-        crate::stop::forget_dir(&path);
-    }
+    crate::stop::end_dir(data, args.local.keep_data);
     eprintln!("results in {}/ (report.html, summary.json, *.hgrm, *.hlog, *.png)", args.out.display());
     if let Some(status) = crate::stop::exit_status() {
         if crate::stop::interrupted() != Some(13) {
