@@ -248,6 +248,18 @@ impl Engine {
         self.batch(|b| b.scan_prefix(prefix, limit))
     }
 
+    /// [`Engine::scan_prefix`] from a cursor: the first `limit` live keys starting with `prefix` that sort
+    /// after `after` (byte order). Paging with the last key of each page as the next `after` visits
+    /// every key that lives throughout exactly once, whatever is written meanwhile.
+    pub fn scan_prefix_after(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>> {
+        self.batch(|b| b.scan_prefix_after(prefix, after, limit))
+    }
+
     /// The number of keys stored.
     pub fn len(&self) -> usize {
         match &self.store {
@@ -394,10 +406,20 @@ impl Batch<'_> {
 
     /// See [`Engine::scan_prefix`].
     pub fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<Vec<u8>>> {
+        self.scan_prefix_after(prefix, None, limit)
+    }
+
+    /// [`Engine::scan_prefix_after`], in this batch.
+    pub fn scan_prefix_after(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>> {
         match &self.view {
-            View::Memory(m) => Ok(m.scan_prefix(prefix, limit)),
-            View::Flurry(m) => Ok(m.scan_prefix(prefix, limit)),
-            View::Sled(s) => s.scan_prefix(prefix, limit),
+            View::Memory(m) => Ok(m.scan_prefix(prefix, after, limit)),
+            View::Flurry(m) => Ok(m.scan_prefix(prefix, after, limit)),
+            View::Sled(s) => s.scan_prefix(prefix, after, limit),
         }
     }
 }

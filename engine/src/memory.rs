@@ -352,18 +352,19 @@ impl<M: Map> MemoryView<'_, M> {
         }
     }
 
-    /// The first `limit` live keys starting with `prefix`, in lexicographic order.
+    /// The first `limit` live keys starting with `prefix` (and sorting after `after`), in lexicographic
+    /// order.
     ///
     /// A hash map has no order, so this visits every key: O(n log limit) with a bounded max-heap, and a key
     /// is copied only when it belongs among the smallest `limit` seen so far.
-    pub(crate) fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Vec<Vec<u8>> {
+    pub(crate) fn scan_prefix(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Vec<Vec<u8>> {
         if limit == 0 {
             return Vec::new();
         }
         let mut heap: BinaryHeap<Vec<u8>> = BinaryHeap::with_capacity(limit.min(1024) + 1);
         let now = entry::now_ms();
         self.s.map.for_each(|key, meta, _| {
-            if !key.starts_with(prefix) || meta.expired_at(now) {
+            if !key.starts_with(prefix) || after.is_some_and(|a| key <= a) || meta.expired_at(now) {
                 return;
             }
             if heap.len() == limit {

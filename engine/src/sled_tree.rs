@@ -241,14 +241,29 @@ impl SledStore {
         })
     }
 
-    pub(crate) fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<Vec<u8>>> {
+    pub(crate) fn scan_prefix(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>> {
+        use std::ops::Bound;
         let now = entry::now_ms();
         let mut keys = Vec::new();
-        for item in self.db.scan_prefix(prefix) {
+        // From the cursor when it is inside (or past) the prefix's range, else from the prefix.
+        let items = match after.filter(|a| *a >= prefix) {
+            Some(a) => self.db.range::<&[u8], _>((Bound::Excluded(a), Bound::Unbounded)),
+            None => self.db.scan_prefix(prefix),
+        };
+        for item in items {
             if keys.len() == limit {
                 break;
             }
             let (key, value) = item?;
+            if !key.starts_with(prefix) {
+                // Sorted: past the prefix's keys.
+                break;
+            }
             if entry::live(&value, now).is_some() {
                 keys.push(key.to_vec());
             }

@@ -63,7 +63,8 @@ enum Op {
     Put(Vec<u8>, Vec<u8>),
     Delete(Vec<u8>),
     Get(Vec<u8>),
-    Scan(Vec<u8>, usize),
+    /// A listing: prefix, cursor (`after`), limit.
+    Scan(Vec<u8>, Option<Vec<u8>>, usize),
     /// A conditional put.
     PutIf(Vec<u8>, Vec<u8>, Cond),
     /// A conditional delete.
@@ -93,8 +94,8 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (key(), prop::collection::vec(any::<u8>(), 0..16)).prop_map(|(k, v)| Op::Put(k, v)),
         2 => key().prop_map(Op::Delete),
         3 => key().prop_map(Op::Get),
-        1 => (prop::collection::vec(prop::sample::select(vec![b'a', b'b', 0u8]), 0..3), 0usize..6)
-            .prop_map(|(p, n)| Op::Scan(p, n)),
+        1 => (prop::collection::vec(prop::sample::select(vec![b'a', b'b', 0u8]), 0..3), prop::option::of(key()), 0usize..6)
+            .prop_map(|(p, a, n)| Op::Scan(p, a, n)),
         3 => (key(), prop::collection::vec(any::<u8>(), 0..16), cond()).prop_map(|(k, v, c)| Op::PutIf(k, v, c)),
         2 => (key(), cond()).prop_map(|(k, c)| Op::DeleteIf(k, c)),
         1 => (key(), prop::collection::vec(any::<u8>(), 0..16)).prop_map(|(k, v)| Op::PutExpired(k, v)),
@@ -168,10 +169,16 @@ fn check_against_model(engine: &Engine, ops: &[Op]) -> Result<(), TestCaseError>
                 let got = engine.get_entry(k).expect("get").map(|(m, b)| (b.to_vec(), m.version));
                 prop_assert_eq!(got, model.live.get(k).cloned());
             }
-            Op::Scan(prefix, limit) => {
-                let expected: Vec<Vec<u8>> =
-                    model.live.keys().filter(|k| k.starts_with(prefix)).take(*limit).cloned().collect();
-                prop_assert_eq!(engine.scan_prefix(prefix, *limit).expect("scan"), expected);
+            Op::Scan(prefix, after, limit) => {
+                let expected: Vec<Vec<u8>> = model
+                    .live
+                    .keys()
+                    .filter(|k| k.starts_with(prefix) && after.as_ref().is_none_or(|a| *k > a))
+                    .take(*limit)
+                    .cloned()
+                    .collect();
+                let got = engine.scan_prefix_after(prefix, after.as_deref(), *limit).expect("scan");
+                prop_assert_eq!(got, expected);
             }
             Op::PutIf(k, v, c) => {
                 let cond = model.condition(k, *c);
@@ -358,6 +365,20 @@ macro_rules! conformance_suite {
                 assert_eq!(keys("", 100), ["a/1", "a/2", "a/3", "ab", "b/2", "c"]);
                 assert!(keys("a", 0).is_empty());
                 assert!(keys("zz", 5).is_empty());
+                // From a cursor: before, inside and past the prefix's keys.
+                let after = |p: &str, a: &str, n| -> Vec<String> {
+                    f.engine
+                        .scan_prefix_after(p.as_bytes(), Some(a.as_bytes()), n)
+                        .expect("scan")
+                        .into_iter()
+                        .map(|k| String::from_utf8(k).expect("utf8"))
+                        .collect()
+                };
+                assert_eq!(after("a/", "a", 10), ["a/1", "a/2", "a/3"]);
+                assert_eq!(after("a/", "a/1", 10), ["a/2", "a/3"]);
+                assert_eq!(after("", "a/3", 2), ["ab", "b/2"]);
+                assert!(after("a/", "a/3", 10).is_empty());
+                assert!(after("a/", "b", 10).is_empty());
             }
 
             #[test]

@@ -13,3 +13,6 @@ mod bad_input;
 
 #[path = "../../adapter-http/tests/connections.rs"]
 mod connections;
+
+#[path = "../../adapter-http/tests/listing_pages.rs"]
+mod listing_pages;

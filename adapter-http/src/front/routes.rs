@@ -38,10 +38,12 @@ pub struct Limits {
 pub enum Route<'b> {
     /// `/v1/kv/{key}`, with `?ttl=SECONDS` (PUT only).
     Kv(Cow<'b, [u8]>, Option<u64>),
-    /// `/v1/kv?prefix=&limit=`
+    /// `/v1/kv?prefix=&after=&limit=`
     List {
         /// Keys must start with this.
         prefix: Cow<'b, [u8]>,
+        /// ... and sort after this (a cursor: the last key of the previous page).
+        after: Option<Cow<'b, [u8]>>,
         /// At most this many keys.
         limit: usize,
     },
@@ -212,8 +214,19 @@ fn kv_query(method: Method, query: &str) -> Result<Option<u64>, HttpError> {
     Ok(ttl)
 }
 
+/// The body of a listing: `{"keys": [...]}` with each key percent-encoded, and, when the page is full,
+/// `"next"`: its last key, the `after` of the next page (the node's and the proxy's, the same).
+pub fn listing_json(keys: Vec<String>, limit: usize) -> serde_json::Value {
+    let next = keys.last().filter(|_| limit > 0 && keys.len() == limit).cloned();
+    match next {
+        Some(next) => serde_json::json!({ "keys": keys, "next": next }),
+        None => serde_json::json!({ "keys": keys }),
+    }
+}
+
 fn list_query(query: &str) -> Result<Route<'_>, HttpError> {
     let mut prefix: Cow<'_, [u8]> = Cow::Borrowed(b"");
+    let mut after = None;
     let mut limit = DEFAULT_LIST_LIMIT;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -221,6 +234,12 @@ fn list_query(query: &str) -> Result<Route<'_>, HttpError> {
             "prefix" => {
                 prefix = pct::decode(value, true)
                     .ok_or_else(|| HttpError::BadRequest("invalid percent-encoding in prefix".into()))?;
+            }
+            "after" => {
+                after = Some(
+                    pct::decode(value, true)
+                        .ok_or_else(|| HttpError::BadRequest("invalid percent-encoding in after".into()))?,
+                );
             }
             "limit" => {
                 limit =
@@ -231,5 +250,5 @@ fn list_query(query: &str) -> Result<Route<'_>, HttpError> {
             other => return Err(HttpError::BadRequest(format!("unknown query parameter `{other}`"))),
         }
     }
-    Ok(Route::List { prefix, limit })
+    Ok(Route::List { prefix, after, limit })
 }

@@ -42,7 +42,7 @@ pub(super) fn handle(
             // GET and HEAD (the route admits no other method here).
             _ => get(key, pre, batch, resp),
         },
-        Route::List { prefix, limit } => list(prefix, *limit, batch, resp),
+        Route::List { prefix, after, limit } => list(prefix, after.as_deref(), *limit, batch, resp),
         Route::Compat(key) => match method {
             Method::Post => compat_post(key, body, ctx, batch, resp),
             Method::Delete => compat_delete(key, batch, resp),
@@ -125,10 +125,18 @@ fn get(
 }
 
 /// `GET /v1/kv?prefix=&limit=`: the keys, percent-encoded, in byte order.
-fn list(prefix: &[u8], limit: usize, batch: &Batch<'_>, resp: &mut Responder<'_>) -> Result<u16, HttpError> {
+/// `GET /v1/kv?prefix=&after=&limit=`: a page of keys, and when it is full, the cursor for the next one
+/// (`next`: its last key, to pass as `after`).
+fn list(
+    prefix: &[u8],
+    after: Option<&[u8]>,
+    limit: usize,
+    batch: &Batch<'_>,
+    resp: &mut Responder<'_>,
+) -> Result<u16, HttpError> {
     let keys: Vec<String> =
-        batch.scan_prefix(prefix, limit)?.iter().map(|k| pct::encode_segment(k)).collect();
-    Ok(send_json(resp, 200, &serde_json::json!({ "keys": keys })))
+        batch.scan_prefix_after(prefix, after, limit)?.iter().map(|k| pct::encode_segment(k)).collect();
+    Ok(send_json(resp, 200, &crate::front::listing_json(keys, limit)))
 }
 
 #[derive(serde::Deserialize)]

@@ -28,7 +28,7 @@ pub struct Cluster<'p> {
 /// Answers a request the proxy does not forward; `route` is never a key route.
 pub fn answer(cluster: &Cluster<'_>, route: Route<'_>, resp: &mut Responder<'_>) -> Result<u16, HttpError> {
     match route {
-        Route::List { prefix, limit } => list(cluster, &prefix, limit, resp),
+        Route::List { prefix, after, limit } => list(cluster, &prefix, after.as_deref(), limit, resp),
         Route::Health => Ok(health(cluster, resp)),
         Route::Stats => Ok(stats(cluster, resp)),
         Route::Metrics => Ok(resp.send(200, Some(PROMETHEUS), metrics(cluster).as_bytes())),
@@ -79,10 +79,12 @@ struct Listing {
 fn list(
     cluster: &Cluster<'_>,
     prefix: &[u8],
+    after: Option<&[u8]>,
     limit: usize,
     resp: &mut Responder<'_>,
 ) -> Result<u16, HttpError> {
-    let target = format!("/v1/kv?prefix={}&limit={limit}", pct::encode_segment(prefix));
+    let after = after.map(|a| format!("&after={}", pct::encode_segment(a))).unwrap_or_default();
+    let target = format!("/v1/kv?prefix={}{after}&limit={limit}", pct::encode_segment(prefix));
     // Each key percent-encoded (at most three bytes a byte), quoted, and a comma.
     let per_key = cluster.front.limits.max_key_bytes.saturating_mul(3).saturating_add(3);
     let max_body = limit.saturating_mul(per_key).saturating_add(1024);
@@ -108,7 +110,7 @@ fn list(
     keys.dedup();
     keys.truncate(limit);
     let keys: Vec<String> = keys.iter().map(|k| pct::encode_segment(k)).collect();
-    Ok(resp.send(200, Some(JSON), json!({ "keys": keys }).to_string().as_bytes()))
+    Ok(resp.send(200, Some(JSON), otkv_adapter_http::front::listing_json(keys, limit).to_string().as_bytes()))
 }
 
 /// `/healthz`: 200 when every node answers its own `/healthz` with 200, else 503 naming those that do not.
