@@ -5,6 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::compare::CompareArgs;
 use crate::merge::MergeArgs;
 use crate::proxy::ProxyArgs;
+use crate::reshard::ReshardArgs;
 use crate::router::{self, RouterKind};
 use crate::run::RunArgs;
 
@@ -27,6 +28,10 @@ enum Command {
     /// Two runs (or merged runs) side by side: throughput, percentiles per operation, CPU per operation,
     /// the change in percent, and one plot of both percentile curves.
     Compare(CompareArgs),
+    /// Move the keys whose owner changes when a cluster's node set changes (--from the old set, --to the
+    /// new one, each in order), with the nodes' conditional writes; resumable. Run it with the cluster at
+    /// rest, before clients use the new set.
+    Reshard(ReshardArgs),
     /// (Internal) remove DIR once the harness that started this dies: how a killed harness still leaves
     /// no temporary directory behind.
     #[command(hide = true)]
@@ -78,6 +83,7 @@ pub fn execute(cli: Cli) -> Result<u8, String> {
         Command::Merge(args) => done(crate::merge::run(&args)),
         Command::Compare(args) => done(crate::compare::run(&args)),
         Command::Proxy(args) => crate::proxy::run(&args).map(|()| 0),
+        Command::Reshard(args) => crate::reshard::run(&args),
         Command::Reap { dir } => crate::stop::reap(&dir).map(|()| 0),
     }
 }

@@ -105,18 +105,62 @@ pub fn read(target: &Target) -> Result<Reading, String> {
 
 /// One `GET path` on a new connection (`Connection: close`): status and body.
 pub fn http_get(target: &Target, path: &str) -> Result<(u16, Vec<u8>), String> {
+    http_call(target, "GET", path, &[], b"").map(|a| (a.status, a.body))
+}
+
+/// An answer of [`http_call`].
+#[derive(Debug)]
+pub struct HttpAnswer {
+    /// Its status.
+    pub status: u16,
+    /// Its header fields, names lowercased.
+    pub headers: Vec<(String, String)>,
+    /// Its body.
+    pub body: Vec<u8>,
+}
+
+impl HttpAnswer {
+    /// The value of header `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// One request on a new connection (`Connection: close`), with extra header lines (`Name: value`)
+/// and a body; with the target's token and over its TLS. For rare calls (counters, a mover), not load.
+pub fn http_call(
+    target: &Target,
+    method: &str,
+    path: &str,
+    headers: &[String],
+    body: &[u8],
+) -> Result<HttpAnswer, String> {
     let mut stream = connect(target)?;
     let authorization =
         target.secure.token.as_ref().map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {}\r\n{authorization}Connection: close\r\n\r\n", target.host);
-    stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n{authorization}", target.host);
+    for h in headers {
+        request.push_str(h);
+        request.push_str("\r\n");
+    }
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(format!("Content-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes());
+    bytes.extend_from_slice(body);
+    stream.write_all(&bytes).map_err(|e| e.to_string())?;
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer).map_err(|e| e.to_string())?;
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut response = httparse::Response::new(&mut headers);
+    let mut fields = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut fields);
     match response.parse(&answer) {
-        Ok(httparse::Status::Complete(head)) => Ok((response.code.unwrap_or(0), answer[head..].to_vec())),
+        Ok(httparse::Status::Complete(head)) => Ok(HttpAnswer {
+            status: response.code.unwrap_or(0),
+            headers: response
+                .headers
+                .iter()
+                .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
+                .collect(),
+            body: answer[head..].to_vec(),
+        }),
         _ => Err("no HTTP answer".into()),
     }
 }

@@ -31,6 +31,7 @@ pub mod outcome;
 pub mod plot;
 pub mod proxy;
 pub mod report;
+pub mod reshard;
 pub mod resp;
 pub mod router;
 pub mod run;

@@ -1,0 +1,255 @@
+//! `harness reshard`: moves every key whose owner changes when a cluster's node set changes, from the
+//! node that holds it to the node that owns it under the new set, so no acknowledged key is stranded.
+//!
+//! Routing is a pure function of a key and the node names (`node-0`, `node-1`, ... in `--node` order), so
+//! the owners before and after are known without asking anyone. The mover pages through each old node's
+//! keys with the listing cursor (`?after=`) and moves each key whose new owner is another node, with the
+//! nodes' own conditional writes, so nothing newer is ever overwritten and nothing is deleted that
+//! changed meanwhile:
+//! 1. `GET` it from the old node (its value, `ETag` and `OTKV-Expires`);
+//! 2. `PUT` it to the new owner with `If-None-Match: *` (only if the new owner has no value of its own),
+//!    with the time it has left to live;
+//! 3. `DELETE` it from the old node with `If-Match` (only if unchanged since step 1); if that fails, the
+//!    key changed or went meanwhile: the copy is taken back (`DELETE If-Match` its own version) and the
+//!    key is looked at again.
+//!
+//! Progress is written to a state file after every page, so a mover that is stopped (Ctrl-C, a crash)
+//! and run again with the same node sets goes on where it was; moving a key twice is harmless. It moves
+//! data with the cluster at rest: a key written through the new routing while its old copy waits to be
+//! moved keeps the newer value (step 2), but reads through the new routing miss keys not moved yet.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use clap::Args;
+use otkv_adapter_http::front::pct;
+
+use crate::cost::{http_call, HttpAnswer};
+use crate::nodes;
+use crate::router::RoutingArgs;
+use crate::secure::ClientSecurityArgs;
+use crate::target::Target;
+
+/// `harness reshard`: move keys after a change of node set.
+#[derive(Debug, Args)]
+pub struct ReshardArgs {
+    /// A node of the set before the change, in its order (repeatable; named node-0, node-1, ... as
+    /// `harness run` and `harness proxy` name them).
+    #[arg(long = "from", value_name = "URL", required = true)]
+    pub from: Vec<String>,
+    /// A node of the set after the change, in its order (repeatable). A node in both sets keeps the keys
+    /// it still owns.
+    #[arg(long = "to", value_name = "URL", required = true)]
+    pub to: Vec<String>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub routing: RoutingArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub security: ClientSecurityArgs,
+    /// Where progress is kept; a mover run again with the same sets resumes from it.
+    #[arg(long, default_value = "reshard-state.json")]
+    pub state: PathBuf,
+    /// At most this many keys looked at per second.
+    #[arg(long, value_name = "KEYS_PER_SEC")]
+    pub rate: Option<f64>,
+    /// Keys per listing page.
+    #[arg(long, default_value_t = 1000)]
+    pub page: usize,
+}
+
+/// What the mover did, and where it is.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Progress {
+    /// The old set's URLs.
+    pub from: Vec<String>,
+    /// The new set's URLs.
+    pub to: Vec<String>,
+    /// Per old node: the last key looked at, or `None` before the first.
+    pub after: Vec<Option<String>>,
+    /// Per old node: every key looked at.
+    pub done: Vec<bool>,
+    /// Keys copied to their new owner and removed from the old node.
+    pub moved: u64,
+    /// Keys whose new owner already had a value (written through the new routing): the old copy removed.
+    pub already_there: u64,
+    /// Keys that changed or went while being moved, looked at again.
+    pub conflicts: u64,
+    /// Keys that expired or were deleted before they could be moved.
+    pub gone: u64,
+    /// Keys looked at that stay where they are.
+    pub stayed: u64,
+}
+
+/// How one key's move ended.
+enum Outcome {
+    Moved,
+    AlreadyThere,
+    Gone,
+    /// Changed while being moved: look again.
+    Conflict,
+}
+
+fn check(a: &HttpAnswer, what: &str, ok: &[u16]) -> Result<u16, String> {
+    if ok.contains(&a.status) {
+        Ok(a.status)
+    } else {
+        Err(format!("{what}: {} {}", a.status, String::from_utf8_lossy(&a.body).trim()))
+    }
+}
+
+/// Seconds left to live, from `OTKV-Expires` (`Some(0)`: already expired).
+fn ttl_left(a: &HttpAnswer) -> Option<u64> {
+    let at = httpdate::parse_http_date(a.header("otkv-expires")?).ok()?;
+    let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+    // Whole seconds, rounded up: a key never expires earlier than it would have.
+    Some(left.as_secs() + u64::from(left.subsec_nanos() > 0))
+}
+
+/// Moves `key` (its path form, as listed) from `src` to `dst`.
+fn move_key(src: &Target, dst: &Target, key: &str) -> Result<Outcome, String> {
+    let path = format!("/v1/kv/{key}");
+    let got = http_call(src, "GET", &path, &[], b"")?;
+    if check(&got, &format!("GET {path} from {}", src.who()), &[200, 404])? == 404 {
+        return Ok(Outcome::Gone);
+    }
+    let etag =
+        got.header("etag").ok_or_else(|| format!("{} sent {path} without an ETag", src.who()))?.to_string();
+    let ttl = match ttl_left(&got) {
+        Some(0) => return Ok(Outcome::Gone),
+        Some(s) => format!("?ttl={s}"),
+        None => String::new(),
+    };
+    let put = http_call(dst, "PUT", &format!("{path}{ttl}"), &["If-None-Match: *".into()], &got.body)?;
+    let created = check(&put, &format!("PUT {path} to {}", dst.who()), &[201, 412])? == 201;
+    let del = http_call(src, "DELETE", &path, &[format!("If-Match: {etag}")], b"")?;
+    if check(&del, &format!("DELETE {path} from {}", src.who()), &[204, 404, 412])? == 204 {
+        return Ok(if created { Outcome::Moved } else { Outcome::AlreadyThere });
+    }
+    // The old copy changed or went meanwhile: take our copy back (only if it is still ours).
+    if created {
+        let ours = put.header("etag").unwrap_or_default().to_string();
+        let undo = http_call(dst, "DELETE", &path, &[format!("If-Match: {ours}")], b"")?;
+        check(&undo, &format!("DELETE {path} from {}", dst.who()), &[204, 404, 412])?;
+    }
+    Ok(if del.status == 404 { Outcome::Gone } else { Outcome::Conflict })
+}
+
+fn load(path: &std::path::Path, args: &ReshardArgs) -> Result<Progress, String> {
+    let fresh = Progress {
+        from: args.from.clone(),
+        to: args.to.clone(),
+        after: vec![None; args.from.len()],
+        done: vec![false; args.from.len()],
+        ..Progress::default()
+    };
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(fresh) };
+    let saved: Progress = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    if saved.from != fresh.from || saved.to != fresh.to {
+        return Err(format!(
+            "{} is the progress of another change ({:?} -> {:?}); remove it or give another --state",
+            path.display(),
+            saved.from,
+            saved.to
+        ));
+    }
+    Ok(saved)
+}
+
+fn save(path: &std::path::Path, p: &Progress) -> Result<(), String> {
+    let tmp = path.with_extension("tmp");
+    let json = serde_json::to_string_pretty(p).map_err(|e| e.to_string())?;
+    std::fs::write(&tmp, json)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Runs `harness reshard`; returns the exit status (0 done, 130/143 stopped by a signal, resumable).
+pub fn run(args: &ReshardArgs) -> Result<u8, String> {
+    crate::stop::install()?;
+    let secure = args.security.load()?;
+    let from = nodes::remote_targets(&args.from, &secure)?;
+    let to = nodes::remote_targets(&args.to, &secure)?;
+    let names = |ts: &[Target]| ts.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
+    let router = args.routing.build(&names(&to));
+    let mut p = load(&args.state, args)?;
+    let started = Instant::now();
+    let mut looked = 0u64;
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.enable_steady_tick(Duration::from_millis(200));
+    for (i, src) in from.iter().enumerate() {
+        while !p.done[i] {
+            if crate::stop::interrupted().is_some() {
+                save(&args.state, &p)?;
+                bar.finish_and_clear();
+                eprintln!("harness: reshard stopped; run it again to go on ({})", args.state.display());
+                return Ok(crate::stop::exit_status().unwrap_or(1));
+            }
+            let after = p.after[i].as_ref().map(|a| format!("&after={a}")).unwrap_or_default();
+            let listing = http_call(src, "GET", &format!("/v1/kv?limit={}{after}", args.page), &[], b"")?;
+            check(&listing, &format!("listing {}", src.who()), &[200])?;
+            let doc: serde_json::Value = serde_json::from_slice(&listing.body)
+                .map_err(|e| format!("{}: a bad listing: {e}", src.who()))?;
+            let keys: Vec<String> = doc["keys"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|k| k.as_str().map(str::to_owned))
+                .collect();
+            for key in &keys {
+                let raw = pct::decode(key, false)
+                    .ok_or_else(|| format!("{} listed a malformed key {key:?}", src.who()))?;
+                let owner = &to[router.route(&raw)];
+                if owner.url() == src.url() {
+                    p.stayed += 1;
+                } else {
+                    let mut tries = 0;
+                    loop {
+                        match move_key(src, owner, key)? {
+                            Outcome::Moved => p.moved += 1,
+                            Outcome::AlreadyThere => p.already_there += 1,
+                            Outcome::Gone => p.gone += 1,
+                            Outcome::Conflict if tries < 3 => {
+                                p.conflicts += 1;
+                                tries += 1;
+                                continue;
+                            }
+                            Outcome::Conflict => p.conflicts += 1,
+                        }
+                        break;
+                    }
+                }
+                looked += 1;
+                if let Some(rate) = args.rate.filter(|r| *r > 0.0) {
+                    let due = Duration::from_secs_f64(looked as f64 / rate);
+                    crate::stop::sleep(due.saturating_sub(started.elapsed()));
+                }
+                bar.set_message(format!(
+                    "{}: {looked} keys looked at; moved {}, already there {}, conflicts {}, gone {}",
+                    src.who(),
+                    p.moved,
+                    p.already_there,
+                    p.conflicts,
+                    p.gone
+                ));
+            }
+            match doc["next"].as_str() {
+                Some(next) => p.after[i] = Some(next.to_string()),
+                None => p.done[i] = true,
+            }
+            save(&args.state, &p)?;
+        }
+    }
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    crate::say!(
+        "reshard done: moved {}, already there {}, conflicts {}, gone {}, stayed {} in {secs:.1} s ({:.0} keys/s looked at)",
+        p.moved,
+        p.already_there,
+        p.conflicts,
+        p.gone,
+        p.stayed,
+        looked as f64 / secs.max(1e-9)
+    );
+    Ok(0)
+}
