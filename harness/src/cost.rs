@@ -144,7 +144,8 @@ pub fn http_call(
         request.push_str("\r\n");
     }
     let mut bytes = request.into_bytes();
-    bytes.extend_from_slice(format!("Content-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes());
+    bytes
+        .extend_from_slice(format!("Content-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes());
     bytes.extend_from_slice(body);
     stream.write_all(&bytes).map_err(|e| e.to_string())?;
     let mut answer = Vec::new();

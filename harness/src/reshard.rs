@@ -33,13 +33,18 @@ use crate::target::Target;
 /// `harness reshard`: move keys after a change of node set.
 #[derive(Debug, Args)]
 pub struct ReshardArgs {
+    /// A `harness proxy` in the middle of a move (its `--nodes-file` has `previous` lines): the sets are
+    /// its previous and current ones, and when every key is moved it is told to drop the previous set.
+    /// Clients keep using the proxy meanwhile.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["from", "to"], required_unless_present = "from")]
+    pub proxy: Option<String>,
     /// A node of the set before the change, in its order (repeatable; named node-0, node-1, ... as
     /// `harness run` and `harness proxy` name them).
-    #[arg(long = "from", value_name = "URL", required = true)]
+    #[arg(long = "from", value_name = "URL", requires = "to")]
     pub from: Vec<String>,
     /// A node of the set after the change, in its order (repeatable). A node in both sets keeps the keys
     /// it still owns.
-    #[arg(long = "to", value_name = "URL", required = true)]
+    #[arg(long = "to", value_name = "URL", requires = "from")]
     pub to: Vec<String>,
     #[command(flatten)]
     #[allow(missing_docs)]
@@ -82,9 +87,13 @@ pub struct Progress {
 }
 
 /// How one key's move ended.
-enum Outcome {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Copied to its new owner and removed from the old node.
     Moved,
+    /// The new owner had a value of its own: the old copy removed.
     AlreadyThere,
+    /// Expired or deleted before it could be moved (or nothing to move).
     Gone,
     /// Changed while being moved: look again.
     Conflict,
@@ -106,41 +115,64 @@ fn ttl_left(a: &HttpAnswer) -> Option<u64> {
     Some(left.as_secs() + u64::from(left.subsec_nanos() > 0))
 }
 
-/// Moves `key` (its path form, as listed) from `src` to `dst`.
-fn move_key(src: &Target, dst: &Target, key: &str) -> Result<Outcome, String> {
-    let path = format!("/v1/kv/{key}");
-    let got = http_call(src, "GET", &path, &[], b"")?;
-    if check(&got, &format!("GET {path} from {}", src.who()), &[200, 404])? == 404 {
+/// Which node of a move a request goes to.
+#[derive(Debug, Clone, Copy)]
+pub enum Side {
+    /// The node that holds the key.
+    From,
+    /// Its new owner.
+    To,
+}
+
+/// One request of a move: to which side, method, path, extra header lines, body.
+pub type Call<'a> = dyn FnMut(Side, &str, &str, &[String], &[u8]) -> Result<HttpAnswer, String> + 'a;
+
+/// Moves the key at `path` (`/v1/kv/KEY`, as listed) from the node that holds it to its new owner, with
+/// `call` doing each request: the one move both the mover and the proxy make.
+pub fn move_key(call: &mut Call<'_>, path: &str) -> Result<Outcome, String> {
+    let got = call(Side::From, "GET", path, &[], b"")?;
+    if check(&got, &format!("GET {path}"), &[200, 404])? == 404 {
         return Ok(Outcome::Gone);
     }
-    let etag =
-        got.header("etag").ok_or_else(|| format!("{} sent {path} without an ETag", src.who()))?.to_string();
+    let etag = got.header("etag").ok_or_else(|| format!("{path} came without an ETag"))?.to_string();
     let ttl = match ttl_left(&got) {
         Some(0) => return Ok(Outcome::Gone),
         Some(s) => format!("?ttl={s}"),
         None => String::new(),
     };
-    let put = http_call(dst, "PUT", &format!("{path}{ttl}"), &["If-None-Match: *".into()], &got.body)?;
-    let created = check(&put, &format!("PUT {path} to {}", dst.who()), &[201, 412])? == 201;
-    let del = http_call(src, "DELETE", &path, &[format!("If-Match: {etag}")], b"")?;
-    if check(&del, &format!("DELETE {path} from {}", src.who()), &[204, 404, 412])? == 204 {
+    let put = call(Side::To, "PUT", &format!("{path}{ttl}"), &["If-None-Match: *".into()], &got.body)?;
+    let created = check(&put, &format!("PUT {path}"), &[201, 412])? == 201;
+    let del = call(Side::From, "DELETE", path, &[format!("If-Match: {etag}")], b"")?;
+    if check(&del, &format!("DELETE {path}"), &[204, 404, 412])? == 204 {
         return Ok(if created { Outcome::Moved } else { Outcome::AlreadyThere });
     }
     // The old copy changed or went meanwhile: take our copy back (only if it is still ours).
     if created {
         let ours = put.header("etag").unwrap_or_default().to_string();
-        let undo = http_call(dst, "DELETE", &path, &[format!("If-Match: {ours}")], b"")?;
-        check(&undo, &format!("DELETE {path} from {}", dst.who()), &[204, 404, 412])?;
+        let undo = call(Side::To, "DELETE", path, &[format!("If-Match: {ours}")], b"")?;
+        check(&undo, &format!("DELETE {path}"), &[204, 404, 412])?;
     }
     Ok(if del.status == 404 { Outcome::Gone } else { Outcome::Conflict })
 }
 
-fn load(path: &std::path::Path, args: &ReshardArgs) -> Result<Progress, String> {
+/// [`move_key`] until it is not a conflict (at most a few times: a key written over and over keeps its
+/// newest value wherever it is, and the next look moves it).
+pub fn move_key_settled(call: &mut Call<'_>, path: &str) -> Result<(Outcome, u64), String> {
+    let mut conflicts = 0;
+    loop {
+        match move_key(call, path)? {
+            Outcome::Conflict if conflicts < 3 => conflicts += 1,
+            other => return Ok((other, conflicts)),
+        }
+    }
+}
+
+fn load(path: &std::path::Path, from: &[String], to: &[String]) -> Result<Progress, String> {
     let fresh = Progress {
-        from: args.from.clone(),
-        to: args.to.clone(),
-        after: vec![None; args.from.len()],
-        done: vec![false; args.from.len()],
+        from: from.to_vec(),
+        to: to.to_vec(),
+        after: vec![None; from.len()],
+        done: vec![false; from.len()],
         ..Progress::default()
     };
     let Ok(text) = std::fs::read_to_string(path) else { return Ok(fresh) };
@@ -156,6 +188,28 @@ fn load(path: &std::path::Path, args: &ReshardArgs) -> Result<Progress, String> 
     Ok(saved)
 }
 
+/// The previous and current node sets of the proxy at `proxy` (its `/v1/stats`).
+fn sets_of(proxy: &Target) -> Result<(Vec<String>, Vec<String>), String> {
+    let stats = http_call(proxy, "GET", "/v1/stats", &[], b"")?;
+    check(&stats, &format!("{}/v1/stats", proxy.url()), &[200])?;
+    let doc: serde_json::Value = serde_json::from_slice(&stats.body)
+        .map_err(|e| format!("{}: not a proxy's stats: {e}", proxy.url()))?;
+    let urls = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array().into_iter().flatten().filter_map(|u| u.as_str().map(str::to_owned)).collect()
+    };
+    let (current, previous) = (urls(&doc["topology"]["nodes"]), urls(&doc["topology"]["previous"]));
+    if current.is_empty() {
+        return Err(format!("{}: no node sets in its /v1/stats (is it a harness proxy?)", proxy.url()));
+    }
+    if previous.is_empty() {
+        return Err(format!(
+            "{}: no move in progress (give its --nodes-file `previous URL` lines and send it SIGHUP)",
+            proxy.url()
+        ));
+    }
+    Ok((previous, current))
+}
+
 fn save(path: &std::path::Path, p: &Progress) -> Result<(), String> {
     let tmp = path.with_extension("tmp");
     let json = serde_json::to_string_pretty(p).map_err(|e| e.to_string())?;
@@ -168,11 +222,20 @@ fn save(path: &std::path::Path, p: &Progress) -> Result<(), String> {
 pub fn run(args: &ReshardArgs) -> Result<u8, String> {
     crate::stop::install()?;
     let secure = args.security.load()?;
-    let from = nodes::remote_targets(&args.from, &secure)?;
-    let to = nodes::remote_targets(&args.to, &secure)?;
+    let proxy = args
+        .proxy
+        .as_ref()
+        .map(|url| nodes::remote_targets(std::slice::from_ref(url), &secure))
+        .transpose()?;
+    let (from_urls, to_urls) = match &proxy {
+        Some(p) => sets_of(&p[0])?,
+        None => (args.from.clone(), args.to.clone()),
+    };
+    let from = nodes::remote_targets(&from_urls, &secure)?;
+    let to = nodes::remote_targets(&to_urls, &secure)?;
     let names = |ts: &[Target]| ts.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
     let router = args.routing.build(&names(&to));
-    let mut p = load(&args.state, args)?;
+    let mut p = load(&args.state, &from_urls, &to_urls)?;
     let started = Instant::now();
     let mut looked = 0u64;
     let bar = indicatif::ProgressBar::new_spinner();
@@ -203,20 +266,23 @@ pub fn run(args: &ReshardArgs) -> Result<u8, String> {
                 if owner.url() == src.url() {
                     p.stayed += 1;
                 } else {
-                    let mut tries = 0;
-                    loop {
-                        match move_key(src, owner, key)? {
-                            Outcome::Moved => p.moved += 1,
-                            Outcome::AlreadyThere => p.already_there += 1,
-                            Outcome::Gone => p.gone += 1,
-                            Outcome::Conflict if tries < 3 => {
-                                p.conflicts += 1;
-                                tries += 1;
-                                continue;
-                            }
-                            Outcome::Conflict => p.conflicts += 1,
-                        }
-                        break;
+                    let mut call = |side: Side, method: &str, path: &str, headers: &[String], body: &[u8]| {
+                        let node = match side {
+                            Side::From => src,
+                            Side::To => owner,
+                        };
+                        http_call(node, method, path, headers, body)
+                            .map_err(|e| format!("{}: {e}", node.who()))
+                    };
+                    let (outcome, conflicts) = move_key_settled(&mut call, &format!("/v1/kv/{key}"))?;
+                    p.conflicts += conflicts;
+                    match outcome {
+                        Outcome::Moved => p.moved += 1,
+                        Outcome::AlreadyThere => p.already_there += 1,
+                        Outcome::Gone => p.gone += 1,
+                        // Still changing after a few looks: counted in `conflicts`; the key stays where
+                        // its writer keeps it, and a later run looks again.
+                        Outcome::Conflict => {}
                     }
                 }
                 looked += 1;
@@ -241,6 +307,10 @@ pub fn run(args: &ReshardArgs) -> Result<u8, String> {
         }
     }
     bar.finish_and_clear();
+    if let Some(proxy) = &proxy {
+        let done = http_call(&proxy[0], "POST", "/v1/reshard/done", &[], b"")?;
+        check(&done, &format!("telling {} the move is over", proxy[0].url()), &[200])?;
+    }
     let secs = started.elapsed().as_secs_f64();
     crate::say!(
         "reshard done: moved {}, already there {}, conflicts {}, gone {}, stayed {} in {secs:.1} s ({:.0} keys/s looked at)",

@@ -55,6 +55,8 @@ pub enum Route<'b> {
     Metrics,
     /// `/v1/stats`
     Stats,
+    /// `POST /v1/reshard/done`: a proxy's move to a new node set is over (a node has none: 404).
+    ReshardDone,
     /// `/debug/panic` (only with the hidden `--test-panic-route`)
     Panic,
 }
@@ -129,6 +131,7 @@ pub fn resolve<'b>(method: Method, target: &'b str, limits: &Limits) -> Routed<'
             plain(Op::Admin, allow(&[Method::Get, Method::Head], "GET, HEAD").map(|()| Route::Stats))
         }
         "/debug/panic" if limits.panic_route => plain(Op::Other, Ok(Route::Panic)),
+        "/v1/reshard/done" => plain(Op::Admin, allow(&[Method::Post], "POST").map(|()| Route::ReshardDone)),
         "/v1/kv" => {
             plain(Op::Scan, allow(&[Method::Get, Method::Head], "GET, HEAD").and_then(|()| list_query(query)))
         }

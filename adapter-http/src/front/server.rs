@@ -185,6 +185,7 @@ fn watch_signals<S: Service>(service: Arc<S>, local: SocketAddr) -> Result<(), L
             for signal in signals.forever() {
                 if signal == SIGHUP {
                     reload_tokens(service.front());
+                    service.reload();
                     continue;
                 }
                 tracing::info!(signal, "shutting down");

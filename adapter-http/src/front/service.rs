@@ -36,4 +36,7 @@ pub trait Service: Send + Sync + 'static {
     /// worker thread whenever it blocks). A panic here ends this connection only: the connection layer
     /// catches it and answers `500`.
     fn answer(&self, session: &mut Self::Session, requests: &mut Requests<'_>);
+
+    /// SIGHUP: re-read what the service reads from files (the front door re-reads its tokens itself).
+    fn reload(&self) {}
 }

@@ -5,6 +5,7 @@
 //! order like any group) and then reads the answers, so it takes as long as the slowest node, not the sum.
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
 use otkv_adapter_http::front::{
     pct, Front, HttpError, Kind, ProcessStats, Responder, Route, JSON, PROMETHEUS, TEXT,
@@ -20,7 +21,9 @@ pub struct Cluster<'p> {
     /// The proxy's front door (its own counters, its limits).
     pub front: &'p Front,
     /// The nodes, in node order.
-    pub upstreams: &'p [Upstream],
+    pub upstreams: &'p [Arc<Upstream>],
+    /// While keys move to them: the nodes they move from.
+    pub previous: Option<&'p [Arc<Upstream>]>,
     /// `rendezvous` or `ring`.
     pub router: &'p str,
 }
@@ -29,6 +32,8 @@ pub struct Cluster<'p> {
 pub fn answer(cluster: &Cluster<'_>, route: Route<'_>, resp: &mut Responder<'_>) -> Result<u16, HttpError> {
     match route {
         Route::List { prefix, after, limit } => list(cluster, &prefix, after.as_deref(), limit, resp),
+        // Taken by the proxy itself, which owns the node sets.
+        Route::ReshardDone => Err(HttpError::NoRoute),
         Route::Health => Ok(health(cluster, resp)),
         Route::Stats => Ok(stats(cluster, resp)),
         Route::Metrics => Ok(resp.send(200, Some(PROMETHEUS), metrics(cluster).as_bytes())),
@@ -42,8 +47,7 @@ const ADMIN_ANSWER_CAP: usize = 16 << 20;
 
 /// `GET {target}` to every node at once: each node's `(status, body)` (a body of at most `max_body`
 /// bytes), or the error naming it.
-fn fan_out(cluster: &Cluster<'_>, target: &str, max_body: usize) -> Vec<Result<(u16, Vec<u8>), HttpError>> {
-    let ups = cluster.upstreams;
+fn fan_out(ups: &[Arc<Upstream>], target: &str, max_body: usize) -> Vec<Result<(u16, Vec<u8>), HttpError>> {
     let requests: Vec<Vec<u8>> = ups
         .iter()
         .map(|u| {
@@ -89,7 +93,14 @@ fn list(
     let per_key = cluster.front.limits.max_key_bytes.saturating_mul(3).saturating_add(3);
     let max_body = limit.saturating_mul(per_key).saturating_add(1024);
     let mut keys: Vec<Vec<u8>> = Vec::new();
-    for (answer, up) in fan_out(cluster, &target, max_body).into_iter().zip(cluster.upstreams) {
+    // While keys move, those not moved yet are on the previous nodes: ask those too.
+    let mut ups: Vec<Arc<Upstream>> = cluster.upstreams.to_vec();
+    for p in cluster.previous.unwrap_or_default() {
+        if !ups.iter().any(|u| u.url() == p.url()) {
+            ups.push(Arc::clone(p));
+        }
+    }
+    for (answer, up) in fan_out(&ups, &target, max_body).into_iter().zip(&ups) {
         let (status, body) = answer?;
         let bad = |why: String| HttpError::BadGateway(format!("{} {why}", up.who()));
         if status != 200 {
@@ -115,7 +126,7 @@ fn list(
 
 /// `/healthz`: 200 when every node answers its own `/healthz` with 200, else 503 naming those that do not.
 fn health(cluster: &Cluster<'_>, resp: &mut Responder<'_>) -> u16 {
-    let failing: Vec<String> = fan_out(cluster, "/healthz", ADMIN_ANSWER_CAP)
+    let failing: Vec<String> = fan_out(cluster.upstreams, "/healthz", ADMIN_ANSWER_CAP)
         .into_iter()
         .zip(cluster.upstreams)
         .filter_map(|(answer, up)| match answer {
@@ -140,7 +151,9 @@ fn stats(cluster: &Cluster<'_>, resp: &mut Responder<'_>) -> u16 {
     let mut nodes = Vec::new();
     let (mut keys, mut connections, mut answering) = (0u64, 0i64, 0usize);
     let mut requests: Map<String, Value> = Map::new();
-    for (answer, up) in fan_out(cluster, "/v1/stats", ADMIN_ANSWER_CAP).into_iter().zip(cluster.upstreams) {
+    for (answer, up) in
+        fan_out(cluster.upstreams, "/v1/stats", ADMIN_ANSWER_CAP).into_iter().zip(cluster.upstreams)
+    {
         let mut entry = json!({ "name": up.name, "addr": up.addr.to_string(), "url": up.url() });
         let doc = answer.and_then(|(status, body)| match (status, serde_json::from_slice::<Value>(&body)) {
             (200, Ok(doc)) => Ok(doc),
@@ -167,7 +180,9 @@ fn stats(cluster: &Cluster<'_>, resp: &mut Responder<'_>) -> u16 {
     let own: Map<String, Value> =
         front.metrics.requests_by_op().map(|(op, n)| (op.to_string(), n.into())).collect();
     let process = ProcessStats::read();
+    let urls = |ups: &[Arc<Upstream>]| ups.iter().map(|u| u.url()).collect::<Vec<_>>();
     let doc = json!({
+        "topology": { "nodes": urls(cluster.upstreams), "previous": cluster.previous.map(urls) },
         "proxy": {
             "router": cluster.router,
             "connections": front.metrics.connections(),

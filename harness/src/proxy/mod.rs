@@ -31,10 +31,13 @@
 //! in that loop can skip a request. It stops only when the client connection closes.
 
 pub mod admin;
+mod moving;
+pub mod topology;
 pub mod upstream;
 
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -45,8 +48,11 @@ use smallvec::SmallVec;
 use crate::answer::AnswerRules;
 use crate::client::ResponseMeta;
 use crate::nodes::{self, LocalNodeArgs};
-use crate::router::{Router, RoutingArgs};
+use crate::router::RoutingArgs;
 use crate::secure::UpstreamSecurityArgs;
+use crate::target::Target;
+use otkv_adapter_http::front::{lock, HttpError};
+use topology::{Builder, NodeSet, NodesFile, Topology};
 use upstream::{Answer, Group, Upstream, UpstreamError};
 
 /// The most bytes of requests one group sends one node in one write, unless one request alone is larger.
@@ -65,6 +71,11 @@ pub struct ProxyArgs {
     /// as `harness run --node` names them).
     #[arg(long = "node", value_name = "URL", conflicts_with = "nodes")]
     pub node_urls: Vec<String>,
+    /// Read the nodes from this file instead, re-read on SIGHUP: one URL per line (the current set, in
+    /// order), and, while keys move to a new set, `previous URL` lines for the set they move from (README,
+    /// Adding and removing nodes).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["node_urls", "nodes"])]
+    pub nodes_file: Option<PathBuf>,
     /// Start this many local nodes instead, as `harness run` does (stopped when the proxy stops).
     #[arg(long, value_name = "N")]
     pub nodes: Option<usize>,
@@ -87,18 +98,24 @@ pub struct ProxyArgs {
     pub upstream_connections: usize,
 }
 
-/// The routing server: the front door's state, the router, and one [`Upstream`] per node.
+/// The routing server: the front door's state and the node sets (with a router and an [`Upstream`]
+/// per node).
 #[derive(Debug)]
 pub struct Proxy {
     front: Front,
-    router: Box<dyn Router>,
     router_name: String,
-    upstreams: Vec<Upstream>,
+    topology: Mutex<Arc<Topology>>,
+    /// Bumped whenever `topology` changes: each connection takes the new one at its next batch.
+    generation: AtomicU64,
+    builder: Builder,
+    nodes_file: Option<NodesFile>,
 }
 
-/// One client connection's forwarding state: the group being gathered.
+/// One client connection's forwarding state: the node sets it routes with, and the group being gathered.
 #[derive(Debug)]
 pub struct Session {
+    topology: Arc<Topology>,
+    generation: u64,
     /// Per node: the requests queued for it, as received, and what each one's answer may be.
     pending: Vec<Queued>,
     /// The queued requests in client order.
@@ -132,10 +149,23 @@ impl Service for Proxy {
     }
 
     fn session(&self) -> Session {
-        Session { pending: self.upstreams.iter().map(|_| Queued::default()).collect(), slots: Vec::new() }
+        let generation = self.generation.load(Relaxed);
+        let topology = Arc::clone(&lock(&self.topology));
+        let pending = topology.current.upstreams.iter().map(|_| Queued::default()).collect();
+        Session { topology, generation, pending, slots: Vec::new() }
+    }
+
+    fn reload(&self) {
+        if let Err(e) = self.reload_nodes() {
+            tracing::error!(error = %e, "SIGHUP: node sets not changed");
+        }
     }
 
     fn answer(&self, s: &mut Session, requests: &mut Requests<'_>) {
+        // A new node set since the last batch (nothing is queued between batches).
+        if self.generation.load(Relaxed) != s.generation {
+            *s = self.session();
+        }
         while let Some(exchange) = requests.next_request() {
             let forwarded = match &exchange.route {
                 Ok(Route::Kv(key, _)) => Some((key, false)),
@@ -143,7 +173,18 @@ impl Service for Proxy {
                 _ => None,
             };
             if let Some((key, json_api)) = forwarded {
-                let node = self.router.route(key);
+                let topology = Arc::clone(&s.topology);
+                let node = topology.current.router.route(key);
+                if let Some(from) = topology.moved_from(key, node) {
+                    // Moving: the key goes to its new owner before the request does.
+                    self.flush(s, requests);
+                    let max_body = answer_cap(false, &self.front.limits);
+                    if let Err(err) = moving::move_one(from, &topology.current.upstreams[node], key, max_body)
+                    {
+                        requests.respond(exchange, |_, _, _| Err(err));
+                        continue;
+                    }
+                }
                 let queued = s.pending[node].bytes.len();
                 if queued > 0 && queued + exchange.raw.len() > MAX_GROUP_BYTES {
                     self.flush(s, requests);
@@ -151,7 +192,7 @@ impl Service for Proxy {
                 let framing = exchange.framing();
                 let max_body = answer_cap(json_api, &self.front.limits);
                 let q = &mut s.pending[node];
-                let own = self.upstreams[node].authorization();
+                let own = s.topology.current.upstreams[node].authorization();
                 if exchange.authorization.is_none() && own.is_none() {
                     q.bytes.extend_from_slice(exchange.raw);
                 } else {
@@ -168,8 +209,17 @@ impl Service for Proxy {
             }
             // Answered here: what is queued before it goes first.
             self.flush(s, requests);
-            let cluster =
-                admin::Cluster { front: &self.front, upstreams: self.upstreams(), router: &self.router_name };
+            if matches!(exchange.route, Ok(Route::ReshardDone)) {
+                requests.respond(exchange, |_, _, resp| self.settle(resp));
+                continue;
+            }
+            let topology = Arc::clone(&s.topology);
+            let cluster = admin::Cluster {
+                front: &self.front,
+                upstreams: &topology.current.upstreams,
+                previous: topology.previous.as_ref().map(|p| p.upstreams.as_slice()),
+                router: &self.router_name,
+            };
             requests.respond(exchange, |route, _body, resp| admin::answer(&cluster, route, resp));
         }
         self.flush(s, requests);
@@ -195,7 +245,9 @@ impl Proxy {
         }
         let started = Instant::now();
         // Every node gets its part before any answer is read, so the nodes work at the same time.
-        let mut groups: SmallVec<[Option<Group<'_>>; 8]> = self
+        let topology = Arc::clone(&s.topology);
+        let mut groups: SmallVec<[Option<Group<'_>>; 8]> = topology
+            .current
             .upstreams
             .iter()
             .zip(&mut s.pending)
@@ -213,7 +265,7 @@ impl Proxy {
             let group = groups[slot.node].as_mut();
             let answer = group.map_or(Err(UpstreamError::Io), Group::next_answer);
             let nanos = elapsed_nanos(started);
-            if self.pass_answer(requests, &slot, answer, nanos) {
+            if self.pass_answer(requests, &slot, &topology.current.upstreams[slot.node], answer, nanos) {
                 requests.close_now();
                 break;
             }
@@ -239,6 +291,7 @@ impl Proxy {
         &self,
         requests: &mut Requests<'_>,
         slot: &Slot,
+        up: &Upstream,
         answer: Result<Answer<'_>, UpstreamError>,
         nanos: u64,
     ) -> bool {
@@ -257,16 +310,56 @@ impl Proxy {
                 a.close || framing.close
             }
             Err(e) => {
-                let err = self.upstreams[slot.node].error(e);
+                let err = up.error(e);
                 requests.send_error(slot.op, &err, slot.json_errors, framing, nanos);
                 framing.close
             }
         }
     }
 
-    /// The nodes, in routing order.
-    pub fn upstreams(&self) -> &[Upstream] {
-        &self.upstreams
+    /// Re-reads `--nodes-file` and takes its sets (new connections take them at their next batch).
+    fn reload_nodes(&self) -> Result<(), String> {
+        let Some(file) = &self.nodes_file else { return Ok(()) };
+        let (current, previous) = file.read()?;
+        let mut topology = lock(&self.topology);
+        let known = topology.all();
+        let next = Topology {
+            current: self.builder.set(&current, &known)?,
+            previous: if previous.is_empty() { None } else { Some(self.builder.set(&previous, &known)?) },
+        };
+        tracing::info!(nodes = %current.join(" "), previous = %previous.join(" "), "node sets re-read");
+        *topology = Arc::new(next);
+        self.generation.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    /// `POST /v1/reshard/done`: the move is over; the previous set goes (and out of the nodes file).
+    fn settle(&self, resp: &mut otkv_adapter_http::front::Responder<'_>) -> Result<u16, HttpError> {
+        let mut topology = lock(&self.topology);
+        let urls: Vec<String> = topology.current.upstreams.iter().map(|u| u.url()).collect();
+        if topology.previous.is_some() {
+            if let Some(file) = &self.nodes_file {
+                file.settle(&urls).map_err(|e| HttpError::Storage {
+                    failure: otkv_adapter_http::front::StorageFailure::Failed,
+                    message: e,
+                })?;
+            }
+            let current = NodeSet {
+                router: self
+                    .builder
+                    .routing
+                    .build(&topology.current.upstreams.iter().map(|u| u.name.clone()).collect::<Vec<_>>()),
+                upstreams: topology.current.upstreams.clone(),
+            };
+            *topology = Arc::new(Topology { current, previous: None });
+            self.generation.fetch_add(1, Relaxed);
+            tracing::info!(nodes = %urls.join(" "), "move over: previous node set dropped");
+        }
+        Ok(resp.send(
+            200,
+            Some(otkv_adapter_http::front::JSON),
+            serde_json::json!({ "nodes": urls }).to_string().as_bytes(),
+        ))
     }
 }
 
@@ -329,27 +422,38 @@ pub fn run(args: &ProxyArgs) -> Result<(), String> {
     if args.nodes.is_some() {
         crate::stop::track_dir(data.path().to_owned());
     }
-    let (local, targets) = match (args.nodes, args.node_urls.is_empty()) {
-        (Some(0), _) | (None, true) => return Err("give --node URL (repeatable) or --nodes N (N ≥ 1)".into()),
-        (Some(n), _) => {
+    let nodes_file = args.nodes_file.as_deref().map(NodesFile::new);
+    let (local, urls, previous) = match (args.nodes, args.node_urls.is_empty(), &nodes_file) {
+        (Some(n), true, None) if n > 0 => {
             let local = nodes::start_local(n, &args.local.options(), data.path())?;
-            let targets = local.targets.clone();
-            (Some(local), targets)
+            let urls = local.targets.iter().map(Target::url).collect();
+            (Some(local), urls, Vec::new())
         }
-        (None, false) => (None, nodes::remote_targets(&args.node_urls, &secure)?),
+        (None, false, None) => (None, args.node_urls.clone(), Vec::new()),
+        (None, true, Some(file)) => {
+            let (current, previous) = file.read()?;
+            (None, current, previous)
+        }
+        _ => return Err("give --node URL (repeatable), --nodes N (N ≥ 1) or --nodes-file FILE".into()),
     };
-    let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
+    let builder = Builder {
+        routing: args.routing.clone(),
+        secure,
+        timeout: args.upstream_timeout,
+        max_connections: args.upstream_connections,
+    };
+    let current = builder.set(&urls, &[])?;
+    let previous = if previous.is_empty() { None } else { Some(builder.set(&previous, &current.upstreams)?) };
+    let nodes: Vec<String> = current.upstreams.iter().map(|u| format!("{}={}", u.name, u.addr)).collect();
     let proxy = Arc::new(Proxy {
         front,
-        router: args.routing.build(&names),
         router_name: args.routing.describe(),
-        upstreams: targets
-            .iter()
-            .map(|t| Upstream::new(t, args.upstream_timeout, args.upstream_connections))
-            .collect(),
+        topology: Mutex::new(Arc::new(Topology { current, previous })),
+        generation: AtomicU64::new(0),
+        builder,
+        nodes_file,
     });
     let (listener, addr) = front::bind(args.front.bind, args.port).map_err(|e| e.to_string())?;
-    let nodes: Vec<String> = targets.iter().map(|t| format!("{}={}", t.name, t.addr)).collect();
     tracing::info!(%addr, router = %proxy.router_name, nodes = %nodes.join(" "), workers, "proxy listening");
     front::serve(proxy, listener, addr, || {}).map_err(|e| e.to_string())?;
     if let Some(mut local) = local {

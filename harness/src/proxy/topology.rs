@@ -1,0 +1,144 @@
+//! The proxy's node sets: the current one, and, while keys move to a new set, the previous one.
+//!
+//! The sets come from `--node` (fixed) or `--nodes-file` (re-read on SIGHUP): one URL per line for the
+//! current set, `previous URL` lines for the set the keys are moving from, `#` comments. While a
+//! previous set exists, a request for a key whose owner differs between the two sets first moves that
+//! key (if the previous owner still holds it) with the mover's own conditional copy and delete
+//! ([`crate::reshard::move_key`]), then goes to the new owner as usual: reads find it, writes land where
+//! reads look, deletes remove the only copy, and `If-Match`/`If-None-Match` are checked against the value
+//! that counts. `POST /v1/reshard/done` (sent by `harness reshard` when it is done) drops the previous
+//! set, and rewrites the nodes file without it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::router::{Router, RoutingArgs};
+use crate::secure::Secure;
+
+use super::upstream::Upstream;
+
+/// One node set and its router.
+#[derive(Debug)]
+pub struct NodeSet {
+    /// Routes a key to an index of `upstreams`.
+    pub router: Box<dyn Router>,
+    /// The nodes, in routing order.
+    pub upstreams: Vec<Arc<Upstream>>,
+}
+
+/// The current set, and the previous one during a move.
+#[derive(Debug)]
+pub struct Topology {
+    /// Where keys live now.
+    pub current: NodeSet,
+    /// Where they lived before, while they move.
+    pub previous: Option<NodeSet>,
+}
+
+/// What builds node sets: the routing, how to reach nodes, and the pools to reuse.
+#[derive(Debug)]
+pub struct Builder {
+    /// The routing options.
+    pub routing: RoutingArgs,
+    /// TLS and token towards the nodes.
+    pub secure: Secure,
+    /// `--upstream-timeout`.
+    pub timeout: Duration,
+    /// `--upstream-connections`.
+    pub max_connections: usize,
+}
+
+impl Builder {
+    /// A set of `urls`, reusing the pool of a node already known by the same name and URL.
+    pub fn set(&self, urls: &[String], known: &[Arc<Upstream>]) -> Result<NodeSet, String> {
+        let targets = crate::nodes::remote_targets(urls, &self.secure)?;
+        let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
+        let upstreams = targets
+            .iter()
+            .map(|t| {
+                known.iter().find(|u| u.name == t.name && u.url() == t.url()).map_or_else(
+                    || Arc::new(Upstream::new(t, self.timeout, self.max_connections)),
+                    Arc::clone,
+                )
+            })
+            .collect();
+        Ok(NodeSet { router: self.routing.build(&names), upstreams })
+    }
+}
+
+impl Topology {
+    /// The previous owner of `key` when a move is on and it is another node than `node`, its current
+    /// owner.
+    pub fn moved_from(&self, key: &[u8], node: usize) -> Option<&Arc<Upstream>> {
+        let previous = self.previous.as_ref()?;
+        let from = &previous.upstreams[previous.router.route(key)];
+        (from.url() != self.current.upstreams[node].url()).then_some(from)
+    }
+
+    /// Every node of both sets, each once (for stats and health).
+    pub fn all(&self) -> Vec<Arc<Upstream>> {
+        let mut all: Vec<Arc<Upstream>> = self.current.upstreams.clone();
+        for u in self.previous.iter().flat_map(|p| &p.upstreams) {
+            if !all.iter().any(|a| a.url() == u.url()) {
+                all.push(Arc::clone(u));
+            }
+        }
+        all
+    }
+}
+
+/// `--nodes-file`: the current set's URLs, and `previous URL` lines.
+#[derive(Debug, Clone)]
+pub struct NodesFile {
+    path: PathBuf,
+}
+
+impl NodesFile {
+    /// The file at `path`.
+    pub fn new(path: &Path) -> NodesFile {
+        NodesFile { path: path.to_owned() }
+    }
+
+    /// Reads it: (current, previous).
+    pub fn read(&self) -> Result<(Vec<String>, Vec<String>), String> {
+        let text = std::fs::read_to_string(&self.path)
+            .map_err(|e| format!("--nodes-file {}: {e}", self.path.display()))?;
+        let (mut current, mut previous) = (Vec::new(), Vec::new());
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            match line.split_ascii_whitespace().collect::<Vec<_>>().as_slice() {
+                [url] => current.push((*url).to_string()),
+                ["previous", url] => previous.push((*url).to_string()),
+                _ => {
+                    return Err(format!(
+                        "--nodes-file {} line {}: expected `URL` or `previous URL`",
+                        self.path.display(),
+                        i + 1
+                    ))
+                }
+            }
+        }
+        if current.is_empty() {
+            return Err(format!("--nodes-file {}: no node", self.path.display()));
+        }
+        Ok((current, previous))
+    }
+
+    /// Writes the current set alone (the move is over).
+    pub fn settle(&self, current: &[String]) -> Result<(), String> {
+        let text = format!("# written by harness proxy when a move ended\n{}\n", current.join("\n"));
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, &self.path))
+            .map_err(|e| format!("{}: {e}", self.path.display()))
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
