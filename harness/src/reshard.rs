@@ -188,6 +188,17 @@ fn load(path: &std::path::Path, from: &[String], to: &[String]) -> Result<Progre
     Ok(saved)
 }
 
+/// Has the proxy move `key`: a `HEAD` for it, which the proxy answers after moving the key to its new
+/// owner.
+fn touch(proxy: &Target, key: &str) -> Result<Outcome, String> {
+    let path = format!("/v1/kv/{key}");
+    let head = http_call(proxy, "HEAD", &path, &[], b"")?;
+    match check(&head, &format!("HEAD {path} through {}", proxy.url()), &[200, 404])? {
+        200 => Ok(Outcome::Moved),
+        _ => Ok(Outcome::Gone),
+    }
+}
+
 /// The previous and current node sets of the proxy at `proxy` (its `/v1/stats`).
 fn sets_of(proxy: &Target) -> Result<(Vec<String>, Vec<String>), String> {
     let stats = http_call(proxy, "GET", "/v1/stats", &[], b"")?;
@@ -266,15 +277,23 @@ pub fn run(args: &ReshardArgs) -> Result<u8, String> {
                 if owner.url() == src.url() {
                     p.stayed += 1;
                 } else {
-                    let mut call = |side: Side, method: &str, path: &str, headers: &[String], body: &[u8]| {
-                        let node = match side {
-                            Side::From => src,
-                            Side::To => owner,
-                        };
-                        http_call(node, method, path, headers, body)
-                            .map_err(|e| format!("{}: {e}", node.who()))
+                    let (outcome, conflicts) = match &proxy {
+                        // Through the proxy: a request for the key makes the proxy move it, under its
+                        // per-key lock, so the mover never races the proxy's own moves or a client.
+                        Some(proxy) => (touch(&proxy[0], key)?, 0),
+                        None => {
+                            let mut call =
+                                |side: Side, method: &str, path: &str, headers: &[String], body: &[u8]| {
+                                    let node = match side {
+                                        Side::From => src,
+                                        Side::To => owner,
+                                    };
+                                    http_call(node, method, path, headers, body)
+                                        .map_err(|e| format!("{}: {e}", node.who()))
+                                };
+                            move_key_settled(&mut call, &format!("/v1/kv/{key}"))?
+                        }
                     };
-                    let (outcome, conflicts) = move_key_settled(&mut call, &format!("/v1/kv/{key}"))?;
                     p.conflicts += conflicts;
                     match outcome {
                         Outcome::Moved => p.moved += 1,

@@ -323,10 +323,10 @@ impl Proxy {
         let (current, previous) = file.read()?;
         let mut topology = lock(&self.topology);
         let known = topology.all();
-        let next = Topology {
-            current: self.builder.set(&current, &known)?,
-            previous: if previous.is_empty() { None } else { Some(self.builder.set(&previous, &known)?) },
-        };
+        let next = Topology::new(
+            self.builder.set(&current, &known)?,
+            if previous.is_empty() { None } else { Some(self.builder.set(&previous, &known)?) },
+        );
         tracing::info!(nodes = %current.join(" "), previous = %previous.join(" "), "node sets re-read");
         *topology = Arc::new(next);
         self.generation.fetch_add(1, Relaxed);
@@ -351,7 +351,7 @@ impl Proxy {
                     .build(&topology.current.upstreams.iter().map(|u| u.name.clone()).collect::<Vec<_>>()),
                 upstreams: topology.current.upstreams.clone(),
             };
-            *topology = Arc::new(Topology { current, previous: None });
+            *topology = Arc::new(Topology::new(current, None));
             self.generation.fetch_add(1, Relaxed);
             tracing::info!(nodes = %urls.join(" "), "move over: previous node set dropped");
         }
@@ -448,7 +448,7 @@ pub fn run(args: &ProxyArgs) -> Result<(), String> {
     let proxy = Arc::new(Proxy {
         front,
         router_name: args.routing.describe(),
-        topology: Mutex::new(Arc::new(Topology { current, previous })),
+        topology: Mutex::new(Arc::new(Topology::new(current, previous))),
         generation: AtomicU64::new(0),
         builder,
         nodes_file,

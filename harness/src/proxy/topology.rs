@@ -34,7 +34,19 @@ pub struct Topology {
     pub current: NodeSet,
     /// Where they lived before, while they move.
     pub previous: Option<NodeSet>,
+    /// During a move: keys this proxy has moved (or found gone) already, so each costs the look at its
+    /// old owner once, not on every request. Only this proxy writes to a previous owner's keys' new
+    /// owners, and a moved key never goes back, so a key once settled stays settled.
+    pub settled: std::sync::Mutex<std::collections::HashSet<Box<[u8]>>>,
+    /// One key's move at a time: two connections (or the mover's touch and a client) moving the same key
+    /// at once could each see the other's half-done move, and a client's delete between them could be
+    /// undone. Striped by key; may's mutex, so a coroutine waiting for it parks instead of blocking its
+    /// worker thread (a move does I/O while it holds the stripe).
+    stripes: Vec<may::sync::Mutex<()>>,
 }
+
+/// Stripes of move locks.
+const STRIPES: usize = 64;
 
 /// What builds node sets: the routing, how to reach nodes, and the pools to reuse.
 #[derive(Debug)]
@@ -73,7 +85,35 @@ impl Topology {
     pub fn moved_from(&self, key: &[u8], node: usize) -> Option<&Arc<Upstream>> {
         let previous = self.previous.as_ref()?;
         let from = &previous.upstreams[previous.router.route(key)];
-        (from.url() != self.current.upstreams[node].url()).then_some(from)
+        let moves = from.url() != self.current.upstreams[node].url();
+        (moves && !self.is_settled(key)).then_some(from)
+    }
+
+    fn is_settled(&self, key: &[u8]) -> bool {
+        otkv_adapter_http::front::lock(&self.settled).contains(key)
+    }
+
+    /// Runs `move_key` for `key` under its stripe's lock, unless another connection settled the key while
+    /// this one waited; marks it settled when the move succeeds.
+    pub fn move_once<E>(&self, key: &[u8], move_key: impl FnOnce() -> Result<(), E>) -> Result<(), E> {
+        let stripe = (xxhash_rust::xxh3::xxh3_64(key) % STRIPES as u64) as usize;
+        let _held = self.stripes[stripe].lock();
+        if self.is_settled(key) {
+            return Ok(());
+        }
+        move_key()?;
+        otkv_adapter_http::front::lock(&self.settled).insert(key.into());
+        Ok(())
+    }
+
+    /// A topology of `current` and `previous`.
+    pub fn new(current: NodeSet, previous: Option<NodeSet>) -> Topology {
+        let stripes = if previous.is_some() {
+            (0..STRIPES).map(|_| may::sync::Mutex::new(())).collect()
+        } else {
+            Vec::new()
+        };
+        Topology { current, previous, settled: std::sync::Mutex::default(), stripes }
     }
 
     /// Every node of both sets, each once (for stats and health).
