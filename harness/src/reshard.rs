@@ -277,22 +277,21 @@ pub fn run(args: &ReshardArgs) -> Result<u8, String> {
                 if owner.url() == src.url() {
                     p.stayed += 1;
                 } else {
-                    let (outcome, conflicts) = match &proxy {
-                        // Through the proxy: a request for the key makes the proxy move it, under its
-                        // per-key lock, so the mover never races the proxy's own moves or a client.
-                        Some(proxy) => (touch(&proxy[0], key)?, 0),
-                        None => {
-                            let mut call =
-                                |side: Side, method: &str, path: &str, headers: &[String], body: &[u8]| {
-                                    let node = match side {
-                                        Side::From => src,
-                                        Side::To => owner,
-                                    };
-                                    http_call(node, method, path, headers, body)
-                                        .map_err(|e| format!("{}: {e}", node.who()))
+                    // Through the proxy: a request for the key makes the proxy move it, under its
+                    // per-key lock, so the mover never races the proxy's own moves or a client.
+                    let (outcome, conflicts) = if let Some(proxy) = &proxy {
+                        (touch(&proxy[0], key)?, 0)
+                    } else {
+                        let mut call =
+                            |side: Side, method: &str, path: &str, headers: &[String], body: &[u8]| {
+                                let node = match side {
+                                    Side::From => src,
+                                    Side::To => owner,
                                 };
-                            move_key_settled(&mut call, &format!("/v1/kv/{key}"))?
-                        }
+                                http_call(node, method, path, headers, body)
+                                    .map_err(|e| format!("{}: {e}", node.who()))
+                            };
+                        move_key_settled(&mut call, &format!("/v1/kv/{key}"))?
                     };
                     p.conflicts += conflicts;
                     match outcome {
