@@ -167,10 +167,11 @@ pub fn http_call(
 }
 
 /// A blocking stream to `target`, over TLS when it is `https://` or `rediss://`.
-trait Stream: Read + Write {}
+pub(crate) trait Stream: Read + Write {}
 impl<S: Read + Write> Stream for S {}
 
-fn connect(target: &Target) -> Result<Box<dyn Stream>, String> {
+/// A blocking connection to `target` (TLS when it is `https://`), with the harness's read timeout.
+pub(crate) fn connect(target: &Target) -> Result<Box<dyn Stream>, String> {
     let stream = TcpStream::connect_timeout(&target.addr, READ_TIMEOUT).map_err(|e| e.to_string())?;
     stream.set_read_timeout(Some(READ_TIMEOUT)).map_err(|e| e.to_string())?;
     stream.set_write_timeout(Some(READ_TIMEOUT)).map_err(|e| e.to_string())?;

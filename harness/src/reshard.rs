@@ -86,6 +86,19 @@ pub struct Progress {
     pub stayed: u64,
 }
 
+impl Progress {
+    fn count(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Moved => self.moved += 1,
+            Outcome::AlreadyThere => self.already_there += 1,
+            Outcome::Gone => self.gone += 1,
+            // Still changing after a few looks: counted in `conflicts`; the key stays where its writer
+            // keeps it, and a later run looks again.
+            Outcome::Conflict => {}
+        }
+    }
+}
+
 /// How one key's move ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -188,15 +201,42 @@ fn load(path: &std::path::Path, from: &[String], to: &[String]) -> Result<Progre
     Ok(saved)
 }
 
-/// Has the proxy move `key`: a `HEAD` for it, which the proxy answers after moving the key to its new
-/// owner.
-fn touch(proxy: &Target, key: &str) -> Result<Outcome, String> {
-    let path = format!("/v1/kv/{key}");
-    let head = http_call(proxy, "HEAD", &path, &[], b"")?;
-    match check(&head, &format!("HEAD {path} through {}", proxy.url()), &[200, 404])? {
-        200 => Ok(Outcome::Moved),
-        _ => Ok(Outcome::Gone),
+/// Has the proxy move `keys`: a `HEAD` for each, pipelined on one connection, which the proxy answers
+/// after moving each key to its new owner. Returns each one's outcome.
+fn touch(proxy: &Target, keys: &[&str]) -> Result<Vec<Outcome>, String> {
+    use std::io::{Read, Write};
+    if keys.is_empty() {
+        return Ok(Vec::new());
     }
+    let auth =
+        proxy.secure.token.as_ref().map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let mut requests = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let close = if i + 1 == keys.len() { "Connection: close\r\n" } else { "" };
+        requests.extend_from_slice(
+            format!("HEAD /v1/kv/{key} HTTP/1.1\r\nHost: {}\r\n{auth}{close}\r\n", proxy.host).as_bytes(),
+        );
+    }
+    let mut stream = crate::cost::connect(proxy)?;
+    stream.write_all(&requests).map_err(|e| format!("{}: {e}", proxy.url()))?;
+    let mut answers = Vec::new();
+    stream.read_to_end(&mut answers).map_err(|e| format!("{}: {e}", proxy.url()))?;
+    // HEAD answers have no body: each is a head, up to its blank line.
+    let text = String::from_utf8_lossy(&answers);
+    let statuses: Vec<&str> =
+        text.split("\r\n\r\n").filter(|h| !h.is_empty()).filter_map(|h| h.split(' ').nth(1)).collect();
+    if statuses.len() != keys.len() {
+        return Err(format!("{} answered {} of {} requests", proxy.url(), statuses.len(), keys.len()));
+    }
+    statuses
+        .iter()
+        .zip(keys)
+        .map(|(status, key)| match *status {
+            "200" => Ok(Outcome::Moved),
+            "404" => Ok(Outcome::Gone),
+            other => Err(format!("HEAD /v1/kv/{key} through {}: {other}", proxy.url())),
+        })
+        .collect()
 }
 
 /// The previous and current node sets of the proxy at `proxy` (its `/v1/stats`).
@@ -270,53 +310,49 @@ pub fn run(args: &ReshardArgs) -> Result<u8, String> {
                 .flatten()
                 .filter_map(|k| k.as_str().map(str::to_owned))
                 .collect();
+            // Through the proxy: its moves, one HEAD per key, pipelined for the page; every move is the
+            // proxy's, under its per-key lock, so none races a client's request.
+            let mut moving: Vec<&str> = Vec::new();
             for key in &keys {
                 let raw = pct::decode(key, false)
                     .ok_or_else(|| format!("{} listed a malformed key {key:?}", src.who()))?;
                 let owner = &to[router.route(&raw)];
                 if owner.url() == src.url() {
                     p.stayed += 1;
+                } else if proxy.is_some() {
+                    moving.push(key);
                 } else {
-                    // Through the proxy: a request for the key makes the proxy move it, under its
-                    // per-key lock, so the mover never races the proxy's own moves or a client.
-                    let (outcome, conflicts) = if let Some(proxy) = &proxy {
-                        (touch(&proxy[0], key)?, 0)
-                    } else {
-                        let mut call =
-                            |side: Side, method: &str, path: &str, headers: &[String], body: &[u8]| {
-                                let node = match side {
-                                    Side::From => src,
-                                    Side::To => owner,
-                                };
-                                http_call(node, method, path, headers, body)
-                                    .map_err(|e| format!("{}: {e}", node.who()))
-                            };
-                        move_key_settled(&mut call, &format!("/v1/kv/{key}"))?
+                    let mut call = |side: Side, method: &str, path: &str, headers: &[String], body: &[u8]| {
+                        let node = match side {
+                            Side::From => src,
+                            Side::To => owner,
+                        };
+                        http_call(node, method, path, headers, body)
+                            .map_err(|e| format!("{}: {e}", node.who()))
                     };
+                    let (outcome, conflicts) = move_key_settled(&mut call, &format!("/v1/kv/{key}"))?;
                     p.conflicts += conflicts;
-                    match outcome {
-                        Outcome::Moved => p.moved += 1,
-                        Outcome::AlreadyThere => p.already_there += 1,
-                        Outcome::Gone => p.gone += 1,
-                        // Still changing after a few looks: counted in `conflicts`; the key stays where
-                        // its writer keeps it, and a later run looks again.
-                        Outcome::Conflict => {}
-                    }
+                    p.count(outcome);
                 }
                 looked += 1;
                 if let Some(rate) = args.rate.filter(|r| *r > 0.0) {
                     let due = Duration::from_secs_f64(looked as f64 / rate);
                     crate::stop::sleep(due.saturating_sub(started.elapsed()));
                 }
-                bar.set_message(format!(
-                    "{}: {looked} keys looked at; moved {}, already there {}, conflicts {}, gone {}",
-                    src.who(),
-                    p.moved,
-                    p.already_there,
-                    p.conflicts,
-                    p.gone
-                ));
             }
+            if let Some(proxy) = &proxy {
+                for outcome in touch(&proxy[0], &moving)? {
+                    p.count(outcome);
+                }
+            }
+            bar.set_message(format!(
+                "{}: {looked} keys looked at; moved {}, already there {}, conflicts {}, gone {}",
+                src.who(),
+                p.moved,
+                p.already_there,
+                p.conflicts,
+                p.gone
+            ));
             match doc["next"].as_str() {
                 Some(next) => p.after[i] = Some(next.to_string()),
                 None => p.done[i] = true,
