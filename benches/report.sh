@@ -13,7 +13,7 @@
 # (skipped, and said so, without them).
 #
 # Usage: benches/report.sh [NAME...]   (default: all; NAME: reference sync instructions pipelined compare
-#        durability proxy tls resp-client client-vs-wrk memory ten-million recovery netns)
+#        durability proxy tls reshard resp-client client-vs-wrk memory ten-million recovery netns)
 # With NAMEs, only those are rerun; the others keep their last results (each section says its own date).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,8 +21,8 @@ ROOT=$PWD
 OUT=benches/results
 mkdir -p "$OUT" img
 
-ALL=(reference sync instructions pipelined compare durability proxy tls resp-client client-vs-wrk memory
-  ten-million recovery netns)
+ALL=(reference sync instructions pipelined compare durability proxy tls reshard resp-client client-vs-wrk
+  memory ten-million recovery netns)
 WANT=("$@")
 [ ${#WANT[@]} -eq 0 ] && WANT=("${ALL[@]}")
 
@@ -51,6 +51,8 @@ WHAT[proxy]="The routing tier: 3 nodes, GETs of 100k keys of 100 B under wrk -t1
 CMD[proxy]="benches/server/proxy.sh 10s"
 WHAT[tls]="What TLS and tokens cost: server CPU per GET (100k keys of 100 B, 64 keep-alive connections, the harness as the one client) for otkv-server in clear, over TLS and with a token, and redis-server in clear and over TLS (tls-port, the same ECDSA P-256 certificate); then new TLS connections per second (handshake, one GET, close) with 8 reconnecting connections. Alternating rounds; medians."
 CMD[tls]="benches/server/tls.sh 5 5s"
+WHAT[reshard]="Growing a cluster under load: 1M keys of 100 B behind harness proxy on 2 nodes, a third node added (the proxy's --nodes-file, SIGHUP) and harness reshard --proxy moving the keys while an open-loop GET load of 10,000 ops/s runs through the proxy: the mover's time, and GET p99 before and during the move, with failed requests."
+CMD[reshard]="benches/server/reshard.sh 1000000 10000"
 WHAT[resp-client]="The harness's RESP client against redis-benchmark on one redis-server (GET, 100-byte values, 100k keys, 64 connections): is the harness fast enough to measure Redis?"
 CMD[resp-client]="benches/server/resp-client.sh 10"
 WHAT[client-vs-wrk]="The harness's HTTP client against wrk -t1 on the same node and connection count: its own CPU per request."
@@ -90,6 +92,7 @@ PY
     instructions) sed -n '/^server /,/^$/p; /^== /q' "$f" | sed '/^== /d' ;;
     pipelined) sed -n '/^medians/,$p' "$f" ;;
     tls) sed -n '/^| server/,$p' "$f" ;;
+    reshard) grep -v '^{' "$f" ;;
     *) grep -v '^\s*$' "$f" | grep -Ev '^(warning|   Compiling|    Finished|     Running)' ;;
   esac
 }

@@ -37,7 +37,7 @@ load() { # out duration -> runs the GET load (its untimed preload writes every k
   "$H" run --proxy "$P" --workload ycsb-c --keys "$KEYS" --rate "$RATE" --connections 32 --warmup 0s \
     --duration "$2" --json --out "$TMP/$1" >"$TMP/$1.json" 2>"$TMP/$1.err"
 }
-p99() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["runs"][0]; print(r["latency_ms"]["p99"], r["errors_total"], r["ops"])' "$1"; }
+p99() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["runs"][0]; print(r["latency_ms"]["p99"], r["errors_total"], r["ops"]); print(json.dumps(r["errors"]), file=sys.stderr)' "$1"; }
 
 echo "== $KEYS keys of 100 B on 2 nodes behind the proxy; GET load at $RATE ops/s through it"
 load before 20s
