@@ -54,7 +54,7 @@ printf '%s\n%s\n%s\nprevious %s\nprevious %s\n' "$N0" "$N1" "$N2" "$N0" "$N1" >"
 kill -HUP "$PROXY_PID"
 sleep 0.5
 start_s=$(date +%s.%N)
-"$H" reshard --proxy "$P" --state "$TMP/state.json" 2>/dev/null | tee "$TMP/reshard.txt"
+"$H" reshard --proxy "$P" --state "$TMP/state.json" ${MOVER_ARGS:-} 2>/dev/null | tee "$TMP/reshard.txt"
 end_s=$(date +%s.%N)
 kill -INT "$LOAD" 2>/dev/null || true
 wait "$LOAD" || true
