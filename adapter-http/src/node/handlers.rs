@@ -135,9 +135,13 @@ fn list(
     batch: &Batch<'_>,
     resp: &mut Responder<'_>,
 ) -> Result<u16, HttpError> {
-    let keys: Vec<String> =
-        batch.scan_prefix_after(prefix, after, limit)?.iter().map(|k| pct::encode_segment(k)).collect();
-    Ok(send_json(resp, 200, &crate::front::listing_json(keys, limit)))
+    Ok(send_listing(&batch.scan_prefix_after(prefix, after, limit)?, limit, resp))
+}
+
+/// A listing's answer: the keys, percent-encoded, and the cursor of the next page.
+pub(super) fn send_listing(keys: &[Vec<u8>], limit: usize, resp: &mut Responder<'_>) -> u16 {
+    let keys: Vec<String> = keys.iter().map(|k| pct::encode_segment(k)).collect();
+    send_json(resp, 200, &crate::front::listing_json(keys, limit))
 }
 
 #[derive(serde::Deserialize)]

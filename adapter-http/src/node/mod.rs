@@ -3,12 +3,17 @@
 //! [`Node`] is the [`Service`] that answers requests from the engine: every complete request of a batch
 //! runs inside one engine batch (one epoch guard, no I/O), and in `sync` mode the connection then parks
 //! until the batch's writes are durable, before any of its answers leave.
+//!
+//! A listing is the exception: on the memory engine a page visits every key (a hash map has no order),
+//! 48 ms for 500k keys, and on the node's worker that would stall every other connection for as long. So
+//! a listing ends the engine batch, runs on a thread of its own, and its connection parks until it is
+//! done, while the worker serves the others; the batch's later requests go on in a new engine batch.
 
 use std::sync::Arc;
 
 use otkv_engine::Engine;
 
-use crate::front::{self, Front, HttpError, Requests, Service};
+use crate::front::{self, Exchange, Front, HttpError, Requests, Route, Service};
 
 mod cli;
 mod durable;
@@ -27,7 +32,8 @@ use handlers::Context;
 #[derive(Debug)]
 pub struct Node {
     front: Front,
-    engine: Engine,
+    /// Shared with the threads listings run on.
+    engine: Arc<Engine>,
     /// Connections waiting for their writes to become durable (`sync`).
     durable_waits: Arc<DurableWaits>,
 }
@@ -46,15 +52,27 @@ impl Service for Node {
     #[inline(never)]
     fn answer(&self, _session: &mut (), requests: &mut Requests<'_>) {
         let ctx = Context { engine: &self.engine, front: &self.front };
-        let ticket = self.engine.batch(|batch| {
-            while let Some(exchange) = requests.next_request() {
-                let (method, pre) = (exchange.method, exchange.preconditions);
-                requests.respond(exchange, |route, body, resp| {
-                    handlers::handle(&route, method, &pre, body, batch, ctx, resp)
-                });
+        let mut ticket = None;
+        loop {
+            let (written, listing) = self.engine.batch(|batch| {
+                while let Some(exchange) = requests.next_request() {
+                    if matches!(exchange.route, Ok(Route::List { .. })) {
+                        return (batch.sync_ticket(), Some(exchange));
+                    }
+                    let (method, pre) = (exchange.method, exchange.preconditions);
+                    requests.respond(exchange, |route, body, resp| {
+                        handlers::handle(&route, method, &pre, body, batch, ctx, resp)
+                    });
+                }
+                (batch.sync_ticket(), None)
+            });
+            // A ticket covers every write numbered up to it: the largest covers all of them.
+            ticket = ticket.max(written);
+            match listing {
+                Some(exchange) => self.list_aside(exchange, requests),
+                None => break,
             }
-            batch.sync_ticket()
-        });
+        }
         if let Some(ticket) = ticket {
             // `sync` durability: the batch's writes are acknowledged only once durable. The coroutine
             // parks (its worker thread serves other connections) until the flusher's sync covers it.
@@ -65,12 +83,33 @@ impl Service for Node {
     }
 }
 
+impl Node {
+    /// Answers a listing from a thread of its own while this connection parks (see the module's doc).
+    #[inline(never)]
+    fn list_aside<'c>(&self, exchange: Exchange<'c>, requests: &mut Requests<'c>) {
+        let Ok(Route::List { prefix, after, limit }) = &exchange.route else { return };
+        let (prefix, after, limit) = (prefix.to_vec(), after.as_ref().map(|a| a.to_vec()), *limit);
+        let engine = Arc::clone(&self.engine);
+        let (tx, rx) = may::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new().name("otkv-listing".into()).spawn(move || {
+            let _ = tx.send(engine.scan_prefix_after(&prefix, after.as_deref(), limit));
+        });
+        let keys = match spawned {
+            Ok(_) => rx
+                .recv()
+                .unwrap_or_else(|_| Err(otkv_engine::EngineError::Unavailable("listing failed".into()))),
+            Err(e) => Err(otkv_engine::EngineError::Unavailable(format!("cannot start a listing: {e}"))),
+        };
+        requests.respond(exchange, |_, _, resp| Ok(handlers::send_listing(&keys?, limit, resp)));
+    }
+}
+
 /// Runs a node until SIGINT or SIGTERM. Prints `listening on http://ADDR` (`https://` with TLS) on stdout once it accepts.
 pub fn run(args: ServerArgs) -> Result<(), ServerError> {
     let workers = front::configure_runtime(args.front.workers);
     // Certificates, tokens and protected mode first: a refusal must not wait for a recovery.
     let front = Front::new(&args.front)?;
-    let engine = Engine::open(args.engine_config()?)?;
+    let engine = Arc::new(Engine::open(args.engine_config()?)?);
     let (listener, local) = front::bind(args.front.bind, args.port)?;
     let node = Arc::new(Node { front, engine, durable_waits: Arc::default() });
     let config = node.engine.config();
