@@ -140,10 +140,7 @@ impl HttpConn {
     fn over(wire: Wire, target: &Target) -> HttpConn {
         // The fixed part of every request head after the target: the `Host` and, with a token,
         // `Authorization`.
-        let mut host = format!(" HTTP/1.1\r\nHost: {}\r\n", target.host);
-        if let Some(token) = &target.secure.token {
-            host = format!("{host}Authorization: Bearer {token}\r\n");
-        }
+        let host = format!(" HTTP/1.1\r\nHost: {}\r\n{}", target.host, target.secure.authorization_line());
         HttpConn { wire, host: host.into_bytes(), max_body: DEFAULT_MAX_BODY }
     }
 

@@ -120,6 +120,24 @@ pub struct HttpAnswer {
 }
 
 impl HttpAnswer {
+    /// One whole answer: its head, then everything after it as the body.
+    pub fn parse(answer: &[u8]) -> Result<HttpAnswer, String> {
+        let mut fields = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut fields);
+        match response.parse(answer) {
+            Ok(httparse::Status::Complete(head)) => Ok(HttpAnswer {
+                status: response.code.unwrap_or(0),
+                headers: response
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
+                    .collect(),
+                body: answer[head..].to_vec(),
+            }),
+            _ => Err("no HTTP answer".into()),
+        }
+    }
+
     /// The value of header `name` (lowercase).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
@@ -136,8 +154,7 @@ pub fn http_call(
     body: &[u8],
 ) -> Result<HttpAnswer, String> {
     let mut stream = connect(target)?;
-    let authorization =
-        target.secure.token.as_ref().map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let authorization = target.secure.authorization_line();
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n{authorization}", target.host);
     for h in headers {
         request.push_str(h);
@@ -150,20 +167,7 @@ pub fn http_call(
     stream.write_all(&bytes).map_err(|e| e.to_string())?;
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer).map_err(|e| e.to_string())?;
-    let mut fields = [httparse::EMPTY_HEADER; 32];
-    let mut response = httparse::Response::new(&mut fields);
-    match response.parse(&answer) {
-        Ok(httparse::Status::Complete(head)) => Ok(HttpAnswer {
-            status: response.code.unwrap_or(0),
-            headers: response
-                .headers
-                .iter()
-                .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
-                .collect(),
-            body: answer[head..].to_vec(),
-        }),
-        _ => Err("no HTTP answer".into()),
-    }
+    HttpAnswer::parse(&answer)
 }
 
 /// A blocking stream to `target`, over TLS when it is `https://` or `rediss://`.

@@ -209,8 +209,7 @@ fn touch(proxy: &Target, keys: &[&str]) -> Result<Vec<Outcome>, String> {
     if keys.is_empty() {
         return Ok(Vec::new());
     }
-    let auth =
-        proxy.secure.token.as_ref().map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let auth = proxy.secure.authorization_line();
     let mut requests = Vec::new();
     for (i, key) in keys.iter().enumerate() {
         let close = if i + 1 == keys.len() { "Connection: close\r\n" } else { "" };

@@ -106,6 +106,11 @@ impl Secure {
         Ok(Secure { tls: Some(tls), token: token.map(Arc::from) })
     }
 
+    /// The `Authorization` header line (with its CRLF) that presents the token, or nothing.
+    pub fn authorization_line(&self) -> String {
+        self.token.as_ref().map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default()
+    }
+
     /// The same, for a plain (`http://`, `redis://`) target: no TLS.
     pub fn clear(&self) -> Secure {
         Secure { tls: None, token: self.token.clone() }

@@ -29,18 +29,8 @@ fn call(
     let mut group = up.send(&request, 1, Vec::new());
     group.read_answers(&[AnswerRules::body_up_to(max_body)], &request);
     let answer = group.next_answer().map_err(|e| up.error(e).to_string())?;
-    let mut fields = [httparse::EMPTY_HEADER; 32];
-    let mut head = httparse::Response::new(&mut fields);
-    head.parse(&answer.raw[..answer.head_len]).map_err(|e| format!("{}: {e}", up.who()))?;
-    Ok(HttpAnswer {
-        status: answer.status,
-        headers: head
-            .headers
-            .iter()
-            .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
-            .collect(),
-        body: answer.raw[answer.head_len..].to_vec(),
-    })
+    // Already read by the strict reader: one answer, its head and exactly its body.
+    HttpAnswer::parse(answer.raw).map_err(|e| format!("{}: {e}", up.who()))
 }
 
 /// Moves `key` from `from` (its owner in the previous set) to `to` (its owner now), if `from` still holds

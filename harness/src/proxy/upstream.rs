@@ -186,8 +186,8 @@ impl Upstream {
             authorization: target
                 .secure
                 .token
-                .as_ref()
-                .map(|t| format!("Authorization: Bearer {t}\r\n").into_bytes().into_boxed_slice()),
+                .is_some()
+                .then(|| target.secure.authorization_line().into_bytes().into()),
             timeout,
             max_connections,
             idle: Mutex::new(Vec::new()),
