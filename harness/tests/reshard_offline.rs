@@ -6,7 +6,7 @@
 #![allow(clippy::expect_used, reason = "a test's or an instrument's expect is its assertion")]
 
 use std::collections::BTreeSet;
-use std::process::{Child, Command};
+use std::process::Command;
 
 #[path = "../../adapter-http/tests/common/mod.rs"]
 mod common;
@@ -14,33 +14,21 @@ mod common;
 const HARNESS: &str = env!("CARGO_BIN_EXE_harness");
 const KEYS: usize = 1000;
 
-struct Server {
-    child: Child,
-    url: String,
+type Server = common::Listening;
+
+/// A `harness` process (`node`, `proxy`) on port 0.
+fn start(args: &[&str]) -> Server {
+    let mut command = Command::new(HARNESS);
+    command.args(args).env("RUST_LOG", "warn");
+    Server::start(command)
 }
 
-impl Server {
-    fn start(args: &[&str]) -> Server {
-        let mut command = Command::new(HARNESS);
-        command.args(args).env("RUST_LOG", "warn");
-        let (child, url) = common::spawn_listening(command);
-        Server { child, url }
+fn proxy(nodes: &[&Server]) -> Server {
+    let mut args = vec!["proxy", "--port", "0"];
+    for n in nodes {
+        args.extend(["--node", n.url.as_str()]);
     }
-
-    fn proxy(nodes: &[&Server]) -> Server {
-        let mut args = vec!["proxy", "--port", "0"];
-        for n in nodes {
-            args.extend(["--node", n.url.as_str()]);
-        }
-        Server::start(&args)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    start(&args)
 }
 
 fn key(i: usize) -> String {
@@ -103,21 +91,18 @@ fn reshard(
 
 #[test]
 fn growing_then_shrinking_loses_no_acknowledged_key() {
-    let nodes = [
-        Server::start(&["node", "--port", "0"]),
-        Server::start(&["node", "--port", "0"]),
-        Server::start(&["node", "--port", "0"]),
-    ];
+    let nodes =
+        [start(&["node", "--port", "0"]), start(&["node", "--port", "0"]), start(&["node", "--port", "0"])];
     let two = [&nodes[0], &nodes[1]];
     let three = [&nodes[0], &nodes[1], &nodes[2]];
-    let before = Server::proxy(&two);
+    let before = proxy(&two);
     for i in 0..KEYS {
         let ttl = if i % 10 == 0 { "?ttl=3600" } else { "" };
         let url = format!("{}/v1/kv/{}{ttl}", before.url, key(i));
         assert_eq!(common::agent().put(&url).send_string(&format!("v{i}")).expect("put").status(), 201);
     }
     // The issue as a user meets it: a third node, and a third of the keys cannot be reached.
-    let after = Server::proxy(&three);
+    let after = proxy(&three);
     let lost = missing(&after);
     assert!((200..500).contains(&lost), "{lost} of {KEYS} unreachable before the move");
 

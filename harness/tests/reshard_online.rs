@@ -7,7 +7,7 @@
 #![allow(clippy::expect_used, reason = "a test's or an instrument's expect is its assertion")]
 
 use std::collections::{BTreeSet, HashMap};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
@@ -22,25 +22,13 @@ const STABLE: usize = 300;
 const WRITTEN: usize = 150;
 const DELETED: usize = 150;
 
-struct Server {
-    child: Child,
-    url: String,
-}
+type Server = common::Listening;
 
-impl Server {
-    fn start(args: &[&str]) -> Server {
-        let mut command = Command::new(HARNESS);
-        command.args(args).env("RUST_LOG", "warn");
-        let (child, url) = common::spawn_listening(command);
-        Server { child, url }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A `harness` process (`node`, `proxy`) on port 0.
+fn start(args: &[&str]) -> Server {
+    let mut command = Command::new(HARNESS);
+    command.args(args).env("RUST_LOG", "warn");
+    Server::start(command)
 }
 
 fn url(proxy: &str, k: &str) -> String {
@@ -179,15 +167,12 @@ fn reshard(proxy: &Server, state: &std::path::Path) {
 
 #[test]
 fn a_cluster_grows_and_shrinks_under_load_without_losing_or_resurrecting_a_key() {
-    let nodes = [
-        Server::start(&["node", "--port", "0"]),
-        Server::start(&["node", "--port", "0"]),
-        Server::start(&["node", "--port", "0"]),
-    ];
+    let nodes =
+        [start(&["node", "--port", "0"]), start(&["node", "--port", "0"]), start(&["node", "--port", "0"])];
     let dir = tempfile::tempdir().expect("dir");
     let file = dir.path().join("nodes");
     std::fs::write(&file, format!("{}\n{}\n", nodes[0].url, nodes[1].url)).expect("nodes file");
-    let proxy = Server::start(&["proxy", "--port", "0", "--nodes-file", &file.to_string_lossy()]);
+    let proxy = start(&["proxy", "--port", "0", "--nodes-file", &file.to_string_lossy()]);
     let agent = common::agent();
     for i in 0..STABLE {
         let ttl = if i % 10 == 0 { "?ttl=3600" } else { "" };

@@ -189,6 +189,27 @@ pub fn spawn_listening(mut command: Command) -> (Child, String) {
     (child, url.to_string())
 }
 
+/// A server started with [`spawn_listening`], killed when dropped.
+pub struct Listening {
+    pub child: Child,
+    /// Its URL, from its `listening on` line.
+    pub url: String,
+}
+
+impl Listening {
+    pub fn start(command: Command) -> Listening {
+        let (child, url) = spawn_listening(command);
+        Listening { child, url }
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The arguments among `args` that the proxy takes (the front door's).
 fn front_args(args: &[&str]) -> Vec<String> {
     let mut out = Vec::new();
