@@ -37,6 +37,7 @@ mod error;
 mod expiry;
 mod flurry_map;
 mod key;
+mod listing;
 mod logfile;
 mod map;
 mod memory;
@@ -243,7 +244,8 @@ impl Engine {
 
     /// Up to `limit` keys that start with `prefix`, in lexicographic byte order.
     ///
-    /// On the memory backend this visits every key (a hash map has no order): O(n log limit).
+    /// On the memory backend a listing's first page visits every key (a hash map has no order): O(n log
+    /// limit); the pages after it read the sorted keys that one more visit took (`listing.rs`).
     pub fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<Vec<u8>>> {
         self.batch(|b| b.scan_prefix(prefix, limit))
     }

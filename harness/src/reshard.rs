@@ -55,17 +55,27 @@ pub struct ReshardArgs {
     /// Where progress is kept; a mover run again with the same sets resumes from it.
     #[arg(long, default_value = "reshard-state.json")]
     pub state: PathBuf,
-    /// At most this many keys looked at per second.
+    /// At most this many keys moved per second (keys whose owner changed; the ones that stay cost only
+    /// their share of a listing page).
     #[arg(long, value_name = "KEYS_PER_SEC")]
     pub rate: Option<f64>,
-    /// Keys per listing page. On the memory engine a page visits every key of the node, whatever its size,
-    /// so large pages cost the nodes less in all.
-    #[arg(long, default_value_t = 10_000)]
+    /// Keys per listing page. Small pages keep each listing request short (a node lists on a thread of
+    /// its own, but a page of 10,000 keys is a burst clients feel); the memory engine sorts its keys once
+    /// per listing, so small pages cost no more in all.
+    #[arg(long, default_value_t = 1_000)]
     pub page: usize,
 }
 
+/// Keys the mover asks the proxy to move in one request: enough that the proxy's batches are full, few
+/// enough that `--rate` paces them evenly (and well within the request's 64 KiB body).
+const TOUCH_CHUNK: usize = 32;
+
+/// ... and at most this many bytes of keys (the route takes a body of up to 64 KiB).
+const TOUCH_BYTES: usize = 60 * 1024;
+
 /// What the mover did, and where it is.
 #[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Progress {
     /// The old set's URLs.
     pub from: Vec<String>,
@@ -85,6 +95,8 @@ pub struct Progress {
     pub gone: u64,
     /// Keys looked at that stay where they are.
     pub stayed: u64,
+    /// Keys the proxy had moved already, on a client's request.
+    pub moved_by_proxy: u64,
 }
 
 impl Progress {
@@ -122,7 +134,7 @@ fn check(a: &HttpAnswer, what: &str, ok: &[u16]) -> Result<u16, String> {
 }
 
 /// Seconds left to live, from `OTKV-Expires` (`Some(0)`: already expired).
-fn ttl_left(a: &HttpAnswer) -> Option<u64> {
+pub(crate) fn ttl_left(a: &HttpAnswer) -> Option<u64> {
     let at = httpdate::parse_http_date(a.header("otkv-expires")?).ok()?;
     let left = at.duration_since(SystemTime::now()).unwrap_or_default();
     // Whole seconds, rounded up: a key never expires earlier than it would have.
@@ -202,39 +214,48 @@ fn load(path: &std::path::Path, from: &[String], to: &[String]) -> Result<Progre
     Ok(saved)
 }
 
-/// Has the proxy move `keys`: a `HEAD` for each, pipelined on one connection, which the proxy answers
-/// after moving each key to its new owner. Returns each one's outcome.
-fn touch(proxy: &Target, keys: &[&str]) -> Result<Vec<Outcome>, String> {
-    use std::io::{Read, Write};
+/// `keys` in requests' worth: at most [`TOUCH_CHUNK`] keys and [`TOUCH_BYTES`] of lines each.
+fn chunks<'k>(keys: &'k [&'k str]) -> impl Iterator<Item = &'k [&'k str]> + 'k {
+    let mut rest = keys;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let (mut n, mut bytes) = (0, 0);
+        while n < rest.len() && n < TOUCH_CHUNK && (n == 0 || bytes + rest[n].len() < TOUCH_BYTES) {
+            bytes += rest[n].len() + 1;
+            n += 1;
+        }
+        let (chunk, after) = rest.split_at(n);
+        rest = after;
+        Some(chunk)
+    })
+}
+
+/// Has the proxy move `keys` (percent-encoded, as listed): one `POST /v1/reshard/move` with a key a
+/// line, which the proxy answers after moving them (each claimed, so no move races a client's request)
+/// with how each went. Returns each one's outcome; `None` for a key the proxy had settled already (moved
+/// on a client's request, or not moving).
+fn touch(proxy: &Target, keys: &[&str]) -> Result<Vec<Option<Outcome>>, String> {
     if keys.is_empty() {
         return Ok(Vec::new());
     }
-    let auth = proxy.secure.authorization_line();
-    let mut requests = Vec::new();
-    for (i, key) in keys.iter().enumerate() {
-        let close = if i + 1 == keys.len() { "Connection: close\r\n" } else { "" };
-        requests.extend_from_slice(
-            format!("HEAD /v1/kv/{key} HTTP/1.1\r\nHost: {}\r\n{auth}{close}\r\n", proxy.host).as_bytes(),
-        );
+    let answer = http_call(proxy, "POST", "/v1/reshard/move", &[], keys.join("\n").as_bytes())?;
+    let what = format!("moving keys through {}", proxy.url());
+    check(&answer, &what, &[200])?;
+    let text = String::from_utf8_lossy(&answer.body);
+    let said: Vec<&str> = text.lines().collect();
+    if said.len() != keys.len() {
+        return Err(format!("{what}: {} outcomes for {} keys", said.len(), keys.len()));
     }
-    let mut stream = crate::cost::connect(proxy)?;
-    stream.write_all(&requests).map_err(|e| format!("{}: {e}", proxy.url()))?;
-    let mut answers = Vec::new();
-    stream.read_to_end(&mut answers).map_err(|e| format!("{}: {e}", proxy.url()))?;
-    // HEAD answers have no body: each is a head, up to its blank line.
-    let text = String::from_utf8_lossy(&answers);
-    let statuses: Vec<&str> =
-        text.split("\r\n\r\n").filter(|h| !h.is_empty()).filter_map(|h| h.split(' ').nth(1)).collect();
-    if statuses.len() != keys.len() {
-        return Err(format!("{} answered {} of {} requests", proxy.url(), statuses.len(), keys.len()));
-    }
-    statuses
-        .iter()
-        .zip(keys)
-        .map(|(status, key)| match *status {
-            "200" => Ok(Outcome::Moved),
-            "404" => Ok(Outcome::Gone),
-            other => Err(format!("HEAD /v1/kv/{key} through {}: {other}", proxy.url())),
+    said.iter()
+        .map(|word| match *word {
+            "moved" => Ok(Some(Outcome::Moved)),
+            "already there" => Ok(Some(Outcome::AlreadyThere)),
+            "gone" => Ok(Some(Outcome::Gone)),
+            "conflict" => Ok(Some(Outcome::Conflict)),
+            "stays" => Ok(None),
+            other => Err(format!("{what}: {other:?}")),
         })
         .collect()
 }
@@ -288,7 +309,14 @@ pub fn run(args: &ReshardArgs) -> Result<u8, String> {
     let router = args.routing.build(&names(&to));
     let mut p = load(&args.state, &from_urls, &to_urls)?;
     let started = Instant::now();
-    let mut looked = 0u64;
+    let (mut looked, mut tried) = (0u64, 0u64);
+    // `--rate`: the moves so far are due no sooner than at this pace.
+    let pace = |tried: u64| {
+        if let Some(rate) = args.rate.filter(|r| *r > 0.0) {
+            let due = Duration::from_secs_f64(tried as f64 / rate);
+            crate::stop::sleep(due.saturating_sub(started.elapsed()));
+        }
+    };
     let bar = indicatif::ProgressBar::new_spinner();
     bar.enable_steady_tick(Duration::from_millis(200));
     for (i, src) in from.iter().enumerate() {
@@ -310,8 +338,8 @@ pub fn run(args: &ReshardArgs) -> Result<u8, String> {
                 .flatten()
                 .filter_map(|k| k.as_str().map(str::to_owned))
                 .collect();
-            // Through the proxy: its moves, one HEAD per key, pipelined for the page; every move is the
-            // proxy's, under its per-key lock, so none races a client's request.
+            // Through the proxy: its moves, [`TOUCH_CHUNK`] keys a request; every move is the proxy's,
+            // with the key claimed there, so none races a client's request.
             let mut moving: Vec<&str> = Vec::new();
             for key in &keys {
                 let raw = pct::decode(key, false)
@@ -333,16 +361,22 @@ pub fn run(args: &ReshardArgs) -> Result<u8, String> {
                     let (outcome, conflicts) = move_key_settled(&mut call, &format!("/v1/kv/{key}"))?;
                     p.conflicts += conflicts;
                     p.count(outcome);
+                    tried += 1;
+                    pace(tried);
                 }
                 looked += 1;
-                if let Some(rate) = args.rate.filter(|r| *r > 0.0) {
-                    let due = Duration::from_secs_f64(looked as f64 / rate);
-                    crate::stop::sleep(due.saturating_sub(started.elapsed()));
-                }
             }
             if let Some(proxy) = &proxy {
-                for outcome in touch(&proxy[0], &moving)? {
-                    p.count(outcome);
+                for chunk in chunks(&moving) {
+                    for outcome in touch(&proxy[0], chunk)? {
+                        match outcome {
+                            Some(Outcome::Conflict) => p.conflicts += 1,
+                            Some(outcome) => p.count(outcome),
+                            None => p.moved_by_proxy += 1,
+                        }
+                    }
+                    tried += chunk.len() as u64;
+                    pace(tried);
                 }
             }
             bar.set_message(format!(
@@ -367,12 +401,13 @@ pub fn run(args: &ReshardArgs) -> Result<u8, String> {
     }
     let secs = started.elapsed().as_secs_f64();
     crate::say!(
-        "reshard done: moved {}, already there {}, conflicts {}, gone {}, stayed {} in {secs:.1} s ({:.0} keys/s looked at)",
+        "reshard done: moved {}, already there {}, conflicts {}, gone {}, stayed {}, moved by the proxy on clients' requests {} in {secs:.1} s ({:.0} keys/s looked at)",
         p.moved,
         p.already_there,
         p.conflicts,
         p.gone,
         p.stayed,
+        p.moved_by_proxy,
         looked as f64 / secs.max(1e-9)
     );
     Ok(0)

@@ -221,3 +221,53 @@ fn a_cluster_grows_and_shrinks_under_load_without_losing_or_resurrecting_a_key()
         assert_eq!(get(&agent, &url(&proxy.url, k)).0, 404, "{k} was deleted");
     }
 }
+
+/// `POST /v1/reshard/move` body (one key a line) through `agent`: the status and the answer's lines.
+fn move_keys(agent: &ureq::Agent, proxy: &str, body: &str) -> (u16, Vec<String>) {
+    match agent.post(&format!("{proxy}/v1/reshard/move")).send_string(body) {
+        Ok(r) => (200, r.into_string().expect("text").lines().map(str::to_owned).collect()),
+        Err(ureq::Error::Status(code, _)) => (code, Vec::new()),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn the_move_route_moves_each_key_once_and_says_how() {
+    let nodes = [start(&["node", "--port", "0"]), start(&["node", "--port", "0"])];
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("nodes");
+    std::fs::write(&file, format!("{}\n", nodes[0].url)).expect("nodes file");
+    let proxy = start(&["proxy", "--port", "0", "--nodes-file", &file.to_string_lossy()]);
+    let agent = common::agent();
+    // Keys with characters that need encoding too; one batch holds more than the proxy's window of 16.
+    let keys: Vec<String> = (0..40).map(|i| format!("k {i}/é")).collect();
+    for k in &keys {
+        agent.put(&url(&proxy.url, &pct(k))).send_string(&format!("v-{k}")).expect("put");
+    }
+    change(&file, &proxy, &[&nodes[0], &nodes[1]], &[&nodes[0]]);
+    let mut body: Vec<String> = keys.iter().map(|k| pct(k)).collect();
+    body.push("never-written".into());
+    let (status, said) = move_keys(&agent, &proxy.url, &body.join("\n"));
+    assert_eq!(status, 200);
+    assert_eq!(said.len(), body.len(), "one outcome per key: {said:?}");
+    let moved = said.iter().filter(|w| *w == "moved").count();
+    assert!(moved > 0 && said.iter().all(|w| ["moved", "stays", "gone"].contains(&w.as_str())), "{said:?}");
+    assert_eq!(keys_on(&nodes[1]).len(), moved, "each moved key is on its new owner");
+    assert_eq!(keys_on(&nodes[0]).len(), keys.len() - moved, "and gone from its old one");
+    // Again: every key is settled now.
+    let (_, again) = move_keys(&agent, &proxy.url, &body.join("\n"));
+    assert!(again.iter().all(|w| w == "stays"), "{again:?}");
+    for k in &keys {
+        assert_eq!(get(&agent, &url(&proxy.url, &pct(k))).1, format!("v-{k}"), "{k}");
+    }
+    // Bad input gets a 4xx, and a node has no such route.
+    assert_eq!(move_keys(&agent, &proxy.url, "%zz").0, 400);
+    assert_eq!(move_keys(&agent, &proxy.url, &"x".repeat(2000)).0, 414);
+    assert_eq!(move_keys(&agent, &nodes[0].url, "a").0, 404);
+    let wrong = agent.get(&format!("{}/v1/reshard/move", proxy.url)).call();
+    assert!(matches!(wrong, Err(ureq::Error::Status(405, _))), "{wrong:?}");
+}
+
+fn pct(key: &str) -> String {
+    otkv_adapter_http::front::pct::encode_segment(key.as_bytes())
+}

@@ -57,6 +57,10 @@ pub enum Route<'b> {
     Stats,
     /// `POST /v1/reshard/done`: a proxy's move to a new node set is over (a node has none: 404).
     ReshardDone,
+    /// `POST /v1/reshard/move`: a proxy moves the keys of the body (one percent-encoded key a line) to
+    /// their owners in the new node set now, and says how each went (`harness reshard` sends them; a
+    /// node has none: 404).
+    ReshardMove,
     /// `/debug/panic` (only with the hidden `--test-panic-route`)
     Panic,
 }
@@ -132,6 +136,7 @@ pub fn resolve<'b>(method: Method, target: &'b str, limits: &Limits) -> Routed<'
         }
         "/debug/panic" if limits.panic_route => plain(Op::Other, Ok(Route::Panic)),
         "/v1/reshard/done" => plain(Op::Admin, allow(&[Method::Post], "POST").map(|()| Route::ReshardDone)),
+        "/v1/reshard/move" => plain(Op::Admin, allow(&[Method::Post], "POST").map(|()| Route::ReshardMove)),
         "/v1/kv" => {
             plain(Op::Scan, allow(&[Method::Get, Method::Head], "GET, HEAD").and_then(|()| list_query(query)))
         }

@@ -51,7 +51,7 @@ pub(super) fn handle(
         Route::Health => health(ctx.engine, resp),
         Route::Metrics => Ok(metrics(ctx, resp)),
         Route::Stats => Ok(stats(ctx, resp)),
-        Route::ReshardDone => Err(HttpError::NoRoute),
+        Route::ReshardDone | Route::ReshardMove => Err(HttpError::NoRoute),
         Route::Panic => panic!("panic requested through /debug/panic"),
     }
 }

@@ -33,7 +33,7 @@ pub fn answer(cluster: &Cluster<'_>, route: Route<'_>, resp: &mut Responder<'_>)
     match route {
         Route::List { prefix, after, limit } => list(cluster, &prefix, after.as_deref(), limit, resp),
         // Taken by the proxy itself, which owns the node sets.
-        Route::ReshardDone => Err(HttpError::NoRoute),
+        Route::ReshardDone | Route::ReshardMove => Err(HttpError::NoRoute),
         Route::Health => Ok(health(cluster, resp)),
         Route::Stats => Ok(stats(cluster, resp)),
         Route::Metrics => Ok(resp.send(200, Some(PROMETHEUS), metrics(cluster).as_bytes())),

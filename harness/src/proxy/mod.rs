@@ -31,6 +31,8 @@
 //! in that loop can skip a request. It stops only when the client connection closes.
 
 pub mod admin;
+mod batch_move;
+mod claims;
 mod moving;
 pub mod topology;
 pub mod upstream;
@@ -41,7 +43,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use otkv_adapter_http::front::{self, Framing, Front, FrontArgs, Limits, Op, Requests, Route, Service};
+use otkv_adapter_http::front::{
+    self, Framing, Front, FrontArgs, Limits, Method, Op, Requests, Route, Service, TEXT,
+};
 
 use smallvec::SmallVec;
 
@@ -176,11 +180,19 @@ impl Service for Proxy {
                 let topology = Arc::clone(&s.topology);
                 let node = topology.current.router.route(key);
                 if let Some(from) = topology.moved_from(key, node) {
-                    // Moving: the key goes to its new owner before the request does.
                     self.flush(s, requests);
+                    if matches!(exchange.method, Method::Get | Method::Head) {
+                        // A read asks both owners at once; the key moves afterwards.
+                        if self.read_both(requests, &exchange, &topology, from, node, key, json_api) {
+                            requests.close_now();
+                            break;
+                        }
+                        continue;
+                    }
+                    // A write: the key goes to its new owner before the request does.
                     let max_body = answer_cap(false, &self.front.limits);
-                    if let Err(err) = moving::move_one(from, &topology.current.upstreams[node], key, max_body)
-                    {
+                    let to = &topology.current.upstreams[node];
+                    if let Err(err) = topology.move_once(key, || moving::move_one(from, to, key, max_body)) {
                         requests.respond(exchange, |_, _, _| Err(err));
                         continue;
                     }
@@ -211,6 +223,16 @@ impl Service for Proxy {
             self.flush(s, requests);
             if matches!(exchange.route, Ok(Route::ReshardDone)) {
                 requests.respond(exchange, |_, _, resp| self.settle(resp));
+                continue;
+            }
+            if matches!(exchange.route, Ok(Route::ReshardMove)) {
+                let topology = Arc::clone(&s.topology);
+                let max_body = answer_cap(false, &self.front.limits);
+                requests.respond(exchange, |_, body, resp| {
+                    let keys = batch_move::keys_of(body, &self.front.limits)?;
+                    let said = batch_move::move_batch(&topology, &keys, max_body)?;
+                    Ok(resp.send(200, Some(TEXT), said.join("\n").as_bytes()))
+                });
                 continue;
             }
             let topology = Arc::clone(&s.topology);
@@ -317,6 +339,46 @@ impl Proxy {
         }
     }
 
+    /// Answers a read of a key not settled in a move from both of its owners ([`moving::read_both`]).
+    /// Returns whether the connection closes after it.
+    #[allow(clippy::too_many_arguments, reason = "one request's parts")]
+    fn read_both<'c>(
+        &self,
+        requests: &mut Requests<'c>,
+        exchange: &front::Exchange<'c>,
+        topology: &Arc<Topology>,
+        from: &Arc<Upstream>,
+        node: usize,
+        key: &[u8],
+        json_api: bool,
+    ) -> bool {
+        let started = Instant::now();
+        let to = &topology.current.upstreams[node];
+        let framing = exchange.framing();
+        let max_body = answer_cap(json_api, &self.front.limits);
+        let rules =
+            [AnswerRules { head_only: framing.head_only, continue_ok: exchange.expects_continue, max_body }];
+        let for_node = |up: &Upstream| {
+            let mut bytes = Vec::with_capacity(exchange.raw.len() + 64);
+            with_authorization(&mut bytes, exchange.raw, exchange.authorization, up.authorization());
+            bytes
+        };
+        let (to_request, from_request) = (for_node(to), for_node(from));
+        let slot = Slot { node, op: exchange.op, json_errors: exchange.json_errors, framing };
+        requests.pass(exchange);
+        let move_body = answer_cap(false, &self.front.limits);
+        moving::read_both(
+            topology,
+            from,
+            to,
+            key,
+            [&to_request, &from_request],
+            &rules,
+            move_body,
+            |up, answer| self.pass_answer(requests, &slot, up, answer, elapsed_nanos(started)),
+        )
+    }
+
     /// Re-reads `--nodes-file` and takes its sets (new connections take them at their next batch).
     fn reload_nodes(&self) -> Result<(), String> {
         let Some(file) = &self.nodes_file else { return Ok(()) };
@@ -328,6 +390,7 @@ impl Proxy {
             if previous.is_empty() { None } else { Some(self.builder.set(&previous, &known)?) },
         );
         tracing::info!(nodes = %current.join(" "), previous = %previous.join(" "), "node sets re-read");
+        topology.retire();
         *topology = Arc::new(next);
         self.generation.fetch_add(1, Relaxed);
         Ok(())
@@ -351,6 +414,7 @@ impl Proxy {
                     .build(&topology.current.upstreams.iter().map(|u| u.name.clone()).collect::<Vec<_>>()),
                 upstreams: topology.current.upstreams.clone(),
             };
+            topology.retire();
             *topology = Arc::new(Topology::new(current, None));
             self.generation.fetch_add(1, Relaxed);
             tracing::info!(nodes = %urls.join(" "), "move over: previous node set dropped");

@@ -1,23 +1,28 @@
-//! A key's move during a change of node set, made by the proxy before it forwards a request for that
-//! key: the mover's own conditional copy and delete ([`crate::reshard::move_key`]), over the proxy's
-//! pooled connections to the two nodes.
+//! A key's move during a change of node set, made by the proxy: the mover's own conditional copy and
+//! delete ([`crate::reshard::move_key`]), over the proxy's pooled connections to the two nodes.
+//!
+//! - A **write** (or delete) of a key not moved yet moves it first, then goes to the new owner, so
+//!   conditions are checked against the value that counts and nothing is left behind to come back.
+//! - A **read** does not wait for a move (three node round trips, which would make every first read of a
+//!   moving key four times slower), nor for a claim: it goes to both owners at once ([`read_both`]); the
+//!   new owner's answer counts unless it has no value, then the previous owner's does. A key found on its
+//!   previous owner is queued to move in the background ([`move_later`]); one found on neither is
+//!   settled.
+//! - `POST /v1/reshard/move` (the mover's) moves a batch of keys now and says how each went
+//!   ([`super::batch_move`]).
+
+use std::sync::Arc;
 
 use otkv_adapter_http::front::{pct, HttpError};
 
-use super::upstream::Upstream;
+use super::topology::Topology;
+use super::upstream::{Answer, Upstream, UpstreamError};
 use crate::answer::AnswerRules;
 use crate::cost::HttpAnswer;
-use crate::reshard::{move_key_settled, Side};
+use crate::reshard::{move_key_settled, Outcome, Side};
 
-/// One request to `up` on a pooled connection: its answer, read by the strict reader.
-fn call(
-    up: &Upstream,
-    method: &str,
-    path: &str,
-    headers: &[String],
-    body: &[u8],
-    max_body: usize,
-) -> Result<HttpAnswer, String> {
+/// The bytes of one request the proxy makes itself to `up`.
+pub(super) fn request(up: &Upstream, method: &str, path: &str, headers: &[String], body: &[u8]) -> Vec<u8> {
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", up.host()).into_bytes();
     request.extend_from_slice(up.authorization().unwrap_or_default());
     for h in headers {
@@ -26,6 +31,19 @@ fn call(
     }
     request.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
     request.extend_from_slice(body);
+    request
+}
+
+/// One request to `up` on a pooled connection: its answer, read by the strict reader.
+pub(super) fn call(
+    up: &Upstream,
+    method: &str,
+    path: &str,
+    headers: &[String],
+    body: &[u8],
+    max_body: usize,
+) -> Result<HttpAnswer, String> {
+    let request = request(up, method, path, headers, body);
     let mut group = up.send(&request, 1, Vec::new());
     group.read_answers(&[AnswerRules::body_up_to(max_body)], &request);
     let answer = group.next_answer().map_err(|e| up.error(e).to_string())?;
@@ -35,7 +53,12 @@ fn call(
 
 /// Moves `key` from `from` (its owner in the previous set) to `to` (its owner now), if `from` still holds
 /// it; a failure is a 502 naming the nodes, and the request is not forwarded.
-pub(super) fn move_one(from: &Upstream, to: &Upstream, key: &[u8], max_body: usize) -> Result<(), HttpError> {
+pub(super) fn move_one(
+    from: &Upstream,
+    to: &Upstream,
+    key: &[u8],
+    max_body: usize,
+) -> Result<Outcome, HttpError> {
     let path = format!("/v1/kv/{}", pct::encode_segment(key));
     let mut send = |side: Side, method: &str, path: &str, headers: &[String], body: &[u8]| {
         let up = match side {
@@ -45,6 +68,72 @@ pub(super) fn move_one(from: &Upstream, to: &Upstream, key: &[u8], max_body: usi
         call(up, method, path, headers, body, max_body)
     };
     move_key_settled(&mut send, &path)
-        .map(|_| ())
+        .map(|(outcome, _)| outcome)
         .map_err(|e| HttpError::BadGateway(format!("moving {path} from {} to {}: {e}", from.who(), to.who())))
+}
+
+/// A read (`GET`, `HEAD`) of `key`, whose owner changed from `from` to `to` and which this proxy has not
+/// settled: `requests` (the client's request, with the token each node takes: the new owner's, then the
+/// previous owner's) go to both at once. `pass` gets the answer that counts and the node it came from:
+/// the new owner's, unless it has no value (404) and the previous owner answered otherwise. A key found on
+/// the previous owner is queued to move.
+///
+/// A read takes no claim, so it never waits for a move. A move copies before it deletes, so the one answer
+/// a move in flight can make wrong is "on neither" (the new owner asked before the copy, the old one after
+/// the delete): then the new owner is asked again, after both, which is after the copy. A key on neither
+/// then is settled.
+#[allow(clippy::too_many_arguments, reason = "one read's parts, each used once")]
+pub(super) fn read_both<R>(
+    topology: &Arc<Topology>,
+    from: &Upstream,
+    to: &Upstream,
+    key: &[u8],
+    requests: [&[u8]; 2],
+    rules: &[AnswerRules],
+    max_body: usize,
+    pass: impl FnOnce(&Upstream, Result<Answer<'_>, UpstreamError>) -> R,
+) -> R {
+    let [to_request, from_request] = requests;
+    // Both are sent before either answer is read, so the two nodes work at the same time.
+    let mut new = to.send(to_request, 1, Vec::new());
+    let mut old = from.send(from_request, 1, Vec::new());
+    new.read_answers(rules, to_request);
+    old.read_answers(rules, from_request);
+    let (new, old) = (new.next_answer(), old.next_answer());
+    let missing = |a: &Result<Answer<'_>, UpstreamError>| matches!(a, Ok(a) if a.status == 404);
+    if missing(&new) && missing(&old) {
+        let mut again = to.send(to_request, 1, Vec::new());
+        again.read_answers(rules, to_request);
+        let again = again.next_answer();
+        if missing(&again) {
+            topology.claims.settle(key);
+        }
+        return pass(to, again);
+    }
+    // 304 and 412 answer a condition on a value the node holds.
+    let old_holds = matches!(&old, Ok(a) if matches!(a.status, 200 | 304 | 412));
+    let passed = if missing(&new) { pass(from, old) } else { pass(to, new) };
+    if old_holds {
+        move_later(topology, key, max_body);
+    }
+    passed
+}
+
+/// Queues `key` to move in the background, and starts the coroutine that drains the queue if none runs
+/// (it moves the queued keys in batches, as the mover's requests do).
+fn move_later(topology: &Arc<Topology>, key: &[u8], max_body: usize) {
+    if !topology.queue_later(key) {
+        return;
+    }
+    let topology = Arc::clone(topology);
+    otkv_adapter_http::front::spawn_coroutine(move || loop {
+        let keys = topology.next_later(super::batch_move::WINDOW);
+        if keys.is_empty() {
+            break;
+        }
+        if let Err(e) = super::batch_move::move_batch(&topology, &keys, max_body) {
+            // Left where they are: reads keep asking both owners, and the mover moves them.
+            tracing::warn!(error = %e, "background move failed");
+        }
+    });
 }

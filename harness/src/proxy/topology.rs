@@ -4,18 +4,24 @@
 //! current set, `previous URL` lines for the set the keys are moving from, `#` comments. While a
 //! previous set exists, a request for a key whose owner differs between the two sets first moves that
 //! key (if the previous owner still holds it) with the mover's own conditional copy and delete
-//! ([`crate::reshard::move_key`]), then goes to the new owner as usual: reads find it, writes land where
-//! reads look, deletes remove the only copy, and `If-Match`/`If-None-Match` are checked against the value
-//! that counts. `POST /v1/reshard/done` (sent by `harness reshard` when it is done) drops the previous
-//! set, and rewrites the nodes file without it.
+//! ([`crate::reshard::move_key`]), then goes to the new owner as usual: writes land where reads look,
+//! deletes remove the only copy, and `If-Match`/`If-None-Match` are checked against the value that
+//! counts. A read does not wait for a move: it asks both owners at once (the new owner's answer counts
+//! unless it has no value) and the key moves afterwards, in the background ([`super::moving`]).
+//! `POST /v1/reshard/done` (sent by `harness reshard` when it is done) drops the previous set, and
+//! rewrites the nodes file without it.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::reshard::Outcome;
 use crate::router::{Router, RoutingArgs};
 use crate::secure::Secure;
 
+use super::claims::Claims;
 use super::upstream::Upstream;
 
 /// One node set and its router.
@@ -34,19 +40,25 @@ pub struct Topology {
     pub current: NodeSet,
     /// Where they lived before, while they move.
     pub previous: Option<NodeSet>,
-    /// During a move: keys this proxy has moved (or found gone) already, so each costs the look at its
-    /// old owner once, not on every request. Only this proxy writes to a previous owner's keys' new
-    /// owners, and a moved key never goes back, so a key once settled stays settled.
-    pub settled: std::sync::Mutex<std::collections::HashSet<Box<[u8]>>>,
-    /// One key's move at a time: two connections (or the mover's touch and a client) moving the same key
-    /// at once could each see the other's half-done move, and a client's delete between them could be
-    /// undone. Striped by key; may's mutex, so a coroutine waiting for it parks instead of blocking its
-    /// worker thread (a move does I/O while it holds the stripe).
-    stripes: Vec<may::sync::Mutex<()>>,
+    /// During a move: the keys being moved now, and the keys settled (`claims.rs`).
+    pub claims: Claims,
+    /// Keys read on their previous owner, to be moved in the background.
+    later: std::sync::Mutex<Later>,
+    /// Replaced by another topology: keys queued for later are left to the mover.
+    retired: AtomicBool,
 }
 
-/// Stripes of move locks.
-const STRIPES: usize = 64;
+/// The most keys waiting for a background move; a key read while the queue is full is left to the
+/// mover (its reads keep asking both owners until then).
+const LATER_CAP: usize = 10_000;
+
+/// The background moves' queue.
+#[derive(Debug, Default)]
+struct Later {
+    keys: VecDeque<Box<[u8]>>,
+    /// A coroutine is draining the queue.
+    draining: bool,
+}
 
 /// What builds node sets: the routing, how to reach nodes, and the pools to reuse.
 #[derive(Debug)]
@@ -90,30 +102,66 @@ impl Topology {
     }
 
     fn is_settled(&self, key: &[u8]) -> bool {
-        otkv_adapter_http::front::lock(&self.settled).contains(key)
+        self.claims.is_settled(key)
     }
 
-    /// Runs `move_key` for `key` under its stripe's lock, unless another connection settled the key while
-    /// this one waited; marks it settled when the move succeeds.
-    pub fn move_once<E>(&self, key: &[u8], move_key: impl FnOnce() -> Result<(), E>) -> Result<(), E> {
-        let stripe = (xxhash_rust::xxh3::xxh3_64(key) % STRIPES as u64) as usize;
-        let _held = self.stripes[stripe].lock();
+    /// Runs `move_key` for `key` with the key claimed, unless another connection settled it while this
+    /// one waited; marks it settled when the move ends (unless the key kept changing on its previous
+    /// owner, and is still there). Returns `None` if it was settled already.
+    pub fn move_once<E>(
+        &self,
+        key: &[u8],
+        move_key: impl FnOnce() -> Result<Outcome, E>,
+    ) -> Result<Option<Outcome>, E> {
+        let _claim = self.claims.claim(key);
         if self.is_settled(key) {
-            return Ok(());
+            return Ok(None);
         }
-        move_key()?;
-        otkv_adapter_http::front::lock(&self.settled).insert(key.into());
-        Ok(())
+        let outcome = move_key()?;
+        if outcome != Outcome::Conflict {
+            self.claims.settle(key);
+        }
+        Ok(Some(outcome))
+    }
+
+    /// Queues `key` for a background move; returns whether the caller is to start the coroutine that
+    /// drains the queue ([`Topology::next_later`]). A full queue, or a retired topology, drops the key.
+    pub fn queue_later(&self, key: &[u8]) -> bool {
+        let mut later = otkv_adapter_http::front::lock(&self.later);
+        if later.keys.len() >= LATER_CAP || self.retired.load(Relaxed) {
+            return false;
+        }
+        later.keys.push_back(key.into());
+        !std::mem::replace(&mut later.draining, true)
+    }
+
+    /// The next keys to move in the background (at most `n`); none when the queue is empty (or the
+    /// topology retired), and then the drainer is to stop.
+    pub fn next_later(&self, n: usize) -> Vec<Vec<u8>> {
+        let mut later = otkv_adapter_http::front::lock(&self.later);
+        if self.retired.load(Relaxed) {
+            later.keys.clear();
+        }
+        let take = later.keys.len().min(n);
+        let next: Vec<Vec<u8>> = later.keys.drain(..take).map(Vec::from).collect();
+        later.draining = !next.is_empty();
+        next
+    }
+
+    /// This topology is replaced: nothing more is moved in its background.
+    pub fn retire(&self) {
+        self.retired.store(true, Relaxed);
     }
 
     /// A topology of `current` and `previous`.
     pub fn new(current: NodeSet, previous: Option<NodeSet>) -> Topology {
-        let stripes = if previous.is_some() {
-            (0..STRIPES).map(|_| may::sync::Mutex::new(())).collect()
-        } else {
-            Vec::new()
-        };
-        Topology { current, previous, settled: std::sync::Mutex::default(), stripes }
+        Topology {
+            current,
+            previous,
+            claims: Claims::default(),
+            later: std::sync::Mutex::default(),
+            retired: AtomicBool::new(false),
+        }
     }
 
     /// Every node of both sets, each once (for stats and health).
