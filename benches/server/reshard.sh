@@ -35,7 +35,7 @@ start() { # name args... (sets URL and LAST_PID)
   URL=$(sed 's/listening on //' "$TMP/$name.out")
 }
 
-load() { # out duration [&] -> the GET load (its untimed preload writes every key first)
+load() { # out duration -> the GET load (its untimed preload writes every key first)
   "$H" run --proxy "$P" --workload ycsb-c --keys "$KEYS" --rate "$RATE" --connections 32 --warmup 0s \
     --duration "$2" --json --out "$TMP/$1" >"$TMP/$1.json" 2>"$TMP/$1.err"
 }
@@ -55,7 +55,9 @@ round() { # setting
   read -r before_p99 before_err before_ops < <(p99 "$TMP/before.json")
   # The load again (its preload rewrites the same keys, on 2 nodes), then the third node and the mover
   # once its measured window is open.
-  load during 600s &
+  # (Started here, not through `load`: SIGINT must reach the harness itself.)
+  "$H" run --proxy "$P" --workload ycsb-c --keys "$KEYS" --rate "$RATE" --connections 32 --warmup 0s \
+    --duration 600s --json --out "$TMP/during" >"$TMP/during.json" 2>"$TMP/during.err" &
   local load_pid=$!
   until grep -q '\[   1s/' "$TMP/during.err" 2>/dev/null; do sleep 0.2; done
   printf '%s\n%s\n%s\nprevious %s\nprevious %s\n' "$N0" "$N1" "$N2" "$N0" "$N1" >"$TMP/nodes"

@@ -4,8 +4,9 @@
 //! runs inside one engine batch (one epoch guard, no I/O), and in `sync` mode the connection then parks
 //! until the batch's writes are durable, before any of its answers leave.
 //!
-//! A listing is the exception: on the memory engine a page visits every key (a hash map has no order),
-//! 48 ms for 500k keys, and on the node's worker that would stall every other connection for as long. So
+//! A listing is the exception: on the memory engine a listing's first page visits every key (a hash map
+//! has no order; 48 ms for 500k keys), and so does the one that sorts them for the pages after it; on the
+//! node's worker that would stall every other connection for as long. So
 //! a listing ends the engine batch, runs on a thread of its own, and its connection parks until it is
 //! done, while the worker serves the others; the batch's later requests go on in a new engine batch.
 
