@@ -216,14 +216,13 @@ fn exchange<'u, T>(
     }
     let mut answers: Vec<Option<HttpAnswer>> = items.iter().map(|_| None).collect();
     for (up, ids) in &nodes {
+        let mut requests = ids.iter().map(|&i| make(&items[i], up)).peekable();
         let mut start = 0;
         while start < ids.len() {
             let (mut bytes, mut end) = (Vec::new(), start);
-            while end < ids.len() {
-                let one = make(&items[ids[end]], up);
-                if end > start && bytes.len() + one.len() > MAX_GROUP_BYTES {
-                    break;
-                }
+            while let Some(one) =
+                requests.next_if(|one| end == start || bytes.len() + one.len() <= MAX_GROUP_BYTES)
+            {
                 bytes.extend_from_slice(&one);
                 end += 1;
             }

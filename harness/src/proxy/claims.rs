@@ -3,7 +3,7 @@
 //! **Claims.** One move of a key at a time, and no write of it meanwhile: two connections (or the mover
 //! and a client) moving the same key at once could each see the other's half-done move, and a client's
 //! delete between them could be undone. A claim is exact (per key, not per stripe), so a batch of keys
-//! in flight delays no request for another key; reads take none (`moving::read_both` says why they need
+//! in flight delays no request for another key; reads take none (`moving::read_moving` says why they need
 //! none). A batch only *tries* to claim (a key it cannot claim is moved on its own afterwards), and every
 //! other holder claims a single key, so no two holders ever wait for each other. A waiter sleeps its
 //! coroutine in short steps: waits are rare (a client's write of the very key being moved) and last a

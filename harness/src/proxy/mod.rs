@@ -182,8 +182,8 @@ impl Service for Proxy {
                 if let Some(from) = topology.moved_from(key, node) {
                     self.flush(s, requests);
                     if matches!(exchange.method, Method::Get | Method::Head) {
-                        // A read asks both owners at once; the key moves afterwards.
-                        if self.read_both(requests, &exchange, &topology, from, node, key, json_api) {
+                        // A read asks the previous owner, then the new one; the key moves afterwards.
+                        if self.read_moving(requests, &exchange, &topology, from, node, key, json_api) {
                             requests.close_now();
                             break;
                         }
@@ -339,10 +339,10 @@ impl Proxy {
         }
     }
 
-    /// Answers a read of a key not settled in a move from both of its owners ([`moving::read_both`]).
+    /// Answers a read of a key not settled in a move from its owners ([`moving::read_moving`]).
     /// Returns whether the connection closes after it.
     #[allow(clippy::too_many_arguments, reason = "one request's parts")]
-    fn read_both<'c>(
+    fn read_moving<'c>(
         &self,
         requests: &mut Requests<'c>,
         exchange: &front::Exchange<'c>,
@@ -367,7 +367,7 @@ impl Proxy {
         let slot = Slot { node, op: exchange.op, json_errors: exchange.json_errors, framing };
         requests.pass(exchange);
         let move_body = answer_cap(false, &self.front.limits);
-        moving::read_both(
+        moving::read_moving(
             topology,
             from,
             to,

@@ -4,10 +4,9 @@
 //! - A **write** (or delete) of a key not moved yet moves it first, then goes to the new owner, so
 //!   conditions are checked against the value that counts and nothing is left behind to come back.
 //! - A **read** does not wait for a move (three node round trips, which would make every first read of a
-//!   moving key four times slower), nor for a claim: it goes to both owners at once ([`read_both`]); the
-//!   new owner's answer counts unless it has no value, then the previous owner's does. A key found on its
-//!   previous owner is queued to move in the background ([`move_later`]); one found on neither is
-//!   settled.
+//!   moving key four times slower), nor for a claim: it asks the previous owner, and the new one only if
+//!   the previous has no value ([`read_moving`]). A key found on its previous owner is queued to move in
+//!   the background ([`move_later`]); one found on neither is settled.
 //! - `POST /v1/reshard/move` (the mover's) moves a batch of keys now and says how each went
 //!   ([`super::batch_move`]).
 
@@ -74,16 +73,16 @@ pub(super) fn move_one(
 
 /// A read (`GET`, `HEAD`) of `key`, whose owner changed from `from` to `to` and which this proxy has not
 /// settled: `requests` (the client's request, with the token each node takes: the new owner's, then the
-/// previous owner's) go to both at once. `pass` gets the answer that counts and the node it came from:
-/// the new owner's, unless it has no value (404) and the previous owner answered otherwise. A key found on
-/// the previous owner is queued to move.
+/// previous owner's). `pass` gets the answer that counts and the node it came from.
 ///
-/// A read takes no claim, so it never waits for a move. A move copies before it deletes, so the one answer
-/// a move in flight can make wrong is "on neither" (the new owner asked before the copy, the old one after
-/// the delete): then the new owner is asked again, after both, which is after the copy. A key on neither
-/// then is settled.
+/// The previous owner is asked first, and its answer counts unless it has no value: then the new owner
+/// is asked. An unsettled key's new owner holds no newer value (a write of a moving key moves it first,
+/// which settles it), so a key still on its previous owner is answered in one request, like any other,
+/// and queued to move. A read takes no claim, so it never waits for a move: a move copies before it
+/// deletes, so a read that misses on the previous owner after the delete asks the new owner after the
+/// copy. A key on neither is settled.
 #[allow(clippy::too_many_arguments, reason = "one read's parts, each used once")]
-pub(super) fn read_both<R>(
+pub(super) fn read_moving<R>(
     topology: &Arc<Topology>,
     from: &Upstream,
     to: &Upstream,
@@ -94,29 +93,26 @@ pub(super) fn read_both<R>(
     pass: impl FnOnce(&Upstream, Result<Answer<'_>, UpstreamError>) -> R,
 ) -> R {
     let [to_request, from_request] = requests;
-    // Both are sent before either answer is read, so the two nodes work at the same time.
-    let mut new = to.send(to_request, 1, Vec::new());
-    let mut old = from.send(from_request, 1, Vec::new());
-    new.read_answers(rules, to_request);
-    old.read_answers(rules, from_request);
-    let (new, old) = (new.next_answer(), old.next_answer());
     let missing = |a: &Result<Answer<'_>, UpstreamError>| matches!(a, Ok(a) if a.status == 404);
-    if missing(&new) && missing(&old) {
-        let mut again = to.send(to_request, 1, Vec::new());
-        again.read_answers(rules, to_request);
-        let again = again.next_answer();
-        if missing(&again) {
-            topology.claims.settle(key);
+    let mut old = from.send(from_request, 1, Vec::new());
+    old.read_answers(rules, from_request);
+    let old = old.next_answer();
+    if !missing(&old) {
+        // 304 and 412 answer a condition on a value the node holds.
+        let holds = matches!(&old, Ok(a) if matches!(a.status, 200 | 304 | 412));
+        let passed = pass(from, old);
+        if holds {
+            move_later(topology, key, max_body);
         }
-        return pass(to, again);
+        return passed;
     }
-    // 304 and 412 answer a condition on a value the node holds.
-    let old_holds = matches!(&old, Ok(a) if matches!(a.status, 200 | 304 | 412));
-    let passed = if missing(&new) { pass(from, old) } else { pass(to, new) };
-    if old_holds {
-        move_later(topology, key, max_body);
+    let mut new = to.send(to_request, 1, Vec::new());
+    new.read_answers(rules, to_request);
+    let new = new.next_answer();
+    if missing(&new) {
+        topology.claims.settle(key);
     }
-    passed
+    pass(to, new)
 }
 
 /// Queues `key` to move in the background, and starts the coroutine that drains the queue if none runs
