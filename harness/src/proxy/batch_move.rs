@@ -21,8 +21,7 @@ use otkv_adapter_http::front::{pct, HttpError, Limits};
 use super::claims::Claim;
 use super::moving::{call, move_one, request};
 use super::topology::Topology;
-use super::upstream::Upstream;
-use super::MAX_GROUP_BYTES;
+use super::upstream::{Upstream, MAX_GROUP_BYTES};
 use crate::answer::AnswerRules;
 use crate::cost::HttpAnswer;
 use crate::reshard::{ttl_left, Outcome};
@@ -91,6 +90,25 @@ pub(super) fn move_batch(
         }
     }
     Ok(said)
+}
+
+/// Queues `key` to move in the background, and starts the coroutine that drains the queue if none runs
+/// (it moves the queued keys in batches, as the mover's requests do).
+pub(super) fn move_later(topology: &Arc<Topology>, key: &[u8], max_body: usize) {
+    if !topology.queue_later(key) {
+        return;
+    }
+    let topology = Arc::clone(topology);
+    otkv_adapter_http::front::spawn_coroutine(move || loop {
+        let keys = topology.next_later(WINDOW);
+        if keys.is_empty() {
+            break;
+        }
+        if let Err(e) = move_batch(&topology, &keys, max_body) {
+            // Left where they are: reads keep asking both owners, and the mover moves them.
+            tracing::warn!(error = %e, "background move failed");
+        }
+    });
 }
 
 /// The keys of a `POST /v1/reshard/move` body: one percent-encoded key a line.

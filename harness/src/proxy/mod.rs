@@ -59,8 +59,7 @@ use otkv_adapter_http::front::{lock, HttpError};
 use topology::{Builder, NodeSet, NodesFile, Topology};
 use upstream::{Answer, Group, Upstream, UpstreamError};
 
-/// The most bytes of requests one group sends one node in one write, unless one request alone is larger.
-pub const MAX_GROUP_BYTES: usize = 64 * 1024;
+pub use upstream::MAX_GROUP_BYTES;
 
 /// `harness proxy`: serve a cluster's API on one address.
 #[derive(Debug, Args)]
@@ -366,17 +365,19 @@ impl Proxy {
         let (to_request, from_request) = (for_node(to), for_node(from));
         let slot = Slot { node, op: exchange.op, json_errors: exchange.json_errors, framing };
         requests.pass(exchange);
-        let move_body = answer_cap(false, &self.front.limits);
-        moving::read_moving(
+        let (closes, found) = moving::read_moving(
             topology,
             from,
             to,
             key,
             [&to_request, &from_request],
             &rules,
-            move_body,
             |up, answer| self.pass_answer(requests, &slot, up, answer, elapsed_nanos(started)),
-        )
+        );
+        if found {
+            batch_move::move_later(topology, key, answer_cap(false, &self.front.limits));
+        }
+        closes
     }
 
     /// Re-reads `--nodes-file` and takes its sets (new connections take them at their next batch).

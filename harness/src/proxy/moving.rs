@@ -6,7 +6,7 @@
 //! - A **read** does not wait for a move (three node round trips, which would make every first read of a
 //!   moving key four times slower), nor for a claim: it asks the previous owner, and the new one only if
 //!   the previous has no value ([`read_moving`]). A key found on its previous owner is queued to move in
-//!   the background ([`move_later`]); one found on neither is settled.
+//!   the background ([`super::batch_move::move_later`]); one found on neither is settled.
 //! - `POST /v1/reshard/move` (the mover's) moves a batch of keys now and says how each went
 //!   ([`super::batch_move`]).
 
@@ -73,7 +73,8 @@ pub(super) fn move_one(
 
 /// A read (`GET`, `HEAD`) of `key`, whose owner changed from `from` to `to` and which this proxy has not
 /// settled: `requests` (the client's request, with the token each node takes: the new owner's, then the
-/// previous owner's). `pass` gets the answer that counts and the node it came from.
+/// previous owner's). `pass` gets the answer that counts and the node it came from. Returns what `pass`
+/// returned, and whether the key was found on its previous owner (to be moved).
 ///
 /// The previous owner is asked first, and its answer counts unless it has no value: then the new owner
 /// is asked. An unsettled key's new owner holds no newer value (a write of a moving key moves it first,
@@ -81,7 +82,6 @@ pub(super) fn move_one(
 /// and queued to move. A read takes no claim, so it never waits for a move: a move copies before it
 /// deletes, so a read that misses on the previous owner after the delete asks the new owner after the
 /// copy. A key on neither is settled.
-#[allow(clippy::too_many_arguments, reason = "one read's parts, each used once")]
 pub(super) fn read_moving<R>(
     topology: &Arc<Topology>,
     from: &Upstream,
@@ -89,9 +89,8 @@ pub(super) fn read_moving<R>(
     key: &[u8],
     requests: [&[u8]; 2],
     rules: &[AnswerRules],
-    max_body: usize,
     pass: impl FnOnce(&Upstream, Result<Answer<'_>, UpstreamError>) -> R,
-) -> R {
+) -> (R, bool) {
     let [to_request, from_request] = requests;
     let missing = |a: &Result<Answer<'_>, UpstreamError>| matches!(a, Ok(a) if a.status == 404);
     let mut old = from.send(from_request, 1, Vec::new());
@@ -100,11 +99,7 @@ pub(super) fn read_moving<R>(
     if !missing(&old) {
         // 304 and 412 answer a condition on a value the node holds.
         let holds = matches!(&old, Ok(a) if matches!(a.status, 200 | 304 | 412));
-        let passed = pass(from, old);
-        if holds {
-            move_later(topology, key, max_body);
-        }
-        return passed;
+        return (pass(from, old), holds);
     }
     let mut new = to.send(to_request, 1, Vec::new());
     new.read_answers(rules, to_request);
@@ -112,24 +107,5 @@ pub(super) fn read_moving<R>(
     if missing(&new) {
         topology.claims.settle(key);
     }
-    pass(to, new)
-}
-
-/// Queues `key` to move in the background, and starts the coroutine that drains the queue if none runs
-/// (it moves the queued keys in batches, as the mover's requests do).
-fn move_later(topology: &Arc<Topology>, key: &[u8], max_body: usize) {
-    if !topology.queue_later(key) {
-        return;
-    }
-    let topology = Arc::clone(topology);
-    otkv_adapter_http::front::spawn_coroutine(move || loop {
-        let keys = topology.next_later(super::batch_move::WINDOW);
-        if keys.is_empty() {
-            break;
-        }
-        if let Err(e) = super::batch_move::move_batch(&topology, &keys, max_body) {
-            // Left where they are: reads keep asking both owners, and the mover moves them.
-            tracing::warn!(error = %e, "background move failed");
-        }
-    });
+    (pass(to, new), false)
 }

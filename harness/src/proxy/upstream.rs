@@ -34,6 +34,9 @@ use crate::answer::{AnswerRules, Invalid};
 use crate::client::{Failure, HttpConn, ReadError, ResponseMeta, Waiting};
 use crate::target::Target;
 
+/// The most bytes of requests one group sends one node in one write, unless one request alone is larger.
+pub const MAX_GROUP_BYTES: usize = 64 * 1024;
+
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
