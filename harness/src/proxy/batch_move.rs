@@ -105,7 +105,7 @@ pub(super) fn move_later(topology: &Arc<Topology>, key: &[u8], max_body: usize) 
             break;
         }
         if let Err(e) = move_batch(&topology, &keys, max_body) {
-            // Left where they are: reads keep asking both owners, and the mover moves them.
+            // Left where they are: reads keep asking the previous owner, and the mover moves them.
             tracing::warn!(error = %e, "background move failed");
         }
     });

@@ -6,8 +6,8 @@
 //! key (if the previous owner still holds it) with the mover's own conditional copy and delete
 //! ([`crate::reshard::move_key`]), then goes to the new owner as usual: writes land where reads look,
 //! deletes remove the only copy, and `If-Match`/`If-None-Match` are checked against the value that
-//! counts. A read does not wait for a move: it asks both owners at once (the new owner's answer counts
-//! unless it has no value) and the key moves afterwards, in the background ([`super::moving`]).
+//! counts. A read does not wait for a move: it asks the previous owner (the new one only on a miss) and
+//! the key moves afterwards, in the background ([`super::moving`]).
 //! `POST /v1/reshard/done` (sent by `harness reshard` when it is done) drops the previous set, and
 //! rewrites the nodes file without it.
 
@@ -49,7 +49,7 @@ pub struct Topology {
 }
 
 /// The most keys waiting for a background move; a key read while the queue is full is left to the
-/// mover (its reads keep asking both owners until then).
+/// mover (its reads keep asking its previous owner until then).
 const LATER_CAP: usize = 10_000;
 
 /// The background moves' queue.
