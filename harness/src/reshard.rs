@@ -125,6 +125,36 @@ pub enum Outcome {
     Conflict,
 }
 
+/// What `POST /v1/reshard/move` says of a key it had nothing to do for (its owner did not change, or it
+/// was moved already).
+pub const STAYS: &str = "stays";
+
+impl Outcome {
+    const ALL: [Outcome; 4] = [Outcome::Moved, Outcome::AlreadyThere, Outcome::Gone, Outcome::Conflict];
+
+    /// How `POST /v1/reshard/move` says it.
+    pub fn word(self) -> &'static str {
+        match self {
+            Outcome::Moved => "moved",
+            Outcome::AlreadyThere => "already there",
+            Outcome::Gone => "gone",
+            Outcome::Conflict => "conflict",
+        }
+    }
+
+    /// The outcome `word` says ([`Outcome::word`]; `None` for [`STAYS`]); an error for a word the route
+    /// does not say.
+    fn from_word(word: &str) -> Result<Option<Outcome>, String> {
+        if word == STAYS {
+            return Ok(None);
+        }
+        match Outcome::ALL.into_iter().find(|o| o.word() == word) {
+            Some(outcome) => Ok(Some(outcome)),
+            None => Err(format!("no outcome {word:?}")),
+        }
+    }
+}
+
 fn check(a: &HttpAnswer, what: &str, ok: &[u16]) -> Result<u16, String> {
     if ok.contains(&a.status) {
         Ok(a.status)
@@ -248,16 +278,7 @@ fn touch(proxy: &Target, keys: &[&str]) -> Result<Vec<Option<Outcome>>, String> 
     if said.len() != keys.len() {
         return Err(format!("{what}: {} outcomes for {} keys", said.len(), keys.len()));
     }
-    said.iter()
-        .map(|word| match *word {
-            "moved" => Ok(Some(Outcome::Moved)),
-            "already there" => Ok(Some(Outcome::AlreadyThere)),
-            "gone" => Ok(Some(Outcome::Gone)),
-            "conflict" => Ok(Some(Outcome::Conflict)),
-            "stays" => Ok(None),
-            other => Err(format!("{what}: {other:?}")),
-        })
-        .collect()
+    said.iter().map(|word| Outcome::from_word(word).map_err(|e| format!("{what}: {e}"))).collect()
 }
 
 /// The previous and current node sets of the proxy at `proxy` (its `/v1/stats`).

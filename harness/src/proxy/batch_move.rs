@@ -24,7 +24,7 @@ use super::topology::Topology;
 use super::upstream::{Upstream, MAX_GROUP_BYTES};
 use crate::answer::AnswerRules;
 use crate::cost::HttpAnswer;
-use crate::reshard::{ttl_left, Outcome};
+use crate::reshard::{ttl_left, Outcome, STAYS};
 
 /// Keys moved together: bounds the values a window holds at once.
 pub const WINDOW: usize = 16;
@@ -57,7 +57,7 @@ pub(super) fn move_batch(
     keys: &[Vec<u8>],
     max_body: usize,
 ) -> Result<Vec<&'static str>, HttpError> {
-    let mut said = vec!["stays"; keys.len()];
+    let mut said = vec![STAYS; keys.len()];
     for (window, first) in keys.chunks(WINDOW).zip((0..).step_by(WINDOW)) {
         let (mut jobs, mut at, mut alone) = (Vec::new(), Vec::new(), Vec::new());
         for (i, key) in window.iter().enumerate() {
@@ -128,14 +128,8 @@ pub(super) fn keys_of(body: &[u8], limits: &Limits) -> Result<Vec<Vec<u8>>, Http
 }
 
 /// How an outcome is said (`None`: settled already).
-pub(super) fn word(outcome: Option<Outcome>) -> &'static str {
-    match outcome {
-        None => "stays",
-        Some(Outcome::Moved) => "moved",
-        Some(Outcome::AlreadyThere) => "already there",
-        Some(Outcome::Gone) => "gone",
-        Some(Outcome::Conflict) => "conflict",
-    }
+fn word(outcome: Option<Outcome>) -> &'static str {
+    outcome.map_or(STAYS, Outcome::word)
 }
 
 /// The three steps for claimed `jobs`; sets each one's outcome.

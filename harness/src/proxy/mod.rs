@@ -362,18 +362,11 @@ impl Proxy {
             with_authorization(&mut bytes, exchange.raw, exchange.authorization, up.authorization());
             bytes
         };
-        let (to_request, from_request) = (for_node(to), for_node(from));
         let slot = Slot { node, op: exchange.op, json_errors: exchange.json_errors, framing };
         requests.pass(exchange);
-        let (closes, found) = moving::read_moving(
-            topology,
-            from,
-            to,
-            key,
-            [&to_request, &from_request],
-            &rules,
-            |up, answer| self.pass_answer(requests, &slot, up, answer, elapsed_nanos(started)),
-        );
+        let (closes, found) = moving::read_moving(topology, from, to, key, for_node, &rules, |up, answer| {
+            self.pass_answer(requests, &slot, up, answer, elapsed_nanos(started))
+        });
         if found {
             batch_move::move_later(topology, key, answer_cap(false, &self.front.limits));
         }

@@ -72,8 +72,8 @@ pub(super) fn move_one(
 }
 
 /// A read (`GET`, `HEAD`) of `key`, whose owner changed from `from` to `to` and which this proxy has not
-/// settled: `requests` (the client's request, with the token each node takes: the new owner's, then the
-/// previous owner's). `pass` gets the answer that counts and the node it came from. Returns what `pass`
+/// settled. `request_for` makes the client's request as a node takes it (with that node's token); only
+/// the nodes asked get one. `pass` gets the answer that counts and the node it came from. Returns what `pass`
 /// returned, and whether the key was found on its previous owner (to be moved).
 ///
 /// The previous owner is asked first, and its answer counts unless it has no value: then the new owner
@@ -87,22 +87,23 @@ pub(super) fn read_moving<R>(
     from: &Upstream,
     to: &Upstream,
     key: &[u8],
-    requests: [&[u8]; 2],
+    request_for: impl Fn(&Upstream) -> Vec<u8>,
     rules: &[AnswerRules],
     pass: impl FnOnce(&Upstream, Result<Answer<'_>, UpstreamError>) -> R,
 ) -> (R, bool) {
-    let [to_request, from_request] = requests;
     let missing = |a: &Result<Answer<'_>, UpstreamError>| matches!(a, Ok(a) if a.status == 404);
-    let mut old = from.send(from_request, 1, Vec::new());
-    old.read_answers(rules, from_request);
+    let from_request = request_for(from);
+    let mut old = from.send(&from_request, 1, Vec::new());
+    old.read_answers(rules, &from_request);
     let old = old.next_answer();
     if !missing(&old) {
         // 304 and 412 answer a condition on a value the node holds.
         let holds = matches!(&old, Ok(a) if matches!(a.status, 200 | 304 | 412));
         return (pass(from, old), holds);
     }
-    let mut new = to.send(to_request, 1, Vec::new());
-    new.read_answers(rules, to_request);
+    let to_request = request_for(to);
+    let mut new = to.send(&to_request, 1, Vec::new());
+    new.read_answers(rules, &to_request);
     let new = new.next_answer();
     if missing(&new) {
         topology.claims.settle(key);
