@@ -48,19 +48,23 @@ fn hex(b: u8) -> Option<u8> {
 /// Encodes a key as one path segment: RFC 3986 `pchar`s stay as they are, every other byte becomes `%XX`.
 /// `decode(encode_segment(k)) == k` for every key, so a listed key can be pasted into `/v1/kv/{key}`.
 pub fn encode_segment(key: &[u8]) -> String {
+    let mut out = Vec::with_capacity(key.len());
+    encode_segment_into(key, &mut out);
+    // Only ASCII was written.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`encode_segment`], appended to `out`: only ASCII letters, digits, `-._~!$&'()*,;=:@` and `%XX`.
+pub fn encode_segment_into(key: &[u8], out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = String::with_capacity(key.len());
     for &b in key {
         let plain = b.is_ascii_alphanumeric() || b"-._~!$&'()*,;=:@".contains(&b);
         if plain {
-            out.push(b as char);
+            out.push(b);
         } else {
-            out.push('%');
-            out.push(HEX[(b >> 4) as usize] as char);
-            out.push(HEX[(b & 15) as usize] as char);
+            out.extend_from_slice(&[b'%', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
         }
     }
-    out
 }
 
 #[cfg(test)]

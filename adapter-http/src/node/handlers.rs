@@ -11,8 +11,8 @@ use otkv_engine::{Batch, Condition, Engine, Meta, PutOutcome};
 use super::preconditions::{write_condition, Tags};
 use super::stats;
 use crate::front::{
-    pct, EntryMeta, Front, HttpError, Method, Preconditions, Responder, Route, JSON, OCTET_STREAM,
-    PROMETHEUS, TEXT,
+    EntryMeta, Front, HttpError, Method, Preconditions, Responder, Route, JSON, OCTET_STREAM, PROMETHEUS,
+    TEXT,
 };
 
 /// What the handlers reach besides the request.
@@ -140,8 +140,12 @@ fn list(
 
 /// A listing's answer: the keys, percent-encoded, and the cursor of the next page.
 pub(super) fn send_listing(keys: &[Vec<u8>], limit: usize, resp: &mut Responder<'_>) -> u16 {
-    let keys: Vec<String> = keys.iter().map(|k| pct::encode_segment(k)).collect();
-    send_json(resp, 200, &crate::front::listing_json(keys, limit))
+    send_listing_body(&crate::front::listing_body(keys, limit), resp)
+}
+
+/// A listing's answer, its body written already ([`crate::front::listing_body`]).
+pub(super) fn send_listing_body(body: &[u8], resp: &mut Responder<'_>) -> u16 {
+    resp.send(200, Some(JSON), body)
 }
 
 #[derive(serde::Deserialize)]

@@ -92,14 +92,25 @@ pub(super) fn move_batch(
     Ok(said)
 }
 
+/// The pause of the background mover before each batch: it gathers a whole window of keys (a batch of
+/// one key costs nearly what a batch of [`WINDOW`] costs) and moves at most [`WINDOW`] keys per pause
+/// (about 300 a second). Moves are not free for clients: measured with a GET load through the proxy,
+/// moving 800 keys a second in the background took its p99 from 0.20 to 0.39 ms, while the reads of
+/// keys not moved yet, without background moves, cost 0.21 to 0.28 ms. A read does not need its key
+/// moved to be answered in one request ([`super::moving::read_moving`]), so nothing waits for these
+/// moves; the mover does the rest, at the pace its operator chose (and meanwhile these stand aside,
+/// [`Topology::mover_at_work`]).
+const LATER_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Queues `key` to move in the background, and starts the coroutine that drains the queue if none runs
-/// (it moves the queued keys in batches, as the mover's requests do).
+/// (it moves the queued keys in batches, as the mover's requests do, paced by [`LATER_PAUSE`]).
 pub(super) fn move_later(topology: &Arc<Topology>, key: &[u8], max_body: usize) {
     if !topology.queue_later(key) {
         return;
     }
     let topology = Arc::clone(topology);
     otkv_adapter_http::front::spawn_coroutine(move || loop {
+        may::coroutine::sleep(LATER_PAUSE);
         let keys = topology.next_later(WINDOW);
         if keys.is_empty() {
             break;

@@ -226,6 +226,7 @@ impl Service for Proxy {
             }
             if matches!(exchange.route, Ok(Route::ReshardMove)) {
                 let topology = Arc::clone(&s.topology);
+                topology.mover_working();
                 let max_body = answer_cap(false, &self.front.limits);
                 requests.respond(exchange, |_, body, resp| {
                     let keys = batch_move::keys_of(body, &self.front.limits)?;

@@ -13,9 +13,9 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::reshard::Outcome;
 use crate::router::{Router, RoutingArgs};
@@ -46,7 +46,14 @@ pub struct Topology {
     later: std::sync::Mutex<Later>,
     /// Replaced by another topology: keys queued for later are left to the mover.
     retired: AtomicBool,
+    /// When the mover last asked for keys to be moved ([`Topology::mover_at_work`]), in milliseconds
+    /// since `born`; 0 for never.
+    mover_seen_ms: AtomicU64,
+    born: Instant,
 }
+
+/// The mover counts as at work for this long after its last request.
+const MOVER_QUIET: Duration = Duration::from_secs(2);
 
 /// The most keys waiting for a background move; a key read while the queue is full is left to the
 /// mover (its reads keep asking its previous owner until then).
@@ -127,6 +134,9 @@ impl Topology {
     /// Queues `key` for a background move; returns whether the caller is to start the coroutine that
     /// drains the queue ([`Topology::next_later`]). A full queue, or a retired topology, drops the key.
     pub fn queue_later(&self, key: &[u8]) -> bool {
+        if self.mover_at_work() {
+            return false;
+        }
         let mut later = otkv_adapter_http::front::lock(&self.later);
         if later.keys.len() >= LATER_CAP || self.retired.load(Relaxed) {
             return false;
@@ -139,13 +149,27 @@ impl Topology {
     /// topology retired), and then the drainer is to stop.
     pub fn next_later(&self, n: usize) -> Vec<Vec<u8>> {
         let mut later = otkv_adapter_http::front::lock(&self.later);
-        if self.retired.load(Relaxed) {
+        if self.retired.load(Relaxed) || self.mover_at_work() {
             later.keys.clear();
         }
         let take = later.keys.len().min(n);
         let next: Vec<Vec<u8>> = later.keys.drain(..take).map(Vec::from).collect();
         later.draining = !next.is_empty();
         next
+    }
+
+    /// The mover asked for keys to be moved: while it goes on, keys read on their previous owner are
+    /// left to it, so the moves the proxy makes are the ones the mover paces (`harness reshard --rate`).
+    pub fn mover_working(&self) {
+        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX).max(1);
+        self.mover_seen_ms.store(ms, Relaxed);
+    }
+
+    /// Whether the mover asked for a move within [`MOVER_QUIET`].
+    pub fn mover_at_work(&self) -> bool {
+        let seen = self.mover_seen_ms.load(Relaxed);
+        let now = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        seen != 0 && now.saturating_sub(seen) < MOVER_QUIET.as_millis() as u64
     }
 
     /// This topology is replaced: nothing more is moved in its background.
@@ -161,6 +185,8 @@ impl Topology {
             claims: Claims::default(),
             later: std::sync::Mutex::default(),
             retired: AtomicBool::new(false),
+            mover_seen_ms: AtomicU64::new(0),
+            born: Instant::now(),
         }
     }
 
@@ -228,5 +254,61 @@ impl NodesFile {
     /// Its path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Builder, Topology, LATER_CAP};
+    use crate::router::{RouterKind, RoutingArgs};
+    use std::time::Duration;
+
+    fn topology() -> Topology {
+        let builder = Builder {
+            routing: RoutingArgs { router: RouterKind::Rendezvous, vnodes: 160 },
+            secure: crate::secure::Secure::default(),
+            timeout: Duration::from_secs(1),
+            max_connections: 4,
+        };
+        let urls = |n: usize| (0..n).map(|i| format!("http://127.0.0.1:{}", 9 + i)).collect::<Vec<_>>();
+        let set = |n| builder.set(&urls(n), &[]).expect("a node set");
+        Topology::new(set(3), Some(set(2)))
+    }
+
+    #[test]
+    fn background_moves_queue_once_per_drainer_and_up_to_the_cap() {
+        let t = topology();
+        assert!(t.queue_later(b"a"), "the first key starts the drainer");
+        assert!(!t.queue_later(b"b"), "one drainer at a time");
+        assert_eq!(t.next_later(16), vec![b"a".to_vec(), b"b".to_vec()]);
+        assert!(t.next_later(16).is_empty(), "an empty queue stops the drainer");
+        for i in 0..LATER_CAP + 5 {
+            t.queue_later(format!("k{i}").as_bytes());
+        }
+        let mut drained = 0;
+        while let n @ 1.. = t.next_later(1000).len() {
+            drained += n;
+        }
+        assert_eq!(drained, LATER_CAP);
+    }
+
+    #[test]
+    fn background_moves_stand_aside_while_the_mover_works() {
+        let t = topology();
+        assert!(!t.mover_at_work());
+        assert!(t.queue_later(b"queued before the mover came"));
+        t.mover_working();
+        assert!(t.mover_at_work());
+        assert!(!t.queue_later(b"read while the mover works"), "left to the mover");
+        assert!(t.next_later(16).is_empty(), "what was queued is left to the mover too");
+    }
+
+    #[test]
+    fn a_retired_topology_moves_nothing_more() {
+        let t = topology();
+        t.queue_later(b"a");
+        t.retire();
+        assert!(t.next_later(16).is_empty());
+        assert!(!t.queue_later(b"b"));
     }
 }
