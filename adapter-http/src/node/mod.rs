@@ -95,7 +95,6 @@ impl Node {
         let engine = Arc::clone(&self.engine);
         let (tx, rx) = may::sync::mpsc::channel();
         let spawned = std::thread::Builder::new().name("otkv-listing".into()).spawn(move || {
-            // The body is written here too: a page's thousand keys encoded on the worker would stall it.
             let page = engine.scan_prefix_after(&prefix, after.as_deref(), limit);
             let _ = tx.send(page.map(|keys| front::listing_body(&keys, limit)));
         });
