@@ -222,19 +222,10 @@ fn kv_query(method: Method, query: &str) -> Result<Option<u64>, HttpError> {
     Ok(ttl)
 }
 
-/// The body of a listing: `{"keys": [...]}` with each key percent-encoded, and, when the page is full,
-/// `"next"`: its last key, the `after` of the next page (the node's and the proxy's, the same).
-pub fn listing_json(keys: Vec<String>, limit: usize) -> serde_json::Value {
-    let next = keys.last().filter(|_| limit > 0 && keys.len() == limit).cloned();
-    match next {
-        Some(next) => serde_json::json!({ "keys": keys, "next": next }),
-        None => serde_json::json!({ "keys": keys }),
-    }
-}
-
-/// [`listing_json`]'s bytes, written straight from the raw keys: a node's page of a thousand keys costs
-/// one buffer, not a `String` and a JSON value per key. A percent-encoded key
-/// ([`super::pct::encode_segment`]) has no character JSON escapes, so it goes between quotes as is.
+/// The body of a listing, the node's and the proxy's: `{"keys": [...]}` with each key percent-encoded,
+/// and, when the page is full, `"next"`: its last key, the `after` of the next page. Written straight
+/// into one buffer (a page of a thousand keys costs no `String` or JSON value per key): a percent-encoded
+/// key ([`super::pct::encode_segment`]) has no character JSON escapes, so it goes between quotes as is.
 pub fn listing_body(keys: &[Vec<u8>], limit: usize) -> Vec<u8> {
     let mut body = Vec::with_capacity(16 + keys.iter().map(|k| k.len() + 3).sum::<usize>());
     body.extend_from_slice(b"{\"keys\":[");
@@ -287,12 +278,21 @@ fn list_query(query: &str) -> Result<Route<'_>, HttpError> {
 
 #[cfg(test)]
 mod tests {
-    use super::{listing_body, listing_json};
+    use super::listing_body;
     use crate::front::pct;
     use proptest::prelude::*;
 
+    /// The listing as `serde_json` writes it: the reference the hand-written one is checked against.
+    fn listing_json(keys: Vec<String>, limit: usize) -> serde_json::Value {
+        let next = keys.last().filter(|_| limit > 0 && keys.len() == limit).cloned();
+        match next {
+            Some(next) => serde_json::json!({ "keys": keys, "next": next }),
+            None => serde_json::json!({ "keys": keys }),
+        }
+    }
+
     proptest! {
-        /// The node's hand-written listing is the very JSON the proxy's `serde_json` one is, for any keys
+        /// The hand-written listing is the very JSON `serde_json` writes, for any keys
         /// (quotes, backslashes, control bytes and non-UTF-8 included), full page or not.
         #[test]
         fn listing_body_is_listing_json(

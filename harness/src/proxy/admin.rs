@@ -120,8 +120,7 @@ fn list(
     keys.sort_unstable();
     keys.dedup();
     keys.truncate(limit);
-    let keys: Vec<String> = keys.iter().map(|k| pct::encode_segment(k)).collect();
-    Ok(resp.send(200, Some(JSON), otkv_adapter_http::front::listing_json(keys, limit).to_string().as_bytes()))
+    Ok(resp.send(200, Some(JSON), &otkv_adapter_http::front::listing_body(&keys, limit)))
 }
 
 /// `/healthz`: 200 when every node answers its own `/healthz` with 200, else 503 naming those that do not.
