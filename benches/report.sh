@@ -8,7 +8,7 @@
 #   img/                       the reference run's plots and its full output (img/reference-run.txt);
 #   README.md                  every block between `<!-- results:NAME -->` and `<!-- /results -->`
 #                              replaced by NAME's summary, citing the date and commit.
-# Takes about 30 minutes on a 2-core machine. Needs wrk, redis-server, redis-benchmark, haproxy, memcached
+# Takes about an hour on a 2-core machine. Needs wrk, redis-server, redis-benchmark, haproxy, memcached
 # valgrind and openssl (apt-get install wrk redis-server haproxy memcached valgrind openssl); netns needs root and iproute2
 # (skipped, and said so, without them).
 #
@@ -51,8 +51,8 @@ WHAT[proxy]="The routing tier: 3 nodes, GETs of 100k keys of 100 B under wrk -t1
 CMD[proxy]="benches/server/proxy.sh 10s"
 WHAT[tls]="What TLS and tokens cost: server CPU per GET (100k keys of 100 B, 64 keep-alive connections, the harness as the one client) for otkv-server in clear, over TLS and with a token, and redis-server in clear and over TLS (tls-port, the same ECDSA P-256 certificate); then new TLS connections per second (handshake, one GET, close) with 8 reconnecting connections. Alternating rounds; medians."
 CMD[tls]="benches/server/tls.sh 5 5s"
-WHAT[reshard]="Growing a cluster under load: 1M keys of 100 B behind harness proxy on 2 nodes, a third node added (the proxy's --nodes-file, SIGHUP) and harness reshard --proxy moving the keys while an open-loop GET load of 10,000 ops/s runs through the proxy: the mover's time and rate, GET p99 in the 20 s before the move and during it, and failed requests; the mover unpaced and paced with --rate, a fresh cluster each round, settings alternating, 2 rounds each (a paced round takes about 5 minutes with its preloads), medians."
-CMD[reshard]="benches/server/reshard.sh 1000000 10000 2 - '--rate 2000'"
+WHAT[reshard]="Growing a cluster under load: 1M keys of 100 B behind harness proxy on 2 nodes, a third node added (the proxy's --nodes-file, SIGHUP) and harness reshard --proxy moving the keys while an open-loop GET load of 10,000 ops/s runs through the proxy: the mover's time and rate, GET p99 of the same load in the 40 s before the move and during it, and failed requests; the mover unpaced and paced with --rate 2000 and --rate 500, a fresh cluster each round, settings alternating, 2 rounds each (a round at --rate 500 takes about 13 minutes), medians."
+CMD[reshard]="benches/server/reshard.sh 1000000 10000 2 - '--rate 2000' '--rate 500'"
 WHAT[resp-client]="The harness's RESP client against redis-benchmark on one redis-server (GET, 100-byte values, 100k keys, 64 connections): is the harness fast enough to measure Redis?"
 CMD[resp-client]="benches/server/resp-client.sh 10"
 WHAT[client-vs-wrk]="The harness's HTTP client against wrk -t1 on the same node and connection count: its own CPU per request."

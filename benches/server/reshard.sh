@@ -3,7 +3,7 @@
 # added (the proxy's --nodes-file, SIGHUP) and `harness reshard --proxy` moving the keys, while an
 # open-loop GET load (RATE ops/s through the proxy) runs. For each mover setting (`-` for the mover's
 # defaults, e.g. `--rate 2000` for a paced one), ROUNDS rounds on a fresh cluster each, the settings
-# alternating: the mover's time and rate, the load's p99 in the 20 s before the move and during it, and
+# alternating: the mover's time and rate, the load's p99 in the 40 s before the move and during it, and
 # its failed requests; then each setting's medians.
 # Usage: benches/server/reshard.sh [KEYS] [RATE] [ROUNDS] [SETTING...]
 #        (defaults 1000000, 10000, 3, and the settings `-` and `--rate 2000`)
@@ -16,7 +16,7 @@ shift $(($# < 3 ? $# : 3))
 SETTINGS=("$@")
 [ ${#SETTINGS[@]} -eq 0 ] && SETTINGS=("-" "--rate 2000")
 cargo build --release -q -p otkv-harness --bin harness
-H=./target/release/harness
+H=${HARNESS:-./target/release/harness}
 ALL=$(mktemp -d)
 PIDS=()
 stop_all() {
@@ -35,13 +35,34 @@ start() { # name args... (sets URL and LAST_PID)
   URL=$(sed 's/listening on //' "$TMP/$name.out")
 }
 
-load() { # out duration -> the GET load (its untimed preload writes every key first)
-  "$H" run --proxy "$P" --workload ycsb-c --keys "$KEYS" --rate "$RATE" --connections 32 --warmup 0s \
-    --duration "$2" --json --out "$TMP/$1" >"$TMP/$1.json" 2>"$TMP/$1.err"
+p99s() { # hlog t0 t1 hup -> p99 (ms) of the load's 1 s intervals wholly inside [t0, t1], then in the 40 s before hup
+  python3 - "$@" <<'PY'
+import sys
+from hdrh.histogram import HdrHistogram
+path, *bounds = sys.argv[1:]
+rows, start = [], None
+for line in open(path):
+    if line.startswith("#[StartTime:"):
+        start = float(line.split()[1])
+    elif line[0].isdigit():
+        t, dur, _, enc = line.strip().split(",")
+        rows.append((start + float(t), float(dur), enc))
+t0, t1, hup = map(float, bounds)
+for lo, hi in ((t0, t1), (hup - 40, hup)):
+    h = HdrHistogram(1, 60_000_000, 3)
+    for t, dur, enc in rows:
+        if t >= lo and t + dur <= hi:
+            h.add(HdrHistogram.decode(enc))
+    print(h.get_value_at_percentile(99) / 1000, end=" ")
+print()
+PY
 }
-p99() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["runs"][0]; print(r["latency_ms"]["p99"], r["errors_total"], r["ops"])' "$1"; }
+now() { date +%s.%N; }
 
-# One round: a fresh cluster, the load before, then the move under the load. Appends a line to RESULTS.
+# One round: a fresh cluster and one open-loop GET load through the proxy (its untimed preload writes
+# every key first). "Before" is the load's 40 s before the third node is added, after its first 5 s (its
+# connections and the nodes' caches warm); "during" is the load while the mover runs, from the same
+# load's per-second histograms (--out's .hlog). Appends a line to RESULTS.
 round() { # setting
   local setting=$1 args=()
   [ "$setting" != "-" ] && read -r -a args <<<"$setting"
@@ -51,37 +72,38 @@ round() { # setting
   start n2 node --port 0 && N2=$URL
   printf '%s\n%s\n' "$N0" "$N1" >"$TMP/nodes"
   start proxy proxy --port 0 --nodes-file "$TMP/nodes" && P=$URL && PROXY_PID=$LAST_PID
-  load before 20s
-  read -r before_p99 before_err before_ops < <(p99 "$TMP/before.json")
-  # The load again (its preload rewrites the same keys, on 2 nodes), then the third node and the mover
-  # once its measured window is open.
-  # (Started here, not through `load`: SIGINT must reach the harness itself.)
+  # (Started here: SIGINT must reach the harness itself.)
   "$H" run --proxy "$P" --workload ycsb-c --keys "$KEYS" --rate "$RATE" --connections 32 --warmup 0s \
-    --duration 600s --json --out "$TMP/during" >"$TMP/during.json" 2>"$TMP/during.err" &
-  local load_pid=$!
-  until grep -q '\[   1s/' "$TMP/during.err" 2>/dev/null; do sleep 0.2; done
+    --duration 3600s --json --out "$TMP/load" >"$TMP/load.json" 2>"$TMP/load.err" &
+  local load_pid=$! hup t0 t1
+  # Waited for with one sleep, not by polling: a process started 10 times a second (grep, sleep) takes
+  # the load's p99 on a 2-core machine from 0.2 to over 1 ms.
+  until grep -q '\[   1s/' "$TMP/load.err" 2>/dev/null; do sleep 0.2; done
+  sleep 44
+  hup=$(now)
   printf '%s\n%s\n%s\nprevious %s\nprevious %s\n' "$N0" "$N1" "$N2" "$N0" "$N1" >"$TMP/nodes"
   kill -HUP "$PROXY_PID"
-  sleep 0.5
-  local t0 t1
-  t0=$(date +%s.%N)
+  until curl -fs "$P/v1/stats" | python3 -c 'import json,sys; sys.exit(not json.load(sys.stdin)["topology"]["previous"])'; do
+    sleep 0.05
+  done
+  t0=$(now)
   "$H" reshard --proxy "$P" --state "$TMP/state.json" "${args[@]}" >"$TMP/reshard.txt" 2>/dev/null
-  t1=$(date +%s.%N)
+  t1=$(now)
   kill -INT "$load_pid" 2>/dev/null || true
   wait "$load_pid" || true
-  read -r during_p99 during_err during_ops < <(p99 "$TMP/during.json")
   stop_all
-  python3 - "$setting" "$t0" "$t1" "$TMP/reshard.txt" "$before_p99" "$before_err" "$before_ops" \
-    "$during_p99" "$during_err" "$during_ops" <<'PY' | tee -a "$ALL/results"
+  read -r during_p99 before_p99 < <(p99s "$TMP"/load/*proxy.hlog "$t0" "$t1" "$hup")
+  python3 - "$setting" "$t0" "$t1" "$TMP/reshard.txt" "$before_p99" "$during_p99" "$TMP/load.json" <<'PY' | tee -a "$ALL/results"
 import json, re, sys
-setting, t0, t1, path, b, berr, bops, d, derr, dops = sys.argv[1:]
+setting, t0, t1, path, b, d, load = sys.argv[1:]
 text = open(path).read()
+run = json.load(open(load))["runs"][0]
 moved = int(re.search(r"moved (\d+)", text).group(1))
 by_proxy = int(re.search(r"clients' requests (\d+)", text).group(1))
 secs = float(t1) - float(t0)
 print(json.dumps({"setting": setting, "secs": secs, "moved": moved, "moved_by_proxy": by_proxy,
                   "keys_per_s": moved / secs, "before_p99": float(b), "during_p99": float(d),
-                  "ratio": float(d) / float(b), "failed": int(berr) + int(derr), "requests": int(bops) + int(dops)}))
+                  "ratio": float(d) / float(b), "failed": run["errors_total"], "requests": run["ops"]}))
 PY
 }
 

@@ -313,6 +313,8 @@ fn save(path: &std::path::Path, p: &Progress) -> Result<(), String> {
 
 /// Runs `harness reshard`; returns the exit status (0 done, 130/143 stopped by a signal, resumable).
 pub fn run(args: &ReshardArgs) -> Result<u8, String> {
+    // Background work: the clients' requests go first on a shared machine.
+    otkv_adapter_http::front::background_priority();
     crate::stop::install()?;
     let secure = args.security.load()?;
     let proxy = args

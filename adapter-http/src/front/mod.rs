@@ -45,7 +45,7 @@ pub use deadline::Deadline;
 pub use error::{HttpError, StorageFailure};
 pub use exchange::{Exchange, Requests, Responder};
 pub use metrics::{Metrics, Op};
-pub use process::ProcessStats;
+pub use process::{background_priority, ProcessStats};
 pub use prometheus::{Exposition, Kind};
 pub use request::{parse_content_length, Method, Preconditions, MAX_HEAD_BYTES};
 pub use response::{ContentType, EntryMeta, Framing, JSON, OCTET_STREAM, PROMETHEUS, TEXT};

@@ -91,3 +91,14 @@ mod tests {
         );
     }
 }
+
+/// The lowest CPU priority (nice 19) for the calling thread and the threads it starts afterwards, for
+/// bulk work that shares the machine with requests being answered: a node's listing pages, the resharding
+/// mover. On a 2-core machine a burst of such work at the default priority preempts the threads a
+/// request passes through, and the request waits the burst out. (Linux keeps the nice value per thread;
+/// `who = 0` is the caller.) Best effort: a failure leaves the priority as it was.
+#[allow(unsafe_code)]
+pub fn background_priority() {
+    // SAFETY: setpriority reads no memory of ours; an error is only a return value.
+    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+}

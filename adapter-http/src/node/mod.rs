@@ -95,6 +95,7 @@ impl Node {
         let engine = Arc::clone(&self.engine);
         let (tx, rx) = may::sync::mpsc::channel();
         let spawned = std::thread::Builder::new().name("otkv-listing".into()).spawn(move || {
+            front::background_priority();
             let page = engine.scan_prefix_after(&prefix, after.as_deref(), limit);
             let _ = tx.send(page.map(|keys| front::listing_body(&keys, limit)));
         });
