@@ -7,6 +7,7 @@
 # its failed requests; then each setting's medians.
 # Usage: benches/server/reshard.sh [KEYS] [RATE] [ROUNDS] [SETTING...]
 #        (defaults 1000000, 10000, 3, and the settings `-` and `--rate 2000`)
+# Needs curl and python3 with hdrh (pip install hdrhistogram). HARNESS=PATH runs another harness binary.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 KEYS=${1:-1000000}

@@ -56,7 +56,8 @@ pub struct ReshardArgs {
     #[arg(long, default_value = "reshard-state.json")]
     pub state: PathBuf,
     /// At most this many keys moved per second (keys whose owner changed; the ones that stay cost only
-    /// their share of a listing page).
+    /// their share of a listing page). Unpaced, the mover goes as fast as the nodes allow, and clients'
+    /// tail latency pays for it: README's Benchmarks shows what each pace cost on a 2-core machine.
     #[arg(long, value_name = "KEYS_PER_SEC")]
     pub rate: Option<f64>,
     /// Keys per listing page. Small pages keep each listing request short (a node lists on a thread of

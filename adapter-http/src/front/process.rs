@@ -8,6 +8,8 @@
 //! The CPU time comes from `getrusage`, in microseconds, not from `/proc/self/stat`, which counts whole
 //! clock ticks (10 ms): a short run against a fast server (a few thousand requests at a few
 //! microseconds each) would read as zero CPU there.
+//!
+//! Also the one knob a process here turns on itself: [`background_priority`], for bulk work.
 
 use nix::unistd::{sysconf, SysconfVar};
 
@@ -64,6 +66,17 @@ impl ProcessStats {
     }
 }
 
+/// The lowest CPU priority (nice 19) for the calling thread and the threads it starts afterwards, for
+/// bulk work that shares the machine with requests being answered: a node's listing pages, the resharding
+/// mover. On a 2-core machine a burst of such work at the default priority preempts the threads a
+/// request passes through, and the request waits the burst out. (Linux keeps the nice value per thread;
+/// `who = 0` is the caller.) Best effort: a failure leaves the priority as it was.
+#[allow(unsafe_code)]
+pub fn background_priority() {
+    // SAFETY: setpriority reads no memory of ours; an error is only a return value.
+    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,15 +103,24 @@ mod tests {
             text.contains("\nprocess_cpu_seconds_total ") && text.contains("process_resident_memory_bytes ")
         );
     }
-}
 
-/// The lowest CPU priority (nice 19) for the calling thread and the threads it starts afterwards, for
-/// bulk work that shares the machine with requests being answered: a node's listing pages, the resharding
-/// mover. On a 2-core machine a burst of such work at the default priority preempts the threads a
-/// request passes through, and the request waits the burst out. (Linux keeps the nice value per thread;
-/// `who = 0` is the caller.) Best effort: a failure leaves the priority as it was.
-#[allow(unsafe_code)]
-pub fn background_priority() {
-    // SAFETY: setpriority reads no memory of ours; an error is only a return value.
-    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+    /// The nice value of the calling thread, from `/proc/thread-self/stat` (the 19th field).
+    fn own_nice() -> i64 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("/proc is readable on Linux");
+        let after_name = stat.rsplit_once(')').expect("stat has the name in parentheses").1;
+        after_name.split_whitespace().nth(16).expect("a nice field").parse().expect("a number")
+    }
+
+    #[test]
+    fn background_priority_lowers_only_the_calling_thread() {
+        let mine = own_nice();
+        let theirs = std::thread::spawn(|| {
+            background_priority();
+            own_nice()
+        })
+        .join()
+        .expect("the thread ends");
+        assert_eq!(theirs, 19);
+        assert_eq!(own_nice(), mine, "the thread that did not ask keeps its priority");
+    }
 }
