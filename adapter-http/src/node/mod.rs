@@ -7,8 +7,8 @@
 //! A listing is the exception: on the memory engine a listing's first page visits every key (a hash map
 //! has no order; 48 ms for 500k keys), and so does the one that sorts them for the pages after it; on the
 //! node's worker that would stall every other connection for as long. So
-//! a listing ends the engine batch, runs on a thread of its own, and its connection parks until it is
-//! done, while the worker serves the others; the batch's later requests go on in a new engine batch.
+//! a listing ends the engine batch, runs on a listing thread ([`listing_threads`]), and its connection
+//! parks until it is done, while the worker serves the others; the batch's later requests go on in a new engine batch.
 //! The thread writes the page's JSON too ([`front::listing_body`]): a thousand keys encoded on the worker
 //! cost it a few hundred microseconds, paid by every request queued behind.
 
@@ -22,6 +22,7 @@ mod cli;
 mod durable;
 mod error;
 mod handlers;
+mod listing_threads;
 mod preconditions;
 mod stats;
 
@@ -30,6 +31,7 @@ pub use error::ServerError;
 
 use durable::DurableWaits;
 use handlers::Context;
+use listing_threads::ListingThreads;
 
 /// A node's state: the front door, the engine, and the connections waiting for durability.
 #[derive(Debug)]
@@ -39,6 +41,8 @@ pub struct Node {
     engine: Arc<Engine>,
     /// Connections waiting for their writes to become durable (`sync`).
     durable_waits: Arc<DurableWaits>,
+    /// Where listings run.
+    listing_threads: ListingThreads,
 }
 
 impl Service for Node {
@@ -87,23 +91,22 @@ impl Service for Node {
 }
 
 impl Node {
-    /// Answers a listing from a thread of its own while this connection parks (see the module's doc).
+    /// Answers a listing from a listing thread while this connection parks (see the module's doc).
     #[inline(never)]
     fn list_aside<'c>(&self, exchange: Exchange<'c>, requests: &mut Requests<'c>) {
         let Ok(Route::List { prefix, after, limit }) = &exchange.route else { return };
         let (prefix, after, limit) = (prefix.to_vec(), after.as_ref().map(|a| a.to_vec()), *limit);
         let engine = Arc::clone(&self.engine);
         let (tx, rx) = may::sync::mpsc::channel();
-        let spawned = std::thread::Builder::new().name("otkv-listing".into()).spawn(move || {
-            front::background_priority();
+        let queued = self.listing_threads.run(move || {
             let page = engine.scan_prefix_after(&prefix, after.as_deref(), limit);
             let _ = tx.send(page.map(|keys| front::listing_body(&keys, limit)));
         });
-        let keys = match spawned {
-            Ok(_) => rx
+        let keys = match queued {
+            Ok(()) => rx
                 .recv()
                 .unwrap_or_else(|_| Err(otkv_engine::EngineError::Unavailable("listing failed".into()))),
-            Err(e) => Err(otkv_engine::EngineError::Unavailable(format!("cannot start a listing: {e}"))),
+            Err(e) => Err(otkv_engine::EngineError::Unavailable(e)),
         };
         requests.respond(exchange, |_, _, resp| Ok(handlers::send_listing_body(&keys?, resp)));
     }
@@ -116,7 +119,12 @@ pub fn run(args: ServerArgs) -> Result<(), ServerError> {
     let front = Front::new(&args.front)?;
     let engine = Arc::new(Engine::open(args.engine_config()?)?);
     let (listener, local) = front::bind(args.front.bind, args.port)?;
-    let node = Arc::new(Node { front, engine, durable_waits: Arc::default() });
+    let node = Arc::new(Node {
+        front,
+        engine,
+        durable_waits: Arc::default(),
+        listing_threads: ListingThreads::default(),
+    });
     let config = node.engine.config();
     let max_memory = config.max_memory.map_or_else(|| "none".to_string(), |m| m.to_string());
     tracing::info!(
