@@ -6,9 +6,9 @@
 //!
 //! A listing is the exception: on the memory engine a listing's first page visits every key (a hash map
 //! has no order; 48 ms for 500k keys), and so does the one that sorts them for the pages after it; on the
-//! node's worker that would stall every other connection for as long. So
-//! a listing ends the engine batch, runs on a listing thread ([`listing_threads`]), and its connection
-//! parks until it is done, while the worker serves the others; the batch's later requests go on in a new engine batch.
+//! node's worker that would stall every other connection for as long. So a listing ends the engine
+//! batch, runs on a listing thread ([`listing_threads`]), and its connection parks until it is done,
+//! while the worker serves the others; the batch's later requests go on in a new engine batch.
 //! The thread writes the page's JSON too ([`front::listing_body`]): a thousand keys encoded on the worker
 //! cost it a few hundred microseconds, paid by every request queued behind.
 
