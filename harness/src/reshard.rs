@@ -60,9 +60,9 @@ pub struct ReshardArgs {
     /// tail latency pays for it: README's Benchmarks shows what each pace cost on a 2-core machine.
     #[arg(long, value_name = "KEYS_PER_SEC")]
     pub rate: Option<f64>,
-    /// Keys per listing page. Small pages keep each listing request short (a node lists on a thread of
-    /// its own, but a page of 10,000 keys is a burst clients feel); the memory engine sorts its keys once
-    /// per listing, so small pages cost no more in all.
+    /// Keys per listing page. Small pages keep each listing request short (a node lists on its listing
+    /// threads, off the worker that answers requests, but a page of 10,000 keys is a burst clients feel);
+    /// the memory engine sorts its keys once per listing, so small pages cost no more in all.
     #[arg(long, default_value_t = 1_000)]
     pub page: usize,
 }
