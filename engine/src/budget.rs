@@ -46,6 +46,14 @@ pub struct MemoryStats {
     pub evicted_keys: u64,
     /// The policy at the cap.
     pub eviction: Eviction,
+    /// Bytes the process's allocators hold for it: the table's chunks mapped, plus what the system
+    /// allocator has handed out (every allocation of the process, not only the data's).
+    pub allocated_bytes: u64,
+    /// Bytes of replaced and deleted entries (and slot arrays) not yet released: readers may still see
+    /// them (process-wide).
+    pub retired_bytes: u64,
+    /// Bytes of live entries moved since start to empty mostly unused memory.
+    pub compacted_bytes: u64,
 }
 
 /// The memory engine's byte count, cap and policy.
@@ -96,6 +104,9 @@ impl Budget {
             max_bytes: self.max,
             evicted_keys: self.evicted.load(Ordering::Relaxed),
             eviction: self.policy,
+            allocated_bytes: 0,
+            retired_bytes: 0,
+            compacted_bytes: 0,
         }
     }
 

@@ -97,6 +97,10 @@ impl Map for FlurryMap {
         self.map.guard()
     }
 
+    fn repin<'m>(&'m self, guard: &mut flurry::Guard<'m>) {
+        guard.refresh();
+    }
+
     #[inline]
     fn get<'g>(&'g self, key: &[u8], guard: &'g flurry::Guard<'_>) -> Option<(Meta, &'g [u8])> {
         let stored = self.map.get(key, guard)?;

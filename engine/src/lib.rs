@@ -42,6 +42,7 @@ mod logfile;
 mod map;
 mod memory;
 mod persist;
+mod reclaim;
 mod sled_tree;
 mod snapshot;
 mod table;
@@ -247,7 +248,7 @@ impl Engine {
     /// On the memory backend a listing's first page visits every key (a hash map has no order): O(n log
     /// limit); the pages after it read the sorted keys that one more visit took (`listing.rs`).
     pub fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<Vec<u8>>> {
-        self.batch(|b| b.scan_prefix(prefix, limit))
+        self.scan_prefix_after(prefix, None, limit)
     }
 
     /// [`Engine::scan_prefix`] from a cursor: the first `limit` live keys starting with `prefix` that sort
@@ -259,7 +260,12 @@ impl Engine {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Vec<u8>>> {
-        self.batch(|b| b.scan_prefix_after(prefix, after, limit))
+        // The memory engines list without a batch's guard around the walk (it pins as it goes).
+        match &self.store {
+            Store::Memory(m) => Ok(m.scan_prefix(prefix, after, limit)),
+            Store::Flurry(m) => Ok(m.scan_prefix(prefix, after, limit)),
+            Store::Sled(_) => self.batch(|b| b.scan_prefix_after(prefix, after, limit)),
+        }
     }
 
     /// The number of keys stored.
@@ -278,6 +284,17 @@ impl Engine {
             Store::Memory(m) => Some(m.memory_stats()),
             Store::Flurry(m) => Some(m.memory_stats()),
             Store::Sled(_) => None,
+        }
+    }
+
+    /// Gives memory back now rather than within the memory thread's next tick or two (as Redis's
+    /// `MEMORY PURGE`): runs every release no reader can still see, compacts mostly empty memory when the
+    /// waste is over its thresholds, and returns the system allocator's free pages. Nothing for sled.
+    pub fn purge_memory(&self) {
+        match &self.store {
+            Store::Memory(m) => m.purge_memory(),
+            Store::Flurry(m) => m.purge_memory(),
+            Store::Sled(_) => {}
         }
     }
 

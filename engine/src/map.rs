@@ -34,6 +34,10 @@ pub(crate) trait Map: Send + Sync + Sized + 'static {
     /// Pins this thread for a batch of operations.
     fn pin(&self) -> Self::Guard<'_>;
 
+    /// Lets go of what `guard` protected and protects afresh (a long walk calls it every so many
+    /// entries, so it does not hold back the release of what is unlinked meanwhile).
+    fn repin<'m>(&'m self, guard: &mut Self::Guard<'m>);
+
     /// The entry of `key` (expired or not: the caller decides), read in place, and marked used for
     /// `allkeys-lru`.
     fn get<'g>(&'g self, key: &[u8], guard: &'g Self::Guard<'_>) -> Option<(Meta, &'g [u8])>;
@@ -67,4 +71,16 @@ pub(crate) trait Map: Send + Sync + Sized + 'static {
     /// is about how many more the caller may need (a map that finds candidates in passes sizes a pass
     /// by it).
     fn lru_victim(&self, guard: &Self::Guard<'_>, hint: usize) -> Option<Key>;
+
+    /// Runs the releases of what was unlinked that no reader can see any more, including those a thread
+    /// left in its bag before going idle (the table's epoch collector; flurry's collector runs on its
+    /// own, as writes fill its batches).
+    fn release_retired(&self) {}
+
+    /// Moves live entries out of mostly empty memory when the waste is worth it, calling `pace()` between
+    /// small steps; returns the bytes moved, or `None` when the waste was not worth a pass (`reclaim.rs`).
+    fn compact(&self, pace: impl FnMut()) -> Option<u64> {
+        let _ = pace;
+        None
+    }
 }

@@ -26,6 +26,7 @@ use crate::listing::{KeyRun, Listing};
 use crate::logfile::LogOp;
 use crate::map::{Change, Changed, Map};
 use crate::persist::Persistence;
+use crate::reclaim::{self, Reclaimer};
 
 /// How often the evictor checks the budget. Nothing else wakes it: a writer that meets the cap evicts for
 /// itself.
@@ -81,6 +82,8 @@ struct Shared<M> {
     budget: Budget,
     /// The keys of the listing under way, sorted (`listing.rs`).
     listing: Listing,
+    /// Bytes the memory thread's compaction moved since start (`reclaim.rs`).
+    compacted: Arc<AtomicU64>,
 }
 
 /// A memory engine, optionally made durable by an operation log and snapshots.
@@ -89,6 +92,8 @@ pub(crate) struct MemoryStore<M: Map> {
     expirer: Mutex<Expirer>,
     /// Only under a cap with an eviction policy.
     evictor: Mutex<Option<Expirer>>,
+    /// Gives memory back (`reclaim.rs`).
+    reclaimer: Mutex<Expirer>,
 }
 
 impl<M: Map> std::fmt::Debug for MemoryStore<M> {
@@ -137,6 +142,7 @@ impl<M: Map> MemoryStore<M> {
             expiring: Mutex::new(index),
             budget,
             listing: Listing::default(),
+            compacted: Arc::new(AtomicU64::new(0)),
         });
         let s = Arc::clone(&shared);
         let expirer = Expirer::start("otkv-expire", move |now| {
@@ -147,7 +153,22 @@ impl<M: Map> MemoryStore<M> {
             let s = Arc::clone(&shared);
             Expirer::start_every("otkv-evict", EVICT_TICK, move |_| evict_excess(&s))
         });
-        MemoryStore { shared, expirer: Mutex::new(expirer), evictor: Mutex::new(evictor) }
+        let s = Arc::clone(&shared);
+        let mut reclaimer = Reclaimer::new(Arc::clone(&shared.compacted));
+        let mut first = true;
+        let reclaimer = Expirer::start_every("otkv-memory", reclaim::TICK, move |_| {
+            if std::mem::take(&mut first) {
+                reclaim::lowest_priority();
+            }
+            reclaimer.tick(&*s.map, s.budget.used(s.map.structure_bytes()));
+            0
+        });
+        MemoryStore {
+            shared,
+            expirer: Mutex::new(expirer),
+            evictor: Mutex::new(evictor),
+            reclaimer: Mutex::new(reclaimer),
+        }
     }
 
     /// Pins the current thread once for a batch of operations.
@@ -160,11 +181,31 @@ impl<M: Map> MemoryStore<M> {
     }
 
     pub(crate) fn memory_stats(&self) -> MemoryStats {
-        self.shared.budget.stats(self.shared.map.structure_bytes())
+        let mut stats = self.shared.budget.stats(self.shared.map.structure_bytes());
+        let slab = crate::table::slab::stats();
+        stats.allocated_bytes = slab.chunks + reclaim::system_allocated_bytes();
+        stats.retired_bytes = crate::table::epoch::pending_bytes();
+        stats.compacted_bytes = self.shared.compacted.load(Ordering::Relaxed);
+        stats
+    }
+
+    /// Gives back at once what the memory thread gives back within a tick or two: seals and runs every
+    /// thread's releases, compacts when the waste is worth it (unpaced), trims the system allocator
+    /// (Redis's `MEMORY PURGE`).
+    pub(crate) fn purge_memory(&self) {
+        self.shared.map.release_retired();
+        let moved = self.shared.map.compact(|| {}).unwrap_or(0);
+        self.shared.compacted.fetch_add(moved, Ordering::Relaxed);
+        reclaim::trim_system_allocator();
     }
 
     pub(crate) fn persistence(&self) -> Option<&Persistence> {
         self.shared.persist.as_deref()
+    }
+
+    /// [`Shared::scan_prefix`] without a batch's guard around it (see there).
+    pub(crate) fn scan_prefix(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Vec<Vec<u8>> {
+        self.shared.scan_prefix(prefix, after, limit)
     }
 
     pub(crate) fn snapshot(&self) -> Result<()> {
@@ -177,6 +218,7 @@ impl<M: Map> MemoryStore<M> {
         if let Some(evictor) = crate::commit::lock(&self.evictor).as_mut() {
             evictor.stop();
         }
+        crate::commit::lock(&self.reclaimer).stop();
         match self.shared.persist.as_ref() {
             Some(p) => p.close(&*self.shared.map),
             None => Ok(()),
@@ -236,30 +278,40 @@ impl<M: Map> MemoryView<'_, M> {
     /// Writes the entry if `cond` holds of the live value, atomically with respect to every other write
     /// of the key.
     fn store_if(&self, key: &[u8], meta: Meta, value: &[u8], cond: Condition) -> Option<PutOutcome> {
-        let (outcome, changed) = self.s.map.change(key, &self.guard, |current| {
-            let current = live(current);
+        let (outcome, changed) = self.s.map.change(key, &self.guard, |stored| {
+            let current = live(stored);
             if !cond.holds(current) {
                 return (Change::Keep, None);
             }
             let outcome = if current.is_some() { PutOutcome::Replaced } else { PutOutcome::Created };
+            self.note_expiry(key, stored, meta.expires_ms);
             (Change::Put(meta, value), Some(outcome))
         });
         if outcome == Some(PutOutcome::Created) {
             self.s.listing.note_created(key);
         }
-        self.count(key, changed, meta.expires_ms);
+        self.count(changed);
         outcome
     }
 
-    /// Counts what a change did in the budget and the expiry index (`new_expiry`: the stored entry's).
-    fn count(&self, key: &[u8], changed: Changed, new_expiry: u64) {
+    /// Counts what a change did in the budget.
+    fn count(&self, changed: Changed) {
         let old_cost = changed.old.map_or(0, |(_, cost)| cost as i64);
         let new_cost = changed.new.map_or(0, |cost| cost as i64);
         self.s.budget.add(new_cost - old_cost);
+    }
+
+    /// Updates the expiry index for a change of `key` from its `stored` entry to one expiring at
+    /// `new_expiry` (0: none, or removed). Called from inside [`Map::change`]'s decision, so under the
+    /// key's lock (the table's shard, flurry's bin): two writers of one key with different expiries
+    /// update the index in the order they change the map, and the index never loses the entry of an
+    /// expiry the map holds. (flurry decides an insert of an absent key outside its lock, and may decide
+    /// again: such a decision only adds to the index, and an entry the map does not hold is dropped
+    /// when due.)
+    fn note_expiry(&self, key: &[u8], stored: Option<(Meta, &[u8])>, new_expiry: u64) {
         if self.s.any_expiry.load(Ordering::Relaxed) {
-            let old_expiry = changed.old.map_or(0, |(m, _)| m.expires_ms);
-            let new_expiry = if changed.new.is_some() { new_expiry } else { 0 };
-            expiry::note(&self.s.expiring, &self.s.budget, key, old_expiry, new_expiry);
+            let old = stored.map_or(0, |(m, _)| m.expires_ms);
+            expiry::note(&self.s.expiring, &self.s.budget, key, old, new_expiry);
         }
     }
 
@@ -279,16 +331,19 @@ impl<M: Map> MemoryView<'_, M> {
 
     /// `(outcome, anything removed)`.
     fn remove_if(&self, key: &[u8], cond: Condition) -> (Option<bool>, bool) {
-        let (outcome, changed) = self.s.map.change(key, &self.guard, |current| {
-            let present = current.is_some();
-            let current = live(current);
+        let (outcome, changed) = self.s.map.change(key, &self.guard, |stored| {
+            let present = stored.is_some();
+            let current = live(stored);
             match (cond.holds(current), present) {
-                (true, true) => (Change::Remove, Some(current.is_some())),
+                (true, true) => {
+                    self.note_expiry(key, stored, 0);
+                    (Change::Remove, Some(current.is_some()))
+                }
                 (true, false) => (Change::Keep, Some(false)),
                 (false, _) => (Change::Keep, None),
             }
         });
-        self.count(key, changed, 0);
+        self.count(changed);
         (outcome, changed.old.is_some())
     }
 
@@ -300,11 +355,14 @@ impl<M: Map> MemoryView<'_, M> {
             return Ok(None);
         }
         let remove = |_seq| {
-            let ((), changed) = self.s.map.change(key, &self.guard, |current| match current {
-                Some((m, _)) if still(m) => (Change::Remove, ()),
+            let ((), changed) = self.s.map.change(key, &self.guard, |stored| match stored {
+                Some((m, _)) if still(m) => {
+                    self.note_expiry(key, stored, 0);
+                    (Change::Remove, ())
+                }
                 _ => (Change::Keep, ()),
             });
-            self.count(key, changed, 0);
+            self.count(changed);
             changed.old.map(|(m, _)| m.expires_ms)
         };
         match self.s.persist.as_deref() {
@@ -362,6 +420,14 @@ impl<M: Map> MemoryView<'_, M> {
         }
     }
 
+    /// [`Shared::scan_prefix`] within this batch (whose guard it holds for the whole scan: a listing
+    /// that should not hold back reclamation goes through [`MemoryStore::scan_prefix`]).
+    pub(crate) fn scan_prefix(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Vec<Vec<u8>> {
+        self.s.scan_prefix(prefix, after, limit)
+    }
+}
+
+impl<M: Map> Shared<M> {
     /// The first `limit` live keys starting with `prefix` (and sorting after `after`), in lexicographic
     /// order.
     ///
@@ -374,11 +440,14 @@ impl<M: Map> MemoryView<'_, M> {
             return Vec::new();
         }
         let Some(after) = after else { return self.first_page(prefix, limit) };
-        let listing = &self.s.listing;
+        let listing = &self.listing;
         let mut run = crate::commit::lock(&listing.run);
         if let Some(r) = run.as_mut().filter(|r| r.covers(prefix, after)) {
             r.add_created(listing.take_created());
-            let (page, spent) = r.page(after, limit, |key| self.get_with(key, |_, _| ()).is_some());
+            // One guard for the page's reads (at most `limit`), none for the walks: `Map::for_each` pins
+            // shard by shard, so a listing never holds back the release of what writers unlink.
+            let view = MemoryView { guard: self.map.pin(), s: self };
+            let (page, spent) = r.page(after, limit, |key| view.get_with(key, |_, _| ()).is_some());
             if spent {
                 listing.end(&mut run);
             }
@@ -388,7 +457,7 @@ impl<M: Map> MemoryView<'_, M> {
         listing.begin();
         let now = entry::now_ms();
         let mut keys = Vec::new();
-        self.s.map.for_each(|key, meta, _| {
+        self.map.for_each(|key, meta, _| {
             if key.starts_with(prefix) && key > after && !meta.expired_at(now) {
                 keys.push(key.to_vec());
             }
@@ -406,13 +475,13 @@ impl<M: Map> MemoryView<'_, M> {
     fn first_page(&self, prefix: &[u8], limit: usize) -> Vec<Vec<u8>> {
         // A listing that starts scans anyway: a run of its prefix goes, so writes stop noting keys for it
         // until a page after this one needs a run again.
-        let mut run = crate::commit::lock(&self.s.listing.run);
+        let mut run = crate::commit::lock(&self.listing.run);
         if run.as_ref().is_some_and(|r| r.is_for(prefix)) {
-            self.s.listing.end(&mut run);
+            self.listing.end(&mut run);
         }
         let now = entry::now_ms();
         let mut heap: BinaryHeap<Vec<u8>> = BinaryHeap::with_capacity(limit.min(1024) + 1);
-        self.s.map.for_each(|key, meta, _| {
+        self.map.for_each(|key, meta, _| {
             if !key.starts_with(prefix) || meta.expired_at(now) {
                 return;
             }

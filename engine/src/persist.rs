@@ -367,6 +367,9 @@ impl Segment {
     }
 }
 
+/// Records replayed under one guard.
+const REPIN: usize = 1024;
+
 /// What a load or replay step changed in the budget, in bytes.
 fn cost_delta(changed: Changed) -> i64 {
     changed.new.map_or(0, |c| c as i64) - changed.old.map_or(0, |(_, c)| c as i64)
@@ -470,13 +473,12 @@ fn replay_log<M: Map>(
     let mut last_end = logfile::HEADER_LEN as u64;
     let mut last_version = logfile::VERSION;
     let now = crate::entry::now_ms();
-    let guard = map.pin();
+    // Re-pinned every REPIN records: a replay of many overwrites releases what it replaces as it goes,
+    // instead of holding every replaced value until the end.
+    let mut guard = map.pin();
+    let mut since_repin = 0;
     let segment_count = segments.len();
     let mut any_expiry = false;
-    let remove = |key: &[u8]| {
-        let ((), changed) = map.change(key, &guard, |_| (Change::Remove, ()));
-        budget.add(cost_delta(changed));
-    };
     for (i, (start, path)) in segments.iter().enumerate() {
         if *start != next_seq {
             return Err(EngineError::Corrupt {
@@ -487,16 +489,24 @@ fn replay_log<M: Map>(
             });
         }
         let data = std::fs::read(path).map_err(io_err(path))?;
-        let scan = logfile::scan(path, &data, next_seq, |record| match record.op {
-            // A put that has expired since is gone, whatever it replaced.
-            LogOp::Put { key, expires_ms, .. } if expires_ms != 0 && expires_ms <= now => remove(key),
-            LogOp::Put { key, value, expires_ms } => {
-                any_expiry |= expires_ms != 0;
-                let meta = Meta { version: record.seq, expires_ms };
-                let ((), changed) = map.change(key, &guard, |_| (Change::Put(meta, value), ()));
-                budget.add(cost_delta(changed));
+        let scan = logfile::scan(path, &data, next_seq, |record| {
+            since_repin += 1;
+            if since_repin == REPIN {
+                since_repin = 0;
+                map.repin(&mut guard);
             }
-            LogOp::Delete(k) => remove(k),
+            let (key, change) = match record.op {
+                // A put that has expired since is gone, whatever it replaced.
+                LogOp::Put { key, expires_ms, .. } if expires_ms != 0 && expires_ms <= now => (key, None),
+                LogOp::Put { key, value, expires_ms } => {
+                    any_expiry |= expires_ms != 0;
+                    (key, Some((Meta { version: record.seq, expires_ms }, value)))
+                }
+                LogOp::Delete(key) => (key, None),
+            };
+            let change = change.map_or(Change::Remove, |(meta, value)| Change::Put(meta, value));
+            let ((), changed) = map.change(key, &guard, |_| (change, ()));
+            budget.add(cost_delta(changed));
         })?;
         if let Some((offset, reason)) = &scan.torn {
             if i + 1 != segment_count {

@@ -70,6 +70,10 @@ impl Map for TableMap {
         self.table.pin()
     }
 
+    fn repin(&self, guard: &mut Guard) {
+        guard.repin();
+    }
+
     #[inline]
     fn get<'g>(&'g self, key: &[u8], guard: &'g Guard) -> Option<(Meta, &'g [u8])> {
         let block = self.table.get(key, guard)?;
@@ -108,6 +112,23 @@ impl Map for TableMap {
 
     fn for_each(&self, mut f: impl FnMut(&[u8], Meta, &[u8])) {
         self.table.for_each(|b| f(b.key(), b.meta(), b.value()));
+    }
+
+    fn release_retired(&self) {
+        crate::table::epoch::reclaim();
+    }
+
+    fn compact(&self, pace: impl FnMut()) -> Option<u64> {
+        if crate::table::slab::plan_evacuation() == 0 {
+            return None;
+        }
+        // SAFETY (of the predicate): the table calls it on a linked block, under its shard's lock.
+        #[allow(unsafe_code)]
+        let (_, bytes) =
+            self.table.compact(|ptr, size| unsafe { crate::table::slab::is_evacuating(ptr, size) }, pace);
+        crate::table::epoch::reclaim();
+        crate::table::slab::end_evacuation();
+        Some(bytes)
     }
 
     fn lru_victim(&self, guard: &Guard, _hint: usize) -> Option<Key> {

@@ -17,6 +17,22 @@ pub(super) fn write_engine_prometheus(e: &mut Exposition, engine: &Engine) {
         }
         let help = "Keys evicted to stay under --max-memory.";
         e.single("otkv_evicted_keys_total", Kind::Counter, help, m.evicted_keys);
+        let help = "Bytes the allocators hold for the process: the table's chunks plus malloc's in use.";
+        e.single("otkv_memory_allocated_bytes", Kind::Gauge, help, m.allocated_bytes);
+        let help = "Bytes of replaced and deleted entries not yet released (readers may still see them).";
+        e.single("otkv_memory_retired_bytes", Kind::Gauge, help, m.retired_bytes);
+        let help = "Bytes of live entries moved to give mostly empty memory back.";
+        e.single("otkv_memory_compacted_bytes_total", Kind::Counter, help, m.compacted_bytes);
+        if let Some(p) = ProcessStats::read() {
+            let help = "Resident memory over the data's estimate (process_resident_memory_bytes / \
+                        otkv_memory_used_bytes), as Redis's mem_fragmentation_ratio.";
+            e.single(
+                "otkv_memory_fragmentation_ratio",
+                Kind::Gauge,
+                help,
+                fragmentation(p.rss_bytes, m.used_bytes),
+            );
+        }
     }
     let refusal = engine.write_refusal();
     let help = "1 while the node refuses every write after a failed sync.";
@@ -50,10 +66,23 @@ pub(super) fn stats_json(metrics: &Metrics, limits: &Limits, engine: &Engine) ->
             "max_bytes": m.max_bytes,
             "eviction": m.eviction.as_str(),
             "evicted_keys": m.evicted_keys,
+            "allocated_bytes": m.allocated_bytes,
+            "retired_bytes": m.retired_bytes,
+            "compacted_bytes": m.compacted_bytes,
+            "fragmentation_ratio": process.map(|p| fragmentation(p.rss_bytes, m.used_bytes)),
         })),
         "writes_refused": engine.write_refusal().map(|r| serde_json::json!({
             "since": humantime::format_rfc3339_seconds(r.since).to_string(),
             "reason": r.reason,
         })),
     })
+}
+
+/// RSS over the data's estimate (Redis's `mem_fragmentation_ratio`), rounded to 3 decimals; 0 with no
+/// data.
+fn fragmentation(rss: u64, used: u64) -> f64 {
+    if used == 0 {
+        return 0.0;
+    }
+    (rss as f64 / used as f64 * 1000.0).round() / 1000.0
 }

@@ -9,11 +9,17 @@
 //! - A global epoch counter. Each thread announces `epoch << 1 | PINNED` while pinned (a store and a
 //!   `SeqCst` fence, no read-modify-write), and `UNPINNED` after.
 //! - Deferred releases collect in the thread's bag. A full bag is *sealed* with the global epoch read after
-//!   a `SeqCst` fence (so after the unlinks it holds), and queued.
+//!   a `SeqCst` fence (so after the unlinks it holds), and queued. A bag that does not fill is not left
+//!   behind with an idle thread: the bag sits behind a lock of its own (uncontended: only its thread and
+//!   [`reclaim`] take it), and [`reclaim`], run by the engine's memory thread a few times a second, seals
+//!   every thread's waiting releases and advances the epoch for threads that do not pin any more.
 //! - The epoch advances from `e` to `e + 1` only when every pinned thread announced `e`. A bag sealed at
 //!   `s` is released once the epoch reaches `s + 2`: every thread pinned when its items were unlinked has
 //!   unpinned since (a thread pinned at `e` blocks the advance to `e + 2`), and a thread that pinned later
 //!   cannot reach them.
+//!
+//! A long walk (a scan, a log replay) [`Guard::repin`]s every so many entries, so it does not hold the
+//! epoch back for its whole length; the borrow checker makes sure nothing read before is used after.
 //!
 //! Invariants: a [`Guard`] never leaves its thread (it is `!Send`), and no reference read under it
 //! outlives it (the table's borrows are tied to it). The engine holds one guard per batch and never across
@@ -23,20 +29,30 @@
 //! nothing; a release costs a push into a thread-local `Vec`, and every [`BAG`] of them one fence, one lock
 //! and one attempt to advance.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::marker::PhantomData;
 
 use super::sync::{fence, lock, AtomicUsize, Mutex, Ordering};
+use std::sync::atomic::AtomicU64;
 
 /// Releases sealed together; also how many pins between attempts to advance the epoch.
 const BAG: usize = 64;
 const PINNED: usize = 1;
 
-/// A release to run once no reader can see `ptr`: `call(ptr, arg)`.
+/// Bytes deferred and not yet released, process-wide (`/metrics`: memory retired but not yet freed).
+static PENDING_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes unlinked and waiting for the collector, in every table of the process.
+pub(crate) fn pending_bytes() -> u64 {
+    PENDING_BYTES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A release to run once no reader can see `ptr`: `call(ptr, arg)`, freeing `bytes`.
 pub(crate) struct Deferred {
     call: unsafe fn(*mut u8, usize),
     ptr: *mut u8,
     arg: usize,
+    bytes: usize,
 }
 
 // SAFETY: a `Deferred` owns what it releases (it was unlinked, so nothing else will release it), and the
@@ -45,19 +61,27 @@ pub(crate) struct Deferred {
 unsafe impl Send for Deferred {}
 
 impl Deferred {
-    /// A release of `ptr` by `call(ptr, arg)`.
+    /// A release of `ptr` by `call(ptr, arg)`, which frees `bytes` (counted in [`pending_bytes`] until it
+    /// runs).
     ///
     /// # Safety
     /// `call(ptr, arg)` must be sound to run once, on any thread, once no reader can reach `ptr`.
     #[allow(unsafe_code)]
-    pub(crate) unsafe fn new(call: unsafe fn(*mut u8, usize), ptr: *mut u8, arg: usize) -> Self {
-        Deferred { call, ptr, arg }
+    pub(crate) unsafe fn new(
+        call: unsafe fn(*mut u8, usize),
+        ptr: *mut u8,
+        arg: usize,
+        bytes: usize,
+    ) -> Self {
+        PENDING_BYTES.fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+        Deferred { call, ptr, arg, bytes }
     }
 
     #[allow(unsafe_code)]
     fn run(self) {
         // SAFETY: the contract of `new`, and this runs once (it consumes `self`) after two epochs.
-        unsafe { (self.call)(self.ptr, self.arg) }
+        unsafe { (self.call)(self.ptr, self.arg) };
+        PENDING_BYTES.fetch_sub(self.bytes as u64, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -72,6 +96,8 @@ struct Collector {
 
 struct Local {
     state: AtomicUsize,
+    /// Releases deferred by this thread and not yet sealed.
+    bag: Mutex<Vec<Deferred>>,
 }
 
 // Each thread's handle keeps the collector alive by its own reference (a thread-local destroyed after the
@@ -112,6 +138,9 @@ impl Collector {
                 let s = l.state.load(Ordering::Relaxed);
                 s & PINNED == 0 || s >> 1 == epoch
             });
+            // What the threads did before their announcements (an unpin: their last reads) happens
+            // before whatever this pass releases (crossbeam-epoch's `try_advance` has the same fence).
+            fence(Ordering::Acquire);
             let epoch = if all_current {
                 // Only this function advances, under `locals`: a plain store cannot lose an update.
                 self.epoch.store(epoch + 1, Ordering::Release);
@@ -140,35 +169,32 @@ impl Collector {
     }
 }
 
-/// A thread's registration: its announcement, pin depth and unsealed releases.
+/// A thread's registration: its announcement and unsealed releases (shared with the collector), and its
+/// pin depth.
 struct Handle {
     collector: std::sync::Arc<Collector>,
     local: std::sync::Arc<Local>,
     pins: Cell<usize>,
     /// Pins since the last attempt to advance.
     since_collect: Cell<usize>,
-    bag: RefCell<Vec<Deferred>>,
 }
 
 impl Handle {
     fn register() -> Handle {
         let collector = collector();
-        let local = std::sync::Arc::new(Local { state: AtomicUsize::new(0) });
+        let local = std::sync::Arc::new(Local {
+            state: AtomicUsize::new(0),
+            bag: Mutex::new(Vec::with_capacity(BAG)),
+        });
         lock(&collector.locals).push(std::sync::Arc::clone(&local));
-        Handle {
-            collector,
-            local,
-            pins: Cell::new(0),
-            since_collect: Cell::new(0),
-            bag: RefCell::new(Vec::with_capacity(BAG)),
-        }
+        Handle { collector, local, pins: Cell::new(0), since_collect: Cell::new(0) }
     }
 }
 
 impl Drop for Handle {
     fn drop(&mut self) {
         let c = &self.collector;
-        let bag = std::mem::take(&mut *self.bag.borrow_mut());
+        let bag = std::mem::take(&mut *lock(&self.local.bag));
         if !bag.is_empty() {
             c.seal(bag);
         }
@@ -226,13 +252,27 @@ impl Guard {
     #[allow(clippy::unused_self, reason = "deferring needs a pinned thread: the guard proves it is")]
     pub(crate) fn defer(&self, d: Deferred) {
         HANDLE.with(|h| {
-            let mut bag = h.bag.borrow_mut();
+            let mut bag = lock(&h.local.bag);
             bag.push(d);
             if bag.len() >= BAG {
                 let full = std::mem::replace(&mut *bag, Vec::with_capacity(BAG));
                 drop(bag);
                 h.collector.seal(full);
                 h.collector.collect();
+            }
+        });
+    }
+
+    /// Announces the current epoch again, as if unpinned and pinned afresh, when this is the thread's
+    /// outermost guard (a nested one cannot: the outer guard's reads must stay protected). `&mut self`:
+    /// nothing read under the guard before is used after.
+    #[allow(clippy::unused_self, reason = "the guard's borrow is the point: nothing read before survives")]
+    pub(crate) fn repin(&mut self) {
+        HANDLE.with(|h| {
+            if h.pins.get() == 1 {
+                let epoch = h.collector.epoch.load(Ordering::Relaxed);
+                h.local.state.store(epoch << 1 | PINNED, Ordering::Release);
+                fence(Ordering::SeqCst);
             }
         });
     }
@@ -252,14 +292,17 @@ impl Drop for Guard {
     }
 }
 
-/// Seals this thread's releases and advances the epoch as far as it can (at most two steps are needed
-/// for everything sealed now): for tests, to find every release run.
-#[cfg(test)]
-pub(crate) fn flush() {
-    let (bag, c) =
-        HANDLE.with(|h| (std::mem::take(&mut *h.bag.borrow_mut()), std::sync::Arc::clone(&h.collector)));
-    if !bag.is_empty() {
-        c.seal(bag);
+/// Seals every thread's waiting releases and advances the epoch as far as it can (two steps release
+/// everything sealed now, when no thread stays pinned): what the engine's memory thread runs a few times
+/// a second, so that a thread that went idle with releases in its bag does not keep them.
+pub(crate) fn reclaim() {
+    let c = collector();
+    let locals: Vec<std::sync::Arc<Local>> = lock(&c.locals).clone();
+    for local in locals {
+        let bag = std::mem::take(&mut *lock(&local.bag));
+        if !bag.is_empty() {
+            c.seal(bag);
+        }
     }
     for _ in 0..3 {
         c.collect();

@@ -67,7 +67,7 @@ fn replace_and_delete_race_a_reader_and_reclamation() {
         });
         put(&t, b"k", b"new", 2);
         remove(&t, b"k");
-        epoch::flush();
+        epoch::reclaim();
         let seen = reader.join().expect("reader");
         assert!(matches!(seen.as_deref(), None | Some(b"old" | b"new")), "{seen:?}");
         assert_eq!(get(&t, b"k"), None);
@@ -90,7 +90,7 @@ fn growth_races_a_reader_and_a_writer() {
         put(&t, b"grow", b"g", 3);
         assert_eq!(reader.join().expect("reader").as_deref(), Some(&[3u8][..]));
         writer.join().expect("writer");
-        epoch::flush();
+        epoch::reclaim();
         assert_eq!(get(&t, b"x").as_deref(), Some(&b"y"[..]));
         assert_eq!(get(&t, b"grow").as_deref(), Some(&b"g"[..]));
         assert_eq!(t.len(), 8);

@@ -126,8 +126,18 @@ impl<'a> Slots<'a> {
     /// A new array of `len` empty slots, as a head word. Owned by the caller until published.
     fn allocate(len: usize) -> u64 {
         debug_assert!(len % GROWTH_STEP == 0 && len <= MAX_SLOTS);
-        let words: Box<[AtomicU64]> = (0..len).map(|_| AtomicU64::new(EMPTY)).collect();
-        let address = Box::into_raw(words).cast::<AtomicU64>() as u64;
+        // From the slab, like the blocks (an array of 8-slot steps is a multiple of 64 bytes, so its class
+        // lays it 8-aligned): a table that shrinks gives its arrays' memory back with its blocks'.
+        #[allow(clippy::cast_ptr_alignment, reason = "8-aligned: see above")]
+        let ptr = slab::allocate(array_bytes(len)).cast::<AtomicU64>();
+        for i in 0..len {
+            // SAFETY: `ptr` has room for `len` words, aligned; no one else can see it yet.
+            #[allow(unsafe_code)]
+            unsafe {
+                ptr.add(i).write(AtomicU64::new(EMPTY));
+            }
+        }
+        let address = ptr as u64;
         assert!(address <= ADDRESS, "an array address above 2^48");
         ((len / GROWTH_STEP) as u64) << 48 | address
     }
@@ -189,15 +199,14 @@ fn len_of(head: u64) -> usize {
 /// `ptr` and `len` are an array from `Slots::allocate`, unlinked, that no reader can reach.
 #[allow(unsafe_code)]
 unsafe fn release_slots(ptr: *mut u8, len: usize) {
-    #[cfg(loom)]
-    {
-        slab::mark_released(ptr);
-        let _ = len;
-    }
-    // SAFETY: the caller's contract; the box `allocate` leaked, rebuilt from its parts.
-    #[cfg(not(loom))]
-    #[allow(clippy::cast_ptr_alignment, reason = "`ptr` came from a Box<[AtomicU64]>: 8-aligned")]
-    drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr.cast::<AtomicU64>(), len)) });
+    // SAFETY: the caller's contract; `allocate` took the array from the slab (an atomic word needs no
+    // drop).
+    unsafe { slab::release(ptr, array_bytes(len)) };
+}
+
+/// The bytes of an array of `len` slots (8 a slot; more under loom, whose atomics are objects).
+fn array_bytes(len: usize) -> usize {
+    len * std::mem::size_of::<AtomicU64>()
 }
 
 /// What a shard's writer keeps.
@@ -319,9 +328,10 @@ impl Table {
         slab::cost(self.layout.size(key_len, value_len, expires))
     }
 
-    /// The entry for `key`, read in place under `guard`.
+    /// The entry for `key`, read in place under `guard`: readable while both the table and the guard
+    /// live (the table's drop releases what is linked at once).
     #[inline]
-    pub(crate) fn get<'g>(&self, key: &[u8], _guard: &'g Guard) -> Option<BlockRef<'g>> {
+    pub(crate) fn get<'g>(&'g self, key: &[u8], _guard: &'g Guard) -> Option<BlockRef<'g>> {
         let hash = self.hash(key);
         let head = self.heads[self.shard(hash)].load(Ordering::Acquire);
         // SAFETY: a head loaded while pinned by `_guard`.
@@ -419,9 +429,72 @@ impl Table {
                 self.retire(block, size, guard);
                 w.live -= 1;
                 writer.live.store(w.live, Ordering::Relaxed);
+                // An array four times longer than its entries need shrinks to twice: deletes give slot
+                // memory back too, and a shard that refills grows again in eighths.
+                let len = slots.words.len();
+                let needed = length_for(w.live);
+                if len > MIN_SLOTS && len >= 4 * needed {
+                    self.rebuild(shard, &mut w, (2 * needed).min(len), guard);
+                }
             }
         }
         (out, changed)
+    }
+
+    /// Moves every block that `should_move(block address, size)` picks (the slab's evacuating chunks) to
+    /// a fresh block, shard by shard: under the shard's lock, the block is copied, the slot word swapped,
+    /// and the old block retired like an overwritten one, so readers that hold it keep reading it. A
+    /// slot array it picks is rebuilt (as growth does). Calls `pace()` after each shard (the caller sleeps
+    /// there to bound the work per second). Returns the blocks and bytes moved.
+    pub(crate) fn compact(
+        &self,
+        should_move: impl Fn(*const u8, usize) -> bool,
+        mut pace: impl FnMut(),
+    ) -> (u64, u64) {
+        let (mut blocks, mut bytes) = (0, 0);
+        for shard in 0..self.heads.len() {
+            let guard = self.pin();
+            let mut w = lock(&self.writers[shard].state);
+            let mut head = self.heads[shard].load(Ordering::Acquire);
+            if head != 0 && should_move((head & ADDRESS) as *const u8, array_bytes(len_of(head))) {
+                self.rebuild(shard, &mut w, len_of(head), &guard);
+                bytes += slab::cost(array_bytes(len_of(head))) as u64;
+                head = self.heads[shard].load(Ordering::Acquire);
+            }
+            // SAFETY: the shard's current array, under its lock; pinned by `guard`.
+            #[allow(unsafe_code)]
+            if let Some(slots) = unsafe { Slots::of(head) } {
+                for slot in slots.words {
+                    let word = slot.load(Ordering::Relaxed);
+                    if word == EMPTY || word == TOMBSTONE {
+                        continue;
+                    }
+                    // SAFETY: an entry word of the current array, under the shard's lock.
+                    #[allow(unsafe_code)]
+                    let old = unsafe { BlockRef::new((word & ADDRESS) as *const u8, self.layout) };
+                    let size = old.size();
+                    if !should_move(old.ptr(), size) {
+                        continue;
+                    }
+                    let fresh = slab::allocate(size);
+                    assert!((fresh as u64) <= ADDRESS, "a block address above 2^48");
+                    // SAFETY: `old` is a live block of `size` bytes (it cannot be released: its word is
+                    // linked and we hold the lock); `fresh` is a new block of `size` bytes.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(old.ptr(), fresh, size);
+                    }
+                    slot.store(word & !ADDRESS | fresh as u64, Ordering::Release);
+                    self.retire(old, size, &guard);
+                    blocks += 1;
+                    bytes += slab::cost(size) as u64;
+                }
+            }
+            drop(w);
+            drop(guard);
+            pace();
+        }
+        (blocks, bytes)
     }
 
     /// Defers the release of an unlinked block of `size` bytes.
@@ -430,7 +503,7 @@ impl Table {
         // SAFETY: the block was unlinked from its slot just now, under the shard's lock, so no later reader
         // finds it; `block::release` frees its `size` bytes once no earlier reader can.
         #[allow(unsafe_code)]
-        let d = unsafe { Deferred::new(block::release, block.ptr().cast_mut(), size) };
+        let d = unsafe { Deferred::new(block::release, block.ptr().cast_mut(), size, slab::cost(size)) };
         guard.defer(d);
     }
 
@@ -486,13 +559,15 @@ impl Table {
         // Publishes the new array and every word stored in it above.
         self.heads[shard].store(new, Ordering::Release);
         w.used = w.live;
-        self.slot_bytes.fetch_add(len * 8, Ordering::Relaxed);
+        self.slot_bytes.fetch_add(slab::cost(array_bytes(len)), Ordering::Relaxed);
         if old != 0 {
             let old_len = len_of(old);
-            self.slot_bytes.fetch_sub(old_len * 8, Ordering::Relaxed);
+            self.slot_bytes.fetch_sub(slab::cost(array_bytes(old_len)), Ordering::Relaxed);
             // SAFETY: unlinked just now (the shard's head names `new`); released once no reader can see it.
             #[allow(unsafe_code)]
-            guard.defer(unsafe { Deferred::new(release_slots, (old & ADDRESS) as *mut u8, old_len) });
+            guard.defer(unsafe {
+                Deferred::new(release_slots, (old & ADDRESS) as *mut u8, old_len, slab::cost(array_bytes(old_len)))
+            });
         }
         fresh
     }

@@ -181,5 +181,5 @@ fn readers_race_writers_and_growth() {
     for r in readers {
         assert!(r.join().expect("reader") > 0);
     }
-    epoch::flush();
+    epoch::reclaim();
 }
