@@ -40,6 +40,7 @@ mod key;
 mod listing;
 mod logfile;
 mod map;
+mod mapped;
 mod memory;
 mod persist;
 mod reclaim;

@@ -40,6 +40,7 @@ use crate::error::io_err;
 use crate::error::{EngineError, Result};
 use crate::logfile::{self, LogOp};
 use crate::map::{Change, Changed, Map};
+use crate::mapped::MappedFile;
 use crate::snapshot;
 
 /// What writers share with the flusher.
@@ -398,8 +399,8 @@ fn load_newest_snapshot<M: Map>(
         let seeds = crate::map::fresh_seeds();
         return Ok((M::with_seeds(seeds, lru_cap), seeds, 1, false));
     };
-    let data = std::fs::read(newest).map_err(io_err(newest))?;
-    let loaded = snapshot::parse(newest, &data)?;
+    let file = MappedFile::open(newest)?;
+    let loaded = snapshot::parse(newest, file.bytes())?;
     let seeds = loaded.seeds.unwrap_or_else(crate::map::fresh_seeds);
     let map = M::with_seeds(seeds, lru_cap);
     // The table sized once for every entry: growing it while inserting would copy it again and again.
@@ -488,12 +489,18 @@ fn replay_log<M: Map>(
                 ),
             });
         }
-        let data = std::fs::read(path).map_err(io_err(path))?;
-        let scan = logfile::scan(path, &data, next_seq, |record| {
+        let file = MappedFile::open(path)?;
+        let data = file.bytes();
+        let scan = logfile::scan(path, data, next_seq, |record| {
             since_repin += 1;
             if since_repin == REPIN {
                 since_repin = 0;
                 map.repin(&mut guard);
+                // The pages read so far leave the RSS: a long log is replayed in bounded memory.
+                let key = match record.op {
+                    LogOp::Put { key, .. } | LogOp::Delete(key) => key,
+                };
+                file.done_before((key.as_ptr() as usize).saturating_sub(data.as_ptr() as usize));
             }
             let (key, change) = match record.op {
                 // A put that has expired since is gone, whatever it replaced.

@@ -116,6 +116,7 @@ impl Map for TableMap {
 
     fn release_retired(&self) {
         crate::table::epoch::reclaim();
+        crate::table::slab::unmap_idle_current();
     }
 
     fn compact(&self, pace: impl FnMut()) -> Option<u64> {

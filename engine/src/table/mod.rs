@@ -566,7 +566,12 @@ impl Table {
             // SAFETY: unlinked just now (the shard's head names `new`); released once no reader can see it.
             #[allow(unsafe_code)]
             guard.defer(unsafe {
-                Deferred::new(release_slots, (old & ADDRESS) as *mut u8, old_len, slab::cost(array_bytes(old_len)))
+                Deferred::new(
+                    release_slots,
+                    (old & ADDRESS) as *mut u8,
+                    old_len,
+                    slab::cost(array_bytes(old_len)),
+                )
             });
         }
         fresh
@@ -636,6 +641,20 @@ impl Table {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+impl Table {
+    /// The length of the array of `key`'s shard (0 before its first write): for tests that must see an
+    /// array grow.
+    pub(crate) fn array_len(&self, key: &[u8]) -> usize {
+        let head = self.heads[self.shard(self.hash(key))].load(Ordering::Acquire);
+        if head == 0 {
+            0
+        } else {
+            len_of(head)
         }
     }
 }

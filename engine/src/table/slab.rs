@@ -18,8 +18,9 @@
 //! evacuation mark is read and written under its class's lock (held for a pop or a push).
 //!
 //! - **A chunk whose last block is released is unmapped at once** (`munmap`; the class's current chunk
-//!   stays), so deletes give memory back to the system within the time it takes the epoch collector to
-//!   release what they unlinked. There is no per-thread cache in front of the lock: a cached block would
+//!   stays until the engine's memory thread finds it empty: [`unmap_idle_current`]), so deletes give
+//!   memory back to the system within the time it takes the epoch collector to release what they
+//!   unlinked. There is no per-thread cache in front of the lock: a cached block would
 //!   keep its chunk mapped.
 //! - **Half-empty chunks are evacuated** when the waste is worth it ([`plan_evacuation`]: at least
 //!   [`EVACUATE_IGNORE_BYTES`] and [`EVACUATE_THRESHOLD_PERCENT`] of the chunks' bytes): their chunks are
@@ -362,6 +363,7 @@ fn map_aligned() -> *mut Chunk {
 /// # Safety
 /// `chunk` is mapped, in no list, and no block of it is live.
 #[allow(unsafe_code)]
+#[cfg_attr(loom, allow(dead_code, reason = "under loom no chunk is mapped"))]
 unsafe fn unmap_chunk(chunk: *mut Chunk) {
     #[cfg(not(loom))]
     // SAFETY: the caller's contract; `map_aligned` mapped exactly these CHUNK bytes.
@@ -516,6 +518,25 @@ pub(crate) fn end_evacuation() {
     }
 }
 
+/// Unmaps every class's current chunk that holds no live block (the memory thread's tick: a class
+/// whose blocks are all gone keeps nothing mapped, at the cost of mapping a chunk again on its next
+/// allocation).
+#[allow(unsafe_code)]
+pub(crate) fn unmap_idle_current() {
+    for class in classes() {
+        let mut c = lock(class);
+        let chunk = c.current;
+        // SAFETY: the current chunk is mapped; its header is ours under the lock.
+        if !chunk.is_null() && unsafe { (*chunk).live } == 0 {
+            c.current = std::ptr::null_mut();
+            c.chunks -= 1;
+            drop(c);
+            // SAFETY: no live block, in no list, and no longer the current chunk: unreachable.
+            unsafe { unmap_chunk(chunk) };
+        }
+    }
+}
+
 /// Whether the system allocator has had enough large blocks released since the last trim that trimming
 /// is worth a pass over its heaps; resets the count when it says yes.
 pub(crate) fn take_trim_due(threshold: u64) -> bool {
@@ -544,6 +565,7 @@ fn large_layout(size: usize) -> std::alloc::Layout {
     std::alloc::Layout::from_size_align(size, LARGE_ALIGN).unwrap_or(std::alloc::Layout::new::<u64>())
 }
 
+#[cfg_attr(loom, allow(dead_code, reason = "under loom no chunk is mapped"))]
 fn chunk_layout() -> std::alloc::Layout {
     std::alloc::Layout::from_size_align(CHUNK, CHUNK).unwrap_or(std::alloc::Layout::new::<u64>())
 }
