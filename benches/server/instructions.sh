@@ -15,6 +15,7 @@
 # which otkv engines (the engine's own table, flurry; default both). The top functions are the last one's.
 # CACHE=1 also simulates the caches (--cache-sim=yes) and prints last-level data-cache misses per request
 # (DLmr + DLmw): the dependent misses of a table lookup cost more than its instructions.
+# OTKV_SERVER=PATH measures that otkv-server binary (another build, for a before/after) instead of this tree's.
 # KEEP=DIR keeps the callgrind dumps there (for callgrind_annotate --inclusive=yes, or kcachegrind).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -105,7 +106,7 @@ fi
 
 # otkv_row ENGINE: the GET and PUT rows of otkv-server on ENGINE (memory: the engine's table; flurry).
 otkv_row() {
-  under_callgrind "otkv-$1" ./target/release/otkv-server --port 0 --workers 1 --engine "$1"
+  under_callgrind "otkv-$1" "${OTKV_SERVER:-./target/release/otkv-server}" --port 0 --workers 1 --engine "$1"
   OTKV=$PID
   wait_listening "$TMP/otkv-$1.out"
   URL=$(sed 's/listening on //' "$TMP/otkv-$1.out")

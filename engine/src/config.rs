@@ -164,6 +164,9 @@ pub struct EngineConfig {
     pub max_memory: Option<u64>,
     /// Memory engine: what happens when a write would pass `max_memory`.
     pub eviction: Eviction,
+    /// Memory engine: whether the memory thread moves live entries out of mostly empty chunks so they can
+    /// be given back (as Redis's `activedefrag`). Chunks that empty are given back either way.
+    pub compaction: bool,
 }
 
 impl EngineConfig {
@@ -178,6 +181,7 @@ impl EngineConfig {
             snapshot_interval: Some(Duration::from_secs(60)),
             max_memory: None,
             eviction: Eviction::NoEviction,
+            compaction: true,
         }
     }
 
@@ -197,6 +201,7 @@ impl EngineConfig {
             snapshot_interval: None,
             max_memory: None,
             eviction: Eviction::NoEviction,
+            compaction: false,
         }
     }
 

@@ -154,7 +154,7 @@ impl<M: Map> MemoryStore<M> {
             Expirer::start_every("otkv-evict", EVICT_TICK, move |_| evict_excess(&s))
         });
         let s = Arc::clone(&shared);
-        let mut reclaimer = Reclaimer::new(Arc::clone(&shared.compacted));
+        let mut reclaimer = Reclaimer::new(Arc::clone(&shared.compacted), config.compaction);
         let mut first = true;
         let reclaimer = Expirer::start_every("otkv-memory", reclaim::TICK, move |_| {
             if std::mem::take(&mut first) {

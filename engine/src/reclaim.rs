@@ -8,7 +8,7 @@
 //! 1. **Releases left with idle threads**: a worker that retired fewer entries than fill a bag and then
 //!    went idle would keep them; [`Map::release_retired`] seals every thread's waiting releases and runs
 //!    those no reader can see.
-//! 2. **Half-empty chunks**: deletes spread over many chunks leave each partly used, and a partly used
+//! 2. **Half-empty chunks** (unless `EngineConfig::compaction` is off): deletes spread over many chunks leave each partly used, and a partly used
 //!    chunk cannot be unmapped. When the waste passes its thresholds, [`Map::compact`] moves the live
 //!    entries of the emptiest chunks into fuller ones (paced: a pause every [`SHARDS_PER_PAUSE`] shards),
 //!    and the emptied chunks are unmapped.
@@ -44,6 +44,8 @@ pub(crate) struct Reclaimer {
     last_trim: Instant,
     /// No compaction pass before this.
     compact_after: Instant,
+    /// `EngineConfig::compaction`.
+    compaction: bool,
     /// The highest estimate of the data seen since the last trim.
     peak_used: u64,
     /// Bytes moved by compaction since start (shared with the stats).
@@ -51,15 +53,21 @@ pub(crate) struct Reclaimer {
 }
 
 impl Reclaimer {
-    pub(crate) fn new(compacted: std::sync::Arc<AtomicU64>) -> Reclaimer {
-        Reclaimer { last_trim: Instant::now(), compact_after: Instant::now(), peak_used: 0, compacted }
+    pub(crate) fn new(compacted: std::sync::Arc<AtomicU64>, compaction: bool) -> Reclaimer {
+        Reclaimer {
+            last_trim: Instant::now(),
+            compact_after: Instant::now(),
+            compaction,
+            peak_used: 0,
+            compacted,
+        }
     }
 
     /// One tick: releases what idle threads retired, compacts when it is worth it, trims the system
     /// allocator when the data shrank. `used` is the budget's estimate of the data now.
     pub(crate) fn tick<M: Map>(&mut self, map: &M, used: u64) {
         map.release_retired();
-        if Instant::now() >= self.compact_after {
+        if self.compaction && Instant::now() >= self.compact_after {
             let mut shards = 0;
             let moved = map.compact(|| {
                 shards += 1;

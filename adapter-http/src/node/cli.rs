@@ -51,6 +51,20 @@ pub struct ServerArgs {
     /// `volatile-ttl` (evict the keys with the nearest expiry; 507 when none has one). Redis's names.
     #[arg(long, default_value = "noeviction", requires = "max_memory")]
     pub eviction: Eviction,
+    /// Memory engine: move live entries out of mostly empty memory in the background so it can go back
+    /// to the system (`on`), or never move them (`off`; memory that empties entirely still goes back).
+    /// Like Redis's `activedefrag`.
+    #[arg(long, default_value = "on", value_parser = parse_switch, value_name = "on|off")]
+    pub compaction: bool,
+}
+
+/// `on` or `off`.
+fn parse_switch(text: &str) -> Result<bool, String> {
+    match text {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("`{text}`: say on or off")),
+    }
 }
 
 /// A byte count: digits with an optional unit (`B`, `KB`/`MB`/`GB`/`TB` in powers of 1000,
@@ -96,6 +110,7 @@ impl ServerArgs {
             snapshot_interval: Some(self.snapshot_interval).filter(|d| !d.is_zero()),
             max_memory: self.max_memory,
             eviction: self.eviction,
+            compaction: self.compaction,
         })
     }
 }
