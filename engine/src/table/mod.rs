@@ -126,17 +126,8 @@ impl<'a> Slots<'a> {
     /// A new array of `len` empty slots, as a head word. Owned by the caller until published.
     fn allocate(len: usize) -> u64 {
         debug_assert!(len % GROWTH_STEP == 0 && len <= MAX_SLOTS);
-        // From the slab, like the blocks (an array of 8-slot steps is a multiple of 64 bytes, so its class
-        // lays it 8-aligned): a table that shrinks gives its arrays' memory back with its blocks'.
-        #[allow(clippy::cast_ptr_alignment, reason = "8-aligned: see above")]
-        let ptr = slab::allocate(array_bytes(len)).cast::<AtomicU64>();
-        for i in 0..len {
-            // SAFETY: `ptr` has room for `len` words, aligned; no one else can see it yet.
-            #[allow(unsafe_code)]
-            unsafe {
-                ptr.add(i).write(AtomicU64::new(EMPTY));
-            }
-        }
+        let words: Box<[AtomicU64]> = (0..len).map(|_| AtomicU64::new(EMPTY)).collect();
+        let ptr = Box::into_raw(words).cast::<AtomicU64>();
         let address = ptr as u64;
         assert!(address <= ADDRESS, "an array address above 2^48");
         ((len / GROWTH_STEP) as u64) << 48 | address
@@ -199,14 +190,15 @@ fn len_of(head: u64) -> usize {
 /// `ptr` and `len` are an array from `Slots::allocate`, unlinked, that no reader can reach.
 #[allow(unsafe_code)]
 unsafe fn release_slots(ptr: *mut u8, len: usize) {
-    // SAFETY: the caller's contract; `allocate` took the array from the slab (an atomic word needs no
-    // drop).
-    unsafe { slab::release(ptr, array_bytes(len)) };
-}
-
-/// The bytes of an array of `len` slots (8 a slot; more under loom, whose atomics are objects).
-fn array_bytes(len: usize) -> usize {
-    len * std::mem::size_of::<AtomicU64>()
+    #[cfg(loom)]
+    {
+        slab::mark_released(ptr);
+        let _ = len;
+    }
+    // SAFETY: the caller's contract; the box `allocate` leaked, rebuilt from its parts.
+    #[cfg(not(loom))]
+    #[allow(clippy::cast_ptr_alignment, reason = "`ptr` came from a Box<[AtomicU64]>: 8-aligned")]
+    drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr.cast::<AtomicU64>(), len)) });
 }
 
 /// What a shard's writer keeps.
@@ -443,9 +435,9 @@ impl Table {
 
     /// Moves every block that `should_move(block address, size)` picks (the slab's evacuating chunks) to
     /// a fresh block, shard by shard: under the shard's lock, the block is copied, the slot word swapped,
-    /// and the old block retired like an overwritten one, so readers that hold it keep reading it. A
-    /// slot array it picks is rebuilt (as growth does). Calls `pace()` after each shard (the caller sleeps
-    /// there to bound the work per second). Returns the blocks and bytes moved.
+    /// and the old block retired like an overwritten one, so readers that hold it keep reading it. Calls
+    /// `pace()` after each shard (the caller sleeps there to bound the work per second). Returns the
+    /// blocks and bytes moved.
     pub(crate) fn compact(
         &self,
         should_move: impl Fn(*const u8, usize) -> bool,
@@ -454,13 +446,8 @@ impl Table {
         let (mut blocks, mut bytes) = (0, 0);
         for shard in 0..self.heads.len() {
             let guard = self.pin();
-            let mut w = lock(&self.writers[shard].state);
-            let mut head = self.heads[shard].load(Ordering::Acquire);
-            if head != 0 && should_move((head & ADDRESS) as *const u8, array_bytes(len_of(head))) {
-                self.rebuild(shard, &mut w, len_of(head), &guard);
-                bytes += slab::cost(array_bytes(len_of(head))) as u64;
-                head = self.heads[shard].load(Ordering::Acquire);
-            }
+            let w = lock(&self.writers[shard].state);
+            let head = self.heads[shard].load(Ordering::Acquire);
             // SAFETY: the shard's current array, under its lock; pinned by `guard`.
             #[allow(unsafe_code)]
             if let Some(slots) = unsafe { Slots::of(head) } {
@@ -559,10 +546,10 @@ impl Table {
         // Publishes the new array and every word stored in it above.
         self.heads[shard].store(new, Ordering::Release);
         w.used = w.live;
-        self.slot_bytes.fetch_add(slab::cost(array_bytes(len)), Ordering::Relaxed);
+        self.slot_bytes.fetch_add(len * 8, Ordering::Relaxed);
         if old != 0 {
             let old_len = len_of(old);
-            self.slot_bytes.fetch_sub(slab::cost(array_bytes(old_len)), Ordering::Relaxed);
+            self.slot_bytes.fetch_sub(old_len * 8, Ordering::Relaxed);
             // SAFETY: unlinked just now (the shard's head names `new`); released once no reader can see it.
             #[allow(unsafe_code)]
             guard.defer(unsafe {
@@ -570,7 +557,7 @@ impl Table {
                     release_slots,
                     (old & ADDRESS) as *mut u8,
                     old_len,
-                    slab::cost(array_bytes(old_len)),
+                    old_len * 8,
                 )
             });
         }

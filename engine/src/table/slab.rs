@@ -1,11 +1,12 @@
-//! Where entry blocks and slot arrays live: size classes in 256 KiB chunks of the slab's own, the system
-//! allocator only for blocks over [`MAX_CLASSED`]; memory that empties goes back to the operating system.
+//! Where entry blocks live: size classes in 256 KiB chunks of the slab's own, the system allocator only
+//! for blocks over [`MAX_CLASSED`]; memory that empties goes back to the operating system.
 //!
 //! Why not glibc: its chunks carry an 8-byte header and come in 16-byte steps, so a 130-byte entry (16-byte
 //! key, 100-byte value) costs 144 bytes; here it costs 130. For a million such keys that is 12 MB, a tenth
 //! of what a key costs Redis (README's Benchmarks). And glibc cannot give back a page that one small
 //! allocation still holds: with the table's slot arrays spread among freed values, a node that shrank
-//! kept most of its peak. Classes: 2-byte steps up to 512 bytes, 16-byte steps up to 4,608, 256-byte steps
+//! kept most of its peak. (The slot arrays stay with glibc: among values they pinned pages, among
+//! themselves they pack well, and in the slab each of their many sizes kept a partly used chunk.) Classes: 2-byte steps up to 512 bytes, 16-byte steps up to 4,608, 256-byte steps
 //! up to [`MAX_CLASSED`] (at most 2%, 3% and 6% rounding); larger blocks come from the system allocator,
 //! which the engine's memory thread trims (`malloc_trim`) after large frees.
 //!
@@ -35,8 +36,7 @@ use super::sync::{lock, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Small blocks are rounded up to a multiple of this (also their alignment; a table whose blocks carry an
-/// atomic clock asks for multiples of 4, so its blocks are 4-aligned; slot arrays, multiples of 64 bytes,
-/// are 8-aligned).
+/// atomic clock asks for multiples of 4, so its blocks are 4-aligned).
 pub(crate) const GRAIN: usize = 2;
 /// The largest block of the finest classes (2-byte steps).
 const MAX_SMALL: usize = 512;
