@@ -39,17 +39,27 @@ use std::sync::atomic::AtomicU64;
 const BAG: usize = 64;
 const PINNED: usize = 1;
 
-/// Bytes deferred and not yet released, process-wide (`/metrics`: memory retired but not yet freed).
-static PENDING_BYTES: AtomicU64 = AtomicU64::new(0);
+/// Bytes in sealed bags not yet released, process-wide (counted once a bag, not once a release: a shared
+/// counter touched by every write would be one more contended atomic on the write path).
+static SEALED_BYTES: AtomicU64 = AtomicU64::new(0);
 
-/// Bytes unlinked and waiting for the collector, in every table of the process.
+/// Bytes unlinked and waiting for the collector, in every table of the process: sealed bags, and every
+/// thread's bag not sealed yet.
 pub(crate) fn pending_bytes() -> u64 {
-    PENDING_BYTES.load(std::sync::atomic::Ordering::Relaxed)
+    let c = collector();
+    let unsealed: usize = lock(&c.locals).iter().map(|l| bag_bytes(&lock(&l.bag))).sum();
+    SEALED_BYTES.load(std::sync::atomic::Ordering::Relaxed) + unsealed as u64
 }
 
-/// A release to run once no reader can see `ptr`: `call(ptr, arg)`, freeing `bytes`.
+fn bag_bytes(bag: &[Deferred]) -> usize {
+    bag.iter().map(|d| d.bytes).sum()
+}
+
+/// A release to run once no reader can see `ptr`: a table block (given back to the slab with the rest of
+/// its bag, a class lock taken once per class), or `call(ptr, arg)`; it frees `bytes`.
 pub(crate) struct Deferred {
-    call: unsafe fn(*mut u8, usize),
+    /// `None`: a slab block of `arg` bytes.
+    call: Option<unsafe fn(*mut u8, usize)>,
     ptr: *mut u8,
     arg: usize,
     bytes: usize,
@@ -73,15 +83,43 @@ impl Deferred {
         arg: usize,
         bytes: usize,
     ) -> Self {
-        PENDING_BYTES.fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
-        Deferred { call, ptr, arg, bytes }
+        Deferred { call: Some(call), ptr, arg, bytes }
     }
 
+    /// The release of a slab block of `size` bytes, costing `bytes`.
+    ///
+    /// # Safety
+    /// `ptr` came from `slab::allocate(size)`, and is released once no reader can reach it.
     #[allow(unsafe_code)]
-    fn run(self) {
-        // SAFETY: the contract of `new`, and this runs once (it consumes `self`) after two epochs.
-        unsafe { (self.call)(self.ptr, self.arg) };
-        PENDING_BYTES.fetch_sub(self.bytes as u64, std::sync::atomic::Ordering::Relaxed);
+    pub(crate) unsafe fn block(ptr: *mut u8, size: usize, bytes: usize) -> Self {
+        Deferred { call: None, ptr, arg: size, bytes }
+    }
+}
+
+/// Runs the releases of bags no reader can see any more: calls one by one, blocks to the slab in one
+/// batch a bag.
+#[allow(unsafe_code)]
+fn run(bags: Vec<Vec<Deferred>>) {
+    let mut blocks = [(std::ptr::null_mut(), 0); BAG];
+    for bag in bags {
+        let mut n = 0;
+        for d in bag {
+            if let Some(call) = d.call {
+                // SAFETY: the contract of `Deferred::new`; this runs once (`d` is consumed), after two
+                // epochs.
+                unsafe { call(d.ptr, d.arg) };
+                continue;
+            }
+            if n == BAG {
+                // SAFETY: the contract of `Deferred::block`, as above.
+                unsafe { super::slab::release_blocks(&blocks[..n]) };
+                n = 0;
+            }
+            blocks[n] = (d.ptr, d.arg);
+            n += 1;
+        }
+        // SAFETY: as above.
+        unsafe { super::slab::release_blocks(&blocks[..n]) };
     }
 }
 
@@ -156,13 +194,14 @@ impl Collector {
             }
             sealed.drain(..n).map(|(_, bag)| bag).collect()
         };
-        for d in ready.into_iter().flatten() {
-            d.run();
-        }
+        let bytes: usize = ready.iter().map(|bag| bag_bytes(bag)).sum();
+        run(ready);
+        SEALED_BYTES.fetch_sub(bytes as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Queues `bag`, sealed with the epoch now (read after every unlink it holds).
     fn seal(&self, bag: Vec<Deferred>) {
+        SEALED_BYTES.fetch_add(bag_bytes(&bag) as u64, std::sync::atomic::Ordering::Relaxed);
         fence(Ordering::SeqCst);
         let epoch = self.epoch.load(Ordering::Relaxed);
         lock(&self.sealed).push((epoch, bag));

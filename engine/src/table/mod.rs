@@ -490,7 +490,7 @@ impl Table {
         // SAFETY: the block was unlinked from its slot just now, under the shard's lock, so no later reader
         // finds it; `block::release` frees its `size` bytes once no earlier reader can.
         #[allow(unsafe_code)]
-        let d = unsafe { Deferred::new(block::release, block.ptr().cast_mut(), size, slab::cost(size)) };
+        let d = unsafe { Deferred::block(block.ptr().cast_mut(), size, slab::cost(size)) };
         guard.defer(d);
     }
 
@@ -553,12 +553,7 @@ impl Table {
             // SAFETY: unlinked just now (the shard's head names `new`); released once no reader can see it.
             #[allow(unsafe_code)]
             guard.defer(unsafe {
-                Deferred::new(
-                    release_slots,
-                    (old & ADDRESS) as *mut u8,
-                    old_len,
-                    old_len * 8,
-                )
+                Deferred::new(release_slots, (old & ADDRESS) as *mut u8, old_len, old_len * 8)
             });
         }
         fresh

@@ -58,12 +58,20 @@ pub(crate) const EVACUATE_IGNORE_BYTES: u64 = 8 << 20;
 /// `active-defrag-threshold-lower`).
 pub(crate) const EVACUATE_THRESHOLD_PERCENT: u64 = 10;
 
+/// Free blocks a chunk that was full needs before it is listed for allocation again (fewer if it holds
+/// few blocks). Under overwrites, releases land in random chunks: listing a chunk at its first free block
+/// made the next allocations hop from chunk to chunk, one block each (list surgery on 40% of them);
+/// eight idle blocks of a chunk of thousands cost nothing.
+const LIST_AT: usize = 8;
+
 /// A chunk's header, at its start.
 #[repr(C)]
 struct Chunk {
     class: usize,
     /// Blocks handed out and not yet released.
     live: usize,
+    /// Listed for allocation again once this many of its blocks are free (see [`LIST_AT`]).
+    list_at: usize,
     /// Released blocks, each holding the next one's address in its first bytes.
     free: *mut u8,
     /// The never-used tail: `bump..end`.
@@ -77,6 +85,13 @@ struct Chunk {
 }
 
 const _: () = assert!(std::mem::size_of::<Chunk>() <= HEADER);
+
+impl Chunk {
+    /// Blocks it holds.
+    fn capacity(&self) -> usize {
+        capacity(size_of_class(self.class))
+    }
+}
 
 struct Class {
     /// Where new blocks come from (null before the first).
@@ -123,7 +138,6 @@ fn classes() -> &'static [Mutex<Class>; CLASSES] {
 
 /// Process-wide figures, for `/metrics` ([`stats`]).
 static MAPPED: AtomicU64 = AtomicU64::new(0);
-static SMALL_LIVE: AtomicU64 = AtomicU64::new(0);
 static LARGE_LIVE: AtomicU64 = AtomicU64::new(0);
 /// Bytes of large blocks released since the last `malloc_trim`.
 static LARGE_FREED: AtomicU64 = AtomicU64::new(0);
@@ -142,7 +156,13 @@ pub(crate) struct SlabStats {
 pub(crate) fn stats() -> SlabStats {
     SlabStats {
         chunks: MAPPED.load(Ordering::Relaxed),
-        small: SMALL_LIVE.load(Ordering::Relaxed),
+        // Counted per class under its lock (a shared counter would be one more contended atomic per
+        // allocation and release); summed here, for the rare reader.
+        small: classes()
+            .iter()
+            .enumerate()
+            .map(|(index, class)| (lock(class).live * size_of_class(index)) as u64)
+            .sum(),
         large: LARGE_LIVE.load(Ordering::Relaxed),
     }
 }
@@ -240,7 +260,6 @@ pub(crate) fn allocate(size: usize) -> *mut u8 {
         };
         h.live += 1;
         c.live += 1;
-        SMALL_LIVE.fetch_add(size as u64, Ordering::Relaxed);
         p
     }
 }
@@ -265,35 +284,93 @@ pub(crate) unsafe fn release(ptr: *mut u8, size: usize) {
             LARGE_FREED.fetch_add(cost(size) as u64, Ordering::Relaxed);
             return;
         }
-        let (index, size) = class_of(size);
-        let chunk = (ptr as usize & !(CHUNK - 1)) as *mut Chunk;
+        let (index, _) = class_of(size);
         let mut c = lock(&classes()[index]);
-        // SAFETY: the block is live, so its chunk is mapped; its header is ours under the class's lock.
-        let empty = unsafe {
-            let h = &mut *chunk;
-            debug_assert_eq!(h.class, index, "a block released to the wrong class");
-            ptr.cast::<*mut u8>().write_unaligned(h.free);
-            h.free = ptr;
-            h.live -= 1;
-            c.live -= 1;
-            if h.live == 0 && chunk != c.current {
-                if h.listed {
-                    unlink(&mut c, chunk);
-                }
-                c.chunks -= 1;
-                true
-            } else {
-                if !h.listed && chunk != c.current {
-                    push_front(&mut c, chunk);
-                }
-                false
-            }
-        };
+        // SAFETY: the caller's contract; under the class's lock.
+        let empty = unsafe { release_locked(&mut c, index, ptr) };
         drop(c);
-        SMALL_LIVE.fetch_sub(size as u64, Ordering::Relaxed);
-        if empty {
+        if let Some(chunk) = empty {
             // SAFETY: unlinked from its class, no live block: nothing can reach it any more.
             unsafe { unmap_chunk(chunk) };
+        }
+    }
+}
+
+/// [`release`] for many blocks at once, as the epoch collector releases a bag: a class's lock is held
+/// across a run of blocks of that class (in a workload of one value size, one lock for the whole bag).
+/// Not sorted: sorting a bag cost more than the locks it saved.
+///
+/// # Safety
+/// Each `ptr` came from `allocate(size)`, appears once, and nothing uses it any more.
+#[allow(unsafe_code)]
+pub(crate) unsafe fn release_blocks(blocks: &[(*mut u8, usize)]) {
+    if cfg!(loom) || cfg!(otkv_memcheck) {
+        for &(ptr, size) in blocks {
+            // SAFETY: the caller's contract.
+            unsafe { release(ptr, size) };
+        }
+        return;
+    }
+    let mut i = 0;
+    while i < blocks.len() {
+        let (ptr, size) = blocks[i];
+        if size > MAX_CLASSED {
+            // SAFETY: the caller's contract.
+            unsafe { release(ptr, size) };
+            i += 1;
+            continue;
+        }
+        let (index, _) = class_of(size);
+        let mut empty = [std::ptr::null_mut(); 8];
+        let mut emptied = 0;
+        let mut c = lock(&classes()[index]);
+        while i < blocks.len()
+            && blocks[i].1 <= MAX_CLASSED
+            && class_of(blocks[i].1).0 == index
+            && emptied < 8
+        {
+            // SAFETY: the caller's contract; under the class's lock.
+            if let Some(chunk) = unsafe { release_locked(&mut c, index, blocks[i].0) } {
+                empty[emptied] = chunk;
+                emptied += 1;
+            }
+            i += 1;
+        }
+        drop(c);
+        for &chunk in &empty[..emptied] {
+            // SAFETY: unlinked from its class, no live block: nothing can reach it any more.
+            unsafe { unmap_chunk(chunk) };
+        }
+    }
+}
+
+/// Puts a released block back in its chunk, under its class's lock; returns the chunk when it emptied
+/// (unlinked, to be unmapped once the lock is released).
+///
+/// # Safety
+/// `ptr` is a live block of class `index` that nothing uses any more; `c` is that class, locked.
+#[allow(unsafe_code)]
+unsafe fn release_locked(c: &mut Class, index: usize, ptr: *mut u8) -> Option<*mut Chunk> {
+    let chunk = (ptr as usize & !(CHUNK - 1)) as *mut Chunk;
+    // SAFETY: the block is live, so its chunk is mapped; its header is ours under the class's lock.
+    unsafe {
+        let h = &mut *chunk;
+        debug_assert_eq!(h.class, index, "a block released to the wrong class");
+        ptr.cast::<*mut u8>().write_unaligned(h.free);
+        h.free = ptr;
+        h.live -= 1;
+        c.live -= 1;
+        if h.live == 0 && chunk != c.current {
+            if h.listed {
+                unlink(c, chunk);
+            }
+            c.chunks -= 1;
+            Some(chunk)
+        } else {
+            if !h.listed && chunk != c.current && h.live + h.list_at <= h.capacity() {
+                push_front(c, chunk);
+            }
+            None
         }
     }
 }
@@ -307,6 +384,7 @@ fn map_chunk(index: usize) -> *mut Chunk {
         chunk.write(Chunk {
             class: index,
             live: 0,
+            list_at: (capacity(size_of_class(index)) / 4).clamp(1, LIST_AT),
             free: std::ptr::null_mut(),
             bump: chunk.cast::<u8>().add(HEADER),
             prev: std::ptr::null_mut(),
