@@ -13,7 +13,8 @@
 # (skipped, and said so, without them).
 #
 # Usage: benches/report.sh [NAME...]   (default: all; NAME: reference sync instructions pipelined compare
-#        durability proxy tls reshard resp-client client-vs-wrk memory ten-million recovery netns)
+#        durability proxy tls reshard resp-client client-vs-wrk memory memory-churn compaction-tail
+#        ten-million recovery netns)
 # With NAMEs, only those are rerun; the others keep their last results (each section says its own date).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +23,7 @@ OUT=benches/results
 mkdir -p "$OUT" img
 
 ALL=(reference sync instructions pipelined compare durability proxy tls reshard resp-client client-vs-wrk
-  memory ten-million recovery netns)
+  memory memory-churn compaction-tail ten-million recovery netns)
 WANT=("$@")
 [ ${#WANT[@]} -eq 0 ] && WANT=("${ALL[@]}")
 
@@ -59,6 +60,10 @@ WHAT[client-vs-wrk]="The harness's HTTP client against wrk -t1 on the same node 
 CMD[client-vs-wrk]="benches/server/client-vs-wrk.sh 10s"
 WHAT[memory]="Memory per key: RSS of one server holding the same data (OTKV on its table and on flurry, redis-server, memcached), with each one's ratio to Redis."
 CMD[memory]="benches/server/memory.sh"
+WHAT[memory-churn]="Memory as the data changes, otkv-server and redis-server through the same sequences (RSS 15 s after each step): 1M keys of 100 B written then all deleted; 1M keys of 1 KiB overwritten with 100 B, against a server loaded with the 100 B values directly; 1,000 keys of 4 KiB overwritten 1,000 times with a log and no snapshot, kill -9, restart (OTKV only); 1M keys of 100 B with every other key deleted."
+CMD[memory-churn]="python3 benches/server/memory_churn.py --otkv ./target/release/otkv-server"
+WHAT[compaction-tail]="GET latency while compaction moves 1M live entries (every other key of 2M deleted during an open-loop load of 20,000 GET/s on 64 connections, one worker), against the same sequence with --compaction off; alternating rounds, medians."
+CMD[compaction-tail]="benches/server/compaction_tail.sh 3 20000"
 WHAT[ten-million]="Ten million keys of 16 + 100 bytes with periodic durability, on the table then on flurry: load rate, RSS, GET p99 with and without a snapshot running, snapshot time, the slowest put while the table grows, recovery in a new process."
 CMD[ten-million]="for e in memory flurry; do echo \"== ENGINE=\$e\"; ENGINE=\$e cargo run --release -q -p otkv-engine --example ten_million; done"
 WHAT[recovery]="Recovery of 1M keys of 100 B from the log alone and from a snapshot: time and disk use."

@@ -54,7 +54,7 @@ pub struct ServerArgs {
     /// Memory engine: move live entries out of mostly empty memory in the background so it can go back
     /// to the system (`on`), or never move them (`off`; memory that empties entirely still goes back).
     /// Like Redis's `activedefrag`.
-    #[arg(long, default_value = "on", value_parser = parse_switch, value_name = "on|off")]
+    #[arg(long, default_value = "on", value_parser = parse_switch, value_name = "on|off", action = clap::ArgAction::Set)]
     pub compaction: bool,
 }
 
