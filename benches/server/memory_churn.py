@@ -44,6 +44,18 @@ def free_port():
     return port
 
 
+def exchange(sock, requests, server, answers):
+    """Sends the pipelined requests; returns the bytes read once `answers(bytes)` counts them all."""
+    sock.sendall(b"".join(requests))
+    buf = b""
+    while answers(buf) < len(requests):
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            raise SystemExit(f"{server} closed the connection")
+        buf += chunk
+    return buf
+
+
 class Otkv:
     name = "OTKV"
 
@@ -68,14 +80,7 @@ class Otkv:
         return self.proc.pid
 
     def _pipeline(self, requests):
-        self.sock.sendall(b"".join(requests))
-        want, buf, seen = len(requests), b"", 0
-        while seen < want:
-            chunk = self.sock.recv(1 << 20)
-            if not chunk:
-                raise SystemExit("otkv-server closed the connection")
-            buf += chunk
-            seen = buf.count(b"HTTP/1.1 ")
+        buf = exchange(self.sock, requests, "otkv-server", lambda b: b.count(b"HTTP/1.1 "))
         bad = re.findall(rb"HTTP/1.1 ([45]\d\d)", buf)
         if bad:
             raise SystemExit(f"otkv-server answered {bad[:3]}")
@@ -123,14 +128,8 @@ class Redis:
         return out
 
     def _pipeline(self, cmds):
-        self.sock.sendall(b"".join(cmds))
-        want, buf, seen = len(cmds), b"", 0
-        while seen < want:
-            chunk = self.sock.recv(1 << 20)
-            if not chunk:
-                raise SystemExit("redis-server closed the connection")
-            buf += chunk
-            seen = buf.count(b"\r\n")
+        # Every answer here (+OK, :1, :0) is one line.
+        buf = exchange(self.sock, cmds, "redis-server", lambda b: b.count(b"\r\n"))
         if b"-ERR" in buf:
             raise SystemExit("redis-server answered an error")
 

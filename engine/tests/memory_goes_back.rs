@@ -22,6 +22,12 @@ fn engine(kind: EngineKind) -> Engine {
     Engine::open(EngineConfig::memory().with_kind(kind)).expect("open")
 }
 
+/// A table engine with nothing retired anywhere, and what the process's allocators hold then.
+fn fresh() -> (Engine, u64) {
+    let (e, empty) = fresh();
+    (e, empty)
+}
+
 fn stats(e: &Engine) -> MemoryStats {
     e.memory_stats().expect("a memory engine has memory stats")
 }
@@ -58,9 +64,7 @@ const MIB: u64 = 1 << 20;
 #[test]
 fn deleting_every_key_returns_memory() {
     let _turn = serial();
-    let e = engine(EngineKind::Memory);
-    e.purge_memory();
-    let empty = stats(&e).allocated_bytes;
+    let (e, empty) = fresh();
     load(&e, 100_000, 100);
     let full = stats(&e).allocated_bytes;
     assert!(full > empty + 12 * MIB, "100k x 100 B allocated: {empty} -> {full}");
@@ -80,9 +84,7 @@ fn deleting_every_key_returns_memory() {
 #[test]
 fn shrinking_overwrites_return_memory() {
     let _turn = serial();
-    let e = engine(EngineKind::Memory);
-    e.purge_memory();
-    let empty = stats(&e).allocated_bytes;
+    let (e, empty) = fresh();
     load(&e, 20_000, 1000);
     let big = stats(&e).allocated_bytes - empty;
     load(&e, 20_000, 100);
@@ -97,9 +99,7 @@ fn shrinking_overwrites_return_memory() {
 #[test]
 fn sparse_deletes_are_compacted() {
     let _turn = serial();
-    let e = engine(EngineKind::Memory);
-    e.purge_memory();
-    let empty = stats(&e).allocated_bytes;
+    let (e, empty) = fresh();
     load(&e, 200_000, 100);
     let full = stats(&e).allocated_bytes - empty;
     e.batch(|b| {

@@ -26,8 +26,9 @@
 //! a coroutine yield, so a may coroutine that moves to another worker thread never carries a guard along.
 //!
 //! Costs: pinning is a thread-local lookup, a store and a fence per batch; a read under the guard costs
-//! nothing; a release costs a push into a thread-local `Vec`, and every [`BAG`] of them one fence, one lock
-//! and one attempt to advance.
+//! nothing; a release costs a push into the thread's bag under its uncontended lock, and every [`BAG`] of
+//! them one fence, one lock and one attempt to advance; the collector gives a bag's blocks back to the slab
+//! together.
 
 use std::cell::Cell;
 use std::marker::PhantomData;

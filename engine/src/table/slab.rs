@@ -529,7 +529,7 @@ pub(crate) fn plan_evacuation() -> usize {
             }
         }
     }
-    let mapped = stats().chunks;
+    let mapped = MAPPED.load(Ordering::Relaxed);
     if reclaimable < EVACUATE_IGNORE_BYTES || reclaimable * 100 < mapped * EVACUATE_THRESHOLD_PERCENT {
         return 0;
     }
