@@ -24,7 +24,9 @@ fn engine(kind: EngineKind) -> Engine {
 
 /// A table engine with nothing retired anywhere, and what the process's allocators hold then.
 fn fresh() -> (Engine, u64) {
-    let (e, empty) = fresh();
+    let e = engine(EngineKind::Memory);
+    e.purge_memory();
+    let empty = stats(&e).allocated_bytes;
     (e, empty)
 }
 
