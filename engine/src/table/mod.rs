@@ -348,9 +348,10 @@ impl Table {
     }
 
     /// Probes `slots` for `key`: its slot and entry if present; else `None` and the slot an insert would
-    /// take (the first tombstone on the way, or the empty slot that ended the probe).
+    /// take (the first tombstone on the way, or the empty slot that ended the probe). The block it finds
+    /// lives as long as the array it was found in (`'s`: the guard's borrow).
     #[inline(always)]
-    fn probe<'g>(&self, slots: Slots<'_>, hash: u64, key: &[u8]) -> (usize, Option<BlockRef<'g>>) {
+    fn probe<'s>(&self, slots: Slots<'s>, hash: u64, key: &[u8]) -> (usize, Option<BlockRef<'s>>) {
         let tag = tag(hash);
         let mut i = slots.home(tag);
         let mut reuse = None;
