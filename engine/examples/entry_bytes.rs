@@ -6,10 +6,11 @@
 //! them per key next to what the engine's own estimate (`Engine::memory_stats`) says and what the
 //! process's RSS grew by.
 //!
-//! Requested sizes are exact: on flurry `size_of` its node, seize's header and our value; on the table its
-//! slab's 256 KiB chunks (blocks are carved from them, 130 bytes for these keys and values) and the slot
-//! arrays. What the system allocator rounds them up to is its business: RSS growth divided by keys shows
-//! the total.
+//! Requested sizes are exact: on flurry `size_of` its node, seize's header and our value; on the table the
+//! slot arrays. The table's blocks (130 bytes for these keys and values) come from the slab's 256 KiB
+//! chunks, which it maps itself (`mmap`), so no allocator sees them: the engine's estimate and the RSS
+//! growth show them. What the system allocator rounds its allocations up to is its business: RSS growth
+//! divided by keys shows the total.
 
 #![allow(clippy::expect_used, reason = "a test's or an instrument's expect is its assertion")]
 #![allow(unsafe_code)] // a GlobalAlloc wrapper is unsafe by definition; it only counts and forwards
