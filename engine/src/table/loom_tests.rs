@@ -186,9 +186,10 @@ fn write_races_a_delete_and_a_reader() {
     });
 }
 
-/// Compaction moves a block (copy, swap the word, retire the old one) while a reader holds the block
-/// and a writer replaces the key: the reader's block stays readable, and the writer's value is the one
-/// that stays (a move never brings back what it copied before a write).
+/// Compaction moves a block (found without the lock; then, under it, copied, its word swapped if it
+/// did not change, the old block retired) while a reader holds the block and a writer replaces the key:
+/// the reader's block stays readable, and the writer's value is the one that stays (a move never brings
+/// back what it copied before a write).
 #[test]
 fn compaction_races_a_reader_and_a_writer() {
     model(|| {
@@ -202,8 +203,10 @@ fn compaction_races_a_reader_and_a_writer() {
             block.map(|b| b.value().to_vec())
         });
         let writer = thread::spawn(move || put(&t3, b"k", b"v2", 2));
+        // Moved, unless the writer replaced the block between the pass's scan and its move (then the
+        // new block stays where it is).
         let (moved, _) = t.compact(|_, _| true, || {});
-        assert!(moved >= 1, "the key's block moved");
+        assert!(moved <= 1);
         writer.join().expect("writer");
         epoch::reclaim();
         let seen = reader.join().expect("reader");

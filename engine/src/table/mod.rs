@@ -76,6 +76,8 @@ pub(crate) const SHARDS: usize = 4096;
 const EMPTY: u64 = 0;
 const TOMBSTONE: u64 = 1;
 const ADDRESS: u64 = (1 << 48) - 1;
+/// Blocks compaction moves under one hold of a shard's lock.
+const MOVES_PER_LOCK: usize = 16;
 /// The first array a shard gets.
 const MIN_SLOTS: usize = 8;
 /// Arrays are a multiple of this long (a head word records the length in these units).
@@ -445,25 +447,50 @@ impl Table {
         mut pace: impl FnMut(),
     ) -> (u64, u64) {
         let (mut blocks, mut bytes) = (0, 0);
+        let mut found: Vec<(usize, u64, usize)> = Vec::new();
         for shard in 0..self.heads.len() {
+            // First, without the lock (as a reader), the blocks to move; then, a few at a time under the
+            // lock, the moves of those whose word has not changed since. The lock is held for
+            // MOVES_PER_LOCK copies at most, so a writer of the shard never waits long behind a
+            // background pass that the scheduler may have set aside.
             let guard = self.pin();
-            let w = lock(&self.writers[shard].state);
             let head = self.heads[shard].load(Ordering::Acquire);
-            // SAFETY: the shard's current array, under its lock; pinned by `guard`.
+            // SAFETY: a head loaded while pinned by `guard`.
             #[allow(unsafe_code)]
-            if let Some(slots) = unsafe { Slots::of(head) } {
-                for slot in slots.words {
-                    let word = slot.load(Ordering::Relaxed);
-                    if word == EMPTY || word == TOMBSTONE {
+            let Some(slots) = (unsafe { Slots::of(head) }) else {
+                drop(guard);
+                pace();
+                continue;
+            };
+            found.clear();
+            for (i, slot) in slots.words.iter().enumerate() {
+                let word = slot.load(Ordering::Acquire);
+                if word == EMPTY || word == TOMBSTONE {
+                    continue;
+                }
+                // SAFETY: an entry word; pinned.
+                #[allow(unsafe_code)]
+                let block = unsafe { BlockRef::new((word & ADDRESS) as *const u8, self.layout) };
+                let size = block.size();
+                if should_move(block.ptr(), size) {
+                    found.push((i, word, size));
+                }
+            }
+            for batch in found.chunks(MOVES_PER_LOCK) {
+                let _w = lock(&self.writers[shard].state);
+                if self.heads[shard].load(Ordering::Acquire) != head {
+                    // Rebuilt meanwhile: what is left waits for the next pass.
+                    break;
+                }
+                for &(i, word, size) in batch {
+                    let slot = &slots.words[i];
+                    // Only this shard's writers store into its array, under the lock we hold.
+                    if slot.load(Ordering::Relaxed) != word {
                         continue;
                     }
-                    // SAFETY: an entry word of the current array, under the shard's lock.
+                    // SAFETY: the word still links this block (checked under the lock), so it is live.
                     #[allow(unsafe_code)]
                     let old = unsafe { BlockRef::new((word & ADDRESS) as *const u8, self.layout) };
-                    let size = old.size();
-                    if !should_move(old.ptr(), size) {
-                        continue;
-                    }
                     let fresh = slab::allocate(size);
                     assert!((fresh as u64) <= ADDRESS, "a block address above 2^48");
                     // SAFETY: `old` is a live block of `size` bytes (it cannot be released: its word is
@@ -478,7 +505,6 @@ impl Table {
                     bytes += slab::cost(size) as u64;
                 }
             }
-            drop(w);
             drop(guard);
             pace();
         }
