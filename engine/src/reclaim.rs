@@ -31,7 +31,7 @@ pub(crate) const TRIM_AFTER_BYTES: u64 = 1 << 20;
 /// The least time between two trims (a trim walks the allocator's heaps under their locks).
 pub(crate) const TRIM_INTERVAL: Duration = Duration::from_secs(1);
 /// Shards the compactor moves between pauses of [`PAUSE`].
-pub(crate) const SHARDS_PER_PAUSE: usize = 16;
+pub(crate) const SHARDS_PER_PAUSE: usize = 4;
 const PAUSE: Duration = Duration::from_millis(1);
 /// The least time between two compaction passes, and after a pass that moved nothing (the waste is in
 /// memory no entry of this engine holds: another engine's in the same process, or retired blocks).
