@@ -176,7 +176,7 @@ def settle(args):
 
 
 def seq_delete_all(args, make):
-    print(f"\n## delete-all: {args.keys:,} keys x 100 B written, then every key deleted; RSS {args.settle:g} s later")
+    print(f"\n== delete-all: {args.keys:,} keys x 100 B written, then every key deleted; RSS {args.settle:g} s later")
     print(f"{'server':<8} {'empty':>12} {'full':>12} {'after':>12} {'after - empty':>14}")
     for server in make():
         settle(args)
@@ -192,7 +192,7 @@ def seq_delete_all(args, make):
 
 
 def seq_half(args, make):
-    print(f"\n## half: {args.keys:,} keys x 100 B written, every other key deleted; RSS {args.settle:g} s later")
+    print(f"\n== half: {args.keys:,} keys x 100 B written, every other key deleted; RSS {args.settle:g} s later")
     print(f"{'server':<8} {'empty':>12} {'full':>12} {'after':>12} {'after/full':>10}")
     for server in make():
         settle(args)
@@ -208,7 +208,7 @@ def seq_half(args, make):
 
 
 def seq_shrink(args, make):
-    print(f"\n## shrink: {args.keys:,} keys x 1 KiB, overwritten with 100 B; RSS {args.settle:g} s later, against"
+    print(f"\n== shrink: {args.keys:,} keys x 1 KiB, overwritten with 100 B; RSS {args.settle:g} s later, against"
           " a server loaded with the 100 B values directly")
     print(f"{'server':<8} {'1 KiB':>12} {'after':>12} {'direct':>12} {'after/direct':>12}")
     for server, direct in zip(make(), make()):
@@ -228,7 +228,7 @@ def seq_shrink(args, make):
 
 def seq_restart(args):
     keys, rounds = args.restart_keys, args.restart_writes // args.restart_keys
-    print(f"\n## restart: {keys:,} keys x 4 KiB overwritten {rounds:,} times (durability periodic, no snapshot),"
+    print(f"\n== restart: {keys:,} keys x 4 KiB overwritten {rounds:,} times (durability periodic, no snapshot),"
           " kill -9, restart on the log")
     print(f"{'server':<8} {'empty':>12} {'before kill':>12} {'restarted':>12} {'live data':>12} {'restarted - empty - live':>24}")
     with tempfile.TemporaryDirectory() as d:
