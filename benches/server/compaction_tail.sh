@@ -15,7 +15,7 @@ ROUNDS=${1:-3}
 RATE=${2:-20000}
 cargo build --release -q -p otkv-adapter-http -p otkv-harness
 TMP=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$TMP"; true' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$TMP"' EXIT
 
 round() { # round ON|OFF N
   local mode=$1 n=$2 out="$TMP/$1-$2"
