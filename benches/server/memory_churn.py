@@ -175,36 +175,33 @@ def settle(args):
     time.sleep(args.settle)
 
 
-def seq_delete_all(args, make):
-    print(f"\n== delete-all: {args.keys:,} keys x 100 B written, then every key deleted; RSS {args.settle:g} s later")
-    print(f"{'server':<8} {'empty':>12} {'full':>12} {'after':>12} {'after - empty':>14}")
+def deletes(args, make, step):
+    """N keys x 100 B written, then every `step`-th deleted: RSS empty, full and after, per server."""
     for server in make():
         settle(args)
         empty = rss(server.pid)
         load(server, args.keys, 100)
         settle(args)
         full = rss(server.pid)
-        delete(server, range(args.keys))
+        delete(server, range(0, args.keys, step))
         settle(args)
         after = rss(server.pid)
-        print(f"{server.name:<8} {mib(empty)} {mib(full)} {mib(after)} {mib(after - empty)}")
         server.stop()
+        yield server.name, empty, full, after
+
+
+def seq_delete_all(args, make):
+    print(f"\n== delete-all: {args.keys:,} keys x 100 B written, then every key deleted; RSS {args.settle:g} s later")
+    print(f"{'server':<8} {'empty':>12} {'full':>12} {'after':>12} {'after - empty':>14}")
+    for name, empty, full, after in deletes(args, make, 1):
+        print(f"{name:<8} {mib(empty)} {mib(full)} {mib(after)} {mib(after - empty)}")
 
 
 def seq_half(args, make):
     print(f"\n== half: {args.keys:,} keys x 100 B written, every other key deleted; RSS {args.settle:g} s later")
     print(f"{'server':<8} {'empty':>12} {'full':>12} {'after':>12} {'after/full':>10}")
-    for server in make():
-        settle(args)
-        empty = rss(server.pid)
-        load(server, args.keys, 100)
-        settle(args)
-        full = rss(server.pid)
-        delete(server, range(0, args.keys, 2))
-        settle(args)
-        after = rss(server.pid)
-        print(f"{server.name:<8} {mib(empty)} {mib(full)} {mib(after)} {after / full:10.2f}")
-        server.stop()
+    for name, empty, full, after in deletes(args, make, 2):
+        print(f"{name:<8} {mib(empty)} {mib(full)} {mib(after)} {after / full:10.2f}")
 
 
 def seq_shrink(args, make):
