@@ -182,8 +182,7 @@ impl<M: Map> MemoryStore<M> {
 
     pub(crate) fn memory_stats(&self) -> MemoryStats {
         let mut stats = self.shared.budget.stats(self.shared.map.structure_bytes());
-        let slab = crate::table::slab::stats();
-        stats.allocated_bytes = slab.chunks + reclaim::system_allocated_bytes();
+        stats.allocated_bytes = crate::table::slab::mapped_bytes() + reclaim::system_allocated_bytes();
         stats.retired_bytes = crate::table::epoch::pending_bytes();
         stats.compacted_bytes = self.shared.compacted.load(Ordering::Relaxed);
         stats

@@ -123,7 +123,8 @@ impl Map for TableMap {
         if crate::table::slab::plan_evacuation() == 0 {
             return None;
         }
-        // SAFETY (of the predicate): the table calls it on a linked block, under its shard's lock.
+        // SAFETY (of the predicate): the table calls it on a block it read from a slot while pinned, so
+        // the block is not released, and its chunk stays mapped, until the pass unpins.
         #[allow(unsafe_code)]
         let (_, bytes) =
             self.table.compact(|ptr, size| unsafe { crate::table::slab::is_evacuating(ptr, size) }, pace);

@@ -47,6 +47,15 @@ fn load(e: &Engine, n: usize, size: usize) {
     });
 }
 
+/// Deletes every `step`-th of the first `n` keys, each of which must be there.
+fn delete_every(e: &Engine, n: usize, step: usize) {
+    e.batch(|b| {
+        for i in (0..n).step_by(step) {
+            assert!(b.delete(&key(i)).expect("delete"), "key {i}");
+        }
+    });
+}
+
 /// Waits (at most 20 s) until `done` holds of the engine's stats: the memory thread's work is
 /// asynchronous, and this is the condition it must reach, not a guess at how long it takes.
 fn eventually(e: &Engine, what: &str, done: impl Fn(&MemoryStats) -> bool) -> MemoryStats {
@@ -70,11 +79,7 @@ fn deleting_every_key_returns_memory() {
     load(&e, 100_000, 100);
     let full = stats(&e).allocated_bytes;
     assert!(full > empty + 12 * MIB, "100k x 100 B allocated: {empty} -> {full}");
-    e.batch(|b| {
-        for i in 0..100_000 {
-            assert!(b.delete(&key(i)).expect("delete"));
-        }
-    });
+    delete_every(&e, 100_000, 1);
     // The memory thread alone gives it back; purging only says when.
     let after = eventually(&e, "the deletes' memory is given back", |s| {
         s.retired_bytes == 0 && s.allocated_bytes < empty + 2 * MIB
@@ -104,11 +109,7 @@ fn sparse_deletes_are_compacted() {
     let (e, empty) = fresh();
     load(&e, 200_000, 100);
     let full = stats(&e).allocated_bytes - empty;
-    e.batch(|b| {
-        for i in (0..200_000).step_by(2) {
-            assert!(b.delete(&key(i)).expect("delete"));
-        }
-    });
+    delete_every(&e, 200_000, 2);
     e.purge_memory();
     let after = eventually(&e, "half the keys' memory is given back", |s| {
         s.retired_bytes == 0 && s.allocated_bytes - empty < full * 6 / 10

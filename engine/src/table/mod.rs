@@ -129,8 +129,7 @@ impl<'a> Slots<'a> {
     fn allocate(len: usize) -> u64 {
         debug_assert!(len % GROWTH_STEP == 0 && len <= MAX_SLOTS);
         let words: Box<[AtomicU64]> = (0..len).map(|_| AtomicU64::new(EMPTY)).collect();
-        let ptr = Box::into_raw(words).cast::<AtomicU64>();
-        let address = ptr as u64;
+        let address = Box::into_raw(words).cast::<AtomicU64>() as u64;
         assert!(address <= ADDRESS, "an array address above 2^48");
         ((len / GROWTH_STEP) as u64) << 48 | address
     }
@@ -437,10 +436,11 @@ impl Table {
     }
 
     /// Moves every block that `should_move(block address, size)` picks (the slab's evacuating chunks) to
-    /// a fresh block, shard by shard: under the shard's lock, the block is copied, the slot word swapped,
-    /// and the old block retired like an overwritten one, so readers that hold it keep reading it. Calls
-    /// `pace()` after each shard (the caller sleeps there to bound the work per second). Returns the
-    /// blocks and bytes moved.
+    /// a fresh block, shard by shard: the blocks are found as a reader finds them (pinned, no lock; the
+    /// predicate runs there), then, under the shard's lock, each one whose slot word has not changed is
+    /// copied, its word swapped and the old block retired like an overwritten one, so readers that hold it
+    /// keep reading it. Calls `pace()` after each shard (the caller sleeps there to bound the work per
+    /// second). Returns the blocks and bytes moved.
     pub(crate) fn compact(
         &self,
         should_move: impl Fn(*const u8, usize) -> bool,

@@ -136,35 +136,14 @@ fn classes() -> &'static [Mutex<Class>; CLASSES] {
     &CLASSES_
 }
 
-/// Process-wide figures, for `/metrics` ([`stats`]).
+/// Bytes of chunks mapped, process-wide ([`mapped_bytes`]).
 static MAPPED: AtomicU64 = AtomicU64::new(0);
-static LARGE_LIVE: AtomicU64 = AtomicU64::new(0);
 /// Bytes of large blocks released since the last `malloc_trim`.
 static LARGE_FREED: AtomicU64 = AtomicU64::new(0);
 
-/// What the slab holds, process-wide, in bytes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct SlabStats {
-    /// Bytes of chunks mapped.
-    pub(crate) chunks: u64,
-    /// Bytes of live small blocks (their classes' sizes).
-    pub(crate) small: u64,
-    /// Bytes of live large blocks, as the system allocator rounds them.
-    pub(crate) large: u64,
-}
-
-pub(crate) fn stats() -> SlabStats {
-    SlabStats {
-        chunks: MAPPED.load(Ordering::Relaxed),
-        // Counted per class under its lock (a shared counter would be one more contended atomic per
-        // allocation and release); summed here, for the rare reader.
-        small: classes()
-            .iter()
-            .enumerate()
-            .map(|(index, class)| (lock(class).live * size_of_class(index)) as u64)
-            .sum(),
-        large: LARGE_LIVE.load(Ordering::Relaxed),
-    }
+/// Bytes of chunks the slab has mapped, process-wide (`/metrics`).
+pub(crate) fn mapped_bytes() -> u64 {
+    MAPPED.load(Ordering::Relaxed)
 }
 
 /// What a block of `size` bytes costs: its class, or the system allocator's chunk (glibc: 8 bytes of
@@ -225,7 +204,6 @@ pub(crate) fn allocate(size: usize) -> *mut u8 {
         if p.is_null() {
             std::alloc::handle_alloc_error(layout);
         }
-        LARGE_LIVE.fetch_add(cost(size) as u64, Ordering::Relaxed);
         return p;
     }
     let (index, size) = class_of(size);
@@ -280,7 +258,6 @@ pub(crate) unsafe fn release(ptr: *mut u8, size: usize) {
         if cfg!(otkv_memcheck) || size > MAX_CLASSED {
             // SAFETY: allocated with this layout (the caller's contract).
             unsafe { std::alloc::dealloc(ptr, large_layout(size)) };
-            LARGE_LIVE.fetch_sub(cost(size) as u64, Ordering::Relaxed);
             LARGE_FREED.fetch_add(cost(size) as u64, Ordering::Relaxed);
             return;
         }
@@ -529,7 +506,7 @@ pub(crate) fn plan_evacuation() -> usize {
             }
         }
     }
-    let mapped = MAPPED.load(Ordering::Relaxed);
+    let mapped = mapped_bytes();
     if reclaimable < EVACUATE_IGNORE_BYTES || reclaimable * 100 < mapped * EVACUATE_THRESHOLD_PERCENT {
         return 0;
     }
