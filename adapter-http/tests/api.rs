@@ -56,7 +56,7 @@ fn keys_and_values_are_binary_safe() {
 }
 
 #[test]
-fn listing_is_ordered_filtered_and_limited() {
+fn listing_is_filtered_limited_and_paged() {
     let node = Node::start(&[]);
     for k in ["user:3", "user:1", "user:2", "order:1", "userx"] {
         put(&node, k, b"v");
@@ -66,8 +66,22 @@ fn listing_is_ordered_filtered_and_limited() {
             ureq::get(&format!("{}/v1/kv{q}", node.url)).call().expect("list").into_string().expect("s");
         serde_json::from_str(&body).expect("json")
     };
-    assert_eq!(list("?prefix=user:")["keys"], serde_json::json!(["user:1", "user:2", "user:3"]));
-    assert_eq!(list("?prefix=user&limit=2")["keys"], serde_json::json!(["user:1", "user:2"]));
+    let sorted = |v: &serde_json::Value| -> Vec<String> {
+        let mut keys: Vec<String> =
+            v["keys"].as_array().expect("keys").iter().map(|k| k.as_str().expect("str").to_owned()).collect();
+        keys.sort();
+        keys
+    };
+    let whole = list("?prefix=user:");
+    assert_eq!(sorted(&whole), ["user:1", "user:2", "user:3"]);
+    assert!(whole.get("next").is_none(), "the listing is over: no next");
+    let first = list("?prefix=user&limit=2");
+    assert_eq!(first["keys"].as_array().map(Vec::len), Some(2));
+    let rest = list(&format!("?prefix=user&limit=2&cursor={}", first["next"].as_str().expect("a next")));
+    let mut all = sorted(&first);
+    all.extend(sorted(&rest));
+    all.sort();
+    assert_eq!(all, ["user:1", "user:2", "user:3", "userx"]);
     assert_eq!(list("")["keys"].as_array().map(Vec::len), Some(5));
     let (code, msg) = status_of(ureq::get(&format!("{}/v1/kv?limit=lots", node.url)).call());
     assert_eq!(code, 400, "{msg}");

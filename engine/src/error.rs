@@ -59,6 +59,10 @@ pub enum EngineError {
         /// The limit it exceeded.
         max: usize,
     },
+    /// A listing's cursor this store cannot go on from (another engine's, or from before a restart that
+    /// changed the order).
+    #[error("bad cursor: {0}")]
+    BadCursor(String),
     /// A key longer than [`crate::MAX_KEY_BYTES`].
     #[error("key of {len} bytes exceeds the engine's limit of {max} bytes")]
     KeyTooLarge {

@@ -66,6 +66,8 @@ fn table_bytes(len: usize) -> u64 {
 /// The flurry map with its `allkeys-lru` clocks and candidate pool.
 pub(crate) struct FlurryMap {
     map: Flurry,
+    /// A listing's order: the table's hash of a key with the same seeds (`listing.rs`).
+    order: ahash::RandomState,
     lru: Option<LruClocks>,
     /// `allkeys-lru`: the oldest keys the last pass found, oldest last, each with the stamp it had then.
     pool: Mutex<Vec<(u32, Key)>>,
@@ -90,7 +92,13 @@ impl Map for FlurryMap {
     type Guard<'m> = flurry::Guard<'m>;
 
     fn with_seeds(seeds: Seeds, lru_cap: Option<u64>) -> Self {
-        FlurryMap { map: new_map(seeds), lru: lru_cap.map(LruClocks::new), pool: Mutex::new(Vec::new()) }
+        let [a, b, c, d] = seeds;
+        FlurryMap {
+            map: new_map(seeds),
+            order: ahash::RandomState::with_seeds(a, b, c, d),
+            lru: lru_cap.map(LruClocks::new),
+            pool: Mutex::new(Vec::new()),
+        }
     }
 
     fn pin(&self) -> flurry::Guard<'_> {
@@ -190,6 +198,20 @@ impl Map for FlurryMap {
                 f(key, meta, value);
             }
         }
+    }
+
+    fn order_hash(&self, key: &[u8]) -> u64 {
+        self.order.hash_one(key)
+    }
+
+    /// flurry cannot walk part of its map: the whole map is one group, and every page of a listing
+    /// walks it.
+    fn group_bits(&self) -> u32 {
+        0
+    }
+
+    fn for_each_in_group(&self, _group: usize, f: impl FnMut(&[u8], Meta, &[u8])) {
+        self.for_each(f);
     }
 
     fn lru_victim(&self, guard: &flurry::Guard<'_>, hint: usize) -> Option<Key> {

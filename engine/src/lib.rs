@@ -14,7 +14,7 @@
 //!
 //! 1. [`EngineConfig`] names the backend, the data directory and the [`Durability`]; [`Engine::open`] checks
 //!    that they fit together and opens the backend (`config.rs`).
-//! 2. Each call ([`Engine::get`], [`Engine::put`], [`Engine::delete`], [`Engine::scan_prefix`]) goes through a
+//! 2. Each call ([`Engine::get`], [`Engine::put`], [`Engine::delete`], [`Engine::list`]) goes through a
 //!    [`Batch`]: a short-lived view of the backend. For the memory backends the batch holds one epoch guard,
 //!    so a caller with several operations at hand (a pipelined batch of HTTP requests) pays for pinning once,
 //!    via [`Engine::batch`]. The memory engines' meaning (versions, conditions, expiry, the cap and
@@ -37,7 +37,7 @@ mod error;
 mod expiry;
 mod flurry_map;
 mod key;
-mod listing;
+pub mod listing;
 mod logfile;
 mod map;
 mod mapped;
@@ -57,6 +57,7 @@ pub use commit::{DurableCallback, WriteRefusal};
 pub use config::{Durability, EngineConfig, EngineKind, Eviction, DEFAULT_COMMIT_DELAY};
 pub use entry::{now_ms, Condition, Meta, PutOutcome, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 pub use error::{EngineError, Result};
+pub use listing::{Cursor, Page};
 
 use entry::Written;
 use flurry_map::FlurryMap;
@@ -71,6 +72,8 @@ pub struct Engine {
     config: EngineConfig,
     /// `config.durability == Durability::Sync`, decided once (every batch asks).
     sync: bool,
+    /// Entries visited by listings ([`Engine::listing_visits`]).
+    listing_visits: std::sync::atomic::AtomicU64,
 }
 
 // One `Engine` exists per process, so its size is irrelevant; boxing the map would add a pointer chase to
@@ -118,7 +121,7 @@ impl Engine {
             }
         };
         let sync = config.durability == Durability::Sync;
-        Ok(Engine { store, config, sync })
+        Ok(Engine { store, config, sync, listing_visits: std::sync::atomic::AtomicU64::new(0) })
     }
 
     /// The configuration this engine was opened with.
@@ -244,29 +247,42 @@ impl Engine {
         self.write(|b| b.delete_if(key, cond))
     }
 
-    /// Up to `limit` keys that start with `prefix`, in lexicographic byte order.
+    /// A page of up to `limit` live keys that start with `prefix`, from `cursor` (the start when
+    /// `None`), and the cursor of the next page ([`Page::next`]; `None` once the listing is over).
     ///
-    /// On the memory backend a listing's first page visits every key (a hash map has no order): O(n log
-    /// limit); the pages after it read the sorted keys that one more visit took (`listing.rs`).
-    pub fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<Vec<u8>>> {
-        self.scan_prefix_after(prefix, None, limit)
+    /// A key that lives throughout a listing appears in exactly one of its pages; no key appears twice.
+    /// The memory engines list in their own order (by the key's hash, then the key), sled in byte
+    /// order. A page costs about what it returns, never the whole store: on the memory engine, `limit`
+    /// keys plus one shard's; with a `prefix`, a page stops after visiting about
+    /// [`listing::VISITS_PER_KEY`] entries per key asked for, so it may come back short, or empty, with a
+    /// cursor (flurry walks its whole map per page). See `listing.rs`.
+    pub fn list(&self, prefix: &[u8], cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
+        let page = match &self.store {
+            Store::Memory(m) => m.list(prefix, cursor, limit),
+            Store::Flurry(m) => m.list(prefix, cursor, limit),
+            Store::Sled(s) => s.list(prefix, cursor, limit),
+        }?;
+        self.listing_visits.fetch_add(page.visited as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(page)
     }
 
-    /// [`Engine::scan_prefix`] from a cursor: the first `limit` live keys starting with `prefix` that sort
-    /// after `after` (byte order). Paging with the last key of each page as the next `after` visits
-    /// every key that lives throughout exactly once, whatever is written meanwhile.
-    pub fn scan_prefix_after(
-        &self,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<Vec<u8>>> {
-        // The memory engines list without a batch's guard around the walk (it pins as it goes).
-        match &self.store {
-            Store::Memory(m) => Ok(m.scan_prefix(prefix, after, limit)),
-            Store::Flurry(m) => Ok(m.scan_prefix(prefix, after, limit)),
-            Store::Sled(_) => self.batch(|b| b.scan_prefix_after(prefix, after, limit)),
+    /// Every live key that starts with `prefix`, page by page ([`Engine::list`]): for tests and tools
+    /// on small stores.
+    pub fn keys(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>> {
+        let (mut keys, mut cursor) = (Vec::new(), None);
+        loop {
+            let page = self.list(prefix, cursor.as_ref(), 10_000)?;
+            keys.extend(page.keys);
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(keys),
+            }
         }
+    }
+
+    /// Entries the listings since start visited (what they cost the store, in entries).
+    pub fn listing_visits(&self) -> u64 {
+        self.listing_visits.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The number of keys stored.
@@ -422,24 +438,5 @@ impl Batch<'_> {
         };
         self.ticket.set(self.ticket.get().max(ticket));
         Ok(existed)
-    }
-
-    /// See [`Engine::scan_prefix`].
-    pub fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<Vec<u8>>> {
-        self.scan_prefix_after(prefix, None, limit)
-    }
-
-    /// [`Engine::scan_prefix_after`], in this batch.
-    pub fn scan_prefix_after(
-        &self,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<Vec<u8>>> {
-        match &self.view {
-            View::Memory(m) => Ok(m.scan_prefix(prefix, after, limit)),
-            View::Flurry(m) => Ok(m.scan_prefix(prefix, after, limit)),
-            View::Sled(s) => s.scan_prefix(prefix, after, limit),
-        }
     }
 }

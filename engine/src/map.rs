@@ -67,6 +67,20 @@ pub(crate) trait Map: Send + Sync + Sized + 'static {
     /// Calls `f` on every entry (pinning as it goes; a long walk does not hold back reclamation).
     fn for_each(&self, f: impl FnMut(&[u8], Meta, &[u8]));
 
+    /// Where `key` falls in a listing: its 64-bit hash (a listing's order is by this hash, then by key;
+    /// `listing.rs`). Fixed for as long as the map lives, and the same for both maps hashed with the same
+    /// seeds.
+    fn order_hash(&self, key: &[u8]) -> u64;
+
+    /// How many top bits of the order hash name a group ([`Map::for_each_in_group`]); 0: the map is one
+    /// group.
+    fn group_bits(&self) -> u32;
+
+    /// Calls `f` on every entry of `group` (those whose order hash starts with its bits), pinning as it
+    /// goes. Every entry that lives throughout the walk is seen; one written or removed meanwhile may or
+    /// may not be.
+    fn for_each_in_group(&self, group: usize, f: impl FnMut(&[u8], Meta, &[u8]));
+
     /// An approximately least recently used key, to evict (`allkeys-lru`), or `None` when empty. `hint`
     /// is about how many more the caller may need (a map that finds candidates in passes sizes a pass
     /// by it).

@@ -12,7 +12,6 @@
 //! writes to a key is the map's. Every write counts what its entry costs in the [`Budget`] and, under a cap,
 //! first makes room or fails; evictions and expiries are logged deletes.
 
-use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,7 +21,7 @@ use crate::config::{EngineConfig, Eviction};
 use crate::entry::{self, Condition, Meta, PutOutcome, Written};
 use crate::error::{EngineError, Result};
 use crate::expiry::{self, Expirer, ExpiryIndex};
-use crate::listing::{KeyRun, Listing};
+use crate::listing::{Cursor, Page};
 use crate::logfile::LogOp;
 use crate::map::{Change, Changed, Map};
 use crate::persist::Persistence;
@@ -80,8 +79,6 @@ struct Shared<M> {
     /// not look at the expiry it replaces.
     any_expiry: AtomicBool,
     budget: Budget,
-    /// The keys of the listing under way, sorted (`listing.rs`).
-    listing: Listing,
     /// Bytes the memory thread's compaction moved since start (`reclaim.rs`).
     compacted: Arc<AtomicU64>,
 }
@@ -141,14 +138,10 @@ impl<M: Map> MemoryStore<M> {
             any_expiry: AtomicBool::new(!index.is_empty()),
             expiring: Mutex::new(index),
             budget,
-            listing: Listing::default(),
             compacted: Arc::new(AtomicU64::new(0)),
         });
         let s = Arc::clone(&shared);
-        let expirer = Expirer::start("otkv-expire", move |now| {
-            drop_idle_run(&s);
-            expire_due(&s, now)
-        });
+        let expirer = Expirer::start("otkv-expire", move |now| expire_due(&s, now));
         let evictor = (config.max_memory.is_some() && config.eviction != Eviction::NoEviction).then(|| {
             let s = Arc::clone(&shared);
             Expirer::start_every("otkv-evict", EVICT_TICK, move |_| evict_excess(&s))
@@ -202,9 +195,10 @@ impl<M: Map> MemoryStore<M> {
         self.shared.persist.as_deref()
     }
 
-    /// [`Shared::scan_prefix`] without a batch's guard around it (see there).
-    pub(crate) fn scan_prefix(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Vec<Vec<u8>> {
-        self.shared.scan_prefix(prefix, after, limit)
+    /// A page of the keys starting with `prefix`, from `cursor` (`listing.rs`). It walks without a
+    /// batch's guard around it (each shard pinned in turn), so it never holds back reclamation.
+    pub(crate) fn list(&self, prefix: &[u8], cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
+        crate::listing::page(&*self.shared.map, prefix, cursor, limit)
     }
 
     pub(crate) fn snapshot(&self) -> Result<()> {
@@ -286,9 +280,6 @@ impl<M: Map> MemoryView<'_, M> {
             self.note_expiry(key, stored, meta.expires_ms);
             (Change::Put(meta, value), Some(outcome))
         });
-        if outcome == Some(PutOutcome::Created) {
-            self.s.listing.note_created(key);
-        }
         self.count(changed);
         outcome
     }
@@ -418,99 +409,12 @@ impl<M: Map> MemoryView<'_, M> {
             // Gone or changed since it was chosen: take the next.
         }
     }
-
-    /// [`Shared::scan_prefix`] within this batch (whose guard it holds for the whole scan: a listing
-    /// that should not hold back reclamation goes through [`MemoryStore::scan_prefix`]).
-    pub(crate) fn scan_prefix(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Vec<Vec<u8>> {
-        self.s.scan_prefix(prefix, after, limit)
-    }
-}
-
-impl<M: Map> Shared<M> {
-    /// The first `limit` live keys starting with `prefix` (and sorting after `after`), in lexicographic
-    /// order.
-    ///
-    /// A hash map has no order, so a page that starts a listing visits every key (O(n log limit), with a
-    /// bounded max-heap, a key copied only when it belongs among the smallest `limit` seen so far); one
-    /// that goes on from a cursor reads the listing's [`KeyRun`] when there is one (`listing.rs`), and
-    /// otherwise visits every key once more to take one.
-    pub(crate) fn scan_prefix(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Vec<Vec<u8>> {
-        if limit == 0 {
-            return Vec::new();
-        }
-        let Some(after) = after else { return self.first_page(prefix, limit) };
-        let listing = &self.listing;
-        let mut run = crate::commit::lock(&listing.run);
-        if let Some(r) = run.as_mut().filter(|r| r.covers(prefix, after)) {
-            r.add_created(listing.take_created());
-            // One guard for the page's reads (at most `limit`), none for the walks: `Map::for_each` pins
-            // shard by shard, so a listing never holds back the release of what writers unlink.
-            let view = MemoryView { guard: self.map.pin(), s: self };
-            let (page, spent) = r.page(after, limit, |key| view.get_with(key, |_, _| ()).is_some());
-            if spent {
-                listing.end(&mut run);
-            }
-            return page;
-        }
-        // No run for this cursor: every live key after it, once, then its first page.
-        listing.begin();
-        let now = entry::now_ms();
-        let mut keys = Vec::new();
-        self.map.for_each(|key, meta, _| {
-            if key.starts_with(prefix) && key > after && !meta.expired_at(now) {
-                keys.push(key.to_vec());
-            }
-        });
-        let mut r = KeyRun::new(prefix, Some(after), keys);
-        let (page, spent) = r.page(after, limit, |_| true);
-        *run = Some(r);
-        if spent {
-            listing.end(&mut run);
-        }
-        page
-    }
-
-    /// The first page of a listing: its first `limit` keys, from a scan of every key.
-    fn first_page(&self, prefix: &[u8], limit: usize) -> Vec<Vec<u8>> {
-        // A listing that starts scans anyway: a run of its prefix goes, so writes stop noting keys for it
-        // until a page after this one needs a run again.
-        let mut run = crate::commit::lock(&self.listing.run);
-        if run.as_ref().is_some_and(|r| r.is_for(prefix)) {
-            self.listing.end(&mut run);
-        }
-        let now = entry::now_ms();
-        let mut heap: BinaryHeap<Vec<u8>> = BinaryHeap::with_capacity(limit.min(1024) + 1);
-        self.map.for_each(|key, meta, _| {
-            if !key.starts_with(prefix) || meta.expired_at(now) {
-                return;
-            }
-            if heap.len() == limit {
-                match heap.peek() {
-                    Some(largest) if key < largest.as_slice() => {
-                        heap.pop();
-                    }
-                    _ => return,
-                }
-            }
-            heap.push(key.to_vec());
-        });
-        heap.into_sorted_vec()
-    }
 }
 
 /// Removals a background thread makes under one guard. Each guard holds back the release of everything
 /// unlinked while it is held (and while its thread waits for a core), so a background pass pins afresh
 /// every few removals: with 1,000 under one guard, 4 KB values kept 50 MB of released blocks waiting.
 const PER_GUARD: usize = 32;
-
-/// Drops the listing's run once it went unused for [`crate::listing::IDLE`] (a listing given up).
-fn drop_idle_run<M>(s: &Shared<M>) {
-    if let Ok(mut run) = s.listing.run.try_lock() {
-        if run.as_ref().is_some_and(KeyRun::idle) {
-            s.listing.end(&mut run);
-        }
-    }
-}
 
 /// One batch of the expirer: removes the keys the index says are due at `now` whose stored expiry is
 /// still the indexed one, logging each removal. Returns how many index entries it took.

@@ -25,6 +25,7 @@ use crate::config::{Durability, EngineConfig};
 use crate::entry::{self, Condition, Meta, PutOutcome, Written};
 use crate::error::io_err;
 use crate::error::{EngineError, Result};
+use crate::listing::{Cursor, Page, VISITS_PER_KEY};
 
 /// The tree that records the data format, and the format this build writes.
 const META_TREE: &[u8] = b"otkv";
@@ -241,34 +242,43 @@ impl SledStore {
         })
     }
 
-    pub(crate) fn scan_prefix(
-        &self,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<Vec<u8>>> {
+    /// A page of the live keys starting with `prefix` after the cursor's key, in byte order (sled's own):
+    /// `limit` keys, or fewer once about [`VISITS_PER_KEY`] entries per key asked for were visited
+    /// (expired entries not yet removed), with the cursor to go on from.
+    pub(crate) fn list(&self, prefix: &[u8], cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
         use std::ops::Bound;
+        let after = cursor.map(Cursor::key).transpose()?;
         let now = entry::now_ms();
-        let mut keys = Vec::new();
+        let mut page = Page::default();
+        if limit == 0 {
+            page.next = Some(cursor.cloned().unwrap_or_else(|| Cursor::after_key(b"")));
+            return Ok(page);
+        }
+        let budget = limit.saturating_mul(VISITS_PER_KEY);
         // From the cursor when it is inside (or past) the prefix's range, else from the prefix.
         let items = match after.filter(|a| *a >= prefix) {
             Some(a) => self.db.range::<&[u8], _>((Bound::Excluded(a), Bound::Unbounded)),
             None => self.db.scan_prefix(prefix),
         };
+        let mut last = None;
         for item in items {
-            if keys.len() == limit {
-                break;
-            }
             let (key, value) = item?;
             if !key.starts_with(prefix) {
                 // Sorted: past the prefix's keys.
-                break;
+                return Ok(page);
             }
+            if page.keys.len() == limit || page.visited == budget {
+                // More to come: the next page goes on after the last key visited.
+                page.next = last.map(|k: sled::IVec| Cursor::after_key(&k));
+                return Ok(page);
+            }
+            page.visited += 1;
             if entry::live(&value, now).is_some() {
-                keys.push(key.to_vec());
+                page.keys.push(key.to_vec());
             }
+            last = Some(key);
         }
-        Ok(keys)
+        Ok(page)
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -114,6 +114,19 @@ impl Map for TableMap {
         self.table.for_each(|b| f(b.key(), b.meta(), b.value()));
     }
 
+    fn order_hash(&self, key: &[u8]) -> u64 {
+        self.table.hash_of(key)
+    }
+
+    /// The table's shards: a group is one shard, about `1 / 4096` of the keys.
+    fn group_bits(&self) -> u32 {
+        self.table.shard_bits()
+    }
+
+    fn for_each_in_group(&self, group: usize, mut f: impl FnMut(&[u8], Meta, &[u8])) {
+        self.table.for_each_in_shard(group, |b| f(b.key(), b.meta(), b.value()));
+    }
+
     fn release_retired(&self) {
         crate::table::epoch::reclaim();
         crate::table::slab::unmap_idle_current();

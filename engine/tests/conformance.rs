@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use otkv_engine::{Condition, Durability, Engine, EngineConfig, EngineKind, PutOutcome};
+use otkv_engine::{Condition, Cursor, Durability, Engine, EngineConfig, EngineKind, PutOutcome};
 use proptest::prelude::*;
 
 /// A fresh engine plus whatever keeps its storage alive.
@@ -170,14 +170,31 @@ fn check_against_model(engine: &Engine, ops: &[Op]) -> Result<(), TestCaseError>
                 prop_assert_eq!(got, model.live.get(k).cloned());
             }
             Op::Scan(prefix, after, limit) => {
+                // A whole listing in pages of `limit` (from `after` on sled, whose order is byte order):
+                // every live key of the prefix once, no page over its limit.
+                let limit = (*limit).max(1);
+                let byte_order = engine.config().kind == otkv_engine::EngineKind::Sled;
+                let from = after.as_deref().filter(|_| byte_order);
                 let expected: Vec<Vec<u8>> = model
                     .live
                     .keys()
-                    .filter(|k| k.starts_with(prefix) && after.as_ref().is_none_or(|a| *k > a))
-                    .take(*limit)
+                    .filter(|k| k.starts_with(prefix) && from.is_none_or(|a| k.as_slice() > a))
                     .cloned()
                     .collect();
-                let got = engine.scan_prefix_after(prefix, after.as_deref(), *limit).expect("scan");
+                let mut cursor = from.map(Cursor::after_key);
+                let mut got = Vec::new();
+                loop {
+                    let page = engine.list(prefix, cursor.as_ref(), limit).expect("list");
+                    prop_assert!(page.keys.len() <= limit);
+                    got.extend(page.keys);
+                    match page.next {
+                        Some(next) => cursor = Some(next),
+                        None => break,
+                    }
+                }
+                if !byte_order {
+                    got.sort();
+                }
                 prop_assert_eq!(got, expected);
             }
             Op::PutIf(k, v, c) => {
@@ -313,7 +330,7 @@ macro_rules! conformance_suite {
                 assert!(f.engine.is_empty());
                 assert_eq!(f.engine.get(b"missing").expect("get"), None);
                 assert!(!f.engine.delete(b"missing").expect("delete"));
-                assert!(f.engine.scan_prefix(b"", 10).expect("scan").is_empty());
+                assert!(f.engine.keys(b"").expect("list").is_empty());
             }
 
             #[test]
@@ -347,38 +364,48 @@ macro_rules! conformance_suite {
             }
 
             #[test]
-            fn scan_prefix_is_ordered_and_limited() {
+            fn listing_pages_hold_each_key_once() {
                 let f = $backend();
                 for k in ["b/2", "a/3", "a/1", "a/2", "ab", "c"] {
                     f.engine.put(k.as_bytes(), b"v").expect("put");
                 }
+                // Every page of `n`, sorted together.
                 let keys = |p: &str, n| -> Vec<String> {
-                    f.engine
-                        .scan_prefix(p.as_bytes(), n)
-                        .expect("scan")
-                        .into_iter()
-                        .map(|k| String::from_utf8(k).expect("utf8"))
-                        .collect()
+                    let (mut keys, mut cursor) = (Vec::new(), None);
+                    loop {
+                        let page = f.engine.list(p.as_bytes(), cursor.as_ref(), n).expect("list");
+                        assert!(page.keys.len() <= n);
+                        keys.extend(page.keys.into_iter().map(|k| String::from_utf8(k).expect("utf8")));
+                        match page.next {
+                            Some(next) => cursor = Some(next),
+                            None => break,
+                        }
+                    }
+                    keys.sort();
+                    keys
                 };
-                assert_eq!(keys("a/", 10), ["a/1", "a/2", "a/3"]);
-                assert_eq!(keys("a", 2), ["a/1", "a/2"]);
-                assert_eq!(keys("", 100), ["a/1", "a/2", "a/3", "ab", "b/2", "c"]);
-                assert!(keys("a", 0).is_empty());
-                assert!(keys("zz", 5).is_empty());
-                // From a cursor: before, inside and past the prefix's keys.
-                let after = |p: &str, a: &str, n| -> Vec<String> {
-                    f.engine
-                        .scan_prefix_after(p.as_bytes(), Some(a.as_bytes()), n)
-                        .expect("scan")
-                        .into_iter()
-                        .map(|k| String::from_utf8(k).expect("utf8"))
-                        .collect()
-                };
-                assert_eq!(after("a/", "a", 10), ["a/1", "a/2", "a/3"]);
-                assert_eq!(after("a/", "a/1", 10), ["a/2", "a/3"]);
-                assert_eq!(after("", "a/3", 2), ["ab", "b/2"]);
-                assert!(after("a/", "a/3", 10).is_empty());
-                assert!(after("a/", "b", 10).is_empty());
+                for n in [1, 2, 10] {
+                    assert_eq!(keys("a/", n), ["a/1", "a/2", "a/3"]);
+                    assert_eq!(keys("a", n), ["a/1", "a/2", "a/3", "ab"]);
+                    assert_eq!(keys("", n), ["a/1", "a/2", "a/3", "ab", "b/2", "c"]);
+                    assert!(keys("zz", n).is_empty());
+                }
+                // A page of none goes nowhere, and says the listing is not over.
+                let none = f.engine.list(b"", None, 0).expect("list");
+                assert!(none.keys.is_empty() && none.next.is_some());
+                // From a key: the keys after it in the store's order, each once.
+                let first = f.engine.list(b"", None, 2).expect("list");
+                let last = first.keys.last().expect("two keys");
+                let rest = f.engine.list(b"", Some(&Cursor::after_key(last)), 10).expect("list");
+                let mut all: Vec<_> = first.keys.iter().chain(&rest.keys).cloned().collect();
+                all.sort();
+                assert_eq!(all.len(), 6);
+                all.dedup();
+                assert_eq!(all.len(), 6);
+                // A cursor read back from its text goes on as the cursor did.
+                let text = first.next.expect("more").to_string();
+                let again = f.engine.list(b"", Cursor::parse(&text).as_ref(), 10).expect("list");
+                assert_eq!(again.keys, rest.keys);
             }
 
             #[test]
@@ -415,7 +442,7 @@ macro_rules! conformance_suite {
                 // An expired value is absent for every operation.
                 f.engine.put_if(b"k", b"x", Condition::Always, otkv_engine::now_ms() - 1).expect("put");
                 assert_eq!(f.engine.get(b"k").expect("get"), None);
-                assert!(f.engine.scan_prefix(b"", 10).expect("scan").is_empty());
+                assert!(f.engine.keys(b"").expect("list").is_empty());
                 assert_eq!(f.engine.put_if(b"k", b"y", Condition::Present, 0).expect("put_if"), None);
                 assert!(
                     !f.engine.delete(b"k").expect("delete"),

@@ -27,7 +27,8 @@ fn write(engine: &Engine, from: u32, to: u32) {
 }
 
 fn contents(engine: &Engine) -> Vec<(String, Meta, Vec<u8>)> {
-    let keys = engine.scan_prefix(b"k", 100_000).expect("scan");
+    let mut keys = engine.keys(b"k").expect("list");
+    keys.sort();
     keys.iter()
         .map(|k| {
             let (meta, value) = engine.get_entry(k).expect("get").expect("listed key present");

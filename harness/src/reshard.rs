@@ -3,7 +3,7 @@
 //!
 //! Routing is a pure function of a key and the node names (`node-0`, `node-1`, ... in `--node` order), so
 //! the owners before and after are known without asking anyone. The mover pages through each old node's
-//! keys with the listing cursor (`?after=`) and moves each key whose new owner is another node, with the
+//! keys with the listing cursor (`?cursor=`, a page costing the node about a page) and moves each key whose new owner is another node, with the
 //! nodes' own conditional writes, so nothing newer is ever overwritten and nothing is deleted that
 //! changed meanwhile:
 //! 1. `GET` it from the old node (its value, `ETag` and `OTKV-Expires`);
@@ -14,7 +14,9 @@
 //!    key is looked at again.
 //!
 //! Progress is written to a state file after every page, so a mover that is stopped (Ctrl-C, a crash)
-//! and run again with the same node sets goes on where it was; moving a key twice is harmless. It moves
+//! and run again with the same node sets goes on where it was; moving a key twice is harmless. The file
+//! goes once the change is complete, so the next change starts afresh. A node restarted meanwhile may
+//! list in another order and refuse its cursor: its listing then starts over. It moves
 //! data with the cluster at rest: a key written through the new routing while its old copy waits to be
 //! moved keeps the newer value (step 2), but reads through the new routing miss keys not moved yet.
 
@@ -52,7 +54,8 @@ pub struct ReshardArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub security: ClientSecurityArgs,
-    /// Where progress is kept; a mover run again with the same sets resumes from it.
+    /// Where progress is kept; a mover run again with the same sets resumes from it. Removed once the
+    /// change is complete.
     #[arg(long, default_value = "reshard-state.json")]
     pub state: PathBuf,
     /// At most this many keys moved per second (keys whose owner changed; the ones that stay cost only
@@ -60,9 +63,8 @@ pub struct ReshardArgs {
     /// tail latency pays for it: README's Benchmarks shows what each pace cost on a 2-core machine.
     #[arg(long, value_name = "KEYS_PER_SEC")]
     pub rate: Option<f64>,
-    /// Keys per listing page. Small pages keep each listing request short (a node lists on its listing
-    /// threads, off the worker that answers requests, but a page of 10,000 keys is a burst clients feel);
-    /// the memory engine sorts its keys once per listing, so small pages cost no more in all.
+    /// Keys per listing page. A page costs a node about its keys (it lists on its listing threads, off
+    /// the worker that answers requests), so small pages keep each burst short and cost no more in all.
     #[arg(long, default_value_t = 1_000)]
     pub page: usize,
 }
@@ -82,8 +84,8 @@ pub struct Progress {
     pub from: Vec<String>,
     /// The new set's URLs.
     pub to: Vec<String>,
-    /// Per old node: the last key looked at, or `None` before the first.
-    pub after: Vec<Option<String>>,
+    /// Per old node: the cursor of its next page, or `None` before the first.
+    pub cursor: Vec<Option<String>>,
     /// Per old node: every key looked at.
     pub done: Vec<bool>,
     /// Keys copied to their new owner and removed from the old node.
@@ -228,15 +230,20 @@ fn load(path: &std::path::Path, from: &[String], to: &[String]) -> Result<Progre
     let fresh = Progress {
         from: from.to_vec(),
         to: to.to_vec(),
-        after: vec![None; from.len()],
+        cursor: vec![None; from.len()],
         done: vec![false; from.len()],
         ..Progress::default()
     };
     let Ok(text) = std::fs::read_to_string(path) else { return Ok(fresh) };
     let saved: Progress = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    if saved.done.iter().all(|d| *d) {
+        // A change whose every key was looked at (its end was not recorded): nothing of it to go on with.
+        return Ok(fresh);
+    }
     if saved.from != fresh.from || saved.to != fresh.to {
         return Err(format!(
-            "{} is the progress of another change ({:?} -> {:?}); remove it or give another --state",
+            "{} is the progress of another change, not finished ({:?} -> {:?}): finish that one (run it again \
+             with its sets), or remove the file or give another --state",
             path.display(),
             saved.from,
             saved.to
@@ -351,8 +358,19 @@ pub fn run(args: &ReshardArgs) -> Result<u8, String> {
                 eprintln!("harness: reshard stopped; run it again to go on ({})", args.state.display());
                 return Ok(crate::stop::exit_status().unwrap_or(1));
             }
-            let after = p.after[i].as_ref().map(|a| format!("&after={a}")).unwrap_or_default();
-            let listing = http_call(src, "GET", &format!("/v1/kv?limit={}{after}", args.page), &[], b"")?;
+            let cursor = p.cursor[i].as_ref().map(|c| format!("&cursor={c}")).unwrap_or_default();
+            let listing = http_call(src, "GET", &format!("/v1/kv?limit={}{cursor}", args.page), &[], b"")?;
+            if listing.status == 400 && p.cursor[i].is_some() {
+                // Restarted with another listing order: look at its keys again from the start.
+                let why = String::from_utf8_lossy(&listing.body);
+                eprintln!(
+                    "harness: {} refused the listing's cursor ({}); listing it again",
+                    src.who(),
+                    why.trim()
+                );
+                p.cursor[i] = None;
+                continue;
+            }
             check(&listing, &format!("listing {}", src.who()), &[200])?;
             let doc: serde_json::Value = serde_json::from_slice(&listing.body)
                 .map_err(|e| format!("{}: a bad listing: {e}", src.who()))?;
@@ -412,7 +430,7 @@ pub fn run(args: &ReshardArgs) -> Result<u8, String> {
                 p.gone
             ));
             match doc["next"].as_str() {
-                Some(next) => p.after[i] = Some(next.to_string()),
+                Some(next) => p.cursor[i] = Some(next.to_string()),
                 None => p.done[i] = true,
             }
             save(&args.state, &p)?;
@@ -422,6 +440,12 @@ pub fn run(args: &ReshardArgs) -> Result<u8, String> {
     if let Some(proxy) = &proxy {
         let done = http_call(&proxy[0], "POST", "/v1/reshard/done", &[], b"")?;
         check(&done, &format!("telling {} the move is over", proxy[0].url()), &[200])?;
+    }
+    // The change is complete: its progress must not stand in the way of the next one.
+    if let Err(e) = std::fs::remove_file(&args.state) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            return Err(format!("{}: {e}", args.state.display()));
+        }
     }
     let secs = started.elapsed().as_secs_f64();
     crate::say!(

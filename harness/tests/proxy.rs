@@ -241,7 +241,7 @@ fn a_pipelined_batch_spanning_every_node_is_answered_in_order() {
 }
 
 #[test]
-fn listings_are_merged_sorted_deduplicated_and_limited() {
+fn a_listing_pages_through_every_node_once_and_skips_strays() {
     let nodes = [Server::node(), Server::node(), Server::node()];
     let proxy = Server::proxy(&nodes, &[]);
     let mut keys: Vec<String> = (0..40).map(|i| format!("list:{:02}", (i * 7) % 40)).collect();
@@ -249,29 +249,49 @@ fn listings_are_merged_sorted_deduplicated_and_limited() {
         assert_eq!(call("PUT", &kv(&proxy, k.as_bytes()), Some(b"v")).0, 201);
         call("PUT", &kv(&proxy, format!("other:{k}").as_bytes()), Some(b"v"));
     }
-    // A copy of one key on every node (as a client that bypassed routing would leave): listed once.
+    // A copy of one key on every node (as a client that bypassed routing would leave): listed once, from
+    // its owner, as a read through the proxy finds it.
     for node in &nodes {
         call("PUT", &kv(node, b"list:07"), Some(b"stray"));
     }
     keys.sort();
-    let listing = |query: &str| -> Vec<String> {
-        let (status, body) = call("GET", &format!("{}/v1/kv?{query}", proxy.url), None);
-        assert_eq!(status, 200);
-        let doc: serde_json::Value = serde_json::from_slice(&body).expect("json");
-        doc["keys"].as_array().expect("keys").iter().map(|k| k.as_str().expect("str").to_string()).collect()
+    // Every page of `limit`, the cursor of each passed to the next; sorted together.
+    let listing = |query: &str, limit: usize| -> Vec<String> {
+        let (mut all, mut cursor) = (Vec::new(), None::<String>);
+        loop {
+            let more = cursor.as_ref().map(|c| format!("&cursor={c}")).unwrap_or_default();
+            let (status, body) =
+                call("GET", &format!("{}/v1/kv?{query}&limit={limit}{more}", proxy.url), None);
+            assert_eq!(status, 200);
+            let doc: serde_json::Value = serde_json::from_slice(&body).expect("json");
+            let page = doc["keys"].as_array().expect("keys");
+            assert!(page.len() <= limit);
+            all.extend(page.iter().map(|k| k.as_str().expect("str").to_string()));
+            match doc["next"].as_str() {
+                Some(next) => cursor = Some(next.to_string()),
+                None => break,
+            }
+        }
+        all.sort();
+        all
     };
-    assert_eq!(listing("prefix=list:"), keys);
-    assert_eq!(listing("prefix=list:&limit=7"), keys[..7].to_vec());
-    assert_eq!(
-        listing("prefix=list:3"),
-        vec![
-            "list:30", "list:31", "list:32", "list:33", "list:34", "list:35", "list:36", "list:37",
-            "list:38", "list:39"
-        ]
-    );
-    assert_eq!(listing("prefix=nothing").len(), 0);
-    // The listing's own rules are the node's: a bad limit is 400 at the proxy.
+    for limit in [1, 7, 1000] {
+        assert_eq!(listing("prefix=list:", limit), keys);
+        assert_eq!(
+            listing("prefix=list:3", limit),
+            vec![
+                "list:30", "list:31", "list:32", "list:33", "list:34", "list:35", "list:36", "list:37",
+                "list:38", "list:39"
+            ]
+        );
+        assert_eq!(listing("prefix=", limit).len(), 80);
+        assert_eq!(listing("prefix=nothing", limit).len(), 0);
+    }
+    // The listing's own rules are the node's: a bad limit or cursor is 400 at the proxy.
     assert_eq!(call("GET", &format!("{}/v1/kv?limit=x", proxy.url), None).0, 400);
+    for bad in ["p9.00000000.", "p0.00000000.", "p0", "nonsense", "p0.12345678.a%22b"] {
+        assert_eq!(call("GET", &format!("{}/v1/kv?cursor={bad}", proxy.url), None).0, 400, "{bad}");
+    }
 }
 
 #[test]

@@ -153,8 +153,13 @@ fn growing_then_shrinking_loses_no_acknowledged_key() {
     assert_eq!(missing(&before), 0);
     assert_eq!(one_copy_each(&two), KEYS);
     assert_eq!(one_copy_each(&[&nodes[2]]), 0, "the removed node holds nothing");
-    // A mover given another change than its state file's refuses, saying so.
-    let other = reshard(&two, &three, &state.with_file_name("back.json"), &[]);
+    // A finished change leaves no state behind; an unfinished one's state stops a mover given another
+    // change, saying so.
+    assert!(!state.exists() && !dir.path().join("back.json").exists());
+    let urls = |ns: &[&Server]| ns.iter().map(|n| n.url.clone()).collect::<Vec<_>>();
+    let unfinished = serde_json::json!({ "from": urls(&two), "to": urls(&three), "done": [true, false] });
+    std::fs::write(&state, unfinished.to_string()).expect("state");
+    let other = reshard(&three, &two, &state, &[]);
     assert!(!other.status.success());
     assert!(String::from_utf8_lossy(&other.stderr).contains("another change"));
 }

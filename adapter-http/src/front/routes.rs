@@ -33,17 +33,28 @@ pub struct Limits {
     pub panic_route: bool,
 }
 
+/// Where a listing's page starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListFrom<'b> {
+    /// At the start of the listing.
+    Start,
+    /// `?cursor=`: the `next` of the page before, as it was given (opaque).
+    Cursor(Cow<'b, str>),
+    /// `?after=KEY`: after this key, in the listing's order.
+    AfterKey(Cow<'b, [u8]>),
+}
+
 /// Where a request goes.
 #[derive(Debug)]
 pub enum Route<'b> {
     /// `/v1/kv/{key}`, with `?ttl=SECONDS` (PUT only).
     Kv(Cow<'b, [u8]>, Option<u64>),
-    /// `/v1/kv?prefix=&after=&limit=`
+    /// `/v1/kv?prefix=&cursor=&limit=` (or `&after=KEY` instead of the cursor)
     List {
         /// Keys must start with this.
         prefix: Cow<'b, [u8]>,
-        /// ... and sort after this (a cursor: the last key of the previous page).
-        after: Option<Cow<'b, [u8]>>,
+        /// Where the page starts.
+        from: ListFrom<'b>,
         /// At most this many keys.
         limit: usize,
     },
@@ -223,10 +234,10 @@ fn kv_query(method: Method, query: &str) -> Result<Option<u64>, HttpError> {
 }
 
 /// The body of a listing, the node's and the proxy's: `{"keys": [...]}` with each key percent-encoded,
-/// and, when the page is full, `"next"`: its last key, the `after` of the next page. Written straight
-/// into one buffer (a page of a thousand keys costs no `String` or JSON value per key): a percent-encoded
-/// key ([`super::pct::encode_segment`]) has no character JSON escapes, so it goes between quotes as is.
-pub fn listing_body(keys: &[Vec<u8>], limit: usize) -> Vec<u8> {
+/// and, unless the listing is over, `"next"`: the cursor of the next page. Written straight into one
+/// buffer (a page of a thousand keys costs no `String` or JSON value per key): a percent-encoded key
+/// ([`super::pct::encode_segment`]) has no character JSON escapes, so it goes between quotes as is.
+pub fn listing_body(keys: &[Vec<u8>], next: Option<&str>) -> Vec<u8> {
     let mut body = Vec::with_capacity(16 + keys.iter().map(|k| k.len() + 3).sum::<usize>());
     body.extend_from_slice(b"{\"keys\":[");
     for (i, key) in keys.iter().enumerate() {
@@ -238,10 +249,9 @@ pub fn listing_body(keys: &[Vec<u8>], limit: usize) -> Vec<u8> {
         body.push(b'"');
     }
     body.push(b']');
-    if let Some(last) = keys.last().filter(|_| limit > 0 && keys.len() == limit) {
-        body.extend_from_slice(b",\"next\":\"");
-        super::pct::encode_segment_into(last, &mut body);
-        body.push(b'"');
+    if let Some(next) = next {
+        body.extend_from_slice(b",\"next\":");
+        body.extend_from_slice(serde_json::Value::from(next).to_string().as_bytes());
     }
     body.push(b'}');
     body
@@ -249,20 +259,36 @@ pub fn listing_body(keys: &[Vec<u8>], limit: usize) -> Vec<u8> {
 
 fn list_query(query: &str) -> Result<Route<'_>, HttpError> {
     let mut prefix: Cow<'_, [u8]> = Cow::Borrowed(b"");
-    let mut after = None;
+    let mut from = ListFrom::Start;
     let mut limit = DEFAULT_LIST_LIMIT;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let both = || HttpError::BadRequest("give either cursor or after, not both".into());
         match name {
             "prefix" => {
                 prefix = pct::decode(value, true)
                     .ok_or_else(|| HttpError::BadRequest("invalid percent-encoding in prefix".into()))?;
             }
             "after" => {
-                after = Some(
+                if from != ListFrom::Start {
+                    return Err(both());
+                }
+                from = ListFrom::AfterKey(
                     pct::decode(value, true)
                         .ok_or_else(|| HttpError::BadRequest("invalid percent-encoding in after".into()))?,
                 );
+            }
+            "cursor" => {
+                if from != ListFrom::Start {
+                    return Err(both());
+                }
+                let bad =
+                    || HttpError::BadRequest("invalid cursor: give the `next` of the page before".into());
+                let text = match pct::decode(value, true).ok_or_else(bad)? {
+                    Cow::Borrowed(b) => Cow::Borrowed(std::str::from_utf8(b).map_err(|_| bad())?),
+                    Cow::Owned(b) => Cow::Owned(String::from_utf8(b).map_err(|_| bad())?),
+                };
+                from = ListFrom::Cursor(text);
             }
             "limit" => {
                 limit =
@@ -273,7 +299,7 @@ fn list_query(query: &str) -> Result<Route<'_>, HttpError> {
             other => return Err(HttpError::BadRequest(format!("unknown query parameter `{other}`"))),
         }
     }
-    Ok(Route::List { prefix, after, limit })
+    Ok(Route::List { prefix, from, limit })
 }
 
 #[cfg(test)]
@@ -283,8 +309,7 @@ mod tests {
     use proptest::prelude::*;
 
     /// The listing as `serde_json` writes it: the reference the hand-written one is checked against.
-    fn listing_json(keys: Vec<String>, limit: usize) -> serde_json::Value {
-        let next = keys.last().filter(|_| limit > 0 && keys.len() == limit).cloned();
+    fn listing_json(keys: Vec<String>, next: Option<String>) -> serde_json::Value {
         match next {
             Some(next) => serde_json::json!({ "keys": keys, "next": next }),
             None => serde_json::json!({ "keys": keys }),
@@ -293,16 +318,16 @@ mod tests {
 
     proptest! {
         /// The hand-written listing is the very JSON `serde_json` writes, for any keys
-        /// (quotes, backslashes, control bytes and non-UTF-8 included), full page or not.
+        /// (quotes, backslashes, control bytes and non-UTF-8 included), with a next cursor or not.
         #[test]
         fn listing_body_is_listing_json(
             keys in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..12), 0..8),
-            limit in 0usize..10,
+            next in proptest::option::of(".{0,12}"),
         ) {
-            let written: serde_json::Value = serde_json::from_slice(&listing_body(&keys, limit))
+            let written: serde_json::Value = serde_json::from_slice(&listing_body(&keys, next.as_deref()))
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
             let encoded = keys.iter().map(|k| pct::encode_segment(k)).collect();
-            prop_assert_eq!(written, listing_json(encoded, limit));
+            prop_assert_eq!(written, listing_json(encoded, next));
         }
     }
 }

@@ -24,6 +24,9 @@ pub enum ServerError {
 
 impl From<EngineError> for HttpError {
     fn from(e: EngineError) -> Self {
+        if let EngineError::BadCursor(why) = e {
+            return HttpError::BadRequest(format!("invalid cursor: {why}"));
+        }
         let failure = match e {
             EngineError::Unavailable(_) => StorageFailure::Unavailable,
             EngineError::OutOfMemory { .. } => StorageFailure::Full,

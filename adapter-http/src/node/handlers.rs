@@ -6,13 +6,13 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use otkv_engine::{Batch, Condition, Engine, Meta, PutOutcome};
+use otkv_engine::{Batch, Condition, Cursor, Engine, Meta, PutOutcome};
 
 use super::preconditions::{write_condition, Tags};
 use super::stats;
 use crate::front::{
-    EntryMeta, Front, HttpError, Method, Preconditions, Responder, Route, JSON, OCTET_STREAM, PROMETHEUS,
-    TEXT,
+    EntryMeta, Front, HttpError, ListFrom, Method, Preconditions, Responder, Route, JSON, OCTET_STREAM,
+    PROMETHEUS, TEXT,
 };
 
 /// What the handlers reach besides the request.
@@ -42,7 +42,7 @@ pub(super) fn handle(
             // GET and HEAD (the route admits no other method here).
             _ => get(key, pre, batch, resp),
         },
-        Route::List { prefix, after, limit } => list(prefix, after.as_deref(), *limit, batch, resp),
+        Route::List { prefix, from, limit } => list(ctx.engine, prefix, from, *limit, resp),
         Route::Compat(key) => match method {
             Method::Post => compat_post(key, body, ctx, batch, resp),
             Method::Delete => compat_delete(key, batch, resp),
@@ -125,22 +125,35 @@ fn get(
     }
 }
 
-/// `GET /v1/kv?prefix=&limit=`: the keys, percent-encoded, in byte order.
-/// `GET /v1/kv?prefix=&after=&limit=`: a page of keys, and when it is full, the cursor for the next one
-/// (`next`: its last key, to pass as `after`).
+/// `GET /v1/kv?prefix=&cursor=&limit=`: a page of keys, and unless the listing is over, the cursor of the
+/// next one (`next`).
 fn list(
+    engine: &Engine,
     prefix: &[u8],
-    after: Option<&[u8]>,
+    from: &ListFrom<'_>,
     limit: usize,
-    batch: &Batch<'_>,
     resp: &mut Responder<'_>,
 ) -> Result<u16, HttpError> {
-    Ok(send_listing(&batch.scan_prefix_after(prefix, after, limit)?, limit, resp))
+    Ok(send_listing_body(&listing_page(engine, prefix, from, limit)?, resp))
 }
 
-/// A listing's answer: the keys, percent-encoded, and the cursor of the next page.
-pub(super) fn send_listing(keys: &[Vec<u8>], limit: usize, resp: &mut Responder<'_>) -> u16 {
-    send_listing_body(&crate::front::listing_body(keys, limit), resp)
+/// A listing's page, as the body of its answer ([`crate::front::listing_body`]).
+pub(super) fn listing_page(
+    engine: &Engine,
+    prefix: &[u8],
+    from: &ListFrom<'_>,
+    limit: usize,
+) -> Result<Vec<u8>, HttpError> {
+    let cursor = match from {
+        ListFrom::Start => None,
+        ListFrom::AfterKey(key) => Some(Cursor::after_key(key)),
+        ListFrom::Cursor(text) => Some(Cursor::parse(text).ok_or_else(|| {
+            HttpError::BadRequest("invalid cursor: give the `next` of the page before".into())
+        })?),
+    };
+    let page = engine.list(prefix, cursor.as_ref(), limit)?;
+    let next = page.next.map(|c| c.to_string());
+    Ok(crate::front::listing_body(&page.keys, next.as_deref()))
 }
 
 /// A listing's answer, its body written already ([`crate::front::listing_body`]).

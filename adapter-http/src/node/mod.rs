@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use otkv_engine::Engine;
 
-use crate::front::{self, Exchange, Front, HttpError, Requests, Route, Service};
+use crate::front::{self, Exchange, Front, HttpError, ListFrom, Requests, Route, Service};
 
 mod cli;
 mod durable;
@@ -94,21 +94,23 @@ impl Node {
     /// Answers a listing from a listing thread while this connection parks (see the module's doc).
     #[inline(never)]
     fn list_aside<'c>(&self, exchange: Exchange<'c>, requests: &mut Requests<'c>) {
-        let Ok(Route::List { prefix, after, limit }) = &exchange.route else { return };
-        let (prefix, after, limit) = (prefix.to_vec(), after.as_ref().map(|a| a.to_vec()), *limit);
+        let Ok(Route::List { prefix, from, limit }) = &exchange.route else { return };
+        let (prefix, limit) = (prefix.to_vec(), *limit);
+        let from = match from {
+            ListFrom::Start => ListFrom::Start,
+            ListFrom::Cursor(c) => ListFrom::Cursor(c.to_string().into()),
+            ListFrom::AfterKey(k) => ListFrom::AfterKey(k.to_vec().into()),
+        };
         let engine = Arc::clone(&self.engine);
         let (tx, rx) = may::sync::mpsc::channel();
         let queued = self.listing_threads.run(move || {
-            let page = engine.scan_prefix_after(&prefix, after.as_deref(), limit);
-            let _ = tx.send(page.map(|keys| front::listing_body(&keys, limit)));
+            let _ = tx.send(handlers::listing_page(&engine, &prefix, &from, limit));
         });
-        let keys = match queued {
-            Ok(()) => rx
-                .recv()
-                .unwrap_or_else(|_| Err(otkv_engine::EngineError::Unavailable("listing failed".into()))),
-            Err(e) => Err(otkv_engine::EngineError::Unavailable(e)),
+        let body = match queued {
+            Ok(()) => rx.recv().unwrap_or(Err(HttpError::Internal)),
+            Err(e) => Err(otkv_engine::EngineError::Unavailable(e).into()),
         };
-        requests.respond(exchange, |_, _, resp| Ok(handlers::send_listing_body(&keys?, resp)));
+        requests.respond(exchange, |_, _, resp| Ok(handlers::send_listing_body(&body?, resp)));
     }
 }
 

@@ -8,6 +8,8 @@ use crate::front::{Exposition, Kind, Limits, Metrics, ProcessStats};
 /// The engine's gauges and counters, appended to `/metrics`.
 pub(super) fn write_engine_prometheus(e: &mut Exposition, engine: &Engine) {
     e.single("otkv_keys", Kind::Gauge, "Keys stored.", engine.len());
+    let help = "Entries visited by listings (what their pages cost the engine).";
+    e.single("otkv_listing_entries_visited_total", Kind::Counter, help, engine.listing_visits());
     if let Some(m) = engine.memory_stats() {
         let help = "Memory the data uses, as the engine estimates it.";
         e.single("otkv_memory_used_bytes", Kind::Gauge, help, m.used_bytes);
@@ -56,6 +58,7 @@ pub(super) fn stats_json(metrics: &Metrics, limits: &Limits, engine: &Engine) ->
         "limits": { "max_key_bytes": limits.max_key_bytes, "max_value_bytes": limits.max_value_bytes },
         "durability": config.durability.as_str(),
         "keys": engine.len(),
+        "listing_entries_visited": engine.listing_visits(),
         "uptime_seconds": metrics.uptime().as_secs_f64(),
         "connections": metrics.connections(),
         "requests": requests,

@@ -605,22 +605,40 @@ impl Table {
     /// Calls `f` on every entry, shard by shard (pinned afresh for each, so a long walk does not hold
     /// back reclamation). Entries written during the walk may or may not be seen.
     pub(crate) fn for_each(&self, mut f: impl FnMut(BlockRef<'_>)) {
-        for head in &self.heads {
-            let guard = self.pin();
-            // SAFETY: a head loaded while pinned by `guard`, until the end of this iteration.
-            #[allow(unsafe_code)]
-            let Some(slots) = (unsafe { Slots::of(head.load(Ordering::Acquire)) }) else {
-                continue;
-            };
-            for word in slots.words.iter().map(|s| s.load(Ordering::Acquire)) {
-                if word != EMPTY && word != TOMBSTONE {
-                    // SAFETY: an entry word; pinned.
-                    #[allow(unsafe_code)]
-                    f(unsafe { BlockRef::new((word & ADDRESS) as *const u8, self.layout) });
-                }
-            }
-            drop(guard);
+        for shard in 0..self.heads.len() {
+            self.for_each_in_shard(shard, &mut f);
         }
+    }
+
+    /// Calls `f` on every entry of one shard, pinned for the walk. Every entry that lives throughout the
+    /// walk is seen once (an array replaced meanwhile keeps every word it held); an entry written or
+    /// removed during it may or may not be.
+    pub(crate) fn for_each_in_shard(&self, shard: usize, mut f: impl FnMut(BlockRef<'_>)) {
+        let Some(head) = self.heads.get(shard) else { return };
+        let guard = self.pin();
+        // SAFETY: a head loaded while pinned by `guard`, until the end of this call.
+        #[allow(unsafe_code)]
+        let Some(slots) = (unsafe { Slots::of(head.load(Ordering::Acquire)) }) else {
+            return;
+        };
+        for word in slots.words.iter().map(|s| s.load(Ordering::Acquire)) {
+            if word != EMPTY && word != TOMBSTONE {
+                // SAFETY: an entry word; pinned.
+                #[allow(unsafe_code)]
+                f(unsafe { BlockRef::new((word & ADDRESS) as *const u8, self.layout) });
+            }
+        }
+        drop(guard);
+    }
+
+    /// The key's 64-bit hash: its shard is the top [`Table::shard_bits`] bits.
+    pub(crate) fn hash_of(&self, key: &[u8]) -> u64 {
+        self.hash(key)
+    }
+
+    /// How many top bits of a hash name its shard (0 for a single shard).
+    pub(crate) fn shard_bits(&self) -> u32 {
+        self.heads.len().trailing_zeros()
     }
 
     /// Calls `f` on up to `n` entries from a random place (`seed` picks it): consecutive live slots from a

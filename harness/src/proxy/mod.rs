@@ -33,6 +33,7 @@
 pub mod admin;
 mod batch_move;
 mod claims;
+mod listing;
 mod moving;
 pub mod topology;
 pub mod upstream;
@@ -236,12 +237,15 @@ impl Service for Proxy {
                 continue;
             }
             let topology = Arc::clone(&s.topology);
-            let cluster = admin::Cluster {
-                front: &self.front,
-                upstreams: &topology.current.upstreams,
-                previous: topology.previous.as_ref().map(|p| p.upstreams.as_slice()),
-                router: &self.router_name,
-            };
+            if let Ok(Route::List { prefix, from, limit }) = &exchange.route {
+                let (prefix, from, limit) = (prefix.to_vec(), from.clone(), *limit);
+                requests.respond(exchange, |_, _, resp| {
+                    listing::list(&self.front, &topology, &prefix, &from, limit, resp)
+                });
+                continue;
+            }
+            let cluster =
+                admin::Cluster { front: &self.front, topology: &topology, router: &self.router_name };
             requests.respond(exchange, |route, _body, resp| admin::answer(&cluster, route, resp));
         }
         self.flush(s, requests);
@@ -374,17 +378,39 @@ impl Proxy {
         closes
     }
 
-    /// Re-reads `--nodes-file` and takes its sets (new connections take them at their next batch).
+    /// Re-reads `--nodes-file` and takes its sets as [`topology::plan_reload`] says (new connections
+    /// take them at their next batch); when they are not the file's, says why and writes them back.
     fn reload_nodes(&self) -> Result<(), String> {
         let Some(file) = &self.nodes_file else { return Ok(()) };
         let (current, previous) = file.read()?;
+        let urls = |urls: &[String]| -> Result<Vec<String>, String> {
+            Ok(nodes::remote_targets(urls, &self.builder.secure)?.iter().map(Target::url).collect())
+        };
+        let (current, previous) = (urls(&current)?, urls(&previous)?);
         let mut topology = lock(&self.topology);
+        let now = |set: Option<&NodeSet>| -> Vec<String> {
+            set.map(|s| s.upstreams.iter().map(|u| u.url()).collect()).unwrap_or_default()
+        };
+        let (now_current, now_previous) = (now(Some(&topology.current)), now(topology.previous.as_ref()));
+        let plan = match topology::plan_reload(&now_current, &now_previous, current, previous) {
+            Ok(plan) => plan,
+            Err(why) => {
+                let note = format!("written back by harness proxy: {why}");
+                file.write(&now_current, &now_previous, &note)?;
+                return Err(why);
+            }
+        };
+        if let Some(why) = &plan.amended {
+            tracing::warn!(nodes = %plan.current.join(" "), previous = %plan.previous.join(" "), "SIGHUP: {why}");
+            file.write(&plan.current, &plan.previous, &format!("written back by harness proxy: {why}"))?;
+        }
         let known = topology.all();
-        let next = Topology::new(
-            self.builder.set(&current, &known)?,
-            if previous.is_empty() { None } else { Some(self.builder.set(&previous, &known)?) },
+        let mut next = Topology::new(
+            self.builder.set(&plan.current, &known)?,
+            if plan.previous.is_empty() { None } else { Some(self.builder.set(&plan.previous, &known)?) },
         );
-        tracing::info!(nodes = %current.join(" "), previous = %previous.join(" "), "node sets re-read");
+        next.note = plan.amended;
+        tracing::info!(nodes = %plan.current.join(" "), previous = %plan.previous.join(" "), "node sets re-read");
         topology.retire();
         *topology = Arc::new(next);
         self.generation.fetch_add(1, Relaxed);

@@ -40,6 +40,8 @@ pub struct Topology {
     pub current: NodeSet,
     /// Where they lived before, while they move.
     pub previous: Option<NodeSet>,
+    /// Why these sets are not what the nodes file said when it was re-read ([`plan_reload`]).
+    pub note: Option<String>,
     /// During a move: the keys being moved now, and the keys settled (`claims.rs`).
     pub claims: Claims,
     /// Keys read on their previous owner, to be moved in the background.
@@ -182,6 +184,7 @@ impl Topology {
         Topology {
             current,
             previous,
+            note: None,
             claims: Claims::default(),
             later: std::sync::Mutex::default(),
             retired: AtomicBool::new(false),
@@ -199,6 +202,61 @@ impl Topology {
             }
         }
         all
+    }
+}
+
+/// What a nodes file re-read on SIGHUP leads to: the sets to serve, and, when they are not what the file
+/// says, why (logged, and written back into the file so a restart serves the same).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Reload {
+    /// The current set's URLs.
+    pub current: Vec<String>,
+    /// The previous set's URLs (empty: no move).
+    pub previous: Vec<String>,
+    /// Why the sets differ from the file's, if they do.
+    pub amended: Option<String>,
+}
+
+/// The sets to serve after re-reading a nodes file (`file_*`) while serving `now_*`. A changed set never
+/// strands a key: a previous set is dropped only by the end of a move (`POST /v1/reshard/done`), never by
+/// an edit; a new set without `previous` lines keeps the set before as its previous one, so
+/// `harness reshard --proxy` moves the keys; and a new set while a move is still going on is refused
+/// (`Err`, the sets in force written back), since keys would then have two sets to come from.
+pub fn plan_reload(
+    now_current: &[String],
+    now_previous: &[String],
+    file_current: Vec<String>,
+    file_previous: Vec<String>,
+) -> Result<Reload, String> {
+    if !file_previous.is_empty() {
+        return Ok(Reload { current: file_current, previous: file_previous, amended: None });
+    }
+    let same = file_current == now_current;
+    match (now_previous.is_empty(), same) {
+        (true, true) => Ok(Reload { current: file_current, previous: Vec::new(), amended: None }),
+        (true, false) => Ok(Reload {
+            current: file_current,
+            previous: now_current.to_vec(),
+            amended: Some(
+                "the node set changed without `previous` lines: the set before is kept as the previous \
+                 one, so its keys can move; run `harness reshard --proxy URL` to move them"
+                    .into(),
+            ),
+        }),
+        (false, true) => Ok(Reload {
+            current: file_current,
+            previous: now_previous.to_vec(),
+            amended: Some(
+                "a move is in progress: its previous set stays until `harness reshard --proxy URL` \
+                 finishes it"
+                    .into(),
+            ),
+        }),
+        (false, false) => Err(
+            "a move to the current set is still in progress: finish it with `harness reshard --proxy URL` \
+             before changing the set again; the sets in force are written back to the nodes file"
+                .into(),
+        ),
     }
 }
 
@@ -244,7 +302,21 @@ impl NodesFile {
 
     /// Writes the current set alone (the move is over).
     pub fn settle(&self, current: &[String]) -> Result<(), String> {
-        let text = format!("# written by harness proxy when a move ended\n{}\n", current.join("\n"));
+        self.write(current, &[], "written by harness proxy when a move ended")
+    }
+
+    /// Writes both sets, with a comment line saying why.
+    pub fn write(&self, current: &[String], previous: &[String], why: &str) -> Result<(), String> {
+        let mut text = format!("# {why}\n");
+        for url in current {
+            text.push_str(url);
+            text.push('\n');
+        }
+        for url in previous {
+            text.push_str("previous ");
+            text.push_str(url);
+            text.push('\n');
+        }
         let tmp = self.path.with_extension("tmp");
         std::fs::write(&tmp, text)
             .and_then(|()| std::fs::rename(&tmp, &self.path))
@@ -259,7 +331,37 @@ impl NodesFile {
 
 #[cfg(test)]
 mod tests {
-    use super::{Builder, Topology, LATER_CAP};
+    use super::{plan_reload, Builder, Reload, Topology, LATER_CAP};
+
+    fn urls(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| format!("http://{n}")).collect()
+    }
+
+    #[test]
+    fn an_edited_set_without_previous_lines_keeps_the_set_before_as_previous() {
+        let plan = plan_reload(&urls(&["a", "b"]), &[], urls(&["a", "b", "c"]), Vec::new()).expect("plan");
+        assert_eq!((plan.current, plan.previous), (urls(&["a", "b", "c"]), urls(&["a", "b"])));
+        assert!(plan.amended.is_some(), "said, and written back");
+    }
+
+    #[test]
+    fn explicit_previous_lines_and_unchanged_sets_are_taken_as_they_are() {
+        let plan = plan_reload(&urls(&["a"]), &[], urls(&["a", "b"]), urls(&["a"])).expect("plan");
+        assert_eq!(plan, Reload { current: urls(&["a", "b"]), previous: urls(&["a"]), amended: None });
+        let plan = plan_reload(&urls(&["a"]), &[], urls(&["a"]), Vec::new()).expect("plan");
+        assert_eq!(plan, Reload { current: urls(&["a"]), previous: Vec::new(), amended: None });
+    }
+
+    #[test]
+    fn an_edit_never_drops_a_move_in_progress() {
+        // The previous lines taken out by hand: the move stays on.
+        let plan =
+            plan_reload(&urls(&["a", "b"]), &urls(&["a"]), urls(&["a", "b"]), Vec::new()).expect("plan");
+        assert_eq!(plan.previous, urls(&["a"]));
+        assert!(plan.amended.is_some());
+        // Another set while one move is not over: refused.
+        assert!(plan_reload(&urls(&["a", "b"]), &urls(&["a"]), urls(&["a", "b", "c"]), Vec::new()).is_err());
+    }
     use crate::router::{RouterKind, RoutingArgs};
     use std::time::Duration;
 

@@ -456,3 +456,37 @@ impl Drop for Lease<'_> {
         self.upstream.permits.post();
     }
 }
+
+/// A fan-out sends one request to every node at once (each on a connection from its pool, taken in node
+/// order like any group) and then reads the answers, so it takes as long as the slowest node, not the sum.
+///
+/// `GET {target}` to every node at once: each node's `(status, body)` (a body of at most `max_body`
+/// bytes), or the error naming it.
+pub fn fan_out(
+    ups: &[std::sync::Arc<Upstream>],
+    target: &str,
+    max_body: usize,
+) -> Vec<Result<(u16, Vec<u8>), HttpError>> {
+    let requests: Vec<Vec<u8>> = ups
+        .iter()
+        .map(|u| {
+            let mut request = format!("GET {target} HTTP/1.1\r\nHost: {}\r\n", u.host()).into_bytes();
+            request.extend_from_slice(u.authorization().unwrap_or_default());
+            request.extend_from_slice(b"\r\n");
+            request
+        })
+        .collect();
+    let mut groups: Vec<Group<'_>> =
+        ups.iter().zip(&requests).map(|(u, r)| u.send(r, 1, Vec::new())).collect();
+    let rules = [AnswerRules::body_up_to(max_body)];
+    groups
+        .iter_mut()
+        .zip(ups)
+        .zip(&requests)
+        .map(|((group, up), request)| {
+            group.read_answers(&rules, request);
+            let answer = group.next_answer().map_err(|e| up.error(e))?;
+            Ok((answer.status, answer.raw[answer.head_len..].to_vec()))
+        })
+        .collect()
+}
