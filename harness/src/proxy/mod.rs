@@ -31,10 +31,8 @@
 //! in that loop can skip a request. It stops only when the client connection closes.
 
 pub mod admin;
-mod batch_move;
-mod claims;
 mod listing;
-mod moving;
+mod migration;
 pub mod topology;
 pub mod upstream;
 
@@ -56,6 +54,7 @@ use crate::nodes::{self, LocalNodeArgs};
 use crate::router::RoutingArgs;
 use crate::secure::UpstreamSecurityArgs;
 use crate::target::Target;
+use migration::Placement;
 use otkv_adapter_http::front::{lock, HttpError};
 use topology::{Builder, NodeSet, NodesFile, Topology};
 use upstream::{Answer, Group, Upstream, UpstreamError};
@@ -178,25 +177,28 @@ impl Service for Proxy {
             };
             if let Some((key, json_api)) = forwarded {
                 let topology = Arc::clone(&s.topology);
-                let node = topology.current.router.route(key);
-                if let Some(from) = topology.moved_from(key, node) {
-                    self.flush(s, requests);
-                    if matches!(exchange.method, Method::Get | Method::Head) {
-                        // A read asks the previous owner, then the new one; the key moves afterwards.
-                        if self.read_moving(requests, &exchange, &topology, from, node, key, json_api) {
-                            requests.close_now();
-                            break;
+                let node = match migration::place(&topology, key) {
+                    Placement::Owner(node) => node,
+                    Placement::Moving { node, from } => {
+                        // Answered after what is queued before it, with the nodes of a move.
+                        self.flush(s, requests);
+                        if matches!(exchange.method, Method::Get | Method::Head) {
+                            if self.read_moving(requests, &exchange, &topology, key, node, from, json_api) {
+                                requests.close_now();
+                                break;
+                            }
+                            continue;
                         }
-                        continue;
+                        let max_body = answer_cap(false, &self.front.limits);
+                        match migration::move_first(&topology, key, node, from, max_body) {
+                            Ok(node) => node,
+                            Err(err) => {
+                                requests.respond(exchange, |_, _, _| Err(err));
+                                continue;
+                            }
+                        }
                     }
-                    // A write: the key goes to its new owner before the request does.
-                    let max_body = answer_cap(false, &self.front.limits);
-                    let to = &topology.current.upstreams[node];
-                    if let Err(err) = topology.move_once(key, || moving::move_one(from, to, key, max_body)) {
-                        requests.respond(exchange, |_, _, _| Err(err));
-                        continue;
-                    }
-                }
+                };
                 let queued = s.pending[node].bytes.len();
                 if queued > 0 && queued + exchange.raw.len() > MAX_GROUP_BYTES {
                     self.flush(s, requests);
@@ -227,12 +229,10 @@ impl Service for Proxy {
             }
             if matches!(exchange.route, Ok(Route::ReshardMove)) {
                 let topology = Arc::clone(&s.topology);
-                topology.mover_working();
                 let max_body = answer_cap(false, &self.front.limits);
                 requests.respond(exchange, |_, body, resp| {
-                    let keys = batch_move::keys_of(body, &self.front.limits)?;
-                    let said = batch_move::move_batch(&topology, &keys, max_body)?;
-                    Ok(resp.send(200, Some(TEXT), said.join("\n").as_bytes()))
+                    let said = migration::move_keys(&topology, body, &self.front.limits, max_body)?;
+                    Ok(resp.send(200, Some(TEXT), said.as_bytes()))
                 });
                 continue;
             }
@@ -343,21 +343,20 @@ impl Proxy {
         }
     }
 
-    /// Answers a read of a key not settled in a move from its owners ([`moving::read_moving`]).
-    /// Returns whether the connection closes after it.
+    /// Answers a read of a key not settled in a move from its owners ([`migration::read`]). Returns
+    /// whether the connection closes after it.
     #[allow(clippy::too_many_arguments, reason = "one request's parts")]
     fn read_moving<'c>(
         &self,
         requests: &mut Requests<'c>,
         exchange: &front::Exchange<'c>,
         topology: &Arc<Topology>,
-        from: &Arc<Upstream>,
-        node: usize,
         key: &[u8],
+        node: usize,
+        from: &Upstream,
         json_api: bool,
     ) -> bool {
         let started = Instant::now();
-        let to = &topology.current.upstreams[node];
         let framing = exchange.framing();
         let max_body = answer_cap(json_api, &self.front.limits);
         let rules =
@@ -369,13 +368,10 @@ impl Proxy {
         };
         let slot = Slot { node, op: exchange.op, json_errors: exchange.json_errors, framing };
         requests.pass(exchange);
-        let (closes, found) = moving::read_moving(topology, from, to, key, for_node, &rules, |up, answer| {
+        let move_max_body = answer_cap(false, &self.front.limits);
+        migration::read(topology, key, node, from, for_node, &rules, move_max_body, |up, answer| {
             self.pass_answer(requests, &slot, up, answer, elapsed_nanos(started))
-        });
-        if found {
-            batch_move::move_later(topology, key, answer_cap(false, &self.front.limits));
-        }
-        closes
+        })
     }
 
     /// Re-reads `--nodes-file` and takes its sets as [`topology::plan_reload`] says (new connections

@@ -7,7 +7,7 @@
 //! ([`crate::reshard::move_key`]), then goes to the new owner as usual: writes land where reads look,
 //! deletes remove the only copy, and `If-Match`/`If-None-Match` are checked against the value that
 //! counts. A read does not wait for a move: it asks the previous owner (the new one only on a miss) and
-//! the key moves afterwards, in the background ([`super::moving`]).
+//! the key moves afterwards, in the background ([`super::migration`]).
 //! `POST /v1/reshard/done` (sent by `harness reshard` when it is done) drops the previous set, and
 //! rewrites the nodes file without it.
 
@@ -21,7 +21,7 @@ use crate::reshard::Outcome;
 use crate::router::{Router, RoutingArgs};
 use crate::secure::Secure;
 
-use super::claims::Claims;
+use super::migration::claims::Claims;
 use super::upstream::Upstream;
 
 /// One node set and its router.

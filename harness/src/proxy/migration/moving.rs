@@ -14,10 +14,10 @@ use std::sync::Arc;
 
 use otkv_adapter_http::front::{pct, HttpError};
 
-use super::topology::Topology;
-use super::upstream::{Answer, Upstream, UpstreamError};
 use crate::answer::AnswerRules;
 use crate::cost::HttpAnswer;
+use crate::proxy::topology::Topology;
+use crate::proxy::upstream::{Answer, Upstream, UpstreamError};
 use crate::reshard::{move_key_settled, Outcome, Side};
 
 /// The bytes of one request the proxy makes itself to `up`.

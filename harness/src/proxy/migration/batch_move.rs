@@ -20,10 +20,10 @@ use otkv_adapter_http::front::{pct, HttpError, Limits};
 
 use super::claims::Claim;
 use super::moving::{call, move_one, request};
-use super::topology::Topology;
-use super::upstream::{Upstream, MAX_GROUP_BYTES};
 use crate::answer::AnswerRules;
 use crate::cost::HttpAnswer;
+use crate::proxy::topology::Topology;
+use crate::proxy::upstream::{Upstream, MAX_GROUP_BYTES};
 use crate::reshard::{ttl_left, Outcome, STAYS};
 
 /// Keys moved together: bounds the values a window holds at once.
