@@ -13,7 +13,7 @@
 # (skipped, and said so, without them).
 #
 # Usage: benches/report.sh [NAME...]   (default: all; NAME: reference sync instructions pipelined compare
-#        durability proxy tls reshard resp-client client-vs-wrk memory memory-churn compaction-tail
+#        durability proxy tls reshard listing resp-client client-vs-wrk memory memory-churn compaction-tail
 #        ten-million recovery netns)
 # With NAMEs, only those are rerun; the others keep their last results (each section says its own date).
 set -euo pipefail
@@ -22,7 +22,7 @@ ROOT=$PWD
 OUT=benches/results
 mkdir -p "$OUT" img
 
-ALL=(reference sync instructions pipelined compare durability proxy tls reshard resp-client client-vs-wrk
+ALL=(reference sync instructions pipelined compare durability proxy tls reshard listing resp-client client-vs-wrk
   memory memory-churn compaction-tail ten-million recovery netns)
 WANT=("$@")
 [ ${#WANT[@]} -eq 0 ] && WANT=("${ALL[@]}")
@@ -52,8 +52,10 @@ WHAT[proxy]="The routing tier: 3 nodes, GETs of 100k keys of 100 B under wrk -t1
 CMD[proxy]="benches/server/proxy.sh 10s"
 WHAT[tls]="What TLS and tokens cost: server CPU per GET (100k keys of 100 B, 64 keep-alive connections, the harness as the one client) for otkv-server in clear, over TLS and with a token, and redis-server in clear and over TLS (tls-port, the same ECDSA P-256 certificate); then new TLS connections per second (handshake, one GET, close) with 8 reconnecting connections. Alternating rounds; medians."
 CMD[tls]="benches/server/tls.sh 5 5s"
-WHAT[reshard]="Growing a cluster under load: 1M keys of 100 B behind harness proxy on 2 nodes, a third node added (the proxy's --nodes-file, SIGHUP) and harness reshard --proxy moving the keys while an open-loop GET load of 10,000 ops/s runs through the proxy: the mover's time and rate, GET p99 of the same load in the 40 s before the move and during it, and failed requests; the mover unpaced and paced with --rate 2000 and --rate 500, a fresh cluster each round, settings alternating, 2 rounds each (a round at --rate 500 takes about 13 minutes), medians."
-CMD[reshard]="benches/server/reshard.sh 1000000 10000 2 - '--rate 2000' '--rate 500'"
+WHAT[reshard]="Growing a cluster under load: 1M keys of 100 B behind harness proxy on 2 nodes, a third node added (the proxy's --nodes-file, SIGHUP) and harness reshard --proxy moving the keys while an open-loop GET load of 10,000 ops/s runs through the proxy, the load generator pinned to one core and the cluster (nodes, proxy, mover) to the other: the mover's time and rate, the nodes' CPU per moved key beyond what the load costs them, GET p99 of the same load in the 40 s before the move and during it, and failed requests; the mover unpaced and paced with --rate 2000, a fresh cluster each round, settings alternating, 5 rounds each, medians."
+CMD[reshard]="PIN=1 benches/server/reshard.sh 1000000 10000 5 - '--rate 2000'"
+WHAT[listing]="What a listing page costs: one node (memory engine) holding 1M keys of 100 B, its CPU per page of 1,000 keys for a listing's first page and for every page of a whole listing; then the wall time of a whole listing of 1M keys through harness proxy in front of 3 nodes, in pages of 1,000 and 10,000."
+CMD[listing]="python3 benches/server/listing.py --keys 1000000"
 WHAT[resp-client]="The harness's RESP client against redis-benchmark on one redis-server (GET, 100-byte values, 100k keys, 64 connections): is the harness fast enough to measure Redis?"
 CMD[resp-client]="benches/server/resp-client.sh 10"
 WHAT[client-vs-wrk]="The harness's HTTP client against wrk -t1 on the same node and connection count: its own CPU per request."

@@ -8,6 +8,8 @@
 # Usage: benches/server/reshard.sh [KEYS] [RATE] [ROUNDS] [SETTING...]
 #        (defaults 1000000, 10000, 3, and the settings `-` and `--rate 2000`)
 # Needs curl and python3 with hdrh (pip install hdrhistogram). HARNESS=PATH runs another harness binary.
+# PIN=1 pins the load generator to core 0 and the cluster (nodes, proxy, mover) to core 1, before and
+# during alike, so the ratio measures the cluster and not the load generator's share of the two cores.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 KEYS=${1:-1000000}
@@ -18,6 +20,12 @@ SETTINGS=("$@")
 [ ${#SETTINGS[@]} -eq 0 ] && SETTINGS=("-" "--rate 2000")
 cargo build --release -q -p otkv-harness --bin harness
 H=${HARNESS:-./target/release/harness}
+CLUSTER=()
+LOADER=()
+if [ "${PIN:-0}" = 1 ]; then
+  CLUSTER=(taskset -c 1)
+  LOADER=(taskset -c 0)
+fi
 ALL=$(mktemp -d)
 PIDS=()
 stop_all() {
@@ -29,7 +37,7 @@ trap 'stop_all; rm -rf "$ALL"' EXIT
 start() { # name args... (sets URL and LAST_PID)
   local name=$1
   shift
-  "$H" "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
+  "${CLUSTER[@]}" "$H" "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
   PIDS+=($!)
   LAST_PID=$!
   until grep -q listening "$TMP/$name.out" 2>/dev/null; do sleep 0.05; done
@@ -59,6 +67,14 @@ print()
 PY
 }
 now() { date +%s.%N; }
+ticks() { # pids... -> their CPU ticks (utime + stime), summed
+  local sum=0 p f
+  for p in "$@"; do
+    read -r -a f < <(sed 's/.*) //' "/proc/$p/stat")
+    sum=$((sum + f[11] + f[12]))
+  done
+  echo "$sum"
+}
 
 # One round: a fresh cluster and one open-loop GET load through the proxy (its untimed preload writes
 # every key first). "Before" is the load's 40 s before the third node is added, after its first 5 s (its
@@ -68,19 +84,23 @@ round() { # setting
   local setting=$1 args=()
   [ "$setting" != "-" ] && read -r -a args <<<"$setting"
   TMP=$(mktemp -d -p "$ALL")
-  start n0 node --port 0 && N0=$URL
-  start n1 node --port 0 && N1=$URL
-  start n2 node --port 0 && N2=$URL
+  start n0 node --port 0 && N0=$URL && NP=("$LAST_PID")
+  start n1 node --port 0 && N1=$URL && NP+=("$LAST_PID")
+  start n2 node --port 0 && N2=$URL && NP+=("$LAST_PID")
   printf '%s\n%s\n' "$N0" "$N1" >"$TMP/nodes"
   start proxy proxy --port 0 --nodes-file "$TMP/nodes" && P=$URL && PROXY_PID=$LAST_PID
   # (Started here: SIGINT must reach the harness itself.)
-  "$H" run --proxy "$P" --workload ycsb-c --keys "$KEYS" --rate "$RATE" --connections 32 --warmup 0s \
+  "${LOADER[@]}" "$H" run --proxy "$P" --workload ycsb-c --keys "$KEYS" --rate "$RATE" --connections 32 --warmup 0s \
     --duration 3600s --json --out "$TMP/load" >"$TMP/load.json" 2>"$TMP/load.err" &
   local load_pid=$! hup t0 t1
   # Waited for with one sleep, not by polling: a process started 10 times a second (grep, sleep) takes
   # the load's p99 on a 2-core machine from 0.2 to over 1 ms.
   until grep -q '\[   1s/' "$TMP/load.err" 2>/dev/null; do sleep 0.2; done
-  sleep 44
+  sleep 4
+  local base0 base1 cpu0 cpu1
+  base0=$(ticks "${NP[@]}")
+  sleep 40
+  base1=$(ticks "${NP[@]}")
   hup=$(now)
   printf '%s\n%s\n%s\nprevious %s\nprevious %s\n' "$N0" "$N1" "$N2" "$N0" "$N1" >"$TMP/nodes"
   kill -HUP "$PROXY_PID"
@@ -88,21 +108,26 @@ round() { # setting
     sleep 0.05
   done
   t0=$(now)
-  "$H" reshard --proxy "$P" --state "$TMP/state.json" "${args[@]}" >"$TMP/reshard.txt" 2>/dev/null
+  cpu0=$(ticks "${NP[@]}")
+  "${CLUSTER[@]}" "$H" reshard --proxy "$P" --state "$TMP/state.json" "${args[@]}" >"$TMP/reshard.txt" 2>/dev/null
   t1=$(now)
+  cpu1=$(ticks "${NP[@]}")
   kill -INT "$load_pid" 2>/dev/null || true
   wait "$load_pid" || true
   stop_all
   read -r during_p99 before_p99 < <(p99s "$TMP"/load/*proxy.hlog "$t0" "$t1" "$hup")
-  python3 - "$setting" "$t0" "$t1" "$TMP/reshard.txt" "$before_p99" "$during_p99" "$TMP/load.json" <<'PY' | tee -a "$ALL/results"
+  python3 - "$setting" "$t0" "$t1" "$TMP/reshard.txt" "$before_p99" "$during_p99" "$TMP/load.json" \
+    "$base0" "$base1" "$cpu0" "$cpu1" "$(getconf CLK_TCK)" <<'PY' | tee -a "$ALL/results"
 import json, re, sys
-setting, t0, t1, path, b, d, load = sys.argv[1:]
+setting, t0, t1, path, b, d, load, base0, base1, cpu0, cpu1, hz = sys.argv[1:]
 text = open(path).read()
 run = json.load(open(load))["runs"][0]
 moved = int(re.search(r"moved (\d+)", text).group(1))
 by_proxy = int(re.search(r"clients' requests (\d+)", text).group(1))
 secs = float(t1) - float(t0)
-print(json.dumps({"setting": setting, "secs": secs, "moved": moved, "moved_by_proxy": by_proxy,
+# The nodes' CPU during the move beyond what the same load cost them in the 40 s before, per moved key.
+extra = (int(cpu1) - int(cpu0) - (int(base1) - int(base0)) / 40 * secs) / int(hz)
+print(json.dumps({"setting": setting, "node_cpu_us_per_key": extra / max(moved, 1) * 1e6, "secs": secs, "moved": moved, "moved_by_proxy": by_proxy,
                   "keys_per_s": moved / secs, "before_p99": float(b), "during_p99": float(d),
                   "ratio": float(d) / float(b), "failed": run["errors_total"], "requests": run["ops"]}))
 PY
@@ -117,13 +142,13 @@ import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 for r in rows:
     print(f"round: mover {r['setting']:<13} moved {r['moved']:>7} (+{r['moved_by_proxy']} on clients' reads) in "
-          f"{r['secs']:5.1f} s = {r['keys_per_s']:>6,.0f} keys/s; GET p99 {r['before_p99']:.3f} -> "
+          f"{r['secs']:5.1f} s = {r['keys_per_s']:>6,.0f} keys/s, {r['node_cpu_us_per_key']:.1f} µs of node CPU a key; GET p99 {r['before_p99']:.3f} -> "
           f"{r['during_p99']:.3f} ms ({r['ratio']:.2f}x); {r['failed']} failed of {r['requests']}")
 print("medians:")
 for s in dict.fromkeys(r["setting"] for r in rows):
     rs = [r for r in rows if r["setting"] == s]
     m = lambda k: statistics.median(r[k] for r in rs)
-    print(f"mover {s:<13} {m('secs'):5.1f} s, {m('keys_per_s'):>6,.0f} keys moved/s; GET p99 before {m('before_p99'):.3f} ms, "
+    print(f"mover {s:<13} {m('secs'):5.1f} s, {m('keys_per_s'):>6,.0f} keys moved/s, {m('node_cpu_us_per_key'):.1f} µs of node CPU a key; GET p99 before {m('before_p99'):.3f} ms, "
           f"during {m('during_p99'):.3f} ms, during/before {m('ratio'):.2f}x (median of {len(rs)}); "
           f"failed requests {sum(r['failed'] for r in rs)} of {sum(r['requests'] for r in rs)}")
 PY
