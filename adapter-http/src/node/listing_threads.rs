@@ -7,8 +7,8 @@
 //! requests a node is answering. Measured on a 2-core machine with pages of 1,000 keys six times a second
 //! beside a 10,000 GET/s load through the proxy (phases with and without listing, interleaved): the
 //! load's p99 rose 1.40x and 1.42x with a thread per page, 1.32x and 1.02x with these threads. In a whole
-//! move of 1M keys the difference is within the noise. Why two: a listing's first page on a large node
-//! sorts its keys (tens of milliseconds); a second thread keeps one other listing from waiting behind it.
+//! move of 1M keys the difference is within the noise. Why two: a large page (up to 100,000
+//! keys) takes tens of milliseconds, and a second thread keeps one other listing from waiting behind it.
 //! More listings at once queue, in order.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};

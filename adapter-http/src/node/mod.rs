@@ -4,8 +4,8 @@
 //! runs inside one engine batch (one epoch guard, no I/O), and in `sync` mode the connection then parks
 //! until the batch's writes are durable, before any of its answers leave.
 //!
-//! A listing is the exception: on the memory engine a listing's first page visits every key (a hash map
-//! has no order; 48 ms for 500k keys), and so does the one that sorts them for the pages after it; on the
+//! A listing is the exception: a page costs the engine about its keys (`otkv_engine::listing`), but a
+//! page may be 100,000 keys (tens of milliseconds), and on flurry every page walks the whole map; on the
 //! node's worker that would stall every other connection for as long. So a listing ends the engine
 //! batch, runs on a listing thread ([`listing_threads`]), and its connection parks until it is done,
 //! while the worker serves the others; the batch's later requests go on in a new engine batch.

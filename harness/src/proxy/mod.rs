@@ -76,7 +76,8 @@ pub struct ProxyArgs {
     pub node_urls: Vec<String>,
     /// Read the nodes from this file instead, re-read on SIGHUP: one URL per line (the current set, in
     /// order), and, while keys move to a new set, `previous URL` lines for the set they move from (README,
-    /// Adding and removing nodes).
+    /// Adding and removing nodes). A new set re-read without `previous` lines keeps the set before as the
+    /// previous one (written back into the file); `harness reshard --proxy` then moves the keys.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["node_urls", "nodes"])]
     pub nodes_file: Option<PathBuf>,
     /// Start this many local nodes instead, as `harness run` does (stopped when the proxy stops).
