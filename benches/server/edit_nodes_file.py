@@ -4,7 +4,8 @@ new set (no `previous` lines), sends SIGHUP, then runs `harness reshard --proxy`
 and a deleter use the proxy. Afterwards: how many acknowledged keys answer 404 (lost), how many live on two
 nodes, how many client requests failed.
 
-Usage: benches/server/edit_nodes_file.py [--harness BIN] [--keys N]
+Usage: benches/server/edit_nodes_file.py [--harness BIN] [--keys N] [--after]
+(`--after`: page listings with `after=` the last key, as servers before the listing cursor take them.)
 """
 
 import argparse
@@ -46,10 +47,10 @@ class Client:
                     return 0, b""
 
 
-def keys_on(url):
+def keys_on(url, after_form):
     c, keys, cursor = Client(url), [], None
     while True:
-        q = "limit=1000" + (f"&cursor={cursor}" if cursor else "")
+        q = "limit=1000" + (f"&{'after' if after_form else 'cursor'}={cursor}" if cursor else "")
         status, body = c.call("GET", f"/v1/kv?{q}")
         assert status == 200, (status, body[:200])
         doc = json.loads(body)
@@ -63,8 +64,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--harness", default="target/release/harness")
     ap.add_argument("--keys", type=int, default=2000)
+    ap.add_argument("--after", action="store_true")
     args = ap.parse_args()
-    h = args.harness
+    h = os.path.abspath(args.harness)
     procs = []
     try:
         nodes = []
@@ -149,7 +151,7 @@ def main():
                 lost += 1
             elif (s, body) != (200, want):
                 lost += 1
-        everywhere = [k for url in nodes for k in keys_on(url)]
+        everywhere = [k for url in nodes for k in keys_on(url, args.after)]
         twice = len(everywhere) - len(set(everywhere))
         back = sum(1 for k in deleted if c.call("GET", f"/v1/kv/{k}")[0] != 404)
         print(f"{n} keys: {lost} lost or wrong, {twice} on two nodes, {back} deleted keys back; "
