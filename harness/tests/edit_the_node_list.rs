@@ -33,26 +33,8 @@ fn stats(proxy: &str) -> serde_json::Value {
     serde_json::from_str(&body).expect("json")
 }
 
-/// Every key a node holds, page by page.
 fn keys_on(node: &Server) -> Vec<String> {
-    let (mut keys, mut cursor) = (Vec::new(), None::<String>);
-    loop {
-        let query = cursor.as_ref().map(|c| format!("&cursor={c}")).unwrap_or_default();
-        let body = common::agent()
-            .get(&format!("{}/v1/kv?limit=500{query}", node.url))
-            .call()
-            .expect("list")
-            .into_string()
-            .expect("text");
-        let doc: serde_json::Value = serde_json::from_str(&body).expect("json");
-        keys.extend(
-            doc["keys"].as_array().expect("keys").iter().map(|k| k.as_str().expect("str").to_string()),
-        );
-        match doc["next"].as_str() {
-            Some(next) => cursor = Some(next.to_string()),
-            None => return keys,
-        }
-    }
+    common::keys_on(&node.url)
 }
 
 /// Writes the nodes file as an operator would (the new set, nothing else) and sends SIGHUP.

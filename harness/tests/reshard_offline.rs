@@ -56,15 +56,8 @@ fn one_copy_each(nodes: &[&Server]) -> usize {
     let mut all = BTreeSet::new();
     let mut total = 0;
     for n in nodes {
-        let body = common::agent()
-            .get(&format!("{}/v1/kv?limit=100000", n.url))
-            .call()
-            .expect("list")
-            .into_string()
-            .expect("text");
-        let doc: serde_json::Value = serde_json::from_str(&body).expect("json");
-        for k in doc["keys"].as_array().expect("keys") {
-            all.insert(k.as_str().expect("str").to_string());
+        for k in common::keys_on(&n.url) {
+            all.insert(k);
             total += 1;
         }
     }

@@ -54,14 +54,7 @@ fn stats(proxy: &str) -> serde_json::Value {
 }
 
 fn keys_on(node: &Server) -> Vec<String> {
-    let body = common::agent()
-        .get(&format!("{}/v1/kv?limit=100000", node.url))
-        .call()
-        .expect("list")
-        .into_string()
-        .expect("text");
-    let doc: serde_json::Value = serde_json::from_str(&body).expect("json");
-    doc["keys"].as_array().expect("keys").iter().map(|k| k.as_str().expect("str").to_string()).collect()
+    common::keys_on(&node.url)
 }
 
 /// What the clients did and saw.

@@ -10,6 +10,28 @@ mod tls;
 #[allow(unused_imports, reason = "each suite uses some")]
 pub use tls::{agent, over_tls, Stream, TestCerts};
 
+/// Every key the server at `url` lists, as listed (percent-encoded), page by page with the cursor.
+pub fn keys_on(url: &str) -> Vec<String> {
+    let (mut keys, mut cursor) = (Vec::new(), None::<String>);
+    loop {
+        let query = cursor.as_ref().map(|c| format!("&cursor={c}")).unwrap_or_default();
+        let body = agent()
+            .get(&format!("{url}/v1/kv?limit=1000{query}"))
+            .call()
+            .expect("list")
+            .into_string()
+            .expect("text");
+        let doc: serde_json::Value = serde_json::from_str(&body).expect("json");
+        keys.extend(
+            doc["keys"].as_array().expect("keys").iter().map(|k| k.as_str().expect("str").to_string()),
+        );
+        match doc["next"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => return keys,
+        }
+    }
+}
+
 /// How long a test waits for the server before calling it a hang.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
