@@ -33,12 +33,13 @@
 pub mod admin;
 mod listing;
 mod migration;
+mod sets;
 pub mod topology;
 pub mod upstream;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -55,8 +56,9 @@ use crate::router::RoutingArgs;
 use crate::secure::UpstreamSecurityArgs;
 use crate::target::Target;
 use migration::Placement;
-use otkv_adapter_http::front::{lock, HttpError};
-use topology::{Builder, NodeSet, NodesFile, Topology};
+use otkv_adapter_http::front::{HttpError, JSON};
+use sets::NodeSets;
+use topology::{Builder, NodesFile, Topology};
 use upstream::{Answer, Group, Upstream, UpstreamError};
 
 pub use upstream::MAX_GROUP_BYTES;
@@ -108,11 +110,8 @@ pub struct ProxyArgs {
 pub struct Proxy {
     front: Front,
     router_name: String,
-    topology: Mutex<Arc<Topology>>,
-    /// Bumped whenever `topology` changes: each connection takes the new one at its next batch.
-    generation: AtomicU64,
-    builder: Builder,
-    nodes_file: Option<NodesFile>,
+    /// The node sets, and how they change (`sets.rs`).
+    sets: NodeSets,
 }
 
 /// One client connection's forwarding state: the node sets it routes with, and the group being gathered.
@@ -153,21 +152,20 @@ impl Service for Proxy {
     }
 
     fn session(&self) -> Session {
-        let generation = self.generation.load(Relaxed);
-        let topology = Arc::clone(&lock(&self.topology));
+        let (topology, generation) = self.sets.now();
         let pending = topology.current.upstreams.iter().map(|_| Queued::default()).collect();
         Session { topology, generation, pending, slots: Vec::new() }
     }
 
     fn reload(&self) {
-        if let Err(e) = self.reload_nodes() {
+        if let Err(e) = self.sets.reload() {
             tracing::error!(error = %e, "SIGHUP: node sets not changed");
         }
     }
 
     fn answer(&self, s: &mut Session, requests: &mut Requests<'_>) {
         // A new node set since the last batch (nothing is queued between batches).
-        if self.generation.load(Relaxed) != s.generation {
+        if self.sets.generation() != s.generation {
             *s = self.session();
         }
         while let Some(exchange) = requests.next_request() {
@@ -225,7 +223,17 @@ impl Service for Proxy {
             // Answered here: what is queued before it goes first.
             self.flush(s, requests);
             if matches!(exchange.route, Ok(Route::ReshardDone)) {
-                requests.respond(exchange, |_, _, resp| self.settle(resp));
+                requests.respond(exchange, |_, _, resp| {
+                    let nodes = self.sets.settle().map_err(|message| HttpError::Storage {
+                        failure: otkv_adapter_http::front::StorageFailure::Failed,
+                        message,
+                    })?;
+                    Ok(resp.send(
+                        200,
+                        Some(JSON),
+                        serde_json::json!({ "nodes": nodes }).to_string().as_bytes(),
+                    ))
+                });
                 continue;
             }
             if matches!(exchange.route, Ok(Route::ReshardMove)) {
@@ -374,75 +382,6 @@ impl Proxy {
             self.pass_answer(requests, &slot, up, answer, elapsed_nanos(started))
         })
     }
-
-    /// Re-reads `--nodes-file` and takes its sets as [`topology::plan_reload`] says (new connections
-    /// take them at their next batch); when they are not the file's, says why and writes them back.
-    fn reload_nodes(&self) -> Result<(), String> {
-        let Some(file) = &self.nodes_file else { return Ok(()) };
-        let (current, previous) = file.read()?;
-        let urls = |urls: &[String]| -> Result<Vec<String>, String> {
-            Ok(nodes::remote_targets(urls, &self.builder.secure)?.iter().map(Target::url).collect())
-        };
-        let (current, previous) = (urls(&current)?, urls(&previous)?);
-        let mut topology = lock(&self.topology);
-        let now = |set: Option<&NodeSet>| -> Vec<String> {
-            set.map(|s| s.upstreams.iter().map(|u| u.url()).collect()).unwrap_or_default()
-        };
-        let (now_current, now_previous) = (now(Some(&topology.current)), now(topology.previous.as_ref()));
-        let plan = match topology::plan_reload(&now_current, &now_previous, current, previous) {
-            Ok(plan) => plan,
-            Err(why) => {
-                let note = format!("written back by harness proxy: {why}");
-                file.write(&now_current, &now_previous, &note)?;
-                return Err(why);
-            }
-        };
-        if let Some(why) = &plan.amended {
-            tracing::warn!(nodes = %plan.current.join(" "), previous = %plan.previous.join(" "), "SIGHUP: {why}");
-            file.write(&plan.current, &plan.previous, &format!("written back by harness proxy: {why}"))?;
-        }
-        let known = topology.all();
-        let mut next = Topology::new(
-            self.builder.set(&plan.current, &known)?,
-            if plan.previous.is_empty() { None } else { Some(self.builder.set(&plan.previous, &known)?) },
-        );
-        next.note = plan.amended;
-        tracing::info!(nodes = %plan.current.join(" "), previous = %plan.previous.join(" "), "node sets re-read");
-        topology.retire();
-        *topology = Arc::new(next);
-        self.generation.fetch_add(1, Relaxed);
-        Ok(())
-    }
-
-    /// `POST /v1/reshard/done`: the move is over; the previous set goes (and out of the nodes file).
-    fn settle(&self, resp: &mut otkv_adapter_http::front::Responder<'_>) -> Result<u16, HttpError> {
-        let mut topology = lock(&self.topology);
-        let urls: Vec<String> = topology.current.upstreams.iter().map(|u| u.url()).collect();
-        if topology.previous.is_some() {
-            if let Some(file) = &self.nodes_file {
-                file.settle(&urls).map_err(|e| HttpError::Storage {
-                    failure: otkv_adapter_http::front::StorageFailure::Failed,
-                    message: e,
-                })?;
-            }
-            let current = NodeSet {
-                router: self
-                    .builder
-                    .routing
-                    .build(&topology.current.upstreams.iter().map(|u| u.name.clone()).collect::<Vec<_>>()),
-                upstreams: topology.current.upstreams.clone(),
-            };
-            topology.retire();
-            *topology = Arc::new(Topology::new(current, None));
-            self.generation.fetch_add(1, Relaxed);
-            tracing::info!(nodes = %urls.join(" "), "move over: previous node set dropped");
-        }
-        Ok(resp.send(
-            200,
-            Some(otkv_adapter_http::front::JSON),
-            serde_json::json!({ "nodes": urls }).to_string().as_bytes(),
-        ))
-    }
 }
 
 /// Appends the request `raw` with the client's `Authorization` header (whose value is `theirs`, a slice
@@ -530,10 +469,7 @@ pub fn run(args: &ProxyArgs) -> Result<(), String> {
     let proxy = Arc::new(Proxy {
         front,
         router_name: args.routing.describe(),
-        topology: Mutex::new(Arc::new(Topology::new(current, previous))),
-        generation: AtomicU64::new(0),
-        builder,
-        nodes_file,
+        sets: NodeSets::new(builder, nodes_file, Topology::new(current, previous)),
     });
     let (listener, addr) = front::bind(args.front.bind, args.port).map_err(|e| e.to_string())?;
     tracing::info!(%addr, router = %proxy.router_name, nodes = %nodes.join(" "), workers, "proxy listening");
