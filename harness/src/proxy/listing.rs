@@ -26,11 +26,6 @@ struct NodePage {
     next: Option<String>,
 }
 
-/// The nodes a listing goes through, in order: the current set, then the previous set's other nodes.
-fn listed_nodes(topology: &Topology) -> Vec<Arc<Upstream>> {
-    topology.all()
-}
-
 /// Names a node list (FNV-1a over its URLs): a cursor counts nodes in the list it was made with.
 fn set_mark(nodes: &[Arc<Upstream>]) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
@@ -47,26 +42,22 @@ fn plain(token: &str) -> bool {
     !token.is_empty() && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
-/// Where a page starts: the node's index and the node's own cursor (`None`: its first page).
-enum Start {
-    Cursor(usize, Option<String>),
-    AfterKey(usize, Vec<u8>),
-}
-
+/// Where a page starts: the index of the node asked first, and what its query says of where to start in
+/// it (`&cursor=` or `&after=`; `None`: its first page).
 fn start_of(
     from: &ListFrom<'_>,
     mark: u32,
     nodes: &[Arc<Upstream>],
     topology: &Topology,
-) -> Result<Start, HttpError> {
+) -> Result<(usize, Option<String>), HttpError> {
     let bad = |why: &str| HttpError::BadRequest(format!("invalid cursor: {why}"));
     match from {
-        ListFrom::Start => Ok(Start::Cursor(0, None)),
+        ListFrom::Start => Ok((0, None)),
         // The keys after `key`: the rest of its owner's listing, then the nodes after it.
         ListFrom::AfterKey(key) => {
             let owner = &topology.current.upstreams[topology.current.router.route(key)];
             let i = nodes.iter().position(|u| u.url() == owner.url()).unwrap_or(0);
-            Ok(Start::AfterKey(i, key.to_vec()))
+            Ok((i, Some(format!("&after={}", pct::encode_segment(key)))))
         }
         ListFrom::Cursor(text) => {
             let parts = text.strip_prefix('p').and_then(|t| {
@@ -83,7 +74,7 @@ fn start_of(
             if node >= nodes.len() || !(cursor.is_empty() || plain(cursor)) {
                 return Err(bad("give the `next` of the page before"));
             }
-            Ok(Start::Cursor(node, (!cursor.is_empty()).then(|| cursor.to_string())))
+            Ok((node, (!cursor.is_empty()).then(|| format!("&cursor={cursor}"))))
         }
     }
 }
@@ -109,15 +100,13 @@ pub fn list(
     limit: usize,
     resp: &mut Responder<'_>,
 ) -> Result<u16, HttpError> {
-    let nodes = listed_nodes(topology);
+    // The current set, then the previous set's other nodes.
+    let nodes = topology.all();
     let mark = set_mark(&nodes);
     // Each key percent-encoded (at most three bytes a byte), quoted, and a comma; the cursor besides.
     let per_key = front.limits.max_key_bytes.saturating_mul(3).saturating_add(3);
     let mut keys: Vec<Vec<u8>> = Vec::new();
-    let (mut node, mut from) = match start_of(from, mark, &nodes, topology)? {
-        Start::Cursor(i, cursor) => (i, cursor.map(|c| format!("&cursor={c}"))),
-        Start::AfterKey(i, key) => (i, Some(format!("&after={}", pct::encode_segment(&key)))),
-    };
+    let (mut node, mut from) = start_of(from, mark, &nodes, topology)?;
     let next = loop {
         let up = &nodes[node];
         let want = limit - keys.len();
