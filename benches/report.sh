@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Every figure README quotes, measured again in one go, so none can go stale.
+# Every published figure, measured again in one go, so none can go stale: benches/results/README.md is
+# their one home, and README shows its headline.
 #
 # Runs each benchmark below, in order, and writes:
 #   benches/results/NAME.txt   its output as printed (the whole of it);
 #   benches/results/README.md  the date, the commit, the machine, and per benchmark what it measures, the
 #                              exact command, and its summary;
 #   img/                       the reference run's plots and its full output (img/reference-run.txt);
-#   README.md                  every block between `<!-- results:NAME -->` and `<!-- /results -->`
-#                              replaced by NAME's summary, citing the date and commit.
+#   README.md                  its headline table (between `<!-- results:headline -->` and
+#                              `<!-- /results -->`), from the reference, instructions and memory sections.
 # Takes about an hour on a 2-core machine. Needs wrk, redis-server, redis-benchmark, haproxy, memcached
 # valgrind and openssl (apt-get install wrk redis-server haproxy memcached valgrind openssl); netns needs root and iproute2
 # (skipped, and said so, without them).
@@ -15,6 +16,7 @@
 # Usage: benches/report.sh [NAME...]   (default: all; NAME: reference sync instructions pipelined compare
 #        durability proxy tls reshard listing resp-client client-vs-wrk memory memory-churn compaction-tail
 #        ten-million recovery netns)
+#        benches/report.sh --index-only  (rewrite the index and README's headline from the last results)
 # With NAMEs, only those are rerun; the others keep their last results (each section says its own date).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,13 +27,19 @@ mkdir -p "$OUT" img
 ALL=(reference sync instructions pipelined compare durability proxy tls reshard listing resp-client client-vs-wrk
   memory memory-churn compaction-tail ten-million recovery netns)
 WANT=("$@")
-[ ${#WANT[@]} -eq 0 ] && WANT=("${ALL[@]}")
+INDEX_ONLY=
+if [ "${1:-}" = --index-only ]; then
+  INDEX_ONLY=1
+  WANT=()
+elif [ ${#WANT[@]} -eq 0 ]; then
+  WANT=("${ALL[@]}")
+fi
 
-for tool in wrk redis-server redis-benchmark haproxy memcached valgrind python3 openssl; do
+[ -n "$INDEX_ONLY" ] || for tool in wrk redis-server redis-benchmark haproxy memcached valgrind python3 openssl; do
   command -v "$tool" >/dev/null || { echo "report: needs $tool (apt-get install wrk redis-server haproxy memcached valgrind python3 openssl)" >&2; exit 1; }
 done
 
-cargo build --release -q -p otkv-harness -p otkv-adapter-http --bins
+[ -n "$INDEX_ONLY" ] || cargo build --release -q -p otkv-harness -p otkv-adapter-http --bins
 HARNESS=./target/release/harness
 
 # What each benchmark measures, its command, and how to cut its summary from its output.
@@ -124,12 +132,12 @@ run_one() {
   printf '%s\n%s\n' "$started" "$(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo ' (with uncommitted changes)')" >"$OUT/$name.when"
 }
 
-for name in "${WANT[@]}"; do
+for name in "${WANT[@]+"${WANT[@]}"}"; do
   [ -n "${CMD[$name]:-}" ] || { echo "report: no benchmark named $name (${ALL[*]})" >&2; exit 1; }
   run_one "$name"
 done
 
-if [[ " ${WANT[*]} " == *" reference "* ]]; then
+if [[ " ${WANT[*]-} " == *" reference "* ]]; then
   cp "$OUT"/reference/*.png img/ 2>/dev/null || true
   cp "$OUT/reference.txt" img/reference-run.txt
   cp "$OUT/reference/report.html" img/report.html
@@ -144,10 +152,26 @@ fi
 
 # The index: machine, then each benchmark's date, commit, command and summary.
 {
-  echo "# Benchmark results"
-  echo
-  echo "Written by \`benches/report.sh\`; README quotes the summaries below. Each section's full output is"
-  echo "\`NAME.txt\` beside this file."
+  cat <<'TXT'
+# Benchmark results
+
+Every measured figure of OTKV lives here, each with the date, the commit and the exact command that
+produced it; README shows only the headline. This page is written by `benches/report.sh`; each
+section's whole output is `NAME.txt` beside this file.
+
+```sh
+benches/report.sh                     # every section below, rerun (about an hour on 2 cores)
+benches/report.sh memory proxy        # ... only some of them; the others keep their last results
+cargo bench -p otkv-benches           # criterion: the engine's table against flurry, papaya, dashmap, RwLock
+```
+
+The scripts need `wrk`, `redis-server`, `haproxy`, `memcached`, `valgrind` and `openssl` (`apt-get install
+wrk redis-server haproxy memcached valgrind openssl`); `netns` needs root and iproute2. How to read the
+figures: on small shared machines wall-clock figures swing by ±30% between runs, so the scripts that
+compare CPU time alternate the servers round by round and report medians and ratios; instruction counts
+(callgrind) are exact on every run. What `harness run`'s columns mean (server and client CPU per
+operation, the projection) is in [the harness guide](../../docs/harness.md#what-each-operation-cost).
+TXT
   echo
   echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r), $(rustc --version | cut -d' ' -f1-2)."
   for name in "${ALL[@]}"; do
@@ -174,21 +198,67 @@ fi
   done
 } >"$OUT/README.md"
 
-# README: each marked block becomes that benchmark's section of the index.
+# The headline: OTKV against Redis from three of the sections above, into the index's top and README's
+# one marked block (`<!-- results:headline -->`). Nothing else in README quotes a figure.
 python3 - <<'PY'
-import re
-index = open("benches/results/README.md").read()
-sections = dict(re.findall(r"^## (\S+)\n\n(.*?)(?=^## |\Z)", index, re.S | re.M))
+import json, re
+out = "benches/results"
+def when(name):
+    try:
+        stamp, commit = open(f"{out}/{name}.when").read().split("\n")[:2]
+        return stamp, commit
+    except (OSError, ValueError):
+        return None
+rows, sources = [], []
+def row(what, otkv, redis, fmt, source):
+    ratio = f"{otkv / redis:.2f}" if redis else "-"
+    rows.append(f"| {what} | {fmt(otkv)} | {fmt(redis)} | {ratio} | [{source}](benches/results/README.md#{source}) |")
+    if source not in sources:
+        sources.append(source)
+try:
+    runs = json.load(open(f"{out}/reference/summary.json"))["runs"]
+    one = {r["target"]: r for r in runs if r["nodes"] == 1 and not r.get("via")}
+    o, r = one["otkv"], one["redis"]
+    row("server CPU per operation, µs (1 node, YCSB-B, 64 connections)", o["server_cpu_us_per_op"],
+        r["server_cpu_us_per_op"], lambda v: f"{v:.2f}", "reference")
+    row("throughput, ops/s (1 node, the client on the same 2 cores)", o["throughput"], r["throughput"],
+        lambda v: f"{v:,.0f}", "reference")
+except (OSError, KeyError, ValueError):
+    pass
+try:
+    text = open(f"{out}/instructions.txt").read()
+    def cols(label):
+        line = next(l for l in text.splitlines() if l.startswith(label))
+        return [int(c.split("/")[0]) for c in re.findall(r"(\d+/[\d.]+)", line)]
+    o, r = cols("otkv-server (memory)"), cols("redis-server")
+    row("user-space instructions per GET (callgrind)", o[0], r[0], lambda v: f"{v:,}", "instructions")
+    row("user-space instructions per PUT (callgrind)", o[2], r[2], lambda v: f"{v:,}", "instructions")
+except (OSError, StopIteration, IndexError):
+    pass
+try:
+    line = next(l for l in open(f"{out}/memory.txt") if l.startswith("1M x 100 B"))
+    per_key = [int(v) for v in line.split("  ")[-1].split(";")[0].split(" / ")]
+    row("memory per key, bytes of RSS (1M keys of 100 B)", per_key[0], per_key[2], lambda v: f"{v:,}", "memory")
+except (OSError, StopIteration, ValueError, IndexError):
+    pass
+machine = re.search(r"^Machine: (.*)$", open(f"{out}/README.md").read(), re.M)
+stamps = []
+for src in sources:
+    w = when(src)
+    if w:
+        stamps.append(f"{src} {w[0][:10]} at `{w[1]}`")
+table = "\n".join([
+    "| per request or key, lower is better (but throughput) | OTKV | Redis | OTKV ÷ Redis | from |",
+    "|---|---:|---:|---:|---|",
+    *rows,
+])
+block = f"{table}\n\n{machine.group(1) if machine else ''} Measured: {'; '.join(stamps)}."
 readme = open("README.md").read()
-def fill(m):
-    name = m.group(1)
-    body = sections.get(name)
-    if body is None:
-        return m.group(0)
-    # README introduces each benchmark itself: drop the index's first paragraph (what it measures).
-    body = body.strip().split("\n\n", 1)[-1]
-    return f"<!-- results:{name} -->\n{body}\n\n(From [benches/results](benches/results/README.md#{name}).)\n<!-- /results -->"
-out = re.sub(r"<!-- results:(\S+) -->.*?<!-- /results -->", fill, readme, flags=re.S)
-open("README.md", "w").write(out)
+readme = re.sub(r"<!-- results:headline -->.*?<!-- /results -->",
+                f"<!-- results:headline -->\n{block}\n<!-- /results -->", readme, flags=re.S)
+open("README.md", "w").write(readme)
+index = open(f"{out}/README.md").read()
+index = index.replace("\n## reference\n", f"\n## headline\n\nWhat README shows, taken from the sections below.\n\n{block.replace('](benches/results/README.md#', '](#')}\n\n## reference\n", 1)
+open(f"{out}/README.md", "w").write(index)
 PY
-echo "report: wrote $OUT/README.md and updated README.md" >&2
+echo "report: wrote $OUT/README.md and README.md's headline" >&2

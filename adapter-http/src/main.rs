@@ -1,4 +1,4 @@
-//! `otkv-server`: one OTKV node. See `otkv-server --help` and README.md.
+//! `otkv-server`: one OTKV node. See `otkv-server --help` and docs/operations.md.
 
 use std::process::ExitCode;
 

@@ -187,7 +187,7 @@ fn drive(store: &dyn Store, keys: &[[u8; 16]], workload: Workload, ops: u64, see
         let write = match workload {
             Workload::GetHit | Workload::GetMiss => false,
             Workload::Put => true,
-            Workload::Mix90 => (r >> 40) % 10 == 0,
+            Workload::Mix90 => (r >> 40).is_multiple_of(10),
         };
         if write {
             value[..8].copy_from_slice(&(seed.wrapping_mul(1 << 40) ^ i).to_le_bytes());

@@ -8,7 +8,7 @@
 # Server CPU comes from each server's own counters (OTKV's /metrics, Redis's INFO), as in every harness
 # report. The configurations alternate round by round; the table gives medians and the ratios asked for.
 #
-# Certificates: a throwaway CA and an ECDSA P-256 server certificate made with openssl here (README shows
+# Certificates: a throwaway CA and an ECDSA P-256 server certificate made with openssl here (docs/operations.md shows
 # the same commands). Needs openssl and redis-server (built with TLS, as Debian's is).
 # Usage: benches/server/tls.sh [ROUNDS] [DURATION]   (defaults 3 and 5s)
 set -euo pipefail

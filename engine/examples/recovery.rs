@@ -26,7 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let keys: u64 = std::env::args().nth(1).and_then(|k| k.parse().ok()).unwrap_or(1_000_000);
     let dir = tempfile::tempdir()?;
     let mut config = EngineConfig::memory_durable(dir.path(), Durability::Periodic);
-    config.snapshot_interval = Some(std::time::Duration::from_secs(3600));
+    config.snapshot_interval = Some(std::time::Duration::from_hours(1));
     let data_bytes = keys * (16 + 100);
 
     let started = Instant::now();

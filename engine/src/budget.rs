@@ -6,11 +6,11 @@
 //! the engine keeps its own count, in bytes, of what each entry costs, and adds or subtracts an entry's
 //! cost as it is stored, replaced or removed (one relaxed atomic add per write). What an entry costs is the
 //! map's to say ([`crate::map::Map::entry_cost`]): on the engine's table, exactly its one block's size
-//! class (`table/slab.rs`); on flurry, its three allocations as glibc rounds them (`flurry_map.rs`). To the
+//! class (`table/slab.rs`); on flurry, its three allocations as glibc rounds them (`map/flurry.rs`). To the
 //! entries the budget adds the map's own structures (slot or bucket arrays, clock tables:
 //! [`crate::map::Map::structure_bytes`]) and 48 bytes per key in the expiry index. What the estimate leaves
 //! out: memory freed but not yet reclaimed (a replaced value lives until no reader can see it), allocator
-//! free lists, and the process's own baseline (threads, connection buffers). README gives the measured
+//! free lists, and the process's own baseline (threads, connection buffers). benches/results gives the measured
 //! ratio of RSS to the estimate.
 //!
 //! ## The cap

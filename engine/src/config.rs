@@ -178,7 +178,7 @@ impl EngineConfig {
             durability: Durability::None,
             flush_interval: Duration::from_secs(1),
             commit_delay: DEFAULT_COMMIT_DELAY,
-            snapshot_interval: Some(Duration::from_secs(60)),
+            snapshot_interval: Some(Duration::from_mins(1)),
             max_memory: None,
             eviction: Eviction::NoEviction,
             compaction: true,

@@ -17,7 +17,7 @@ pub const MAX_VALUE_BYTES: usize = 256 << 20;
 /// records a key's length in 16 bits). The HTTP adapter's default limit is 1 KiB.
 pub const MAX_KEY_BYTES: usize = u16::MAX as usize;
 
-/// What a [`Engine::put`] did.
+/// What a [`Engine::put`](crate::Engine::put) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutOutcome {
     /// The key was absent and now holds the value.

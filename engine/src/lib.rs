@@ -18,14 +18,17 @@
 //!    [`Batch`]: a short-lived view of the backend. For the memory backends the batch holds one epoch guard,
 //!    so a caller with several operations at hand (a pipelined batch of HTTP requests) pays for pinning once,
 //!    via [`Engine::batch`]. The memory engines' meaning (versions, conditions, expiry, the cap and
-//!    eviction) is `memory.rs`, written once over the [`Map`](map) seam that the table (`table_map.rs`) and
-//!    flurry (`flurry_map.rs`) implement; sled's is `sled_tree.rs`.
+//!    eviction) is `memory.rs`, written once over the `Map` seam (`map/mod.rs`) that the table
+//!    (`map/table.rs`) and flurry (`map/flurry.rs`) implement; sled's is `sled_tree.rs`. Listings go a page
+//!    at a time from a [`Cursor`] ([`listing`]).
 //! 3. Durability (`commit.rs`, `persist.rs`, `logfile.rs`, `snapshot.rs`): every write gets a *ticket*.
 //!    In `sync` mode a write is acknowledged once its ticket is durable; a flusher thread makes pending
 //!    writes durable together (group commit). [`Engine::put`] waits by blocking its thread; a coroutine
 //!    runtime uses [`Batch::sync_ticket`] and [`Engine::on_durable`] to park instead. The memory backend is
 //!    made durable by an operation log plus snapshots; sled by flushing its tree.
-//! 4. Errors are one enum, [`EngineError`]; an I/O error is returned, never a panic (`error.rs`).
+//! 4. Memory: the estimate the cap is checked against (`budget.rs`), the expiry index and its thread
+//!    (`expiry.rs`), and the memory thread that gives freed memory back (`reclaim.rs`).
+//! 5. Errors are one enum, [`EngineError`]; an I/O error is returned, never a panic (`error.rs`).
 //!
 //! The engine knows nothing about HTTP, nodes or routing: it is a library that stores bytes.
 
@@ -35,7 +38,6 @@ mod config;
 mod entry;
 mod error;
 mod expiry;
-mod flurry_map;
 mod key;
 pub mod listing;
 mod logfile;
@@ -47,7 +49,6 @@ mod reclaim;
 mod sled_tree;
 mod snapshot;
 mod table;
-mod table_map;
 
 use std::cell::Cell;
 
@@ -60,10 +61,10 @@ pub use error::{EngineError, Result};
 pub use listing::{Cursor, Page};
 
 use entry::Written;
-use flurry_map::FlurryMap;
+use map::flurry::FlurryMap;
+use map::table::TableMap;
 use memory::{MemoryStore, MemoryView};
 use sled_tree::SledStore;
-use table_map::TableMap;
 
 /// A key-value store over one backend. `Engine` is `Send + Sync`: share it behind an `Arc`.
 #[derive(Debug)]

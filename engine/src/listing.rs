@@ -2,10 +2,10 @@
 //!
 //! A hash map has no byte order, and sorting every key for every page costs the whole store per page
 //! (500,000 keys: 48 ms of a core for a page of 1,000). So the memory engines list in an order the map
-//! already has: by the key's 64-bit hash, then by the key ([`Map::order_hash`]). The table's shards are
+//! already has: by the key's 64-bit hash, then by the key (`Map::order_hash`). The table's shards are
 //! the top bits of that hash, so the keys after any point in the order are the rest of one shard, then
 //! the following shards whole: a page walks the shards from its cursor's, sorting only the few hundred
-//! keys of each, and stops once it has `limit` keys ([`page`]). A cursor is a point in the order (a hash
+//! keys of each, and stops once it has `limit` keys (`page`). A cursor is a point in the order (a hash
 //! and a key, or the start of a shard), so the node keeps nothing per listing, and listings at the same
 //! time cost each other nothing. This is Redis's `SCAN` idea (a stateless cursor over the table's own
 //! order) with the order fixed once and for all: shards never change membership when they grow.
@@ -123,7 +123,7 @@ impl fmt::Display for Hex<'_> {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || !s.is_ascii() {
+    if !s.len().is_multiple_of(2) || !s.is_ascii() {
         return None;
     }
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()

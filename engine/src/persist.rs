@@ -234,7 +234,7 @@ impl Inner {
         lock(&self.state).rotate = Some(tx);
         self.commit.request();
         let boundary = rx
-            .recv_timeout(Duration::from_secs(60))
+            .recv_timeout(Duration::from_mins(1))
             .map_err(|_| EngineError::Unavailable("the log flusher did not rotate the log".into()))?;
         // Entries go out with their metadata; expired ones are left behind.
         let now = crate::entry::now_ms();

@@ -3,7 +3,7 @@
 //! sled is pinned to 0.34.7, its last stable release (../shared/field-notes.md): its `Db` is `Sync`, and
 //! 1.0 alphas change the API and showed no group commit. Facts that shape this file:
 //! - `Db::flush()` makes earlier writes survive a process crash (`pwrite` + `sync_file_range`), which is
-//!   weaker than `fsync` against power loss; README states this.
+//!   weaker than `fsync` against power loss; docs/operations.md states this.
 //! - Durability is driven by our own flusher ([`GroupCommit`]), not sled's `flush_every_ms` timer: `sync`
 //!   writers share flushes (group commit), and closing the engine joins the flusher. (sled's timer thread
 //!   held the database for up to one interval after close.) sled's own background segment writers may still

@@ -96,7 +96,7 @@ fn keys_living_throughout_appear_once_under_a_concurrent_writer() {
                     let key = format!("churn/{:06}", n % 20_000);
                     engine.put(key.as_bytes(), b"v").expect("put");
                     engine.put(&stable(n % 3_000), format!("{n}").as_bytes()).expect("put");
-                    if n % 3 == 0 {
+                    if n.is_multiple_of(3) {
                         engine.delete(format!("churn/{:06}", (n / 2) % 20_000).as_bytes()).expect("delete");
                     }
                     n += 1;

@@ -9,7 +9,7 @@ use otkv_engine::{Durability, Engine, EngineConfig, EngineError};
 
 fn config(dir: &Path, snapshots: bool) -> EngineConfig {
     let mut c = EngineConfig::memory_durable(dir, Durability::Sync);
-    c.snapshot_interval = snapshots.then(|| std::time::Duration::from_secs(3600));
+    c.snapshot_interval = snapshots.then(|| std::time::Duration::from_hours(1));
     c
 }
 
@@ -199,7 +199,7 @@ fn damage_inside_the_last_write_is_torn_even_with_valid_records_after_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = config(dir.path(), false);
     config.durability = Durability::Periodic;
-    config.flush_interval = std::time::Duration::from_secs(3600);
+    config.flush_interval = std::time::Duration::from_hours(1);
     let engine = Engine::open(config.clone()).expect("open");
     for i in 0..20 {
         put_keys(&engine, i..i + 1);

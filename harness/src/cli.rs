@@ -69,7 +69,7 @@ struct RingArgs {
 
 /// Runs a parsed command line; returns the exit status.
 pub fn execute(cli: Cli) -> Result<u8, String> {
-    let done = |r: Result<(), String>| r.map(|()| crate::stop::exit_status().unwrap_or(0));
+    let done = |r: Result<(), String>| r.map(|()| crate::shutdown::exit_status().unwrap_or(0));
     match cli.command {
         Command::Node(args) => {
             otkv_adapter_http::init_logging();
@@ -84,7 +84,7 @@ pub fn execute(cli: Cli) -> Result<u8, String> {
         Command::Compare(args) => done(crate::compare::run(&args)),
         Command::Proxy(args) => crate::proxy::run(&args).map(|()| 0),
         Command::Reshard(args) => crate::reshard::run(&args),
-        Command::Reap { dir } => crate::stop::reap(&dir).map(|()| 0),
+        Command::Reap { dir } => crate::shutdown::reap(&dir).map(|()| 0),
     }
 }
 

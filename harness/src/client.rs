@@ -5,7 +5,7 @@
 //! `wrk -t1`), pipeline K requests with one write, and it only ever talks to OTKV nodes, whose responses
 //! carry `Content-Length` whenever they have a body. Requests are encoded into one reusable buffer
 //! (or, for the proxy, copied in as received); answers are parsed in place by the strict reader of
-//! [`crate::answer`] (anything a node could not have sent is refused, never guessed at), and handed out
+//! [`crate::response_head`] (anything a node could not have sent is refused, never guessed at), and handed out
 //! whole as well as split, so the proxy can pass a node's answer on byte for byte.
 
 use std::io;
@@ -15,7 +15,7 @@ use may::net::TcpStream;
 
 use crate::target::Target;
 
-use crate::answer::{self, AnswerRules, Invalid, Parsed};
+use crate::response_head::{self, AnswerRules, Invalid, Parsed};
 use crate::wire::Wire;
 pub use crate::wire::{Failure, Waiting};
 
@@ -97,8 +97,17 @@ pub struct ResponseMeta {
 pub struct PutOptions {
     /// `?ttl=SECONDS`.
     pub ttl_secs: Option<u64>,
-    /// A precondition: `Some(Some(v))` is `If-Match: "v"`, `Some(None)` is `If-None-Match: *`.
-    pub condition: Option<Option<u64>>,
+    /// A precondition, if any.
+    pub condition: Option<Precondition>,
+}
+
+/// The precondition of a conditional PUT.
+#[derive(Debug, Clone, Copy)]
+pub enum Precondition {
+    /// `If-Match: "v"`: only over this version.
+    Matches(u64),
+    /// `If-None-Match: *`: only if the key is absent.
+    Absent,
 }
 
 impl HttpConn {
@@ -155,12 +164,7 @@ impl HttpConn {
         self.wire.out.extend_from_slice(b"\r\n");
     }
 
-    /// Queues `PUT /v1/kv/{key}` with the body `write_body` appends.
-    pub fn push_put(&mut self, key: &[u8], len: usize, write_body: impl FnOnce(&mut Vec<u8>)) {
-        self.push_put_with(key, len, PutOptions::default(), write_body);
-    }
-
-    /// [`HttpConn::push_put`] with a TTL (`?ttl=`) and a precondition.
+    /// Queues `PUT /v1/kv/{key}` with the body `write_body` appends, a TTL (`?ttl=`) and a precondition.
     pub fn push_put_with(
         &mut self,
         key: &[u8],
@@ -177,12 +181,12 @@ impl HttpConn {
         self.push_host();
         match opts.condition {
             None => {}
-            Some(Some(version)) => {
+            Some(Precondition::Matches(version)) => {
                 self.wire.out.extend_from_slice(b"If-Match: \"");
                 self.wire.out.extend_from_slice(itoa::Buffer::new().format(version).as_bytes());
                 self.wire.out.extend_from_slice(b"\"\r\n");
             }
-            Some(None) => self.wire.out.extend_from_slice(b"If-None-Match: *\r\n"),
+            Some(Precondition::Absent) => self.wire.out.extend_from_slice(b"If-None-Match: *\r\n"),
         }
         self.wire.out.extend_from_slice(b"Content-Length: ");
         self.wire.out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
@@ -213,7 +217,7 @@ impl HttpConn {
     }
 
     /// Reads the next response (`no_body`: it answers a HEAD request, so it has none whatever its
-    /// headers say), under the rules of [`crate::answer`] with this connection's body cap. An invalid
+    /// headers say), under the rules of [`crate::response_head`] with this connection's body cap. An invalid
     /// answer is [`Failure::Protocol`].
     pub fn read_response(&mut self, no_body: bool) -> Result<Response<'_>, Failure> {
         let rules = AnswerRules { head_only: no_body, continue_ok: false, max_body: self.max_body };
@@ -229,19 +233,20 @@ impl HttpConn {
         let mut rules = *rules;
         self.wire.next_answer();
         loop {
-            let head = match answer::parse_head(self.wire.unread(), &rules).map_err(ReadError::Invalid)? {
-                Parsed::Partial => {
-                    self.wire.fill(0)?;
-                    continue;
-                }
-                Parsed::Continue(len) => {
-                    // At most one `100 Continue` per request.
-                    self.wire.consume(len);
-                    rules.continue_ok = false;
-                    continue;
-                }
-                Parsed::Final(head) => head,
-            };
+            let head =
+                match response_head::parse_head(self.wire.unread(), &rules).map_err(ReadError::Invalid)? {
+                    Parsed::Partial => {
+                        self.wire.fill(0)?;
+                        continue;
+                    }
+                    Parsed::Continue(len) => {
+                        // At most one `100 Continue` per request.
+                        self.wire.consume(len);
+                        rules.continue_ok = false;
+                        continue;
+                    }
+                    Parsed::Final(head) => head,
+                };
             let total = head.head_len + head.body_len;
             while self.wire.unread().len() < total {
                 self.wire.fill(total)?;

@@ -1,7 +1,7 @@
 //! `HdrHistogram` interval logs (`.hlog`): one compressed histogram per second of the measured window, in
 //! the format `HdrHistogram`'s own tools read (Java's `HistogramLogProcessor`, the Python and Go readers).
 //!
-//! A run's logs are what lets runs from several client machines be merged exactly ([`crate::merge`]):
+//! A run's logs are what lets runs from several client machines be merged exactly (`harness merge`):
 //! histograms add without loss, percentiles of averages do not. Values are microseconds; the `max`
 //! column is written in milliseconds (a max-value divisor of 1000, as the Java tools expect).
 //!
@@ -91,7 +91,7 @@ pub fn read(path: &Path) -> Result<Vec<LoggedInterval>, String> {
 
 /// The sum of `intervals`' histograms.
 pub fn total(intervals: &[LoggedInterval]) -> Histogram<u64> {
-    let mut sum = crate::outcome::new_histogram();
+    let mut sum = crate::run_outcome::new_histogram();
     for i in intervals {
         // Same bounds on both sides (the harness's own histograms), so this cannot fail.
         let _ = sum.add(&i.histogram);
@@ -108,8 +108,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("x.hlog");
         let base = UNIX_EPOCH + Duration::from_millis(1_800_000_000_250);
-        let mut a = crate::outcome::new_histogram();
-        let mut b = crate::outcome::new_histogram();
+        let mut a = crate::run_outcome::new_histogram();
+        let mut b = crate::run_outcome::new_histogram();
         for v in [1, 10, 100, 1000, 123_456] {
             a.record(v).expect("record");
             b.record(v * 2).expect("record");

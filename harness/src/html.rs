@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 
-use crate::outcome::group;
 use crate::report::RunSummary;
+use crate::run_outcome::group;
 
 /// What a page shows.
 #[derive(Debug)]
@@ -196,7 +196,7 @@ fn errors(out: &mut String, runs: &[RunSummary], labels: &[String]) {
 }
 
 /// A chart's series: its name, its colour, and its figure of an interval.
-type Series = (&'static str, &'static str, fn(&crate::outcome::Interval) -> f64);
+type Series = (&'static str, &'static str, fn(&crate::run_outcome::Interval) -> f64);
 
 /// An SVG chart of p50, p99 and max latency over time, with a tooltip on every point.
 #[allow(clippy::many_single_char_names, reason = "a chart's coordinates: x, y, width, height")]

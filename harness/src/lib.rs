@@ -6,40 +6,45 @@
 //! plots. It reaches nodes only over the network (`--node URL` for nodes elsewhere), knows nothing of their
 //! storage, and drives redis-servers the same way (`--target redis`, over RESP) as a peer.
 //!
-//! A tour:
+//! A tour (the public modules are what the tests and other tools use; the rest is the binary's):
 //! 1. [`router`]: which node owns a key (rendezvous or a consistent-hash ring, over a frozen hash).
 //! 2. [`workload`]: what to send (workload mixes, uniform or Zipfian keys, self-checking values).
 //! 3. [`nodes`]: start local nodes (this executable, as `harness node`, or `redis-server`) or name remote
 //!    ones.
-//! 4. [`load`]: connections per node, the closed or open request loop, warm-up, per-second intervals;
-//!    [`client`] (HTTP/1.1) and [`resp`] (RESP) are the connections it uses, over [`wire`].
-//! 5. [`cost`]: every server's CPU and memory, read from the server before and after the window.
-//! 6. [`report`] and [`plot`]: the text summary, `summary.json`, `.hgrm` and PNGs.
-//! 7. [`cli`]: the command line, and the `run` / `ring` commands that tie it together.
+//! 4. `load/`: connections per node, the closed or open request loop, warm-up, per-second intervals;
+//!    `client.rs` (HTTP/1.1) and `resp.rs` (RESP) are the connections it uses, over `wire.rs`. What a run
+//!    produces is [`run_outcome`].
+//! 5. `cost.rs`: every server's CPU and memory, read from the server before and after the window.
+//! 6. [`report`], `plot.rs`, `html.rs` and [`hlog`]: the text summary, `summary.json`, `.hgrm`, PNGs,
+//!    `report.html` and the interval logs.
+//! 7. `proxy/` (`harness proxy`) and `reshard.rs` (`harness reshard`): one address for a cluster, and
+//!    moving keys when its node set changes.
+//! 8. [`cli`]: the command line, and the commands that tie it together.
 
-pub mod answer;
 pub mod cli;
-pub mod client;
-pub mod compare;
-pub mod cost;
 pub mod hlog;
-pub mod html;
-pub mod load;
-pub mod merge;
 pub mod nodes;
-pub mod outcome;
-pub mod plot;
-pub mod proxy;
 pub mod report;
-pub mod reshard;
-pub mod resp;
 pub mod router;
-pub mod run;
-pub mod secure;
-pub mod stop;
-pub mod target;
-pub mod wire;
+pub mod run_outcome;
 pub mod workload;
+
+pub(crate) mod client;
+pub(crate) mod compare;
+pub(crate) mod cost;
+pub(crate) mod html;
+pub(crate) mod load;
+pub(crate) mod merge;
+pub(crate) mod plot;
+pub(crate) mod proxy;
+pub(crate) mod reshard;
+pub(crate) mod resp;
+pub(crate) mod response_head;
+pub(crate) mod run;
+pub(crate) mod secure;
+pub(crate) mod shutdown;
+pub(crate) mod target;
+pub(crate) mod wire;
 
 /// Sets up the may runtime for the load generator: `threads` unpinned workers, 64 KiB coroutine stacks.
 /// Must run before any coroutine is spawned (and is not used by `harness node`, which sets its own).
@@ -48,13 +53,13 @@ pub fn configure_runtime(threads: usize) {
     may::config().set_worker_pin(false);
 }
 
-/// `println!` that ends the run quietly when stdout is closed ([`stop::say`]).
-#[macro_export]
+/// `println!` that ends the run quietly when stdout is closed ([`shutdown::say`]).
 macro_rules! say {
     () => {
-        $crate::stop::say(format_args!(""))
+        $crate::shutdown::say(format_args!(""))
     };
     ($($arg:tt)*) => {
-        $crate::stop::say(format_args!($($arg)*))
+        $crate::shutdown::say(format_args!($($arg)*))
     };
 }
+pub(crate) use say;

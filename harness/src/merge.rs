@@ -18,9 +18,9 @@ use clap::Args;
 use hdrhistogram::Histogram;
 
 use crate::hlog::{self, LoggedInterval};
-use crate::outcome::{group, new_histogram, Interval};
 use crate::plot;
 use crate::report::{self, ClientShare, Latency, OpSummary, RunSummary, ServerCost, Summary};
+use crate::run_outcome::{group, new_histogram, Interval};
 
 /// `harness merge`: combine the results of several clients.
 #[derive(Debug, Args)]

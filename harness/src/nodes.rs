@@ -159,10 +159,10 @@ pub fn start_local_redis(n: usize, opts: &NodeOptions, data_root: &Path) -> Resu
 fn spawn_redis(name: &str, args: &[OsString]) -> Result<Child, String> {
     let mut command = Command::new("redis-server");
     command.args(args).stdout(Stdio::piped());
-    crate::stop::die_with_parent(&mut command);
+    crate::shutdown::die_with_parent(&mut command);
     let mut child = match command.spawn() {
         Ok(c) => {
-            crate::stop::track_child(c.id());
+            crate::shutdown::track_child(c.id());
             c
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -212,7 +212,7 @@ fn spawn_redis(name: &str, args: &[OsString]) -> Result<Child, String> {
 /// Starts `harness proxy` in front of `nodes` (named as they are), routing with `routing`; its one
 /// target is the proxy, named `proxy`.
 pub fn start_proxy(nodes: &[Target], routing: &RoutingArgs) -> Result<LocalNodes, String> {
-    let (router, vnodes) = (crate::outcome::wire_name(&routing.router), routing.vnodes.to_string());
+    let (router, vnodes) = (crate::run_outcome::wire_name(&routing.router), routing.vnodes.to_string());
     let mut args: Vec<OsString> = ["proxy", "--port", "0", "--router", &router, "--vnodes", &vnodes]
         .into_iter()
         .map(OsString::from)
@@ -237,9 +237,9 @@ fn spawn_server(name: &str, args: &[OsString]) -> Result<(Child, SocketAddr), St
         .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    crate::stop::die_with_parent(&mut command);
+    crate::shutdown::die_with_parent(&mut command);
     let mut child = command.spawn().map_err(|e| format!("cannot start {name}: {e}"))?;
-    crate::stop::track_child(child.id());
+    crate::shutdown::track_child(child.id());
     let Some(stdout) = child.stdout.take() else {
         let _ = child.kill();
         return Err(format!("{name}: no stdout"));
@@ -290,7 +290,7 @@ impl LocalNodes {
             }
             let _ = child.kill();
             let _ = child.wait();
-            crate::stop::forget_child(child.id());
+            crate::shutdown::forget_child(child.id());
         }
         self.children.clear();
     }

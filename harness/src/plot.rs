@@ -60,7 +60,7 @@ pub fn latency_over_time(path: &Path, run: &RunSummary, title: &str) -> Result<(
         .draw()
         .map_err(to_err)?;
     for (i, (name, get)) in
-        [("p50", (|iv: &crate::outcome::Interval| iv.p50_ms) as fn(&_) -> f64), ("p99", |iv| iv.p99_ms)]
+        [("p50", (|iv: &crate::run_outcome::Interval| iv.p50_ms) as fn(&_) -> f64), ("p99", |iv| iv.p99_ms)]
             .into_iter()
             .enumerate()
     {
@@ -177,7 +177,7 @@ pub fn throughput(path: &Path, runs: &[RunSummary], title: &str) -> Result<(), P
     chart
         .draw_series(runs.iter().map(|r| {
             Text::new(
-                crate::outcome::group(r.throughput),
+                crate::run_outcome::group(r.throughput),
                 (center(r) - width * 0.9, r.throughput * 1.03),
                 ("sans-serif", if series.len() > 1 { 13 } else { 16 }),
             )
@@ -224,7 +224,7 @@ pub fn projection(path: &Path, runs: &[RunSummary], title: &str) -> Result<(), P
                 .map_err(to_err)?;
             chart
                 .draw_series(points.iter().map(|&(x, y)| {
-                    Text::new(crate::outcome::group(y), (x + 0.03, y * 1.02), ("sans-serif", 13))
+                    Text::new(crate::run_outcome::group(y), (x + 0.03, y * 1.02), ("sans-serif", 13))
                 }))
                 .map_err(to_err)?;
         }
@@ -286,7 +286,7 @@ fn ops_by_nodes<'a, 'b: 'a>(
         .y_desc("ops/s")
         .x_labels(runs.len().max(2) + 1)
         .x_label_formatter(&|v| if (v - v.round()).abs() < 1e-9 { format!("{v:.0}") } else { String::new() })
-        .y_label_formatter(&|v| crate::outcome::group(*v))
+        .y_label_formatter(&|v| crate::run_outcome::group(*v))
         .label_style(("sans-serif", 15))
         .draw()
         .map_err(to_err)?;

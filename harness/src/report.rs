@@ -8,7 +8,7 @@ use std::path::Path;
 use hdrhistogram::Histogram;
 
 use crate::cost::{Metered, Role, Snapshot};
-use crate::outcome::{group, wire_name, Interval, OpKind, RunOutcome};
+use crate::run_outcome::{group, wire_name, Interval, OpKind, RunOutcome};
 
 /// Latency figures in milliseconds.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]

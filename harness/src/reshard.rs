@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::Args;
-use otkv_adapter_http::front::pct;
+use otkv_adapter_http::front::percent;
 
 use crate::cost::{http_call, HttpAnswer};
 use crate::nodes;
@@ -60,7 +60,7 @@ pub struct ReshardArgs {
     pub state: PathBuf,
     /// At most this many keys moved per second (keys whose owner changed; the ones that stay cost only
     /// their share of a listing page). Unpaced, the mover goes as fast as the nodes allow, and clients'
-    /// tail latency pays for it: README's Benchmarks shows what each pace cost on a 2-core machine.
+    /// tail latency pays for it: benches/results (`reshard`) shows what each pace cost.
     #[arg(long, value_name = "KEYS_PER_SEC")]
     pub rate: Option<f64>,
     /// Keys per listing page. A page costs a node about its keys (it lists on its listing threads, off
@@ -323,7 +323,7 @@ fn save(path: &std::path::Path, p: &Progress) -> Result<(), String> {
 pub fn run(args: &ReshardArgs) -> Result<u8, String> {
     // Background work: the clients' requests go first on a shared machine.
     otkv_adapter_http::front::background_priority();
-    crate::stop::install()?;
+    crate::shutdown::install()?;
     let secure = args.security.load()?;
     let proxy = args
         .proxy
@@ -345,18 +345,18 @@ pub fn run(args: &ReshardArgs) -> Result<u8, String> {
     let pace = |tried: u64| {
         if let Some(rate) = args.rate.filter(|r| *r > 0.0) {
             let due = Duration::from_secs_f64(tried as f64 / rate);
-            crate::stop::sleep(due.saturating_sub(started.elapsed()));
+            crate::shutdown::sleep(due.saturating_sub(started.elapsed()));
         }
     };
     let bar = indicatif::ProgressBar::new_spinner();
     bar.enable_steady_tick(Duration::from_millis(200));
     for (i, src) in from.iter().enumerate() {
         while !p.done[i] {
-            if crate::stop::interrupted().is_some() {
+            if crate::shutdown::interrupted().is_some() {
                 save(&args.state, &p)?;
                 bar.finish_and_clear();
                 eprintln!("harness: reshard stopped; run it again to go on ({})", args.state.display());
-                return Ok(crate::stop::exit_status().unwrap_or(1));
+                return Ok(crate::shutdown::exit_status().unwrap_or(1));
             }
             let cursor = p.cursor[i].as_ref().map(|c| format!("&cursor={c}")).unwrap_or_default();
             let listing = http_call(src, "GET", &format!("/v1/kv?limit={}{cursor}", args.page), &[], b"")?;
@@ -384,7 +384,7 @@ pub fn run(args: &ReshardArgs) -> Result<u8, String> {
             // with the key claimed there, so none races a client's request.
             let mut moving: Vec<&str> = Vec::new();
             for key in &keys {
-                let raw = pct::decode(key, false)
+                let raw = percent::decode(key, false)
                     .ok_or_else(|| format!("{} listed a malformed key {key:?}", src.who()))?;
                 let owner = &to[router.route(&raw)];
                 if owner.url() == src.url() {

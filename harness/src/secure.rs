@@ -32,6 +32,7 @@ pub struct ClientSecurityArgs {
 
 /// `harness proxy`'s options for reaching its nodes (its own front door takes the node's `--tls-*`).
 #[derive(Debug, Clone, Default, Args)]
+#[allow(clippy::struct_field_names, reason = "clap makes each field's name its flag: --upstream-tls-ca, ...")]
 pub struct UpstreamSecurityArgs {
     /// Trust https:// nodes whose certificate this CA (PEM) signed (without it: the system's roots).
     #[arg(long, value_name = "FILE", help_heading = "Upstream security")]

@@ -143,16 +143,6 @@ impl Wire {
         }
     }
 
-    /// Why the handshake with `target` fails, in words (for a message), or `None` when it succeeds.
-    pub fn handshake_error(target: &Target, timeout: Duration) -> Option<String> {
-        let config = target.secure.tls.as_ref()?;
-        let name = server_name(&target.host)?;
-        let mut tls = ClientConnection::new(std::sync::Arc::clone(config), name).ok()?;
-        let mut stream = std::net::TcpStream::connect_timeout(&target.addr, timeout).ok()?;
-        let _ = stream.set_read_timeout(Some(timeout));
-        tls.complete_io(&mut stream).err().map(|e| e.to_string())
-    }
-
     /// Sends everything queued in `out`, with one write.
     pub fn send(&mut self) -> Result<(), Failure> {
         let out = std::mem::take(&mut self.out);

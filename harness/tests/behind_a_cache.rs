@@ -16,7 +16,7 @@ mod common;
 use common::eventually;
 
 const HARNESS: &str = env!("CARGO_BIN_EXE_harness");
-/// The one line that lets clients' revalidations through nginx's `proxy_cache` to the node (README).
+/// The one line that lets clients' revalidations through nginx's `proxy_cache` to the node (docs/operations.md).
 const PASS_CONDITIONALS: &str = "proxy_set_header If-None-Match $http_if_none_match;";
 
 struct Server {

@@ -131,7 +131,7 @@ fn three_clients_started_together_merge_exactly_and_mismatches_are_refused() {
     }
     // Each client's interval log holds exactly what it recorded; the merged percentiles are those of one
     // histogram of all of them.
-    let mut all = otkv_harness::outcome::new_histogram();
+    let mut all = otkv_harness::run_outcome::new_histogram();
     for (i, r) in runs.iter().enumerate() {
         let h = hlog::total(&hlog::read(&out(&format!("c{i}")).join(&r.hlog)).expect("hlog"));
         assert_eq!(h.len(), r.ops);

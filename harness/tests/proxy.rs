@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use otkv_adapter_http::front::pct::encode_segment;
+use otkv_adapter_http::front::percent::encode_segment;
 use otkv_harness::router::{node_names, RouterKind};
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;

@@ -16,3 +16,6 @@ mod connections;
 
 #[path = "../../adapter-http/tests/listing_pages.rs"]
 mod listing_pages;
+
+#[path = "../../adapter-http/tests/openapi.rs"]
+mod openapi;

@@ -262,5 +262,5 @@ fn the_move_route_moves_each_key_once_and_says_how() {
 }
 
 fn pct(key: &str) -> String {
-    otkv_adapter_http::front::pct::encode_segment(key.as_bytes())
+    otkv_adapter_http::front::percent::encode_segment(key.as_bytes())
 }

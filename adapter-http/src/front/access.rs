@@ -18,9 +18,9 @@ use std::sync::{Arc, Mutex};
 use subtle::ConstantTimeEq;
 
 use super::error::HttpError;
+use super::mutex::lock;
 use super::request::Method;
 use super::routes::Route;
-use super::sync::lock;
 
 /// What a token allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -144,11 +144,6 @@ impl TokenSet {
     /// How many tokens it holds.
     pub fn len(&self) -> usize {
         self.tokens.len()
-    }
-
-    /// Whether it holds none.
-    pub fn is_empty(&self) -> bool {
-        self.tokens.is_empty()
     }
 
     /// The role of `token`, comparing it with every token of the set in constant time (the time depends

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::sync::lock;
+use super::mutex::lock;
 
 /// How often the reaper looks; deadlines are honoured to within this.
 pub const TICK: Duration = Duration::from_millis(25);
@@ -125,7 +125,7 @@ impl Deadline {
         self.set(READ, within);
     }
 
-    /// The reaper's clock: milliseconds since it started, advanced once a [`TICK`] (no syscall).
+    /// The reaper's clock: milliseconds since it started, advanced once a tick (no syscall).
     pub fn now_ms(&self) -> u64 {
         self.reaper.now_ms.load(Relaxed)
     }

@@ -24,7 +24,7 @@ pub(crate) enum Next {
     Close,
 }
 
-/// The complete requests of one batch, handed to a [`Service`] one at a time, in order.
+/// The complete requests of one batch, handed to a [`Service`](super::Service) one at a time, in order.
 ///
 /// [`Requests::next_request`] parses the next head and applies every framing rule before the service sees the
 /// request: a request it returns is complete (head and body in memory) or carries the error to answer

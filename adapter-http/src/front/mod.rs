@@ -13,7 +13,7 @@
 //! [`Route`]; errors are [`HttpError`], whose status is decided in one place.
 //!
 //! Also here, because clients of OTKV (the harness) need them too: the one `Content-Length` parser, the
-//! head cap, socket [`Deadline`]s, percent-encoding of keys ([`pct`]), the Prometheus text writer, the
+//! head cap, socket [`Deadline`]s, percent-encoding of keys ([`percent`]), the Prometheus text writer, the
 //! process's own counters and a poison-tolerant [`lock`].
 
 mod access;
@@ -23,7 +23,8 @@ mod deadline;
 mod error;
 mod exchange;
 mod metrics;
-pub mod pct;
+mod mutex;
+pub mod percent;
 mod process;
 mod prometheus;
 mod request;
@@ -35,22 +36,20 @@ mod server;
 mod service;
 mod socket;
 mod state;
-mod swar;
-mod sync;
 pub mod tls;
+mod word_scan;
 
-pub use access::{Role, TokenFileError, TokenSet, Tokens};
 pub use cli::FrontArgs;
 pub use deadline::Deadline;
 pub use error::{HttpError, StorageFailure};
 pub use exchange::{Exchange, Requests, Responder};
 pub use metrics::{Metrics, Op};
+pub use mutex::lock;
 pub use process::{background_priority, ProcessStats};
 pub use prometheus::{Exposition, Kind};
 pub use request::{parse_content_length, Method, Preconditions, MAX_HEAD_BYTES};
-pub use response::{ContentType, EntryMeta, Framing, JSON, OCTET_STREAM, PROMETHEUS, TEXT};
-pub use routes::{listing_body, resolve, Limits, ListFrom, Route, Routed, MAX_TTL_SECS};
+pub use response::{EntryMeta, Framing, JSON, OCTET_STREAM, PROMETHEUS, TEXT};
+pub use routes::{listing_body, resolve, Limits, ListFrom, Route, MAX_TTL_SECS};
 pub use server::{bind, configure_runtime, serve, spawn_coroutine, ListenError};
 pub use service::Service;
-pub use state::{Front, SecurityError, Timeouts};
-pub use sync::lock;
+pub use state::{Front, SecurityError};

@@ -8,7 +8,7 @@
 //! - The head is capped in bytes and in header count (431), before it is buffered any further.
 
 use super::error::HttpError;
-use super::swar;
+use super::word_scan;
 
 mod line;
 mod scan;
@@ -257,7 +257,7 @@ fn token_is(name: &[u8], lower: &[u8]) -> bool {
         let fold = FOLD as u32;
         return half(name, 0) | fold == half(lower, 0) && half(name, len - 4) | fold == half(lower, len - 4);
     }
-    let same = |at: usize| swar::word(name, at).map(|w| w | FOLD) == swar::word(lower, at);
+    let same = |at: usize| word_scan::word(name, at).map(|w| w | FOLD) == word_scan::word(lower, at);
     (0..len - 8).step_by(8).all(same) && same(len - 8)
 }
 

@@ -9,9 +9,9 @@ use std::borrow::Cow;
 
 use super::error::HttpError;
 use super::metrics::Op;
-use super::pct;
+use super::percent;
 use super::request::Method;
-use super::swar;
+use super::word_scan;
 
 /// Body limit for routes that do not use the body (it is still read and discarded).
 const MAX_UNUSED_BODY: usize = 64 * 1024;
@@ -124,7 +124,7 @@ pub fn resolve<'b>(method: Method, target: &'b str, limits: &Limits) -> Routed<'
             }
         };
         // Most keys have nothing to split or decode: one scan says so, and the key is the rest as it is.
-        if swar::first_of(rest.as_bytes(), b'/', b'%', b'?').is_none() {
+        if word_scan::first_of(rest.as_bytes(), b'/', b'%', b'?').is_none() {
             return plain(
                 op,
                 checked_key(Cow::Borrowed(rest.as_bytes()), limits).map(|k| Route::Kv(k, None)),
@@ -193,7 +193,7 @@ fn key<'b>(segment: &'b str, limits: &Limits) -> Result<Cow<'b, [u8]>, HttpError
         return Err(HttpError::NoRoute);
     }
     let key = if escaped {
-        pct::decode(segment, false)
+        percent::decode(segment, false)
             .ok_or_else(|| HttpError::BadRequest("invalid percent-encoding in key".into()))?
     } else {
         Cow::Borrowed(segment.as_bytes())
@@ -236,7 +236,7 @@ fn kv_query(method: Method, query: &str) -> Result<Option<u64>, HttpError> {
 /// The body of a listing, the node's and the proxy's: `{"keys": [...]}` with each key percent-encoded,
 /// and, unless the listing is over, `"next"`: the cursor of the next page. Written straight into one
 /// buffer (a page of a thousand keys costs no `String` or JSON value per key): a percent-encoded key
-/// ([`super::pct::encode_segment`]) has no character JSON escapes, so it goes between quotes as is.
+/// ([`super::percent::encode_segment`]) has no character JSON escapes, so it goes between quotes as is.
 pub fn listing_body(keys: &[Vec<u8>], next: Option<&str>) -> Vec<u8> {
     let mut body = Vec::with_capacity(16 + keys.iter().map(|k| k.len() + 3).sum::<usize>());
     body.extend_from_slice(b"{\"keys\":[");
@@ -245,7 +245,7 @@ pub fn listing_body(keys: &[Vec<u8>], next: Option<&str>) -> Vec<u8> {
             body.push(b',');
         }
         body.push(b'"');
-        super::pct::encode_segment_into(key, &mut body);
+        super::percent::encode_segment_into(key, &mut body);
         body.push(b'"');
     }
     body.push(b']');
@@ -266,7 +266,7 @@ fn list_query(query: &str) -> Result<Route<'_>, HttpError> {
         let both = || HttpError::BadRequest("give either cursor or after, not both".into());
         match name {
             "prefix" => {
-                prefix = pct::decode(value, true)
+                prefix = percent::decode(value, true)
                     .ok_or_else(|| HttpError::BadRequest("invalid percent-encoding in prefix".into()))?;
             }
             "after" => {
@@ -274,7 +274,7 @@ fn list_query(query: &str) -> Result<Route<'_>, HttpError> {
                     return Err(both());
                 }
                 from = ListFrom::AfterKey(
-                    pct::decode(value, true)
+                    percent::decode(value, true)
                         .ok_or_else(|| HttpError::BadRequest("invalid percent-encoding in after".into()))?,
                 );
             }
@@ -284,7 +284,7 @@ fn list_query(query: &str) -> Result<Route<'_>, HttpError> {
                 }
                 let bad =
                     || HttpError::BadRequest("invalid cursor: give the `next` of the page before".into());
-                let text = match pct::decode(value, true).ok_or_else(bad)? {
+                let text = match percent::decode(value, true).ok_or_else(bad)? {
                     Cow::Borrowed(b) => Cow::Borrowed(std::str::from_utf8(b).map_err(|_| bad())?),
                     Cow::Owned(b) => Cow::Owned(String::from_utf8(b).map_err(|_| bad())?),
                 };
@@ -305,7 +305,7 @@ fn list_query(query: &str) -> Result<Route<'_>, HttpError> {
 #[cfg(test)]
 mod tests {
     use super::listing_body;
-    use crate::front::pct;
+    use crate::front::percent;
     use proptest::prelude::*;
 
     /// The listing as `serde_json` writes it: the reference the hand-written one is checked against.
@@ -326,7 +326,7 @@ mod tests {
         ) {
             let written: serde_json::Value = serde_json::from_slice(&listing_body(&keys, next.as_deref()))
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
-            let encoded = keys.iter().map(|k| pct::encode_segment(k)).collect();
+            let encoded = keys.iter().map(|k| percent::encode_segment(k)).collect();
             prop_assert_eq!(written, listing_json(encoded, next));
         }
     }

@@ -5,9 +5,9 @@
 //! default, needs cmake and takes minutes to build), and its AES-GCM and `ChaCha20` are the assembly
 //! OpenSSL's derive from. TLS 1.3 and 1.2, rustls's safe defaults.
 //!
-//! [`TlsSession`] drives a `rustls::ServerConnection` by hand rather than through `rustls::Stream`, for
-//! the same reason the clear path reads the socket itself ([`super::socket`]): reads and writes go through
-//! [`read_or_wait`] and [`write_all_or_wait`], so the deadlines, the readiness flag and the one-write-per-
+//! `TlsSession` drives a `rustls::ServerConnection` by hand rather than through `rustls::Stream`, for
+//! the same reason the clear path reads the socket itself (`socket.rs`): reads and writes go through
+//! `read_or_wait` and `write_all_or_wait`, so the deadlines, the readiness flag and the one-write-per-
 //! batch rule are the same over TLS as in clear. A batch's responses are encrypted into one buffer and
 //! sent with one write.
 

@@ -127,7 +127,7 @@ struct Slots<'a> {
 impl<'a> Slots<'a> {
     /// A new array of `len` empty slots, as a head word. Owned by the caller until published.
     fn allocate(len: usize) -> u64 {
-        debug_assert!(len % GROWTH_STEP == 0 && len <= MAX_SLOTS);
+        debug_assert!(len.is_multiple_of(GROWTH_STEP) && len <= MAX_SLOTS);
         let words: Box<[AtomicU64]> = (0..len).map(|_| AtomicU64::new(EMPTY)).collect();
         let address = Box::into_raw(words).cast::<AtomicU64>() as u64;
         assert!(address <= ADDRESS, "an array address above 2^48");

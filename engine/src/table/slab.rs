@@ -3,7 +3,7 @@
 //!
 //! Why not glibc: its chunks carry an 8-byte header and come in 16-byte steps, so a 130-byte entry (16-byte
 //! key, 100-byte value) costs 144 bytes; here it costs 130. For a million such keys that is 12 MB, a tenth
-//! of what a key costs Redis (README's Benchmarks). And glibc cannot give back a page that one small
+//! of what a key costs Redis (benches/results, `memory`). And glibc cannot give back a page that one small
 //! allocation still holds: with the table's slot arrays spread among freed values, a node that shrank
 //! kept most of its peak. (The slot arrays stay with glibc: among values they pinned pages, among
 //! themselves they pack well, and in the slab each of their many sizes kept a partly used chunk.) Classes: 2-byte steps up to 512 bytes, 16-byte steps up to 4,608, 256-byte steps

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use crate::client::{HttpConn, PutOptions};
-use crate::outcome::Refusal;
+use crate::client::{HttpConn, Precondition, PutOptions};
 use crate::resp::{Reply, RespConn};
+use crate::run_outcome::Refusal;
 use crate::target::{Protocol, Target};
 use crate::wire::Failure;
 
@@ -83,8 +83,8 @@ impl Conn {
         let r = c.read_response(false)?;
         let condition = match r.status {
             200 if !check(r.body) => return Ok(Ok(Cas::WrongValue)),
-            200 => Some(r.etag.ok_or(Failure::Protocol)?),
-            404 => None,
+            200 => Precondition::Matches(r.etag.ok_or(Failure::Protocol)?),
+            404 => Precondition::Absent,
             other => return Ok(Err(Refusal::Http(other))),
         };
         c.push_put_with(key, len, PutOptions { ttl_secs, condition: Some(condition) }, write_body);

@@ -23,11 +23,10 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use conn::{Cas, Conn};
 pub use spec::LoadSpec;
 
-use crate::outcome::{new_histogram, RunOutcome, Tally};
 use crate::router::Router;
+use crate::run_outcome::{new_histogram, RunOutcome, Tally};
 use crate::target::Target;
 use crate::workload::{key_bytes, KeyChooser, WorkloadKind};
 use reporter::Reporter;

@@ -10,7 +10,7 @@ use hdrhistogram::Histogram;
 use otkv_adapter_http::front::lock;
 
 use super::shared::{all_done, answered, ConnStats, Shared};
-use crate::outcome::{
+use crate::run_outcome::{
     new_histogram, progress_line, Interval, IntervalHistograms, RunOutcome, WarmupOutcome, KINDS,
 };
 
@@ -69,12 +69,15 @@ impl Reporter {
             let phase_end = if warming { warm_until } else { shared.spec.duration.map(|d| self.started + d) };
             let tick = self.last + Duration::from_secs(1);
             let wake = phase_end.map_or(tick, |d| d.min(tick));
-            while Instant::now() < wake && !all_done(stats, shared) && crate::stop::interrupted().is_none() {
+            while Instant::now() < wake
+                && !all_done(stats, shared)
+                && crate::shutdown::interrupted().is_none()
+            {
                 std::thread::sleep(Duration::from_millis(5));
             }
-            crate::stop::check_stdout();
+            crate::shutdown::check_stdout();
             // Interrupted: the phase ends here (a warm-up with nothing measured after it).
-            let interrupted = crate::stop::interrupted().is_some();
+            let interrupted = crate::shutdown::interrupted().is_some();
             let ended = interrupted || phase_end.is_some_and(|d| Instant::now() >= d);
             if warming && ended && !all_done(stats, shared) && !interrupted {
                 self.tick(stats, shared, false);

@@ -9,8 +9,8 @@ use hdrhistogram::Histogram;
 use otkv_adapter_http::front::lock;
 
 use super::spec::LoadSpec;
-use crate::outcome::{OpKind, Tally, KINDS};
 use crate::router::Router;
+use crate::run_outcome::{OpKind, Tally, KINDS};
 use crate::target::Target;
 
 /// Where a connection keeps the latencies of warm-up batches.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::conn::{Cas, Conn};
 use super::shared::{record, ConnStats, Shared, Source};
 use crate::client::DEFAULT_MAX_BODY;
-use crate::outcome::{OpKind, Tally};
+use crate::run_outcome::{OpKind, Tally};
 use crate::workload::{check_value, key_bytes, write_value, Expect, WorkloadKind};
 
 /// One request in flight.

@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use otkv_adapter_http::front::{pct, Front, HttpError, ListFrom, Responder, JSON};
+use otkv_adapter_http::front::{percent, Front, HttpError, ListFrom, Responder, JSON};
 
 use super::topology::Topology;
 use super::upstream::{fan_out, Upstream};
@@ -57,7 +57,7 @@ fn start_of(
         ListFrom::AfterKey(key) => {
             let owner = &topology.current.upstreams[topology.current.router.route(key)];
             let i = nodes.iter().position(|u| u.url() == owner.url()).unwrap_or(0);
-            Ok((i, Some(format!("&after={}", pct::encode_segment(key)))))
+            Ok((i, Some(format!("&after={}", percent::encode_segment(key)))))
         }
         ListFrom::Cursor(text) => {
             let parts = text.strip_prefix('p').and_then(|t| {
@@ -112,7 +112,7 @@ pub fn list(
         let want = limit - keys.len();
         let target = format!(
             "/v1/kv?prefix={}{}&limit={want}",
-            pct::encode_segment(prefix),
+            percent::encode_segment(prefix),
             from.as_deref().unwrap_or_default()
         );
         let max_body = want.saturating_mul(per_key).saturating_add(per_key).saturating_add(1024);
@@ -133,7 +133,7 @@ pub fn list(
         }
         for key in page.keys {
             let decoded =
-                pct::decode(&key, false).ok_or_else(|| bad(format!("listed a malformed key {key:?}")))?;
+                percent::decode(&key, false).ok_or_else(|| bad(format!("listed a malformed key {key:?}")))?;
             if decoded.starts_with(prefix) && lists(topology, up, &decoded) {
                 keys.push(decoded.into_owned());
             }

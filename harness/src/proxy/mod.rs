@@ -24,7 +24,7 @@
 //! node; it is never sent to another node, since a key's data lives only on its owner. Keys of other
 //! nodes are unaffected. The proxy passes on only what the node answered: a write is acknowledged to
 //! the client only by the node's own answer, and a node is trusted for nothing: its answers are read by
-//! the strict reader of [`crate::answer`], a group's whole before any is passed on ([`upstream::Group`]).
+//! the strict reader of [`crate::response_head`], a group's whole before any is passed on ([`upstream::Group`]).
 //!
 //! **Exactly one answer per request, in order.** `Proxy::flush` walks the queued requests in client
 //! order and gives each the next answer of its node's group, or the failure that stands for it; nothing
@@ -49,9 +49,9 @@ use otkv_adapter_http::front::{
 
 use smallvec::SmallVec;
 
-use crate::answer::AnswerRules;
 use crate::client::ResponseMeta;
 use crate::nodes::{self, LocalNodeArgs};
+use crate::response_head::AnswerRules;
 use crate::router::RoutingArgs;
 use crate::secure::UpstreamSecurityArgs;
 use crate::target::Target;
@@ -77,7 +77,7 @@ pub struct ProxyArgs {
     #[arg(long = "node", value_name = "URL", conflicts_with = "nodes")]
     pub node_urls: Vec<String>,
     /// Read the nodes from this file instead, re-read on SIGHUP: one URL per line (the current set, in
-    /// order), and, while keys move to a new set, `previous URL` lines for the set they move from (README,
+    /// order), and, while keys move to a new set, `previous URL` lines for the set they move from (docs/operations.md,
     /// Adding and removing nodes). A new set re-read without `previous` lines keeps the set before as the
     /// previous one (written back into the file); `harness reshard --proxy` then moves the keys.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["node_urls", "nodes"])]
@@ -441,7 +441,7 @@ pub fn run(args: &ProxyArgs) -> Result<(), String> {
     let secure = args.upstream_security.load()?;
     let data = tempfile::Builder::new().prefix("otkv-proxy-").tempdir().map_err(|e| e.to_string())?;
     if args.nodes.is_some() {
-        crate::stop::track_dir(data.path().to_owned());
+        crate::shutdown::track_dir(data.path().to_owned());
     }
     let nodes_file = args.nodes_file.as_deref().map(NodesFile::new);
     let (local, urls, previous) = match (args.nodes, args.node_urls.is_empty(), &nodes_file) {
@@ -477,7 +477,7 @@ pub fn run(args: &ProxyArgs) -> Result<(), String> {
     if let Some(mut local) = local {
         local.stop();
     }
-    crate::stop::end_dir(data, args.local.keep_data);
+    crate::shutdown::end_dir(data, args.local.keep_data);
     tracing::info!("proxy stopped");
     Ok(())
 }

@@ -322,11 +322,6 @@ impl NodesFile {
             .and_then(|()| std::fs::rename(&tmp, &self.path))
             .map_err(|e| format!("{}: {e}", self.path.display()))
     }
-
-    /// Its path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 #[cfg(test)]

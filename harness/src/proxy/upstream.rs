@@ -8,7 +8,7 @@
 //!   forwarded group and given back after it, so an idle client holds none, and a new connection is
 //!   opened only when none is idle: the pool never holds more than the cap. Groups take their nodes'
 //!   permits in node order, so two groups can never each hold a permit the other waits for.
-//! - **Trusted for nothing.** Answers are read by the strict reader ([`crate::answer`]): anything an
+//! - **Trusted for nothing.** Answers are read by the strict reader ([`crate::response_head`]): anything an
 //!   OTKV node could not have sent is a 502 naming the node, for every request of the group (once one
 //!   answer is wrong, which bytes answer which request is in doubt), and the connection is closed, never
 //!   pooled again. A connection goes back to the pool only with every answer read and nothing else
@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 
 use otkv_adapter_http::front::{lock, HttpError};
 
-use crate::answer::{AnswerRules, Invalid};
 use crate::client::{Failure, HttpConn, ReadError, ResponseMeta, Waiting};
+use crate::response_head::{AnswerRules, Invalid};
 use crate::target::Target;
 
 /// The most bytes of requests one group sends one node in one write, unless one request alone is larger.

@@ -9,8 +9,8 @@ use otkv_adapter_http::front::MAX_TTL_SECS;
 
 use crate::load::LoadSpec;
 use crate::nodes::{self, LocalNodeArgs};
-use crate::outcome::wire_name;
 use crate::router::RoutingArgs;
+use crate::run_outcome::wire_name;
 use crate::secure::ClientSecurityArgs;
 use crate::target::{Protocol, Target};
 use crate::workload::{KeyChooser, KeyDist, WorkloadKind};
@@ -303,7 +303,7 @@ impl RunArgs {
             ));
         }
         let local = self.node_urls.is_empty() && self.proxy.is_none();
-        // A stored key costs its value, its key and about 64 bytes of bookkeeping (README, memory).
+        // A stored key costs its value, its key and about 64 bytes of bookkeeping (benches/results, `memory`).
         let stored = self.keys as f64 * (self.value_size + crate::workload::KEY_LEN + 64) as f64;
         if local && self.workload.needs_preload() && stored > available as f64 * 0.8 {
             return Err(format!(

@@ -7,8 +7,8 @@ use crate::cost::{Metered, Snapshot};
 use crate::hlog;
 use crate::load;
 use crate::nodes::LocalNodes;
-use crate::outcome::{self, OpKind};
 use crate::report::{self, Preload, RunContext, RunSummary};
+use crate::run_outcome::{self, OpKind};
 use crate::target::Target;
 
 use super::args::{RunArgs, TargetKind};
@@ -40,7 +40,7 @@ pub(super) fn measure(
     let router = args.routing.build(&names);
     let spec = args.load_spec();
     let through = plan.via.map(|v| format!(" via {v}")).unwrap_or_default();
-    let target_name = outcome::wire_name(&plan.kind);
+    let target_name = run_outcome::wire_name(&plan.kind);
     eprintln!("-- {n} {target_name} node{}{through}: {}", if n == 1 { "" } else { "s" }, addrs(targets));
     // Every server must answer before any load: an unreachable node is a clear error, not a run of errors.
     if let Some(e) = Snapshot::take(plan.metered).servers.into_iter().find_map(Result::err) {
@@ -56,7 +56,7 @@ pub(super) fn measure(
         match at.duration_since(SystemTime::now()) {
             Ok(wait) => {
                 eprintln!("   waiting {:.1} s for --start-at", wait.as_secs_f64());
-                crate::stop::sleep(wait);
+                crate::shutdown::sleep(wait);
             }
             Err(late) => eprintln!(
                 "   warning: --start-at passed {:.3} s ago (preload took longer?): starting now",
@@ -83,7 +83,7 @@ pub(super) fn measure(
         after: &after,
     };
     let mut summary = RunSummary::new(&cx, &outcome, preload);
-    summary.interrupted = crate::stop::interrupted().is_some();
+    summary.interrupted = crate::shutdown::interrupted().is_some();
     if let Some(at) = plan.start_at {
         // Where the window should have opened: the start, plus the warm-up.
         let planned = hlog::unix_secs(at + args.warmup);
@@ -94,7 +94,7 @@ pub(super) fn measure(
     report::write_hgrm(&args.out.join(&summary.hgrm), &outcome.histogram)
         .map_err(|e| format!("cannot write {}: {e}", summary.hgrm))?;
     for (kind, h) in OpKind::ALL.iter().zip(&outcome.by_op) {
-        if let Some(op) = summary.by_op.get(&outcome::wire_name(kind)) {
+        if let Some(op) = summary.by_op.get(&run_outcome::wire_name(kind)) {
             report::write_hgrm(&args.out.join(&op.hgrm), h)
                 .map_err(|e| format!("cannot write {}: {e}", op.hgrm))?;
         }
@@ -116,13 +116,13 @@ pub(super) fn measure(
 fn write_interval_logs(
     args: &RunArgs,
     summary: &RunSummary,
-    outcome: &outcome::RunOutcome,
+    outcome: &run_outcome::RunOutcome,
 ) -> Result<(), String> {
     let all: Vec<_> = outcome
         .intervals
         .iter()
         .map(|i| {
-            let mut sum = outcome::new_histogram();
+            let mut sum = run_outcome::new_histogram();
             for h in &i.by_op {
                 let _ = sum.add(h);
             }
@@ -132,7 +132,7 @@ fn write_interval_logs(
     let all: Vec<_> = all.iter().map(|(s, l, h)| (*s, *l, h)).collect();
     hlog::write(&args.out.join(&summary.hlog), outcome.window_start, &all)?;
     for (k, kind) in OpKind::ALL.iter().enumerate() {
-        if let Some(op) = summary.by_op.get(&outcome::wire_name(kind)) {
+        if let Some(op) = summary.by_op.get(&run_outcome::wire_name(kind)) {
             let one: Vec<_> = outcome.intervals.iter().map(|i| (i.start, i.length, &i.by_op[k])).collect();
             hlog::write(&args.out.join(&op.hlog), outcome.window_start, &one)?;
         }
@@ -173,7 +173,7 @@ fn print_to_stderr(r: &RunSummary) {
     eprintln!(
         "   {}: {} ops/s, p50 {:.3} ms, p99 {:.3} ms, {} errors",
         r.label(),
-        outcome::group(r.throughput),
+        run_outcome::group(r.throughput),
         r.latency_ms.p50,
         r.latency_ms.p99,
         r.errors_total

@@ -8,13 +8,13 @@ mod measure;
 use std::path::Path;
 use std::time::SystemTime;
 
-pub use args::{NodeCounts, RunArgs, Setup, TargetKind};
+pub use args::{RunArgs, Setup, TargetKind};
 
 use crate::cost::{Metered, Role};
 use crate::nodes::{self, LocalNodes};
-use crate::outcome::wire_name;
 use crate::plot;
 use crate::report::{self, RunSummary, Summary};
+use crate::run_outcome::wire_name;
 use crate::target::Target;
 use measure::{measure, Plan};
 
@@ -26,11 +26,11 @@ type Measured = (RunSummary, Vec<(f64, f64)>);
 /// 128 + the signal when interrupted (what was measured is still written).
 pub fn run(args: &RunArgs) -> Result<u8, String> {
     let setup = args.validate()?;
-    crate::stop::install()?;
+    crate::shutdown::install()?;
     std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
     crate::configure_runtime(args.threads);
     let data = tempfile::Builder::new().prefix("otkv-harness-").tempdir().map_err(|e| e.to_string())?;
-    crate::stop::track_dir(data.path().to_owned());
+    crate::shutdown::track_dir(data.path().to_owned());
     announce(args, &setup);
 
     let mut runs = Vec::new();
@@ -43,7 +43,7 @@ pub fn run(args: &RunArgs) -> Result<u8, String> {
                 spectra.push((summary.label(), spectrum));
                 runs.push(summary);
             }
-            if crate::stop::interrupted().is_some() {
+            if crate::shutdown::interrupted().is_some() {
                 break 'counts;
             }
         }
@@ -53,10 +53,10 @@ pub fn run(args: &RunArgs) -> Result<u8, String> {
     }
     draw_plots(args, &setup, &runs, &spectra)?;
     let summary = write_summary(args, &setup, runs)?;
-    crate::stop::end_dir(data, args.local.keep_data);
+    crate::shutdown::end_dir(data, args.local.keep_data);
     eprintln!("results in {}/ (report.html, summary.json, *.hgrm, *.hlog, *.png)", args.out.display());
-    if let Some(status) = crate::stop::exit_status() {
-        if crate::stop::interrupted() != Some(13) {
+    if let Some(status) = crate::shutdown::exit_status() {
+        if crate::shutdown::interrupted() != Some(13) {
             eprintln!("harness: interrupted; the report covers what was measured until then");
         }
         return Ok(status);
@@ -135,7 +135,7 @@ fn run_node_count(
     data: &Path,
     mut start_at: Option<SystemTime>,
 ) -> Result<Vec<Measured>, String> {
-    if crate::stop::interrupted().is_some() {
+    if crate::shutdown::interrupted().is_some() {
         return Ok(Vec::new());
     }
     let (mut local, targets): (Option<LocalNodes>, Vec<Target>) = match (&setup.proxy, &setup.remote) {
@@ -264,7 +264,7 @@ fn write_summary(args: &RunArgs, setup: &Setup, runs: Vec<RunSummary>) -> Result
     let mut config = serde_json::to_value(args).map_err(|e| e.to_string())?;
     config["node_counts"] = serde_json::json!(setup.counts);
     merge_json(&mut config, crate::html::provenance());
-    let summary = Summary { config, interrupted: crate::stop::interrupted().is_some(), runs };
+    let summary = Summary { config, interrupted: crate::shutdown::interrupted().is_some(), runs };
     write_report(args, &summary)?;
     let json = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
     std::fs::write(args.out.join("summary.json"), &json)

@@ -18,7 +18,7 @@
 //! before this one, and lost to httparse's SIMD.
 
 use super::line::{Line, Method, MAX_HEADERS};
-use crate::front::swar::{first_outside, word};
+use crate::front::word_scan::{first_outside, word};
 
 /// Scans the head at the start of `buf`, handing each header to `header` in order; `None` when the head
 /// is not in the common form (or not complete): the caller then parses it with httparse, and must

@@ -16,15 +16,15 @@
 
 use std::sync::Arc;
 
-use otkv_adapter_http::front::{pct, HttpError, Limits};
+use otkv_adapter_http::front::{percent, HttpError, Limits};
 
 use super::claims::Claim;
 use super::moving::{call, move_one, request};
-use crate::answer::AnswerRules;
 use crate::cost::HttpAnswer;
 use crate::proxy::topology::Topology;
 use crate::proxy::upstream::{Upstream, MAX_GROUP_BYTES};
 use crate::reshard::{ttl_left, Outcome, STAYS};
+use crate::response_head::AnswerRules;
 
 /// Keys moved together: bounds the values a window holds at once.
 pub const WINDOW: usize = 16;
@@ -68,7 +68,7 @@ pub(super) fn move_batch(
                 // Settled while another held it.
                 Some(_) if t.claims.is_settled(key) => {}
                 Some(claim) => {
-                    let path = format!("/v1/kv/{}", pct::encode_segment(key));
+                    let path = format!("/v1/kv/{}", percent::encode_segment(key));
                     jobs.push(Job { key, path, from, to, _claim: claim, outcome: None });
                     at.push(first + i);
                 }
@@ -128,7 +128,7 @@ pub(super) fn keys_of(body: &[u8], limits: &Limits) -> Result<Vec<Vec<u8>>, Http
     text.lines()
         .filter(|l| !l.is_empty())
         .map(|line| {
-            let key = pct::decode(line, false)
+            let key = percent::decode(line, false)
                 .ok_or_else(|| HttpError::BadRequest(format!("invalid percent-encoding in {line:?}")))?;
             if key.len() > limits.max_key_bytes {
                 return Err(HttpError::KeyTooLong { len: key.len(), max: limits.max_key_bytes });

@@ -22,7 +22,7 @@ use otkv_adapter_http::front::{HttpError, Limits};
 
 use super::topology::Topology;
 use super::upstream::{Answer, Upstream, UpstreamError};
-use crate::answer::AnswerRules;
+use crate::response_head::AnswerRules;
 
 /// Where a key's request goes, and what must happen first.
 #[derive(Debug, Clone, Copy)]

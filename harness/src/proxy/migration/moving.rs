@@ -12,13 +12,13 @@
 
 use std::sync::Arc;
 
-use otkv_adapter_http::front::{pct, HttpError};
+use otkv_adapter_http::front::{percent, HttpError};
 
-use crate::answer::AnswerRules;
 use crate::cost::HttpAnswer;
 use crate::proxy::topology::Topology;
 use crate::proxy::upstream::{Answer, Upstream, UpstreamError};
 use crate::reshard::{move_key_settled, Outcome, Side};
+use crate::response_head::AnswerRules;
 
 /// The bytes of one request the proxy makes itself to `up`.
 pub(super) fn request(up: &Upstream, method: &str, path: &str, headers: &[String], body: &[u8]) -> Vec<u8> {
@@ -58,7 +58,7 @@ pub(super) fn move_one(
     key: &[u8],
     max_body: usize,
 ) -> Result<Outcome, HttpError> {
-    let path = format!("/v1/kv/{}", pct::encode_segment(key));
+    let path = format!("/v1/kv/{}", percent::encode_segment(key));
     let mut send = |side: Side, method: &str, path: &str, headers: &[String], body: &[u8]| {
         let up = match side {
             Side::From => from,

@@ -1,12 +1,15 @@
 //! The seam between what the memory engine means and how it stores it: [`Map`], implemented by the
-//! engine's own table (`table_map.rs`, `--engine memory`) and by flurry (`flurry_map.rs`, `--engine
-//! flurry`, the compared alternative).
+//! engine's own table (`table.rs`, `--engine memory`) and by flurry (`flurry.rs`, `--engine flurry`,
+//! the compared alternative).
 //!
 //! A map stores, per key, a value with its [`Meta`] (version and expiry), reads in place under a guard
 //! held for a batch, and changes a key atomically against every other write of it ([`Map::change`]). What
 //! the store above does with that — versions, conditions, expiry, the memory cap and eviction, the log and
 //! snapshots (`memory.rs`, `persist.rs`) — is written once, for both maps. A map knows its own memory
 //! costs (each entry's, and its fixed structures') and its own way of finding `allkeys-lru` victims.
+
+pub(crate) mod flurry;
+pub(crate) mod table;
 
 pub(crate) use crate::table::{Change, Changed, Seeds};
 
