@@ -20,6 +20,11 @@
 # With NAMEs, only those are rerun; the others keep their last results (each section says its own date).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The commit measured, taken before anything runs: what this script itself rewrites (the results, the
+# reference plots, README's headline) does not count as an uncommitted change.
+COMMIT="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!benches/results' ':!img' ':!README.md' ||
+  echo ' (with uncommitted changes)')"
+
 ROOT=$PWD
 OUT=benches/results
 mkdir -p "$OUT" img
@@ -41,11 +46,6 @@ done
 
 [ -n "$INDEX_ONLY" ] || cargo build --release -q -p otkv-harness -p otkv-adapter-http --bins
 HARNESS=./target/release/harness
-
-# The commit measured, taken before anything runs: what this script itself rewrites (the results, the
-# reference plots, README's headline) does not count as an uncommitted change.
-COMMIT="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!benches/results' ':!img' ':!README.md' ||
-  echo ' (with uncommitted changes)')"
 
 # What each benchmark measures, its command, and how to cut its summary from its output.
 declare -A WHAT CMD
