@@ -33,9 +33,10 @@
 //! harness's routing proxy is the other one. This crate knows nothing about other nodes or routing
 //! between them.
 
+pub mod config;
 pub mod front;
 mod logging;
 mod node;
 
-pub use logging::init_logging;
+pub use logging::{init_logging, init_logging_with, LogArgs, LogFormat};
 pub use node::{parse_bytes, run, ServerArgs, ServerError};

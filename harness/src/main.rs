@@ -6,10 +6,30 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory as _, FromArgMatches as _};
+use otkv_adapter_http::config::{self, ParseError};
+use otkv_harness::cli::Cli;
 
 fn main() -> ExitCode {
-    let cli = otkv_harness::cli::Cli::parse();
+    // `harness proxy` is a server: its options also come from `OTKV_PROXY_*` variables and `--config`.
+    let parsed =
+        match config::parse(Cli::command(), Some("proxy"), "OTKV_PROXY_", std::env::args_os().collect()) {
+            Ok(parsed) => parsed,
+            Err(ParseError::Clap(e)) => e.exit(),
+            Err(ParseError::Config(e)) => {
+                eprintln!("harness proxy: {e}");
+                return ExitCode::from(2);
+            }
+        };
+    let cli = match Cli::from_arg_matches(&parsed.matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    if parsed.print_config() {
+        print!("{}", parsed.describe());
+        return ExitCode::SUCCESS;
+    }
+    parsed.remember();
     match otkv_harness::cli::execute(cli) {
         Ok(status) => ExitCode::from(status),
         Err(e) => {

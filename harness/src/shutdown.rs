@@ -186,6 +186,8 @@ const fn libc_sigpipe() -> i32 {
 /// Makes `command`'s process receive SIGTERM when the harness dies, however it dies.
 pub fn die_with_parent(command: &mut std::process::Command) {
     use std::os::unix::process::CommandExt as _;
+    // A child is not the service systemd supervises: it must not speak for it (READY=1, WATCHDOG=1).
+    command.env_remove("NOTIFY_SOCKET").env_remove("WATCHDOG_USEC").env_remove("WATCHDOG_PID");
     let parent = std::process::id();
     // SAFETY: the closure runs in the child between fork and exec, and calls only `prctl`, `getppid` and
     // `_exit`, which are async-signal-safe; it touches no memory the parent's other threads share.

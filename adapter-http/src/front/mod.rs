@@ -24,6 +24,7 @@ mod error;
 mod exchange;
 mod metrics;
 mod mutex;
+mod notify;
 pub mod percent;
 mod process;
 mod prometheus;

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use may::net::{TcpListener, TcpStream};
 
 use super::conn::serve_connection;
+use super::notify;
 use super::service::Service;
 use super::state::Front;
 
@@ -86,6 +87,18 @@ pub fn serve<S: Service>(
     let _ = writeln!(stdout, "listening on {}://{local}", service.front().scheme());
     let _ = stdout.flush();
     drop(stdout);
+    notify::ready(&format!("serving on {}://{local}", service.front().scheme()));
+    if let Some(interval) = notify::watchdog_interval() {
+        // Pinged from a coroutine, so a runtime that stops scheduling coroutines stops the pings too and
+        // systemd restarts the server.
+        let front = Arc::clone(&service);
+        spawn_coroutine(move || {
+            while !front.front().shutting_down.load(Relaxed) {
+                notify::notify("WATCHDOG=1");
+                may::coroutine::sleep(interval / 2);
+            }
+        });
+    }
 
     let accept_service = Arc::clone(&service);
     let accept = spawn_coroutine(move || accept_loop(listener, &accept_service));
@@ -164,7 +177,7 @@ impl Drop for OpenConnection<'_> {
 }
 
 /// On SIGINT/SIGTERM: mark shutdown, then wake the accept loop with a connection to ourselves. On SIGHUP:
-/// re-read the token file (connections stay open; each drops its cached token check at its next request).
+/// re-read the configuration file (what can change live) and the token file (connections stay open; each drops its cached token check at its next request).
 fn watch_signals<S: Service>(service: Arc<S>, local: SocketAddr) -> Result<(), ListenError> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGXFSZ};
     // A write past the file-size limit (RLIMIT_FSIZE) would kill the process with SIGXFSZ; handled, the
@@ -184,11 +197,15 @@ fn watch_signals<S: Service>(service: Arc<S>, local: SocketAddr) -> Result<(), L
         .spawn(move || {
             for signal in signals.forever() {
                 if signal == SIGHUP {
+                    notify::reloading();
+                    crate::config::reload();
                     reload_tokens(service.front());
                     service.reload();
+                    notify::ready("serving (reloaded)");
                     continue;
                 }
                 tracing::info!(signal, "shutting down");
+                notify::stopping();
                 service.front().shutting_down.store(true, Relaxed);
                 let _ = std::net::TcpStream::connect_timeout(&wake, Duration::from_secs(1));
                 break;

@@ -58,11 +58,11 @@ pub struct ServerArgs {
     pub compaction: bool,
 }
 
-/// `on` or `off`.
+/// `on` or `off` (or, as a configuration file may say it, `true` or `false`).
 fn parse_switch(text: &str) -> Result<bool, String> {
     match text {
-        "on" => Ok(true),
-        "off" => Ok(false),
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
         _ => Err(format!("`{text}`: say on or off")),
     }
 }

@@ -72,6 +72,9 @@ pub struct ProxyArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub front: FrontArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub log: otkv_adapter_http::LogArgs,
     /// A node already running, here or elsewhere (repeatable; named node-0, node-1, ... in this order,
     /// as `harness run --node` names them).
     #[arg(long = "node", value_name = "URL", conflicts_with = "nodes")]
@@ -435,7 +438,7 @@ fn elapsed_nanos(since: Instant) -> u64 {
 
 /// Runs `harness proxy` until SIGINT or SIGTERM.
 pub fn run(args: &ProxyArgs) -> Result<(), String> {
-    otkv_adapter_http::init_logging();
+    otkv_adapter_http::init_logging_with(&args.log);
     let workers = front::configure_runtime(args.front.workers);
     let front = Front::new(&args.front).map_err(|e| e.to_string())?;
     let secure = args.upstream_security.load()?;
