@@ -351,6 +351,30 @@ pub fn parse(
     Ok(Parsed { base, args, cmd, matches, file, sub: sub.map(str::to_string), prefix: prefix.to_string() })
 }
 
+/// [`parse`] for a program's `main`: parses its own command line; on `--print-config` prints the
+/// settings and returns `Err(0)`; on a bad configuration prints the reason as `PROGRAM: ...` and returns
+/// `Err(2)`; on a bad command line lets clap print and exit, as it always does.
+pub fn parse_command_line(
+    cmd: Command,
+    sub: Option<&str>,
+    prefix: &str,
+    program: &str,
+) -> Result<Parsed, u8> {
+    let parsed = match parse(cmd, sub, prefix, std::env::args_os().collect()) {
+        Ok(parsed) => parsed,
+        Err(ParseError::Clap(e)) => e.exit(),
+        Err(ParseError::Config(e)) => {
+            eprintln!("{program}: {e}");
+            return Err(2);
+        }
+    };
+    if parsed.print_config() {
+        print!("{}", parsed.describe());
+        return Err(0);
+    }
+    Ok(parsed)
+}
+
 /// Why a command line could not be parsed.
 #[derive(Debug, thiserror::Error)]
 pub enum ParseError {

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory as _, FromArgMatches as _};
-use otkv_adapter_http::config::{self, ParseError};
+use otkv_adapter_http::config;
 
 /// One OTKV node: a key-value store served over HTTP/1.1.
 ///
@@ -19,22 +19,11 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let parsed = match config::parse(Cli::command(), None, "OTKV_", std::env::args_os().collect()) {
+    let parsed = match config::parse_command_line(Cli::command(), None, "OTKV_", "otkv-server") {
         Ok(parsed) => parsed,
-        Err(ParseError::Clap(e)) => e.exit(),
-        Err(ParseError::Config(e)) => {
-            eprintln!("otkv-server: {e}");
-            return ExitCode::from(2);
-        }
+        Err(status) => return ExitCode::from(status),
     };
-    let cli = match Cli::from_arg_matches(&parsed.matches) {
-        Ok(cli) => cli,
-        Err(e) => e.exit(),
-    };
-    if parsed.print_config() {
-        print!("{}", parsed.describe());
-        return ExitCode::SUCCESS;
-    }
+    let cli = Cli::from_arg_matches(&parsed.matches).unwrap_or_else(|e| e.exit());
     otkv_adapter_http::init_logging_with(&cli.log);
     parsed.remember();
     match otkv_adapter_http::run(cli.server) {

@@ -7,28 +7,17 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory as _, FromArgMatches as _};
-use otkv_adapter_http::config::{self, ParseError};
+use otkv_adapter_http::config;
 use otkv_harness::cli::Cli;
 
 fn main() -> ExitCode {
     // `harness proxy` is a server: its options also come from `OTKV_PROXY_*` variables and `--config`.
     let parsed =
-        match config::parse(Cli::command(), Some("proxy"), "OTKV_PROXY_", std::env::args_os().collect()) {
+        match config::parse_command_line(Cli::command(), Some("proxy"), "OTKV_PROXY_", "harness proxy") {
             Ok(parsed) => parsed,
-            Err(ParseError::Clap(e)) => e.exit(),
-            Err(ParseError::Config(e)) => {
-                eprintln!("harness proxy: {e}");
-                return ExitCode::from(2);
-            }
+            Err(status) => return ExitCode::from(status),
         };
-    let cli = match Cli::from_arg_matches(&parsed.matches) {
-        Ok(cli) => cli,
-        Err(e) => e.exit(),
-    };
-    if parsed.print_config() {
-        print!("{}", parsed.describe());
-        return ExitCode::SUCCESS;
-    }
+    let cli = Cli::from_arg_matches(&parsed.matches).unwrap_or_else(|e| e.exit());
     parsed.remember();
     match otkv_harness::cli::execute(cli) {
         Ok(status) => ExitCode::from(status),
