@@ -194,6 +194,17 @@ impl HttpConn {
         write_body(&mut self.wire.out);
     }
 
+    /// Queues `POST path` with a JSON `body`.
+    pub fn push_post_json(&mut self, path: &str, body: &[u8]) {
+        self.wire.out.extend_from_slice(b"POST ");
+        self.wire.out.extend_from_slice(path.as_bytes());
+        self.push_host();
+        self.wire.out.extend_from_slice(b"Content-Type: application/json\r\nContent-Length: ");
+        self.wire.out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+        self.wire.out.extend_from_slice(b"\r\n\r\n");
+        self.wire.out.extend_from_slice(body);
+    }
+
     fn push_head(&mut self, method: &[u8], key: &[u8]) {
         self.wire.out.extend_from_slice(method);
         self.wire.out.extend_from_slice(b"/v1/kv/");

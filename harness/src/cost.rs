@@ -87,13 +87,13 @@ pub fn cores() -> usize {
 pub fn read(target: &Target) -> Result<Reading, String> {
     let failed = |e: String| format!("cannot read the counters of {} ({}): {e}", target.name, target.url());
     match target.protocol {
-        Protocol::Http => {
+        Protocol::Http | Protocol::Etcd => {
             let (status, body) = http_get(target, "/metrics").map_err(failed)?;
             if status != 200 {
                 return Err(failed(format!("/metrics answered {status}")));
             }
             parse_prometheus(&String::from_utf8_lossy(&body)).ok_or_else(|| {
-                failed("its /metrics has no process_cpu_seconds_total (is it an OTKV server?)".into())
+                failed("its /metrics has no process_cpu_seconds_total (is it an OTKV server or etcd?)".into())
             })
         }
         Protocol::Resp => {
@@ -237,7 +237,17 @@ pub fn parse_prometheus(text: &str) -> Option<Reading> {
         if name == "process_cpu_seconds_total" {
             cpu = value.parse::<f64>().ok();
         } else if name == "process_resident_memory_bytes" {
-            rss = value.parse::<u64>().ok();
+            // Go's Prometheus client writes large gauges in exponent form (`2.4576e+07`).
+            rss = value.parse::<f64>().ok().map(|v| v as u64);
+        } else if let Some(labels) = name.strip_prefix("grpc_server_handled_total{") {
+            // etcd: its key-value calls (the JSON gateway's requests arrive as these).
+            let key_op = labels.contains("grpc_service=\"etcdserverpb.KV\"")
+                && ["Put", "Range", "DeleteRange"]
+                    .iter()
+                    .any(|m| labels.contains(&format!("grpc_method=\"{m}\"")));
+            if key_op {
+                requests = Some(requests.unwrap_or(0) + value.parse::<f64>().map_or(0, |v| v as u64));
+            }
         } else if let Some(labels) = name.strip_prefix("otkv_requests_total{") {
             let key_op = ["get", "head", "put", "post", "delete"]
                 .iter()
@@ -276,6 +286,16 @@ mod tests {
         let r = parse_prometheus(text).expect("parses");
         assert_eq!(r, Reading { cpu_seconds: 1.25, rss_bytes: 4096, requests: Some(17) });
         assert_eq!(parse_prometheus("otkv_keys 3\n"), None);
+    }
+
+    #[test]
+    fn etcd_metrics_give_cpu_rss_and_key_calls() {
+        let text = "process_cpu_seconds_total 0.5\nprocess_resident_memory_bytes 2.4576e+07\n\
+                    grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Put\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"} 3\n\
+                    grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Range\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"} 4\n\
+                    grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Check\",grpc_service=\"grpc.health.v1.Health\",grpc_type=\"unary\"} 9\n";
+        let r = parse_prometheus(text).expect("parses");
+        assert_eq!(r, Reading { cpu_seconds: 0.5, rss_bytes: 24_576_000, requests: Some(7) });
     }
 
     #[test]

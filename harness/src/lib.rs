@@ -32,6 +32,7 @@ pub mod workload;
 pub(crate) mod client;
 pub(crate) mod compare;
 pub(crate) mod cost;
+pub(crate) mod etcd;
 pub(crate) mod html;
 pub(crate) mod load;
 pub(crate) mod merge;

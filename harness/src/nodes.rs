@@ -155,6 +155,80 @@ pub fn start_local_redis(n: usize, opts: &NodeOptions, data_root: &Path) -> Resu
     Ok(nodes)
 }
 
+/// Starts an etcd cluster of `n` members on free loopback ports, its data under `data_root`, and waits
+/// until it has a leader (every member's `/health` says so). etcd always syncs its write-ahead log
+/// before it answers a write, so only `--durability sync` describes it; the harness refuses the others
+/// rather than report them as what they are not.
+pub fn start_local_etcd(n: usize, opts: &NodeOptions, data_root: &Path) -> Result<LocalNodes, String> {
+    if opts.durability != "sync" {
+        return Err(format!(
+            "--target etcd: etcd syncs every write before answering; run it with --durability sync (not {})",
+            opts.durability
+        ));
+    }
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(|e| format!("cannot find a free port: {e}"))
+    };
+    let names = node_names(n);
+    let mut ports = Vec::new();
+    for _ in 0..n {
+        ports.push((free_port()?, free_port()?));
+    }
+    let cluster: Vec<String> =
+        names.iter().zip(&ports).map(|(name, (_, peer))| format!("{name}=http://127.0.0.1:{peer}")).collect();
+    let mut nodes = LocalNodes { children: Vec::new(), targets: Vec::new() };
+    for (name, (client, peer)) in names.iter().zip(&ports) {
+        let dir = data_root.join(name);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let mut command = Command::new("etcd");
+        command
+            .args(["--name", name, "--logger", "zap", "--log-level", "error"])
+            .arg("--data-dir")
+            .arg(&dir)
+            .arg(format!("--listen-client-urls=http://127.0.0.1:{client}"))
+            .arg(format!("--advertise-client-urls=http://127.0.0.1:{client}"))
+            .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
+            .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"))
+            .arg(format!("--initial-cluster={}", cluster.join(",")))
+            .args(["--initial-cluster-state", "new", "--initial-cluster-token", "otkv-harness"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        crate::shutdown::die_with_parent(&mut command);
+        let child = match command.spawn() {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err("--target etcd: etcd is not on PATH; install Debian's etcd-server package \
+                     (apt-get install etcd-server) or give running members with --node etcd://HOST:PORT"
+                    .into())
+            }
+            Err(e) => return Err(format!("cannot start etcd for {name}: {e}")),
+        };
+        crate::shutdown::track_child(child.id());
+        nodes.children.push(child);
+        let addr = SocketAddr::from(([127, 0, 0, 1], *client));
+        nodes.targets.push(Target::clear(name.clone(), addr, Protocol::Etcd));
+    }
+    let started = std::time::Instant::now();
+    for target in &nodes.targets {
+        loop {
+            let healthy = crate::cost::http_get(target, "/health").is_ok_and(|(status, body)| {
+                status == 200 && String::from_utf8_lossy(&body).contains("\"true\"")
+            });
+            if healthy {
+                break;
+            }
+            if started.elapsed() > START_TIMEOUT {
+                return Err(format!("{} (etcd) did not become healthy in time", target.who()));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    Ok(nodes)
+}
+
 /// Runs `redis-server` with `args`, waiting for its `Ready to accept connections` log line.
 fn spawn_redis(name: &str, args: &[OsString]) -> Result<Child, String> {
     let mut command = Command::new("redis-server");
@@ -315,6 +389,8 @@ pub fn remote_targets(urls: &[String], secure: &Secure) -> Result<Vec<Target>, S
                 ("https://", Protocol::Http, true),
                 ("redis://", Protocol::Resp, false),
                 ("rediss://", Protocol::Resp, true),
+                ("etcd://", Protocol::Etcd, false),
+                ("etcds://", Protocol::Etcd, true),
             ];
             let Some((protocol, tls, host)) = schemes
                 .iter()
@@ -322,7 +398,8 @@ pub fn remote_targets(urls: &[String], secure: &Secure) -> Result<Vec<Target>, S
             else {
                 return Err(format!(
                     "--node {url}: expected http://HOST:PORT or https://HOST:PORT (an OTKV node), or \
-                     redis://HOST:PORT or rediss://HOST:PORT (a redis-server)"
+                     redis://HOST:PORT or rediss://HOST:PORT (a redis-server), or etcd://HOST:PORT (an etcd \
+                     member's client URL)"
                 ));
             };
             let addr = host

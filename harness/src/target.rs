@@ -1,4 +1,5 @@
-//! [`Target`]: a server the harness sends requests to (an OTKV node or proxy, or a redis-server), and the
+//! [`Target`]: a server the harness sends requests to (an OTKV node or proxy, a redis-server or an etcd
+//! member), and the
 //! [`Protocol`] it speaks.
 
 use std::net::SocketAddr;
@@ -28,6 +29,8 @@ pub enum Protocol {
     Http,
     /// RESP2, `GET`/`SET`.
     Resp,
+    /// etcd's v3 JSON gateway over HTTP/1.1 (`POST /v3/kv/put`, `/v3/kv/range`).
+    Etcd,
 }
 
 impl Target {
@@ -48,6 +51,8 @@ impl Target {
             (Protocol::Http, true) => "https",
             (Protocol::Resp, false) => "redis",
             (Protocol::Resp, true) => "rediss",
+            (Protocol::Etcd, false) => "etcd",
+            (Protocol::Etcd, true) => "etcds",
         };
         format!("{scheme}://{}", self.host)
     }

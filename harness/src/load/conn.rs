@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use crate::client::{HttpConn, Precondition, PutOptions};
+use crate::etcd::EtcdConn;
 use crate::resp::{Reply, RespConn};
 use crate::run_outcome::Refusal;
 use crate::target::{Protocol, Target};
@@ -28,6 +29,8 @@ pub enum Conn {
     Http(HttpConn),
     /// To a redis-server.
     Resp(RespConn),
+    /// To an etcd member.
+    Etcd(EtcdConn),
 }
 
 impl Conn {
@@ -41,6 +44,11 @@ impl Conn {
                 Conn::Http(conn)
             }
             Protocol::Resp => Conn::Resp(RespConn::connect(target, timeout)?),
+            Protocol::Etcd => {
+                let mut conn = HttpConn::connect(target, timeout)?;
+                conn.set_max_body(max_body.saturating_mul(2).saturating_add(4096));
+                Conn::Etcd(EtcdConn::over(conn))
+            }
         })
     }
 
@@ -49,6 +57,7 @@ impl Conn {
         match self {
             Conn::Http(c) => c.push_get(key),
             Conn::Resp(c) => c.push_get(key),
+            Conn::Etcd(c) => c.push_get(key),
         }
     }
 
@@ -63,6 +72,7 @@ impl Conn {
         match self {
             Conn::Http(c) => c.push_put_with(key, len, PutOptions { ttl_secs, condition: None }, write_body),
             Conn::Resp(c) => c.push_set(key, len, ttl_secs, write_body),
+            Conn::Etcd(c) => c.push_put(key, write_body),
         }
     }
 
@@ -101,6 +111,7 @@ impl Conn {
         match self {
             Conn::Http(c) => c.send(),
             Conn::Resp(c) => c.send(),
+            Conn::Etcd(c) => c.send(),
         }
     }
 
@@ -120,6 +131,7 @@ impl Conn {
                 (_, Reply::Error(_)) => Err(Refusal::RespError),
                 _ => Err(Refusal::RespUnexpected),
             }),
+            Conn::Etcd(c) => c.read_answer(put),
         }
     }
 }

@@ -45,14 +45,20 @@ pub enum TargetKind {
     Otkv,
     /// redis-server, over RESP, with the same client, routing, workload and checks.
     Redis,
+    /// An etcd cluster (`--nodes N`: N members), over its v3 JSON gateway, with the same client,
+    /// workload and checks; every member serves every key (writes go through its Raft leader, reads are
+    /// linearizable).
+    Etcd,
 }
 
 /// `harness run`'s options.
 #[derive(Debug, Args, serde::Serialize)]
 pub struct RunArgs {
     /// What to benchmark: otkv, or redis (redis-server over RESP: the same client, routing, workload and
-    /// value checks, so the reports read as one table); `otkv,redis` runs both into one comparison.
-    /// Local redis-servers need `redis-server` on PATH; remote ones are `--node redis://HOST:PORT`.
+    /// value checks, so the reports read as one table); etcd (an N-member cluster for N nodes, over its
+    /// JSON gateway); `otkv,redis,etcd` runs them into one comparison. Local redis-servers need
+    /// `redis-server` on PATH, local etcd members `etcd`; remote ones are `--node redis://HOST:PORT` or
+    /// `--node etcd://HOST:PORT`.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "otkv")]
     pub target: Vec<TargetKind>,
     /// Node counts to run, in order: `1..3` runs 1, 2 and 3 nodes. [default: 1..3; with --node: all given]
@@ -185,7 +191,11 @@ impl RunArgs {
             Some(nodes::remote_targets(&self.node_urls, &secure)?)
         };
         if let Some(r) = &remote {
-            let want = |k: TargetKind| if k == TargetKind::Redis { Protocol::Resp } else { Protocol::Http };
+            let want = |k: TargetKind| match k {
+                TargetKind::Redis => Protocol::Resp,
+                TargetKind::Etcd => Protocol::Etcd,
+                TargetKind::Otkv => Protocol::Http,
+            };
             if kinds.len() > 1 {
                 return Err("--node: give one --target (the nodes are one kind)".into());
             }
@@ -202,6 +212,11 @@ impl RunArgs {
             return Err(
                 "--target redis: harness proxy speaks OTKV's HTTP API, not RESP; drop --proxy/--via-proxy"
                     .into(),
+            );
+        }
+        if kinds.contains(&TargetKind::Etcd) && (self.proxy.is_some() || self.via_proxy) {
+            return Err(
+                "--target etcd: an etcd cluster is one address already; drop --proxy/--via-proxy".into()
             );
         }
         let proxy = match &self.proxy {
@@ -243,8 +258,10 @@ impl RunArgs {
             return Err("--cas-share is a fraction of the updates, 0 to 1".into());
         }
         if self.cas_share > 0.0 {
-            if self.target.contains(&TargetKind::Redis) {
-                return Err("--cas-share uses OTKV's ETag/If-Match: drop it with --target redis".into());
+            if self.target.contains(&TargetKind::Redis) || self.target.contains(&TargetKind::Etcd) {
+                return Err(
+                    "--cas-share uses OTKV's ETag/If-Match: drop it with --target redis or etcd".into()
+                );
             }
             if self.workload.read_fraction() >= 1.0 || self.workload == WorkloadKind::Seed {
                 return Err(format!(
@@ -252,6 +269,12 @@ impl RunArgs {
                     wire_name(&self.workload)
                 ));
             }
+        }
+        if self.ttl.is_some() && self.target.contains(&TargetKind::Etcd) {
+            return Err(
+                "--ttl: etcd expires keys through leases, which this harness does not drive; drop --ttl"
+                    .into(),
+            );
         }
         if self.ttl.is_some_and(|t| t == 0 || t > MAX_TTL_SECS) {
             return Err("--ttl is whole seconds, 1 to ten years".into());

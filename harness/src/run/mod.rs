@@ -146,6 +146,7 @@ fn run_node_count(
             let local = match kind {
                 TargetKind::Otkv => nodes::start_local(n, &args.local.options(), &root)?,
                 TargetKind::Redis => nodes::start_local_redis(n, &args.local.options(), &root)?,
+                TargetKind::Etcd => nodes::start_local_etcd(n, &args.local.options(), &root)?,
             };
             let targets = local.targets.clone();
             (Some(local), targets)
@@ -209,13 +210,16 @@ fn draw_plots(
     let title = |what: &str| {
         let remote = setup.remote.is_some() || setup.proxy.is_some();
         let engine = if remote { "remote" } else { &args.local.engine };
-        let who = if setup.kinds == [TargetKind::Redis] {
-            "Redis".to_string()
-        } else {
-            format!("OTKV ({engine} engine)")
-        };
-        let vs = if setup.kinds.len() > 1 { " and Redis" } else { "" };
-        format!("{who}{vs}: {what}")
+        let names: Vec<String> = setup
+            .kinds
+            .iter()
+            .map(|k| match k {
+                TargetKind::Otkv => format!("OTKV ({engine} engine)"),
+                TargetKind::Redis => "Redis".to_string(),
+                TargetKind::Etcd => "etcd".to_string(),
+            })
+            .collect();
+        format!("{}: {what}", names.join(" and "))
     };
     for r in runs {
         let path = args.out.join(format!("latency_{}.png", r.file_stem()));
