@@ -10,7 +10,7 @@
 //! Why not a `serde` struct for the file: it would repeat every option's name, type, default and parser,
 //! and drift from the command line. Here the command line is the schema.
 //!
-//! On SIGHUP the server calls [`reload`]: the file is read again, what can change live is applied (the log
+//! On SIGHUP the server calls `reload`: the file is read again, what can change live is applied (the log
 //! filter, `log-level`; the token file is re-read by the front door itself) and every other change is
 //! logged as waiting for a restart.
 
@@ -86,14 +86,14 @@ struct Entry {
 
 /// A configuration file, read and checked against a command's options.
 #[derive(Debug, Clone)]
-pub struct ConfigFile {
+struct ConfigFile {
     path: PathBuf,
     entries: BTreeMap<String, Entry>,
 }
 
 impl ConfigFile {
     /// Reads `path` (TOML: `key = value` lines, no sections).
-    pub fn read(path: &Path) -> Result<ConfigFile, ConfigError> {
+    fn read(path: &Path) -> Result<ConfigFile, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
@@ -121,11 +121,6 @@ impl ConfigFile {
         }
         Ok(ConfigFile { path: path.to_path_buf(), entries })
     }
-
-    /// Where the file is.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 /// A TOML value as command-line text: strings as they are, numbers in decimal, booleans as `true` or
@@ -152,14 +147,14 @@ fn scalar(value: &toml::de::DeValue<'_>) -> Result<String, String> {
 }
 
 /// The environment variable of option `long` under `prefix` (`OTKV_` + `max-memory` = `OTKV_MAX_MEMORY`).
-pub fn env_name(prefix: &str, long: &str) -> String {
+fn env_name(prefix: &str, long: &str) -> String {
     format!("{prefix}{}", long.to_ascii_uppercase().replace('-', "_"))
 }
 
 /// `cmd` with `--config FILE` and `--print-config`, an environment variable for every option, and the
 /// file's values as the options' defaults. Refuses a key that names no option and a value the option's
 /// own parser refuses.
-pub fn layer(cmd: Command, prefix: &str, file: Option<&ConfigFile>) -> Result<Command, ConfigError> {
+fn layer(cmd: Command, prefix: &str, file: Option<&ConfigFile>) -> Result<Command, ConfigError> {
     let mut cmd = cmd;
     if let Some(file) = file {
         cmd = with_file(cmd, file)?;
@@ -299,7 +294,7 @@ fn distance(a: &str, b: &str) -> usize {
 
 /// The path given by `--config FILE`, `--config=FILE` or the environment, from raw arguments (before the
 /// options are parsed: the file's values are needed to parse them).
-pub fn config_path(args: &[OsString], prefix: &str) -> Option<PathBuf> {
+fn config_path(args: &[OsString], prefix: &str) -> Option<PathBuf> {
     let mut given = None;
     let mut it = args.iter().skip(1);
     while let Some(arg) = it.next() {
@@ -319,12 +314,7 @@ pub fn config_path(args: &[OsString], prefix: &str) -> Option<PathBuf> {
 /// Parses `args` with `cmd` layered over the file `--config` names (or, for `harness proxy`, over the file
 /// its subcommand's `--config` names). Returns the matches of the layered command or subcommand, which
 /// [`Parsed::remember`] and [`Parsed::describe`] take.
-pub fn parse(
-    cmd: Command,
-    sub: Option<&str>,
-    prefix: &str,
-    args: Vec<OsString>,
-) -> Result<Parsed, ParseError> {
+fn parse(cmd: Command, sub: Option<&str>, prefix: &str, args: Vec<OsString>) -> Result<Parsed, ParseError> {
     let base = cmd.clone();
     let in_sub = sub.is_none_or(|s| args.get(1).is_some_and(|a| a == s));
     let file = match config_path(&args, prefix).filter(|_| in_sub) {
@@ -351,7 +341,7 @@ pub fn parse(
     Ok(Parsed { base, args, cmd, matches, file, sub: sub.map(str::to_string), prefix: prefix.to_string() })
 }
 
-/// [`parse`] for a program's `main`: parses its own command line; on `--print-config` prints the
+/// A program's own command line, layered over its environment and file; on `--print-config` prints the
 /// settings and returns `Err(0)`; on a bad configuration prints the reason as `PROGRAM: ...` and returns
 /// `Err(2)`; on a bad command line lets clap print and exit, as it always does.
 pub fn parse_command_line(
@@ -440,7 +430,7 @@ impl Parsed {
         out
     }
 
-    /// Keeps what is in force, so that [`reload`] can tell what a re-read file changes.
+    /// Keeps what is in force, so that a SIGHUP can tell what a re-read file changes.
     pub fn remember(&self) {
         let Some((cmd, matches)) = self.own() else { return };
         let in_force = settings(cmd, matches, self.file.as_ref(), &self.prefix);
@@ -502,7 +492,7 @@ static RELOAD: OnceLock<Mutex<Remembered>> = OnceLock::new();
 
 /// On SIGHUP: reads the configuration file again and applies what can change live; logs every other
 /// change as waiting for a restart. A file that does not read or check changes nothing.
-pub fn reload() {
+pub(crate) fn reload() {
     let Some(remembered) = RELOAD.get() else { return };
     let mut remembered = remembered.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let old = &remembered.parsed;
