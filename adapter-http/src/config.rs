@@ -323,19 +323,13 @@ fn parse(cmd: Command, sub: Option<&str>, prefix: &str, args: Vec<OsString>) -> 
     };
     let cmd = match sub {
         None => layer(cmd, prefix, file.as_ref())?,
-        Some(name) => {
-            let mut layered = Err(ConfigError::Read {
-                path: PathBuf::new(),
-                source: std::io::Error::other("no such subcommand"),
-            });
-            let cmd = cmd.mut_subcommand(name, |sc| {
-                let ours = sc.clone();
-                layered = layer(sc, prefix, file.as_ref());
-                layered.as_ref().map_or(ours, Clone::clone)
-            });
-            layered?;
-            cmd
-        }
+        Some(name) => match cmd.find_subcommand(name).cloned() {
+            Some(sc) => {
+                let layered = layer(sc, prefix, file.as_ref())?;
+                cmd.mut_subcommand(name, |_| layered)
+            }
+            None => cmd,
+        },
     };
     let matches = cmd.clone().try_get_matches_from(args.clone()).map_err(ParseError::Clap)?;
     Ok(Parsed { base, args, cmd, matches, file, sub: sub.map(str::to_string), prefix: prefix.to_string() })
