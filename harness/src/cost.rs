@@ -239,25 +239,29 @@ pub fn parse_prometheus(text: &str) -> Option<Reading> {
         } else if name == "process_resident_memory_bytes" {
             // Go's Prometheus client writes large gauges in exponent form (`2.4576e+07`).
             rss = value.parse::<f64>().ok().map(|v| v as u64);
-        } else if let Some(labels) = name.strip_prefix("grpc_server_handled_total{") {
-            // etcd: its key-value calls (the JSON gateway's requests arrive as these).
-            let key_op = labels.contains("grpc_service=\"etcdserverpb.KV\"")
-                && ["Put", "Range", "DeleteRange"]
-                    .iter()
-                    .any(|m| labels.contains(&format!("grpc_method=\"{m}\"")));
-            if key_op {
-                requests = Some(requests.unwrap_or(0) + value.parse::<f64>().map_or(0, |v| v as u64));
-            }
-        } else if let Some(labels) = name.strip_prefix("otkv_requests_total{") {
-            let key_op = ["get", "head", "put", "post", "delete"]
-                .iter()
-                .any(|op| labels.contains(&format!("op=\"{op}\"")));
-            if key_op {
-                requests = Some(requests.unwrap_or(0) + value.parse::<u64>().unwrap_or(0));
-            }
+        } else if is_key_operation(name) {
+            // Counters too may be written in exponent form by Go's client.
+            requests = Some(requests.unwrap_or(0) + value.parse::<f64>().map_or(0, |v| v as u64));
         }
     }
     Some(Reading { cpu_seconds: cpu?, rss_bytes: rss.unwrap_or(0), requests })
+}
+
+/// Whether the counter series `name` (with its labels) counts key operations: an OTKV node's gets,
+/// heads, puts, posts and deletes, or etcd's key-value calls (its JSON gateway's requests arrive as these).
+fn is_key_operation(name: &str) -> bool {
+    if let Some(labels) = name.strip_prefix("otkv_requests_total{") {
+        return ["get", "head", "put", "post", "delete"]
+            .iter()
+            .any(|op| labels.contains(&format!("op=\"{op}\"")));
+    }
+    if let Some(labels) = name.strip_prefix("grpc_server_handled_total{") {
+        return labels.contains("grpc_service=\"etcdserverpb.KV\"")
+            && ["Put", "Range", "DeleteRange"]
+                .iter()
+                .any(|m| labels.contains(&format!("grpc_method=\"{m}\"")));
+    }
+    false
 }
 
 /// CPU, RSS and commands processed from Redis's `INFO`.
