@@ -7,31 +7,18 @@
 
 #![allow(clippy::expect_used, reason = "a test's or an instrument's expect is its assertion")]
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
 #[path = "../../adapter-http/tests/common/mod.rs"]
 mod common;
 
-use common::eventually;
+use common::{eventually, harness as start, stats};
 
 const HARNESS: &str = env!("CARGO_BIN_EXE_harness");
 const KEYS: usize = 2_000;
 
 type Server = common::Listening;
-
-fn start(args: &[&str]) -> Server {
-    let mut command = Command::new(HARNESS);
-    command.args(args).env("RUST_LOG", "warn");
-    Server::start(command)
-}
-
-fn stats(proxy: &str) -> serde_json::Value {
-    let body =
-        common::agent().get(&format!("{proxy}/v1/stats")).call().expect("stats").into_string().expect("text");
-    serde_json::from_str(&body).expect("json")
-}
 
 fn keys_on(node: &Server) -> Vec<String> {
     common::keys_on(&node.url)
@@ -67,10 +54,7 @@ fn reshard(proxy: &Server, state: &Path) {
 
 /// No key on two nodes; returns how many keys the nodes hold.
 fn one_copy_each(nodes: &[&Server]) -> usize {
-    let all: Vec<String> = nodes.iter().flat_map(|n| keys_on(n)).collect();
-    let unique: BTreeSet<&String> = all.iter().collect();
-    assert_eq!(unique.len(), all.len(), "{} keys live on two nodes", all.len() - unique.len());
-    all.len()
+    common::one_copy_each(&nodes.iter().map(|n| n.url.as_str()).collect::<Vec<_>>())
 }
 
 #[test]

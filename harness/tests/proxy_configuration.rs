@@ -4,8 +4,10 @@
 
 #![allow(clippy::expect_used, reason = "a test's or an instrument's expect is its assertion")]
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
+
+#[path = "../../adapter-http/tests/common/mod.rs"]
+mod common;
 
 const HARNESS: &str = env!("CARGO_BIN_EXE_harness");
 
@@ -56,25 +58,17 @@ fn a_proxy_serves_from_its_file_alone() {
     let dir = tempfile::tempdir().expect("dir");
     let file = dir.path().join("proxy.toml");
     std::fs::write(&file, "nodes = 2\nport = 0\nlog-format = \"json\"\n").expect("write");
-    let mut child = proxy()
-        .args(["--config", &file.to_string_lossy()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the proxy");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
-    let url = line.trim().strip_prefix("listening on ").expect("listening on").to_string();
+    let mut command = proxy();
+    command.args(["--config", &file.to_string_lossy()]).env("RUST_LOG", "warn");
+    let mut proxy = common::Listening::start(command);
+    let url = proxy.url.clone();
     let put =
         ureq::put(&format!("{url}/v1/kv/greeting")).send_bytes(b"hello").expect("PUT through the proxy");
     assert_eq!(put.status(), 201);
     let got = ureq::get(&format!("{url}/v1/kv/greeting")).call().expect("GET").into_string().expect("body");
     assert_eq!(got, "hello");
-    let stats: serde_json::Value = serde_json::from_str(
-        &ureq::get(&format!("{url}/v1/stats")).call().expect("stats").into_string().expect("body"),
-    )
-    .expect("JSON");
+    let stats = common::stats(&url);
     assert_eq!(stats["nodes"].as_array().map(Vec::len), Some(2), "{stats}");
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    assert!(child.wait().expect("wait").success());
+    let _ = Command::new("kill").args(["-TERM", &proxy.child.id().to_string()]).status();
+    assert!(proxy.child.wait().expect("wait").success());
 }

@@ -5,23 +5,17 @@
 
 #![allow(clippy::expect_used, reason = "a test's or an instrument's expect is its assertion")]
 
-use std::collections::BTreeSet;
 use std::process::Command;
 
 #[path = "../../adapter-http/tests/common/mod.rs"]
 mod common;
 
+use common::harness as start;
+
 const HARNESS: &str = env!("CARGO_BIN_EXE_harness");
 const KEYS: usize = 1000;
 
 type Server = common::Listening;
-
-/// A `harness` process (`node`, `proxy`) on port 0.
-fn start(args: &[&str]) -> Server {
-    let mut command = Command::new(HARNESS);
-    command.args(args).env("RUST_LOG", "warn");
-    Server::start(command)
-}
 
 fn proxy(nodes: &[&Server]) -> Server {
     let mut args = vec!["proxy", "--port", "0"];
@@ -53,16 +47,7 @@ fn missing(proxy: &Server) -> usize {
 
 /// Every key of every node, by listing; asserts none is on two nodes.
 fn one_copy_each(nodes: &[&Server]) -> usize {
-    let mut all = BTreeSet::new();
-    let mut total = 0;
-    for n in nodes {
-        for k in common::keys_on(&n.url) {
-            all.insert(k);
-            total += 1;
-        }
-    }
-    assert_eq!(all.len(), total, "a key lives on two nodes");
-    total
+    common::one_copy_each(&nodes.iter().map(|n| n.url.as_str()).collect::<Vec<_>>())
 }
 
 fn reshard(

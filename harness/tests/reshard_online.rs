@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 #[path = "../../adapter-http/tests/common/mod.rs"]
 mod common;
 
-use common::eventually;
+use common::{eventually, harness as start, stats};
 
 const HARNESS: &str = env!("CARGO_BIN_EXE_harness");
 /// Keys read only, keys rewritten, keys deleted.
@@ -23,13 +23,6 @@ const WRITTEN: usize = 150;
 const DELETED: usize = 150;
 
 type Server = common::Listening;
-
-/// A `harness` process (`node`, `proxy`) on port 0.
-fn start(args: &[&str]) -> Server {
-    let mut command = Command::new(HARNESS);
-    command.args(args).env("RUST_LOG", "warn");
-    Server::start(command)
-}
 
 fn url(proxy: &str, k: &str) -> String {
     format!("{proxy}/v1/kv/{k}")
@@ -45,12 +38,6 @@ fn get(agent: &ureq::Agent, u: &str) -> (u16, String, bool) {
         Err(ureq::Error::Status(code, _)) => (code, String::new(), false),
         Err(e) => panic!("{e}"),
     }
-}
-
-fn stats(proxy: &str) -> serde_json::Value {
-    let body =
-        common::agent().get(&format!("{proxy}/v1/stats")).call().expect("stats").into_string().expect("text");
-    serde_json::from_str(&body).expect("json")
 }
 
 fn keys_on(node: &Server) -> Vec<String> {

@@ -32,6 +32,35 @@ pub fn keys_on(url: &str) -> Vec<String> {
     }
 }
 
+/// Lists every server at `urls` whole; asserts no key is on two of them, and returns how many keys they
+/// hold together.
+pub fn one_copy_each(urls: &[&str]) -> usize {
+    let mut all = std::collections::BTreeSet::new();
+    let mut total = 0;
+    for url in urls {
+        for k in keys_on(url) {
+            all.insert(k);
+            total += 1;
+        }
+    }
+    assert_eq!(all.len(), total, "{} keys live on two nodes", total - all.len());
+    total
+}
+
+/// `GET /v1/stats` of the server at `url`, as JSON.
+pub fn stats(url: &str) -> serde_json::Value {
+    let body = agent().get(&format!("{url}/v1/stats")).call().expect("stats").into_string().expect("text");
+    serde_json::from_str(&body).expect("json")
+}
+
+/// A `harness` process that serves (`harness node`, `harness proxy`), started with `args`, logging
+/// warnings only; killed when dropped. Only in the harness's suites.
+pub fn harness(args: &[&str]) -> Listening {
+    let mut command = Command::new(harness_exe());
+    command.args(args).env("RUST_LOG", "warn");
+    Listening::start(command)
+}
+
 /// How long a test waits for the server before calling it a hang.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
