@@ -19,13 +19,7 @@ import tempfile
 import threading
 import urllib.parse
 
-
-def start(argv):
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    for line in p.stdout:
-        if "listening on" in line:
-            return p, line.split("listening on ")[1].strip()
-    raise SystemExit(f"{argv} did not start")
+from listening import start
 
 
 class Client:

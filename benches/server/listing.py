@@ -17,9 +17,10 @@ import http.client
 import json
 import os
 import socket
-import subprocess
 import time
 import urllib.parse
+
+from listening import start
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -28,14 +29,6 @@ def cpu(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def start(argv):
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    for line in p.stdout:
-        if "listening on" in line:
-            return p, line.split("listening on ")[1].strip()
-    raise SystemExit(f"{argv[0]} did not start")
 
 
 def load(url, keys):

@@ -91,9 +91,9 @@ pub fn serve<S: Service>(
     if let Some(interval) = notify::watchdog_interval() {
         // Pinged from a coroutine, so a runtime that stops scheduling coroutines stops the pings too and
         // systemd restarts the server.
-        let front = Arc::clone(&service);
+        let watched = Arc::clone(&service);
         spawn_coroutine(move || {
-            while !front.front().shutting_down.load(Relaxed) {
+            while !watched.front().shutting_down.load(Relaxed) {
                 notify::notify("WATCHDOG=1");
                 may::coroutine::sleep(interval / 2);
             }
