@@ -11,10 +11,9 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead as _, BufReader};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::Duration;
 
 use common::status_of;
@@ -117,7 +116,9 @@ fn print_config_is_a_configuration_file_that_gives_the_same_settings() {
 fn a_node_serves_with_the_settings_of_its_file() {
     let dir = tempfile::tempdir().expect("dir");
     let file = write(dir.path(), "otkv.toml", "port = 0\nmax-key-bytes = 8\n");
-    let mut node = Service::start(server().args(["--config", &file.to_string_lossy()]), None);
+    let mut command = server();
+    command.args(["--config", &file.to_string_lossy()]);
+    let mut node = Service::start(command, None);
     assert_eq!(status_of(ureq::put(&format!("{}/v1/kv/eightbyt", node.url)).send_bytes(b"v")).0, 201);
     assert_eq!(status_of(ureq::put(&format!("{}/v1/kv/ninebytes", node.url)).send_bytes(b"v")).0, 414);
     node.stop();
@@ -214,20 +215,14 @@ struct Service {
 }
 
 impl Service {
-    fn start(command: &mut Command, notify: Option<&Notifications>) -> Service {
+    fn start(mut command: Command, notify: Option<&Notifications>) -> Service {
         let dir = tempfile::tempdir().expect("dir");
         let log = dir.path().join("stderr.log");
-        command
-            .args(["--port", "0"])
-            .stdout(Stdio::piped())
-            .stderr(fs::File::create(&log).expect("log file"));
+        command.args(["--port", "0"]).stderr(fs::File::create(&log).expect("log file"));
         if let Some(n) = notify {
             command.env("NOTIFY_SOCKET", &n.address);
         }
-        let mut child = command.spawn().expect("spawn otkv-server");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
-        let url = line.trim().strip_prefix("listening on ").expect("listening on").to_string();
+        let (child, url) = common::spawn_listening(command);
         Service { child, url, log, _dir: dir }
     }
 
@@ -257,7 +252,7 @@ impl Drop for Service {
 fn the_service_manager_hears_ready_reloading_and_stopping() {
     for abstract_name in [false, true] {
         let notify = Notifications::bind(abstract_name);
-        let mut node = Service::start(&mut server(), Some(&notify));
+        let mut node = Service::start(server(), Some(&notify));
         let ready = notify.expect("READY=1");
         assert!(ready.contains(&format!("MAINPID={}", node.child.id())), "{ready}");
         assert!(ready.contains("STATUS=serving on http://127.0.0.1:"), "{ready}");
@@ -280,7 +275,7 @@ fn the_watchdog_is_pinged_when_the_unit_asks_for_it() {
     let notify = Notifications::bind(false);
     let mut command = server();
     command.env("WATCHDOG_USEC", "200000");
-    let mut node = Service::start(&mut command, Some(&notify));
+    let mut node = Service::start(command, Some(&notify));
     notify.expect("READY=1");
     notify.expect("WATCHDOG=1");
     notify.expect("WATCHDOG=1");
@@ -290,7 +285,7 @@ fn the_watchdog_is_pinged_when_the_unit_asks_for_it() {
     let notify = Notifications::bind(false);
     let mut command = server();
     command.env("WATCHDOG_USEC", "200000").env("WATCHDOG_PID", "1");
-    let mut node = Service::start(&mut command, Some(&notify));
+    let mut node = Service::start(command, Some(&notify));
     notify.expect("READY=1");
     node.signal("TERM");
     let stopping = notify.next();
@@ -308,7 +303,9 @@ fn sighup_applies_the_log_level_and_names_what_waits_for_a_restart() {
         &format!("max-key-bytes = 100\nlog-level = \"info\"\nauth-token-file = \"{}\"\n", tokens.display()),
     );
     let notify = Notifications::bind(false);
-    let mut node = Service::start(server().args(["--config", &file.to_string_lossy()]), Some(&notify));
+    let mut command = server();
+    command.args(["--config", &file.to_string_lossy()]);
+    let mut node = Service::start(command, Some(&notify));
     notify.expect("READY=1");
 
     // A new log level and a new key limit; and a second token in the token file.
@@ -346,7 +343,9 @@ fn sighup_applies_the_log_level_and_names_what_waits_for_a_restart() {
 
 #[test]
 fn json_logs_are_one_object_a_line() {
-    let mut node = Service::start(server().args(["--log-format", "json"]), None);
+    let mut command = server();
+    command.args(["--log-format", "json"]);
+    let mut node = Service::start(command, None);
     assert_eq!(status_of(ureq::get(&format!("{}/v1/kv/absent", node.url)).call()).0, 404);
     node.stop();
     let log = node.log();

@@ -230,9 +230,10 @@ fn wait_exit(child: &mut Child) -> ExitStatus {
     }
 }
 
-/// Runs `command`, waiting for its `listening on http://...` line; returns the child and the URL.
+/// Runs `command`, waiting for its `listening on http://...` line; returns the child and the URL. Its
+/// stderr goes where `command` says (the test's own, unless set).
 pub fn spawn_listening(mut command: Command) -> (Child, String) {
-    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn server");
+    let mut child = command.stdout(Stdio::piped()).spawn().expect("spawn server");
     let stdout = child.stdout.take().expect("stdout");
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line).expect("read listening line");
