@@ -429,6 +429,37 @@ impl Batch<'_> {
         Ok(self.delete_if(key, Condition::Always)?.unwrap_or(false))
     }
 
+    /// A write whose version and clock were decided elsewhere: an entry of a replicated log, applied on
+    /// every member of a group. `meta` is stored as given; `cond` is judged as of `now_ms` (the clock the
+    /// entry carries), so every member decides it the same way whenever it applies it. Returns what it
+    /// did, or `None` when the condition failed.
+    ///
+    /// Only for the memory engines opened without a log (durability `none`): the replicated log is the
+    /// log. Otherwise [`EngineError::InvalidConfig`].
+    pub fn put_at(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        cond: Condition,
+        meta: Meta,
+        now_ms: u64,
+    ) -> Result<Option<PutOutcome>> {
+        match &self.view {
+            View::Memory(m) => m.put_at(key, value, cond, meta, now_ms),
+            View::Flurry(m) => m.put_at(key, value, cond, meta, now_ms),
+            View::Sled(_) => Err(EngineError::InvalidConfig("replicated writes need a memory engine".into())),
+        }
+    }
+
+    /// The delete of [`Batch::put_at`]: whether a live value was removed, or `None` when `cond` failed.
+    pub fn delete_at(&self, key: &[u8], cond: Condition, now_ms: u64) -> Result<Option<bool>> {
+        match &self.view {
+            View::Memory(m) => m.delete_at(key, cond, now_ms),
+            View::Flurry(m) => m.delete_at(key, cond, now_ms),
+            View::Sled(_) => Err(EngineError::InvalidConfig("replicated writes need a memory engine".into())),
+        }
+    }
+
     /// Removes `key` if `cond` holds of its live value, atomically against every other write of the key.
     /// Returns whether a live value was removed, or `None` when the condition failed.
     pub fn delete_if(&self, key: &[u8], cond: Condition) -> Result<Option<bool>> {

@@ -227,8 +227,11 @@ pub(crate) struct MemoryView<'a, M: Map> {
 
 /// The live metadata of a current entry: `None` when absent or expired (the clock is read only for an
 /// entry that can expire).
-fn live(current: Option<(Meta, &[u8])>) -> Option<Meta> {
-    current.map(|(m, _)| m).filter(|m| m.expires_ms == 0 || !m.expired_at(entry::now_ms()))
+/// With `now`, the clock a replicated write carries (every member decides the same); without, the
+/// clock read here.
+#[inline]
+fn live(current: Option<(Meta, &[u8])>, now: Option<u64>) -> Option<Meta> {
+    current.map(|(m, _)| m).filter(|m| m.expires_ms == 0 || !m.expired_at(now.unwrap_or_else(entry::now_ms)))
 }
 
 impl<M: Map> MemoryView<'_, M> {
@@ -254,7 +257,7 @@ impl<M: Map> MemoryView<'_, M> {
         if expires_ms != 0 && !self.s.any_expiry.load(Ordering::Relaxed) {
             self.s.any_expiry.store(true, Ordering::Relaxed);
         }
-        let apply = |version: u64| self.store_if(key, Meta { version, expires_ms }, value, cond);
+        let apply = |version: u64| self.store_if(key, Meta { version, expires_ms }, value, cond, None);
         match self.s.persist.as_deref() {
             None => {
                 let version = self.s.versions.next();
@@ -268,11 +271,55 @@ impl<M: Map> MemoryView<'_, M> {
         }
     }
 
-    /// Writes the entry if `cond` holds of the live value, atomically with respect to every other write
-    /// of the key.
-    fn store_if(&self, key: &[u8], meta: Meta, value: &[u8], cond: Condition) -> Option<PutOutcome> {
+    /// A write decided elsewhere (a replicated log's entry): its version and the clock its condition is
+    /// judged by come with it, so every member that applies the same entries holds the same data. Only
+    /// for an engine without a log of its own (the replicated log is the log).
+    pub(crate) fn put_at(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        cond: Condition,
+        meta: Meta,
+        now: u64,
+    ) -> Result<Option<PutOutcome>> {
+        if self.s.persist.is_some() {
+            return Err(EngineError::InvalidConfig(
+                "a replicated write needs an engine without a log".into(),
+            ));
+        }
+        if self.s.budget.max.is_some() {
+            let index = if meta.expires_ms != 0 { EXPIRY_ENTRY } else { 0 };
+            let cost = self.s.map.entry_cost(key.len(), value.len(), meta.expires_ms != 0) as i64;
+            self.make_room(cost + index)?;
+        }
+        if meta.expires_ms != 0 && !self.s.any_expiry.load(Ordering::Relaxed) {
+            self.s.any_expiry.store(true, Ordering::Relaxed);
+        }
+        Ok(self.store_if(key, meta, value, cond, Some(now)))
+    }
+
+    /// A delete decided elsewhere, its condition judged at `now` (see [`MemoryView::put_at`]).
+    pub(crate) fn delete_at(&self, key: &[u8], cond: Condition, now: u64) -> Result<Option<bool>> {
+        if self.s.persist.is_some() {
+            return Err(EngineError::InvalidConfig(
+                "a replicated write needs an engine without a log".into(),
+            ));
+        }
+        Ok(self.remove_if(key, cond, Some(now)).0)
+    }
+
+    /// Writes the entry if `cond` holds of the live value (at `now`, or the clock), atomically with respect
+    /// to every other write of the key.
+    fn store_if(
+        &self,
+        key: &[u8],
+        meta: Meta,
+        value: &[u8],
+        cond: Condition,
+        now: Option<u64>,
+    ) -> Option<PutOutcome> {
         let (outcome, changed) = self.s.map.change(key, &self.guard, |stored| {
-            let current = live(stored);
+            let current = live(stored, now);
             if !cond.holds(current) {
                 return (Change::Keep, None);
             }
@@ -309,7 +356,7 @@ impl<M: Map> MemoryView<'_, M> {
     /// live value was removed (`None`: the condition failed) and the log ticket.
     pub(crate) fn delete(&self, key: &[u8], cond: Condition) -> Result<(Option<bool>, u64)> {
         // Logged when anything left the map, live or expired: a restart must not bring it back.
-        let remove = |_seq| self.remove_if(key, cond);
+        let remove = |_seq| self.remove_if(key, cond, None);
         match self.s.persist.as_deref() {
             None => Ok((remove(0).0, 0)),
             Some(p) => {
@@ -320,10 +367,10 @@ impl<M: Map> MemoryView<'_, M> {
     }
 
     /// `(outcome, anything removed)`.
-    fn remove_if(&self, key: &[u8], cond: Condition) -> (Option<bool>, bool) {
+    fn remove_if(&self, key: &[u8], cond: Condition, now: Option<u64>) -> (Option<bool>, bool) {
         let (outcome, changed) = self.s.map.change(key, &self.guard, |stored| {
             let present = stored.is_some();
-            let current = live(stored);
+            let current = live(stored, now);
             match (cond.holds(current), present) {
                 (true, true) => {
                     self.note_expiry(key, stored, 0);

@@ -34,6 +34,10 @@ pub struct LocalNodeArgs {
     /// Worker threads of each node the harness starts.
     #[arg(long, default_value_t = 1)]
     pub node_workers: usize,
+    /// Start each node as a replica group of this many members (Raft; 3 or 5 keep serving with one or
+    /// two members down). Keys are routed to groups as they are to nodes; 1: plain nodes.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=9))]
+    pub replicas: u64,
     /// Keep the nodes' data directories (their path is printed).
     #[arg(long)]
     pub keep_data: bool,
@@ -46,6 +50,7 @@ impl LocalNodeArgs {
             engine: self.engine.clone(),
             durability: self.durability.clone(),
             workers: self.node_workers,
+            replicas: self.replicas as usize,
         }
     }
 }
@@ -59,6 +64,8 @@ pub struct NodeOptions {
     pub durability: String,
     /// `--workers` of each node.
     pub workers: usize,
+    /// Members of each replica group (1: plain nodes).
+    pub replicas: usize,
 }
 
 /// Nodes (or a proxy) started by the harness; stopped (SIGTERM, then kill) when dropped.
@@ -71,6 +78,9 @@ pub struct LocalNodes {
 
 /// Starts `n` nodes with data directories under `data_root`.
 pub fn start_local(n: usize, opts: &NodeOptions, data_root: &Path) -> Result<LocalNodes, String> {
+    if opts.replicas > 1 {
+        return start_local_groups(n, opts, data_root);
+    }
     let mut nodes = LocalNodes { children: Vec::new(), targets: Vec::new() };
     for name in node_names(n) {
         let dir: PathBuf = data_root.join(&name);
@@ -95,6 +105,90 @@ pub fn start_local(n: usize, opts: &NodeOptions, data_root: &Path) -> Result<Loc
         nodes.targets.push(Target::clear(name, addr, Protocol::Http));
     }
     Ok(nodes)
+}
+
+/// How long a new group may take to take in a member.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Starts `n` replica groups of `opts.replicas` members each: member 1 starts a group of one, the others
+/// start empty (`--join`) and are added one by one (`POST /v1/replica/members` to member 1, which
+/// leads). Returns once every member has the group's data; each group's target tries member 1 first.
+fn start_local_groups(n: usize, opts: &NodeOptions, data_root: &Path) -> Result<LocalNodes, String> {
+    let mut nodes = LocalNodes { children: Vec::new(), targets: Vec::new() };
+    for name in node_names(n) {
+        let mut addrs = Vec::new();
+        for member in 1..=opts.replicas {
+            let dir: PathBuf = data_root.join(&name).join(format!("member-{member}"));
+            let mut args: Vec<OsString> =
+                ["node", "--port", "0", "--engine", &opts.engine, "--durability", &opts.durability]
+                    .into_iter()
+                    .map(OsString::from)
+                    .collect();
+            args.extend([
+                "--workers".into(),
+                opts.workers.to_string().into(),
+                "--member".into(),
+                member.to_string().into(),
+            ]);
+            if member > 1 {
+                args.push("--join".into());
+            }
+            args.extend([OsString::from("--data-dir"), dir.into_os_string()]);
+            let (child, addr) = spawn_server(&format!("{name} member {member}"), &args)?;
+            nodes.children.push(child);
+            addrs.push(addr);
+        }
+        let mut target = Target::clear(name.clone(), addrs[0], Protocol::Http);
+        target.group.clone_from(&addrs);
+        for (i, addr) in addrs.iter().enumerate().skip(1) {
+            let path = format!("/v1/replica/members?add={}&url=http://{addr}", i + 1);
+            let deadline = Instant::now() + JOIN_TIMEOUT;
+            loop {
+                let answer = crate::cost::http_call(&target, "POST", &path, &[], b"");
+                match answer {
+                    Ok(a) if a.status == 200 => break,
+                    // No leader yet, or the previous member still catching up: ask again.
+                    Ok(a) if matches!(a.status, 503 | 504) && Instant::now() < deadline => {}
+                    Ok(a) => {
+                        return Err(format!(
+                            "{name}: adding member {} answered {}: {}",
+                            i + 1,
+                            a.status,
+                            String::from_utf8_lossy(&a.body).trim()
+                        ))
+                    }
+                    Err(e) if Instant::now() < deadline => tracing::debug!(error = %e, "adding a member"),
+                    Err(e) => return Err(format!("{name}: adding member {}: {e}", i + 1)),
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        wait_in_sync(&target)?;
+        nodes.targets.push(target);
+    }
+    Ok(nodes)
+}
+
+/// Waits until every member of `group` has applied what its leader has committed.
+fn wait_in_sync(group: &Target) -> Result<(), String> {
+    let deadline = Instant::now() + JOIN_TIMEOUT;
+    let applied = |addr: SocketAddr| -> Option<(u64, u64)> {
+        let (_, body) = crate::cost::http_get(&group.at_member(addr), "/v1/stats").ok()?;
+        let doc: serde_json::Value = serde_json::from_slice(&body).ok()?;
+        let r = &doc["replica"];
+        Some((r["applied_index"].as_u64()?, r["commit_index"].as_u64()?))
+    };
+    loop {
+        let seen: Vec<Option<(u64, u64)>> = group.group.iter().map(|&a| applied(a)).collect();
+        let commit = seen.iter().flatten().map(|(_, c)| *c).max().unwrap_or(0);
+        if commit > 0 && seen.iter().all(|s| s.is_some_and(|(a, _)| a >= commit)) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{}: members not in sync after {JOIN_TIMEOUT:?}: {seen:?}", group.name));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Starts `n` redis-servers (`redis-server` from PATH) on free loopback ports, data directories under
@@ -383,34 +477,52 @@ pub fn remote_targets(urls: &[String], secure: &Secure) -> Result<Vec<Target>, S
     urls.iter()
         .zip(node_names(urls.len()))
         .map(|(url, name)| {
-            let trimmed = url.trim_end_matches('/');
-            let schemes = [
-                ("http://", Protocol::Http, false),
-                ("https://", Protocol::Http, true),
-                ("redis://", Protocol::Resp, false),
-                ("rediss://", Protocol::Resp, true),
-                ("etcd://", Protocol::Etcd, false),
-                ("etcds://", Protocol::Etcd, true),
-            ];
-            let Some((protocol, tls, host)) = schemes
-                .iter()
-                .find_map(|&(scheme, p, tls)| trimmed.strip_prefix(scheme).map(|h| (p, tls, h)))
-            else {
-                return Err(format!(
-                    "--node {url}: expected http://HOST:PORT or https://HOST:PORT (an OTKV node), or \
-                     redis://HOST:PORT or rediss://HOST:PORT (a redis-server), or etcd://HOST:PORT (an etcd \
-                     member's client URL)"
-                ));
-            };
-            let addr = host
-                .to_socket_addrs()
-                .map_err(|e| format!("--node {url}: {e}"))?
-                .next()
-                .ok_or_else(|| format!("--node {url}: no address"))?;
-            let secure = if tls { secure.clone() } else { secure.clear() };
-            Ok(Target { name, addr, host: host.to_string(), protocol, secure })
+            // `URL,URL,...`: the members of a replica group, one routing name.
+            let mut members = url.split(',').map(str::trim).filter(|u| !u.is_empty());
+            let first = members.next().ok_or_else(|| "--node: an empty URL".to_string())?;
+            let mut target = remote_target(first, name.clone(), secure)?;
+            let rest: Vec<Target> =
+                members.map(|u| remote_target(u, name.clone(), secure)).collect::<Result<_, _>>()?;
+            if !rest.is_empty() {
+                if target.protocol != Protocol::Http || rest.iter().any(|t| t.protocol != target.protocol) {
+                    return Err(format!(
+                        "--node {url}: a replica group's members are OTKV nodes, all http:// or all https://"
+                    ));
+                }
+                target.group = std::iter::once(target.addr).chain(rest.iter().map(|t| t.addr)).collect();
+            }
+            Ok(target)
         })
         .collect()
+}
+
+/// One server's URL.
+fn remote_target(url: &str, name: String, secure: &Secure) -> Result<Target, String> {
+    let trimmed = url.trim_end_matches('/');
+    let schemes = [
+        ("http://", Protocol::Http, false),
+        ("https://", Protocol::Http, true),
+        ("redis://", Protocol::Resp, false),
+        ("rediss://", Protocol::Resp, true),
+        ("etcd://", Protocol::Etcd, false),
+        ("etcds://", Protocol::Etcd, true),
+    ];
+    let Some((protocol, tls, host)) =
+        schemes.iter().find_map(|&(scheme, p, tls)| trimmed.strip_prefix(scheme).map(|h| (p, tls, h)))
+    else {
+        return Err(format!(
+            "--node {url}: expected http://HOST:PORT or https://HOST:PORT (an OTKV node; several, \
+             comma-separated, for the members of a replica group), or redis://HOST:PORT or \
+             rediss://HOST:PORT (a redis-server), or etcd://HOST:PORT (an etcd member's client URL)"
+        ));
+    };
+    let addr = host
+        .to_socket_addrs()
+        .map_err(|e| format!("--node {url}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("--node {url}: no address"))?;
+    let secure = if tls { secure.clone() } else { secure.clear() };
+    Ok(Target { name, addr, host: host.to_string(), protocol, secure, group: Vec::new() })
 }
 
 /// The nodes behind the `harness proxy` at `proxy`, as it names and reaches them (from its `/v1/stats`),

@@ -19,6 +19,9 @@ pub struct Target {
     pub protocol: Protocol,
     /// TLS (`https://`, `rediss://`) and the token to present.
     pub secure: Secure,
+    /// For a replica group: every member's address, `addr` (the member to try first) among them; any
+    /// member answers any request. Empty for a single server.
+    pub group: Vec<SocketAddr>,
 }
 
 /// What a target speaks: an OTKV node's (or proxy's) HTTP API, or Redis's RESP.
@@ -41,7 +44,12 @@ impl Target {
 
     /// A server reached in clear, with no token.
     pub fn clear(name: String, addr: SocketAddr, protocol: Protocol) -> Target {
-        Target { name, addr, host: addr.to_string(), protocol, secure: Secure::default() }
+        Target { name, addr, host: addr.to_string(), protocol, secure: Secure::default(), group: Vec::new() }
+    }
+
+    /// The same server reached at another of its group's members.
+    pub fn at_member(&self, addr: SocketAddr) -> Target {
+        Target { addr, host: addr.to_string(), ..self.clone() }
     }
 
     /// `http://HOST:PORT` or `redis://HOST:PORT` (`https`, `rediss` over TLS).
@@ -54,6 +62,10 @@ impl Target {
             (Protocol::Etcd, false) => "etcd",
             (Protocol::Etcd, true) => "etcds",
         };
-        format!("{scheme}://{}", self.host)
+        if self.group.is_empty() {
+            return format!("{scheme}://{}", self.host);
+        }
+        // A group: its members, comma-separated (how `--node` and a nodes file take one).
+        self.group.iter().map(|a| format!("{scheme}://{a}")).collect::<Vec<_>>().join(",")
     }
 }

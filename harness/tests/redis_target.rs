@@ -13,7 +13,7 @@ use otkv_harness::workload::{key_bytes, write_value};
 const HARNESS: &str = env!("CARGO_BIN_EXE_harness");
 
 fn redis(dir: &std::path::Path) -> LocalNodes {
-    let opts = NodeOptions { engine: "memory".into(), durability: "none".into(), workers: 1 };
+    let opts = NodeOptions { engine: "memory".into(), durability: "none".into(), workers: 1, replicas: 1 };
     start_local_redis(1, &opts, dir).unwrap_or_else(|e| panic!("{e} (these tests need redis-server)"))
 }
 

@@ -121,6 +121,15 @@ pub enum HttpError {
     /// in use. The node is not at fault. The message names the node.
     #[error("{0}")]
     UpstreamBusy(String),
+    /// A member of a replica group that knows no leader (an election is under way, or it is cut off
+    /// from a majority): nothing was done, and the request is safe to send again. 503 with
+    /// `Retry-After: 1`.
+    #[error("{0}")]
+    NoLeader(String),
+    /// A replicated write was proposed but not known to be committed in time (the leader changed or
+    /// was lost on the way): it may still take effect. 504; resend only what is safe to repeat.
+    #[error("{0}")]
+    OutcomeUnknown(String),
     /// A handler panicked; the connection is closed.
     #[error("internal error")]
     Internal,
@@ -149,12 +158,13 @@ impl HttpError {
             HttpError::Storage { failure: StorageFailure::Unavailable, .. }
             | HttpError::NotDurable(_)
             | HttpError::UpstreamBusy(_)
-            | HttpError::Unhealthy(_) => 503,
+            | HttpError::Unhealthy(_)
+            | HttpError::NoLeader(_) => 503,
             HttpError::Storage { failure: StorageFailure::Full, .. } => 507,
             HttpError::Storage { failure: StorageFailure::Failed, .. } | HttpError::Internal => 500,
             HttpError::TransferCodingNotImplemented => 501,
             HttpError::BadGateway(_) => 502,
-            HttpError::GatewayTimeout(_) => 504,
+            HttpError::GatewayTimeout(_) | HttpError::OutcomeUnknown(_) => 504,
         }
     }
 
@@ -183,6 +193,7 @@ impl HttpError {
         match self {
             HttpError::MethodNotAllowed { allow } => Some(("Allow", allow)),
             HttpError::Unauthorized(_) => Some(("WWW-Authenticate", "Bearer realm=\"otkv\"")),
+            HttpError::NoLeader(_) => Some(("Retry-After", "1")),
             _ => None,
         }
     }

@@ -50,7 +50,7 @@ pub use process::{background_priority, ProcessStats};
 pub use prometheus::{Exposition, Kind};
 pub use request::{parse_content_length, Method, Preconditions, MAX_HEAD_BYTES};
 pub use response::{EntryMeta, Framing, JSON, OCTET_STREAM, PROMETHEUS, TEXT};
-pub use routes::{listing_body, resolve, Limits, ListFrom, Route, MAX_TTL_SECS};
+pub use routes::{listing_body, resolve, KvQuery, Limits, ListFrom, MemberChange, Route, MAX_TTL_SECS};
 pub use server::{bind, configure_runtime, serve, spawn_coroutine, ListenError};
 pub use service::Service;
 pub use state::{Front, SecurityError};

@@ -21,6 +21,8 @@ const DEFAULT_LIST_LIMIT: usize = 1000;
 const MAX_LIST_LIMIT: usize = 100_000;
 /// The longest `?ttl=`: ten years, in seconds.
 pub const MAX_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
+/// The largest batch of Raft messages a member accepts (a snapshot travels in one).
+const MAX_REPLICA_BODY: usize = 1 << 30;
 
 /// Size limits from the command line.
 #[derive(Debug, Clone, Copy)]
@@ -44,11 +46,30 @@ pub enum ListFrom<'b> {
     AfterKey(Cow<'b, [u8]>),
 }
 
+/// The query of `/v1/kv/{key}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KvQuery {
+    /// `?ttl=SECONDS` (PUT only): the value expires this long after the write.
+    pub ttl: Option<u64>,
+    /// `?stale` (GET and HEAD only): a member of a replica group answers from its own copy, without
+    /// asking the leader whether it is current (a single node ignores it: its copy is the only one).
+    pub stale: bool,
+}
+
+/// A change of a replica group's members: `POST /v1/replica/members?add=ID&url=URL` or `?remove=ID`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberChange {
+    /// A new voting member with this id, reached at this URL.
+    Add(u64, String),
+    /// The member with this id leaves.
+    Remove(u64),
+}
+
 /// Where a request goes.
 #[derive(Debug)]
 pub enum Route<'b> {
-    /// `/v1/kv/{key}`, with `?ttl=SECONDS` (PUT only).
-    Kv(Cow<'b, [u8]>, Option<u64>),
+    /// `/v1/kv/{key}`, with `?ttl=SECONDS` (PUT only) or `?stale` (GET and HEAD only).
+    Kv(Cow<'b, [u8]>, KvQuery),
     /// `/v1/kv?prefix=&cursor=&limit=` (or `&after=KEY` instead of the cursor)
     List {
         /// Keys must start with this.
@@ -72,6 +93,12 @@ pub enum Route<'b> {
     /// their owners in the new node set now, and says how each went (`harness reshard` sends them; a
     /// node has none: 404).
     ReshardMove,
+    /// `POST /v1/replica/raft`: Raft messages from another member of this node's replica group.
+    ReplicaMessages,
+    /// `POST /v1/replica/members`: add or remove a member of this node's replica group.
+    ReplicaMembers(MemberChange),
+    /// `POST /v1/replica/leader?to=ID`: hand the group's leadership to member `ID`.
+    ReplicaLeader(u64),
     /// `/debug/panic` (only with the hidden `--test-panic-route`)
     Panic,
 }
@@ -92,6 +119,8 @@ impl Routed<'_> {
     pub fn max_body(&self, method: Method, limits: &Limits) -> usize {
         match (&self.route, method) {
             (Ok(Route::Kv(..)), Method::Put) => limits.max_value_bytes,
+            // A batch of Raft messages may carry a whole snapshot of the group's data.
+            (Ok(Route::ReplicaMessages), _) => MAX_REPLICA_BODY,
             // A JSON string may escape each byte; the decoded value is checked against the value limit.
             (Ok(Route::Compat(_)), Method::Post) => {
                 limits.max_value_bytes.saturating_mul(2).saturating_add(1024)
@@ -127,7 +156,7 @@ pub fn resolve<'b>(method: Method, target: &'b str, limits: &Limits) -> Routed<'
         if word_scan::first_of(rest.as_bytes(), b'/', b'%', b'?').is_none() {
             return plain(
                 op,
-                checked_key(Cow::Borrowed(rest.as_bytes()), limits).map(|k| Route::Kv(k, None)),
+                checked_key(Cow::Borrowed(rest.as_bytes()), limits).map(|k| Route::Kv(k, KvQuery::default())),
             );
         }
         let (segment, query) = split_query(rest);
@@ -146,6 +175,17 @@ pub fn resolve<'b>(method: Method, target: &'b str, limits: &Limits) -> Routed<'
             plain(Op::Admin, allow(&[Method::Get, Method::Head], "GET, HEAD").map(|()| Route::Stats))
         }
         "/debug/panic" if limits.panic_route => plain(Op::Other, Ok(Route::Panic)),
+        "/v1/replica/raft" => {
+            plain(Op::Admin, allow(&[Method::Post], "POST").map(|()| Route::ReplicaMessages))
+        }
+        "/v1/replica/members" => plain(
+            Op::Admin,
+            allow(&[Method::Post], "POST").and_then(|()| member_query(query)).map(Route::ReplicaMembers),
+        ),
+        "/v1/replica/leader" => plain(
+            Op::Admin,
+            allow(&[Method::Post], "POST").and_then(|()| leader_query(query)).map(Route::ReplicaLeader),
+        ),
         "/v1/reshard/done" => plain(Op::Admin, allow(&[Method::Post], "POST").map(|()| Route::ReshardDone)),
         "/v1/reshard/move" => plain(Op::Admin, allow(&[Method::Post], "POST").map(|()| Route::ReshardMove)),
         "/v1/kv" => {
@@ -212,12 +252,22 @@ fn checked_key<'b>(key: Cow<'b, [u8]>, limits: &Limits) -> Result<Cow<'b, [u8]>,
     Ok(key)
 }
 
-/// The query of `/v1/kv/{key}`: only `ttl`, only on PUT, an integer number of seconds from 1 to ten years.
-fn kv_query(method: Method, query: &str) -> Result<Option<u64>, HttpError> {
+/// The query of `/v1/kv/{key}`: `ttl` only on PUT, an integer number of seconds from 1 to ten years;
+/// `stale` (with no value, or `true`) only on GET and HEAD.
+fn kv_query(method: Method, query: &str) -> Result<KvQuery, HttpError> {
     let mut ttl = None;
+    let mut stale = false;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         match name {
+            "stale" if matches!(method, Method::Get | Method::Head) => {
+                stale = match value {
+                    "" | "true" => true,
+                    "false" => false,
+                    _ => return Err(HttpError::BadRequest("stale takes no value (or true, false)".into())),
+                };
+            }
+            "stale" => return Err(HttpError::BadRequest("stale applies to GET and HEAD only".into())),
             "ttl" if method == Method::Put => {
                 let secs = value.parse::<u64>().ok().filter(|s| (1..=MAX_TTL_SECS).contains(s));
                 ttl = Some(secs.ok_or_else(|| {
@@ -230,7 +280,48 @@ fn kv_query(method: Method, query: &str) -> Result<Option<u64>, HttpError> {
             other => return Err(HttpError::BadRequest(format!("unknown query parameter `{other}`"))),
         }
     }
-    Ok(ttl)
+    Ok(KvQuery { ttl, stale })
+}
+
+/// A member id: a whole number from 1 (Raft's 0 means "none").
+fn member_id(name: &str, value: &str) -> Result<u64, HttpError> {
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|&id| id > 0)
+        .ok_or_else(|| HttpError::BadRequest(format!("{name} must be a member id, a whole number from 1")))
+}
+
+/// `?add=ID&url=URL` or `?remove=ID`.
+fn member_query(query: &str) -> Result<MemberChange, HttpError> {
+    let (mut add, mut remove, mut url) = (None, None, None);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match name {
+            "add" => add = Some(member_id(name, value)?),
+            "remove" => remove = Some(member_id(name, value)?),
+            "url" => {
+                let text = percent::decode(value, true)
+                    .and_then(|b| String::from_utf8(b.into_owned()).ok())
+                    .ok_or_else(|| HttpError::BadRequest("invalid percent-encoding in url".into()))?;
+                url = Some(text);
+            }
+            other => return Err(HttpError::BadRequest(format!("unknown query parameter `{other}`"))),
+        }
+    }
+    match (add, remove, url) {
+        (Some(id), None, Some(url)) => Ok(MemberChange::Add(id, url)),
+        (None, Some(id), None) => Ok(MemberChange::Remove(id)),
+        _ => Err(HttpError::BadRequest("give add=ID&url=URL, or remove=ID".into())),
+    }
+}
+
+/// `?to=ID`.
+fn leader_query(query: &str) -> Result<u64, HttpError> {
+    match query.split_once('=') {
+        Some(("to", value)) => member_id("to", value),
+        _ => Err(HttpError::BadRequest("give to=ID, the member to hand leadership to".into())),
+    }
 }
 
 /// The body of a listing, the node's and the proxy's: `{"keys": [...]}` with each key percent-encoded,

@@ -56,6 +56,9 @@ pub struct ServerArgs {
     /// Like Redis's `activedefrag`.
     #[arg(long, default_value = "on", value_parser = parse_switch, value_name = "on|off", action = clap::ArgAction::Set)]
     pub compaction: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub replica: super::replica::ReplicaArgs,
 }
 
 /// `on` or `off` (or, as a configuration file may say it, `true` or `false`).

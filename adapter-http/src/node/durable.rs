@@ -1,4 +1,5 @@
-//! Waiting for `sync` durability: the connection's coroutine parks, and one relay coroutine wakes it.
+//! Waiting for `sync` durability (or, on a member of a replica group, for the group): the connection's
+//! coroutine parks, and one relay coroutine wakes it.
 //!
 //! The engine's flusher thread reports durability through callbacks ([`otkv_engine::Engine::on_durable`]).
 //! A callback that unparked its connection's coroutine itself would, from that foreign thread, make may
@@ -41,22 +42,28 @@ impl DurableWaits {
     }
 
     /// Parks the calling coroutine until `engine` reports `ticket` durable, or says why it never will be.
+    pub fn wait(self: &Arc<Self>, engine: &Engine, ticket: u64) -> Result<(), String> {
+        self.wait_for(|done| engine.on_durable(ticket, done))
+    }
+
+    /// Parks the calling coroutine until the callback `register` is given is called (from any thread),
+    /// and returns what it was called with.
     ///
     /// `#[inline(never)]`, like `conn::process_batch`: a coroutine can resume on another worker thread
     /// after the park, so no thread-local access may be cached across it.
     #[inline(never)]
-    pub fn wait(self: &Arc<Self>, engine: &Engine, ticket: u64) -> Result<(), String> {
-        let slot: Arc<Mutex<Option<Result<(), String>>>> = Arc::default();
+    pub fn wait_for<T: Send + 'static>(
+        self: &Arc<Self>,
+        register: impl FnOnce(Box<dyn FnOnce(T) + Send>),
+    ) -> T {
+        let slot: Arc<Mutex<Option<T>>> = Arc::new(Mutex::new(None));
         let filled = Arc::clone(&slot);
         let waits = Arc::clone(self);
         let co = coroutine::current();
-        engine.on_durable(
-            ticket,
-            Box::new(move |result| {
-                *lock(&filled) = Some(result);
-                waits.wake(co);
-            }),
-        );
+        register(Box::new(move |result| {
+            *lock(&filled) = Some(result);
+            waits.wake(co);
+        }));
         loop {
             if let Some(result) = lock(&slot).take() {
                 return result;

@@ -36,8 +36,8 @@ pub(super) fn handle(
     resp: &mut Responder<'_>,
 ) -> Result<u16, HttpError> {
     match route {
-        Route::Kv(key, ttl) => match method {
-            Method::Put => put(key, *ttl, body, pre, batch, resp),
+        Route::Kv(key, query) => match method {
+            Method::Put => put(key, query.ttl, body, pre, batch, resp),
             Method::Delete => delete(key, pre, batch, resp),
             // GET and HEAD (the route admits no other method here).
             _ => get(key, pre, batch, resp),
@@ -51,7 +51,11 @@ pub(super) fn handle(
         Route::Health => health(ctx.engine, resp),
         Route::Metrics => Ok(metrics(ctx, resp)),
         Route::Stats => Ok(stats(ctx, resp)),
-        Route::ReshardDone | Route::ReshardMove => Err(HttpError::NoRoute),
+        Route::ReshardDone
+        | Route::ReshardMove
+        | Route::ReplicaMessages
+        | Route::ReplicaMembers(_)
+        | Route::ReplicaLeader(_) => Err(HttpError::NoRoute),
         Route::Panic => panic!("panic requested through /debug/panic"),
     }
 }
@@ -174,17 +178,28 @@ fn compat_post(
     batch: &Batch<'_>,
     resp: &mut Responder<'_>,
 ) -> Result<u16, HttpError> {
+    let value = compat_value(body, ctx.front)?;
+    let written = batch.put_if(key, &value, Condition::Always, 0)?;
+    let meta = written.map(|(_, version)| EntryMeta { version, expires_ms: 0 });
+    Ok(compat_stored(key, meta, resp))
+}
+
+/// The value of a compatible-API write's body, `{"value": "..."}`, within the value limit.
+pub(super) fn compat_value(body: &[u8], front: &Front) -> Result<Vec<u8>, HttpError> {
     let CompatValue { value } = serde_json::from_slice(body)
         .map_err(|e| HttpError::BadRequest(format!("body must be JSON {{\"value\": \"...\"}}: {e}")))?;
-    let max = ctx.front.limits.max_value_bytes;
+    let max = front.limits.max_value_bytes;
     if value.len() > max {
         return Err(HttpError::PayloadTooLarge { len: value.len() as u64, max });
     }
-    let written = batch.put_if(key, value.as_bytes(), Condition::Always, 0)?;
-    let meta = written.map(|(_, version)| EntryMeta { version, expires_ms: 0 });
+    Ok(value.into_bytes())
+}
+
+/// The answer to a compatible-API write that stored its value.
+pub(super) fn compat_stored(key: &[u8], meta: Option<EntryMeta>, resp: &mut Responder<'_>) -> u16 {
     let message = format!("stored key '{}'", String::from_utf8_lossy(key));
     let doc = serde_json::json!({ "message": message }).to_string();
-    Ok(resp.send_entry(200, Some(JSON), doc.as_bytes(), meta))
+    resp.send_entry(200, Some(JSON), doc.as_bytes(), meta)
 }
 
 /// `DELETE /{key}`: the original OTKV's delete.
@@ -192,8 +207,13 @@ fn compat_delete(key: &[u8], batch: &Batch<'_>, resp: &mut Responder<'_>) -> Res
     if !batch.delete(key)? {
         return Err(HttpError::KeyNotFound);
     }
+    Ok(compat_deleted(key, resp))
+}
+
+/// The answer to a compatible-API delete that removed its key.
+pub(super) fn compat_deleted(key: &[u8], resp: &mut Responder<'_>) -> u16 {
     let message = format!("deleted key '{}'", String::from_utf8_lossy(key));
-    Ok(send_json(resp, 200, &serde_json::json!({ "message": message })))
+    send_json(resp, 200, &serde_json::json!({ "message": message }))
 }
 
 /// `GET /{key}`: `{"value": "..."}`; 406 when the value is not text.

@@ -24,6 +24,7 @@ mod error;
 mod handlers;
 mod listing_threads;
 mod preconditions;
+pub mod replica;
 mod stats;
 
 pub use cli::{parse_bytes, ServerArgs};
@@ -116,6 +117,9 @@ impl Node {
 
 /// Runs a node until SIGINT or SIGTERM. Prints `listening on http://ADDR` (`https://` with TLS) on stdout once it accepts.
 pub fn run(args: ServerArgs) -> Result<(), ServerError> {
+    if args.replica.member.is_some() {
+        return replica::run(args);
+    }
     let workers = front::configure_runtime(args.front.workers);
     // Certificates, tokens and protected mode first: a refusal must not wait for a recovery.
     let front = Front::new(&args.front)?;

@@ -29,6 +29,10 @@ pub fn answer(cluster: &Cluster<'_>, route: Route<'_>, resp: &mut Responder<'_>)
     match route {
         // Taken by the proxy itself, which owns the node sets.
         Route::ReshardDone | Route::ReshardMove => Err(HttpError::NoRoute),
+        // A group's members are run at their own addresses, not through the proxy.
+        Route::ReplicaMessages | Route::ReplicaMembers(_) | Route::ReplicaLeader(_) => {
+            Err(HttpError::NoRoute)
+        }
         Route::Health => Ok(health(cluster, resp)),
         Route::Stats => Ok(stats(cluster, resp)),
         Route::Metrics => Ok(resp.send(200, Some(PROMETHEUS), metrics(cluster).as_bytes())),

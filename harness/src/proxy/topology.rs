@@ -282,12 +282,16 @@ impl NodesFile {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            match line.split_ascii_whitespace().collect::<Vec<_>>().as_slice() {
-                [url] => current.push((*url).to_string()),
-                ["previous", url] => previous.push((*url).to_string()),
+            // A line with several URLs (spaces or commas between them) is one replica group.
+            let words: Vec<&str> =
+                line.split(|c: char| c.is_ascii_whitespace() || c == ',').filter(|w| !w.is_empty()).collect();
+            match words.as_slice() {
+                ["previous", urls @ ..] if !urls.is_empty() => previous.push(urls.join(",")),
+                urls if !urls.is_empty() && !urls.contains(&"previous") => current.push(urls.join(",")),
                 _ => {
                     return Err(format!(
-                        "--nodes-file {} line {}: expected `URL` or `previous URL`",
+                        "--nodes-file {} line {}: expected `URL`, `URL URL ...` (a replica group's members) \
+                         or `previous URL ...`",
                         self.path.display(),
                         i + 1
                     ))

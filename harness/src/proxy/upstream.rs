@@ -121,6 +121,9 @@ pub struct Upstream {
     errors: [AtomicU64; 6],
     /// Requests sent to this node.
     pub forwarded: AtomicU64,
+    /// For a replica group: the member new connections go to (an index of `target.group`); it moves
+    /// on to the next member when one cannot be reached. Any member answers any request.
+    member: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -199,6 +202,7 @@ impl Upstream {
             down: Mutex::default(),
             errors: Default::default(),
             forwarded: AtomicU64::new(0),
+            member: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -280,7 +284,7 @@ impl Upstream {
                 }
             }
         }
-        match HttpConn::connect_within(&self.target, self.timeout) {
+        match self.connect_member() {
             Ok(conn) => {
                 let mut down = lock(&self.down);
                 if down.until.take().is_some() {
@@ -309,6 +313,32 @@ impl Upstream {
                 Err(failure)
             }
         }
+    }
+
+    /// A connection to the node, or for a group to the first member that takes one, starting with the
+    /// one that took the last. A member that refuses a connection was sent nothing, so trying the next
+    /// is always safe; a request on a connection that breaks later is not resent (its outcome is unknown).
+    fn connect_member(&self) -> Result<HttpConn, crate::wire::Failure> {
+        let members = &self.target.group;
+        if members.len() < 2 {
+            return HttpConn::connect_within(&self.target, self.timeout);
+        }
+        let first = self.member.load(Relaxed) % members.len();
+        let mut last = None;
+        for i in 0..members.len() {
+            let at = (first + i) % members.len();
+            match HttpConn::connect_within(&self.target.at_member(members[at]), self.timeout) {
+                Ok(conn) => {
+                    if at != first {
+                        self.member.store(at, Relaxed);
+                        tracing::info!(node = %self.name, member = %members[at], "now sending to another member of the group");
+                    }
+                    return Ok(conn);
+                }
+                Err(failure) => last = Some(failure),
+            }
+        }
+        Err(last.unwrap_or(crate::wire::Failure::Connect))
     }
 
     /// Closes a connection that is not in use.
