@@ -260,6 +260,24 @@ pub fn start_local_etcd(n: usize, opts: &NodeOptions, data_root: &Path) -> Resul
             opts.durability
         ));
     }
+    if opts.replicas > 1 {
+        // An etcd cluster is one replica group: with --replicas, one group of that many members.
+        if n != 1 {
+            return Err(
+                "--target etcd with --replicas: an etcd cluster is one group; run it with --nodes 1".into()
+            );
+        }
+        let mut nodes =
+            start_local_etcd(opts.replicas, &NodeOptions { replicas: 1, ..opts.clone() }, data_root)?;
+        let members: Vec<SocketAddr> = nodes.targets.iter().map(|t| t.addr).collect();
+        let leader = etcd_leader(&nodes.targets).unwrap_or(0);
+        let mut group = nodes.targets.swap_remove(leader);
+        group.name = "node-0".into();
+        group.group =
+            std::iter::once(group.addr).chain(members.into_iter().filter(|&a| a != group.addr)).collect();
+        nodes.targets = vec![group];
+        return Ok(nodes);
+    }
     let free_port = || {
         std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -321,6 +339,15 @@ pub fn start_local_etcd(n: usize, opts: &NodeOptions, data_root: &Path) -> Resul
         }
     }
     Ok(nodes)
+}
+
+/// The index of the etcd member that leads, as its `/v3/maintenance/status` says.
+fn etcd_leader(members: &[Target]) -> Option<usize> {
+    members.iter().position(|m| {
+        let status = crate::cost::http_call(m, "POST", "/v3/maintenance/status", &[], b"{}").ok();
+        let doc: Option<serde_json::Value> = status.and_then(|a| serde_json::from_slice(&a.body).ok());
+        doc.is_some_and(|d| d["leader"].is_string() && d["leader"] == d["header"]["member_id"])
+    })
 }
 
 /// Runs `redis-server` with `args`, waiting for its `Ready to accept connections` log line.

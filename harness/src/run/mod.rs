@@ -157,8 +157,14 @@ fn run_node_count(
         std::env::var_os("OTKV_HARNESS_TEST_PANIC").is_none(),
         "OTKV_HARNESS_TEST_PANIC: a panic after the nodes started"
     );
+    // Every member of a replica group costs: each is metered.
     let as_nodes = |ts: &[Target]| -> Vec<Metered> {
-        ts.iter().map(|t| Metered { target: t.clone(), role: Role::Node }).collect()
+        ts.iter()
+            .flat_map(|t| {
+                let members = if t.group.is_empty() { vec![t.addr] } else { t.group.clone() };
+                members.into_iter().map(|a| Metered { target: t.at_member(a), role: Role::Node })
+            })
+            .collect()
     };
     let mut measured = Vec::new();
     if let Some((p, behind)) = &setup.proxy {
