@@ -49,7 +49,7 @@ impl Target {
 
     /// The same server reached at another of its group's members.
     pub fn at_member(&self, addr: SocketAddr) -> Target {
-        Target { addr, host: addr.to_string(), ..self.clone() }
+        Target { addr, host: addr.to_string(), group: Vec::new(), ..self.clone() }
     }
 
     /// `http://HOST:PORT` or `redis://HOST:PORT` (`https`, `rediss` over TLS).

@@ -332,3 +332,64 @@ fn a_leader_cut_off_from_the_majority_acknowledges_no_write() {
     let (s, out) = call("GET", &format!("{old}/v1/kv/x"), None, &[]);
     assert_eq!((s, split(&out).1), (200, b"majority".to_vec()));
 }
+
+#[test]
+fn keys_move_between_groups_as_between_nodes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = group(3, &dir.path().join("g0"));
+    let second = group(3, &dir.path().join("g1"));
+    let line = |g: &[Member]| g.iter().map(Member::url).collect::<Vec<_>>().join(" ");
+    let nodes = dir.path().join("nodes.txt");
+    std::fs::write(&nodes, format!("{}\n", line(&first))).expect("nodes file");
+    let mut child = Command::new(HARNESS)
+        .args(["proxy", "--port", "0", "--nodes-file"])
+        .arg(&nodes)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("proxy");
+    let mut listening = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut listening).expect("line");
+    let proxy =
+        Proxy { child, url: listening.trim().strip_prefix("listening on ").expect("listening").to_string() };
+    for i in 0..100 {
+        let (s, _) = call("PUT", &format!("{}/v1/kv/k{i}", proxy.url), Some(format!("v{i}").as_bytes()), &[]);
+        assert_eq!(s, 201);
+    }
+    // The second group joins the set: a line of its members, the first group's as `previous`.
+    std::fs::write(&nodes, format!("{}\n{}\nprevious {}\n", line(&first), line(&second), line(&first)))
+        .expect("nodes file");
+    let pid = nix_pid(&proxy.child);
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().expect("kill").success());
+    eventually_ok("the proxy took the new set", || {
+        let (_, out) = call("GET", &format!("{}/v1/stats", proxy.url), None, &[]);
+        String::from_utf8_lossy(&split(&out).1).contains("previous")
+    });
+    let status = Command::new(HARNESS)
+        .args(["reshard", "--proxy", &proxy.url, "--state"])
+        .arg(dir.path().join("state.json"))
+        .env("RUST_LOG", "warn")
+        .status()
+        .expect("reshard");
+    assert!(status.success());
+    let count = |g: &[Member]| {
+        let (s, out) = call("GET", &format!("{}/v1/kv?limit=1000", g[0].url()), None, &[]);
+        assert_eq!(s, 200);
+        let doc: serde_json::Value = serde_json::from_slice(&split(&out).1).expect("listing");
+        doc["keys"].as_array().map_or(0, Vec::len)
+    };
+    let (a, b) = (count(&first), count(&second));
+    assert_eq!(a + b, 100, "each key once: {a} + {b}");
+    assert!(a > 20 && b > 20, "both groups hold keys: {a} and {b}");
+    for i in 0..100 {
+        let (s, out) = call("GET", &format!("{}/v1/kv/k{i}", proxy.url), None, &[]);
+        assert_eq!((s, split(&out).1), (200, format!("v{i}").into_bytes()));
+    }
+    // Every member of each group holds its group's keys.
+    in_sync(&first);
+    in_sync(&second);
+}
+
+fn nix_pid(child: &Child) -> String {
+    child.id().to_string()
+}

@@ -58,7 +58,7 @@ pub struct ServerArgs {
     pub compaction: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub replica: super::replica::ReplicaArgs,
+    pub replica: super::replica::args::ReplicaArgs,
 }
 
 /// `on` or `off` (or, as a configuration file may say it, `true` or `false`).

@@ -145,6 +145,12 @@ struct Slot {
     json_errors: bool,
     /// How the answer is framed to the client.
     framing: Framing,
+    /// Where its bytes are in its node's queued bytes (to send it again, alone, to a replica group).
+    at: std::ops::Range<usize>,
+    /// What its answer may be.
+    rules: AnswerRules,
+    /// A read (`GET`, `HEAD`): sending it again is always safe.
+    read: bool,
 }
 
 impl Service for Proxy {
@@ -209,17 +215,27 @@ impl Service for Proxy {
                 let max_body = answer_cap(json_api, &self.front.limits);
                 let q = &mut s.pending[node];
                 let own = s.topology.current.upstreams[node].authorization();
+                let start = q.bytes.len();
                 if exchange.authorization.is_none() && own.is_none() {
                     q.bytes.extend_from_slice(exchange.raw);
                 } else {
                     with_authorization(&mut q.bytes, exchange.raw, exchange.authorization, own);
                 }
-                q.rules.push(AnswerRules {
+                let rules = AnswerRules {
                     head_only: framing.head_only,
                     continue_ok: exchange.expects_continue,
                     max_body,
+                };
+                q.rules.push(rules);
+                s.slots.push(Slot {
+                    node,
+                    op: exchange.op,
+                    json_errors: exchange.json_errors,
+                    framing,
+                    at: start..q.bytes.len(),
+                    rules,
+                    read: matches!(exchange.method, Method::Get | Method::Head),
                 });
-                s.slots.push(Slot { node, op: exchange.op, json_errors: exchange.json_errors, framing });
                 requests.pass(&exchange);
                 continue;
             }
@@ -302,8 +318,14 @@ impl Proxy {
         for slot in s.slots.drain(..) {
             let group = groups[slot.node].as_mut();
             let answer = group.map_or(Err(UpstreamError::Io), Group::next_answer);
-            let nanos = elapsed_nanos(started);
-            if self.pass_answer(requests, &slot, &topology.current.upstreams[slot.node], answer, nanos) {
+            let up = &topology.current.upstreams[slot.node];
+            let closes = if up.is_group() && safe_to_resend(&answer, slot.read) {
+                let bytes = &s.pending[slot.node].bytes[slot.at.clone()];
+                self.resend(requests, &slot, up, bytes, started)
+            } else {
+                self.pass_answer(requests, &slot, up, answer, elapsed_nanos(started))
+            };
+            if closes {
                 requests.close_now();
                 break;
             }
@@ -315,6 +337,57 @@ impl Proxy {
             }
             q.bytes.clear();
             q.rules.clear();
+        }
+    }
+
+    /// Runs for the life of the proxy: every [`LEADER_CHECK`], asks each replica group of the current set
+    /// which member leads (its `/v1/stats`), and sends its requests there from then on.
+    fn follow_leaders(&self) {
+        loop {
+            may::coroutine::sleep(LEADER_CHECK);
+            if self.front.shutting_down.load(Relaxed) {
+                return;
+            }
+            let (topology, _) = self.sets.now();
+            let groups: Vec<Arc<Upstream>> =
+                topology.current.upstreams.iter().filter(|u| u.is_group()).cloned().collect();
+            if groups.is_empty() {
+                continue;
+            }
+            for (up, answer) in groups.iter().zip(upstream::fan_out(&groups, "/v1/stats", 1 << 20)) {
+                let leader = answer.ok().and_then(|(status, body)| {
+                    let doc: serde_json::Value =
+                        serde_json::from_slice(&body).ok().filter(|_| status == 200)?;
+                    doc["replica"]["leader_url"].as_str().map(str::to_string)
+                });
+                if let Some(url) = leader {
+                    up.prefer_member(&url);
+                }
+            }
+        }
+    }
+
+    /// Sends `slot`'s request (`bytes`) to its replica group again, alone, until an answer that is not
+    /// safe to send again ([`safe_to_resend`]) or `--upstream-timeout`, and passes that answer on.
+    /// Returns whether the client connection closes after it.
+    fn resend(
+        &self,
+        requests: &mut Requests<'_>,
+        slot: &Slot,
+        up: &Upstream,
+        bytes: &[u8],
+        started: Instant,
+    ) -> bool {
+        let deadline = Instant::now() + up.timeout();
+        loop {
+            // An election takes a few hundred milliseconds: ask again soon, not in a tight loop.
+            may::coroutine::sleep(RESEND_PAUSE);
+            let mut group = up.send(bytes, 1, Vec::new());
+            group.read_answers(std::slice::from_ref(&slot.rules), bytes);
+            let answer = group.next_answer();
+            if Instant::now() >= deadline || !safe_to_resend(&answer, slot.read) {
+                return self.pass_answer(requests, slot, up, answer, elapsed_nanos(started));
+            }
         }
     }
 
@@ -378,13 +451,47 @@ impl Proxy {
             with_authorization(&mut bytes, exchange.raw, exchange.authorization, up.authorization());
             bytes
         };
-        let slot = Slot { node, op: exchange.op, json_errors: exchange.json_errors, framing };
+        // (Answered by `migration::read`, which asks the owners itself: never sent again from here.)
+        let (at, read) = (0..0, true);
+        let slot = Slot {
+            node,
+            op: exchange.op,
+            json_errors: exchange.json_errors,
+            framing,
+            at,
+            rules: rules[0],
+            read,
+        };
         requests.pass(exchange);
         let move_max_body = answer_cap(false, &self.front.limits);
         migration::read(topology, key, node, from, for_node, &rules, move_max_body, |up, answer| {
             self.pass_answer(requests, &slot, up, answer, elapsed_nanos(started))
         })
     }
+}
+
+/// How often the proxy asks its replica groups which member leads.
+const LEADER_CHECK: Duration = Duration::from_millis(500);
+
+/// How long the proxy waits before sending a request to a replica group again.
+const RESEND_PAUSE: Duration = Duration::from_millis(25);
+
+/// Whether a replica group's `answer` says its request may be sent again without risk of doing twice
+/// what a client asked once: a `503` with `Retry-After` (no leader: the group did nothing), no
+/// connection to any member (nothing was sent), or, for a read, any failure to answer.
+fn safe_to_resend(answer: &Result<Answer<'_>, UpstreamError>, read: bool) -> bool {
+    match answer {
+        Ok(a) => a.status == 503 && has_retry_after(&a.raw[..a.head_len]),
+        Err(UpstreamError::Connect) => true,
+        Err(UpstreamError::Io | UpstreamError::Timeout) => read,
+        Err(_) => false,
+    }
+}
+
+/// Whether an answer's head has a `Retry-After` field.
+fn has_retry_after(head: &[u8]) -> bool {
+    head.split(|&b| b == b'\n')
+        .any(|line| line.len() > 12 && line[..12].eq_ignore_ascii_case(b"retry-after:"))
 }
 
 /// Appends the request `raw` with the client's `Authorization` header (whose value is `theirs`, a slice
@@ -476,7 +583,11 @@ pub fn run(args: &ProxyArgs) -> Result<(), String> {
     });
     let (listener, addr) = front::bind(args.front.bind, args.port).map_err(|e| e.to_string())?;
     tracing::info!(%addr, router = %proxy.router_name, nodes = %nodes.join(" "), workers, "proxy listening");
-    front::serve(proxy, listener, addr, || {}).map_err(|e| e.to_string())?;
+    let watched = Arc::clone(&proxy);
+    front::serve(proxy, listener, addr, move || {
+        front::spawn_coroutine(move || watched.follow_leaders());
+    })
+    .map_err(|e| e.to_string())?;
     if let Some(mut local) = local {
         local.stop();
     }

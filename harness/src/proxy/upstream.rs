@@ -122,8 +122,12 @@ pub struct Upstream {
     /// Requests sent to this node.
     pub forwarded: AtomicU64,
     /// For a replica group: the member new connections go to (an index of `target.group`); it moves
-    /// on to the next member when one cannot be reached. Any member answers any request.
+    /// on to the next member when one cannot be reached, and to the leader when one is known
+    /// ([`Upstream::prefer_member`]). Any member answers any request; the leader does so cheapest.
     member: std::sync::atomic::AtomicUsize,
+    /// Changes when `member` is moved to the leader: connections to the member before are then closed
+    /// as they come back to the pool, so requests follow the leader.
+    generation: AtomicU64,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -144,6 +148,8 @@ struct Down {
 #[derive(Debug)]
 struct Lease<'u> {
     upstream: &'u Upstream,
+    /// The upstream's `generation` when the lease began.
+    generation: u64,
     conn: Option<Box<HttpConn>>,
     /// Taken from the pool (so possibly stale) rather than freshly connected.
     reused: bool,
@@ -203,7 +209,36 @@ impl Upstream {
             errors: Default::default(),
             forwarded: AtomicU64::new(0),
             member: std::sync::atomic::AtomicUsize::new(0),
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// For a replica group: new requests go to the member at `url` (the leader, as the members say), and
+    /// connections to the one before are closed as they come back. Nothing if `url` is not a member,
+    /// or already the one in use.
+    pub fn prefer_member(&self, url: &str) {
+        let at = self.target.group.iter().position(|a| format!("http://{a}") == url);
+        let Some(at) = at.filter(|&at| at != self.member.load(Relaxed) % self.target.group.len().max(1))
+        else {
+            return;
+        };
+        self.member.store(at, Relaxed);
+        self.generation.fetch_add(1, Relaxed);
+        let idle = std::mem::take(&mut *lock(&self.idle));
+        for conn in idle {
+            self.close(conn);
+        }
+        tracing::info!(node = %self.name, leader = %url, "sending to the group's leader");
+    }
+
+    /// Whether this is a replica group (any of whose members answers any request).
+    pub fn is_group(&self) -> bool {
+        self.target.group.len() > 1
+    }
+
+    /// `--upstream-timeout`.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// The `Host` header value for requests the proxy makes itself.
@@ -244,7 +279,8 @@ impl Upstream {
         }
         self.forwarded.fetch_add(count as u64, Relaxed);
         // From here on the lease holds the permit; dropping it gives the permit back.
-        let mut lease = Lease { upstream: self, conn: None, reused: false, sound: false };
+        let generation = self.generation.load(Relaxed);
+        let mut lease = Lease { upstream: self, generation, conn: None, reused: false, sound: false };
         if let Some(conn) = self.pooled()? {
             lease.reused = true;
             if lease.conn.insert(conn).send_bytes(requests).is_ok() {
@@ -477,7 +513,7 @@ impl Lease<'_> {
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
-        if !self.sound {
+        if !self.sound || self.generation != self.upstream.generation.load(Relaxed) {
             self.discard();
         }
         if let Some(conn) = self.conn.take() {

@@ -50,6 +50,19 @@ pub enum Applied {
     Refused(String),
 }
 
+/// The entry context that names the member and the request a write came from (a member answers the
+/// writes it proposed when it applies them).
+pub fn context(member: u64, request: u64) -> Vec<u8> {
+    [member.to_le_bytes(), request.to_le_bytes()].concat()
+}
+
+/// The member and request an entry's context names.
+pub fn context_of(bytes: &[u8]) -> Option<(u64, u64)> {
+    let member = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let request = u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?);
+    Some((member, request))
+}
+
 const PUT: u8 = 1;
 const DELETE: u8 = 2;
 

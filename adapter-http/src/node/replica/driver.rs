@@ -27,11 +27,11 @@ use protobuf::Message as _;
 use raft::prelude::{ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message, Snapshot};
 use raft::{RawNode, SnapshotStatus, StateRole, Storage};
 
-use super::command::{self, Applied, Command};
+use super::command::{self, context, context_of, Applied, Command};
 use super::log_store::LogStore;
 use super::state_dump::{self, Members};
 use super::status::{Lag, Status};
-use super::transport::Transport;
+use super::transport::{Report, Transport};
 use crate::front::{lock, MemberChange};
 
 /// How often Raft's clock ticks.
@@ -41,6 +41,10 @@ pub const TICK: Duration = Duration::from_millis(50);
 const ELECTION_TICKS: usize = 10;
 /// Ticks between a leader's heartbeats: 100 ms.
 const HEARTBEAT_TICKS: usize = 2;
+/// A follower that has not heard from its leader for this many ticks (two heartbeats missed) stops
+/// handing it requests: a leader that died would take them with it (their outcome unknown), while a
+/// refusal now is safe to retry.
+const LEADER_SILENT_TICKS: usize = 2 * HEARTBEAT_TICKS;
 /// The longest a write waits for its entry to be applied before its outcome is reported unknown.
 const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest a read waits for the leader to confirm its read index.
@@ -76,15 +80,8 @@ pub enum Inbox {
     ChangeMembers(MemberChange, Reply<()>),
     /// Hand leadership to this member.
     TransferLeader(u64, Reply<()>),
-    /// A sender could not reach this peer.
-    Unreachable(u64),
-    /// A sender posted (or failed to post) a snapshot to this peer.
-    SnapshotSent {
-        /// The peer.
-        to: u64,
-        /// Whether it took it.
-        delivered: bool,
-    },
+    /// What a sender found out about its peer.
+    Peer(Report),
     /// Stop the thread.
     Stop,
 }
@@ -101,6 +98,8 @@ pub struct DriverConfig {
     pub id: u64,
     /// Sync the log before acknowledging (durability `sync`).
     pub durable: bool,
+    /// Otherwise, sync it this often (durability `periodic`); `None`: only when the OS writes it back.
+    pub sync_every: Option<Duration>,
     /// Entries applied between two snapshots (each drops the log before it).
     pub snapshot_every: u64,
     /// The members known at start (from the snapshot, or the command line).
@@ -126,6 +125,8 @@ pub struct Driver {
     /// Reads with their read index, waiting for it to be applied.
     reads_ready: Vec<(u64, Vec<Reply<()>>)>,
     leader: u64,
+    /// Peers a sender could not reach, until a message from them arrives.
+    unreachable: std::collections::HashSet<u64>,
     /// Set when this member can no longer go on: everything is refused with it.
     failed: Option<String>,
 }
@@ -146,17 +147,6 @@ impl slog::Drain for TracingDrain {
         }
         Ok(())
     }
-}
-
-/// The entry context that names the member and request a write came from.
-fn context(member: u64, request: u64) -> Vec<u8> {
-    [member.to_le_bytes(), request.to_le_bytes()].concat()
-}
-
-fn context_of(bytes: &[u8]) -> Option<(u64, u64)> {
-    let member = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
-    let request = u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?);
-    Some((member, request))
 }
 
 impl Driver {
@@ -199,6 +189,7 @@ impl Driver {
             reads_asked: HashMap::new(),
             reads_ready: Vec::new(),
             leader: 0,
+            unreachable: std::collections::HashSet::new(),
             failed: None,
         };
         driver.transport.set_members(&driver.config.members);
@@ -213,6 +204,7 @@ impl Driver {
     /// Runs until [`Inbox::Stop`] or until every sender is gone.
     pub fn run(mut self) {
         let mut next_tick = Instant::now() + TICK;
+        let mut last_sync = Instant::now();
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
             match self.inbox.recv_timeout(wait) {
@@ -239,6 +231,12 @@ impl Driver {
                 self.node.tick();
                 next_tick = now + TICK;
                 self.expire(now);
+                if self.config.sync_every.is_some_and(|every| now.duration_since(last_sync) >= every) {
+                    last_sync = now;
+                    if let Err(e) = self.node.mut_store().flush(true) {
+                        self.fail(format!("the Raft log cannot be synced: {e}"));
+                    }
+                }
             }
             self.ask_read_index();
             if self.node.has_ready() {
@@ -269,6 +267,7 @@ impl Driver {
             Inbox::Messages(url, messages) => {
                 if let Some(first) = messages.first() {
                     self.transport.learn(first.from, &url);
+                    self.unreachable.remove(&first.from);
                 }
                 for m in messages {
                     if let Err(e) = self.node.step(m) {
@@ -277,7 +276,7 @@ impl Driver {
                 }
             }
             Inbox::Propose(data, reply) => {
-                if self.node.raft.leader_id == raft::INVALID_ID {
+                if !self.leader_heard() {
                     return reply(Err(Refusal::NoLeader));
                 }
                 let id = self.next_id;
@@ -304,13 +303,33 @@ impl Driver {
                 self.node.transfer_leader(to);
                 reply(Ok(()));
             }
-            Inbox::Unreachable(id) => self.node.report_unreachable(id),
-            Inbox::SnapshotSent { to, delivered } => {
+            Inbox::Peer(Report::Unreachable(id)) => {
+                self.node.report_unreachable(id);
+                self.unreachable.insert(id);
+            }
+            Inbox::Peer(Report::Undelivered(requests)) => {
+                // Never reached the leader: not written, and safe to send again.
+                for id in requests {
+                    if let Some(Waiting::Write(reply, _)) = self.waiting.remove(&id) {
+                        reply(Err(Refusal::NoLeader));
+                    }
+                }
+            }
+            Inbox::Peer(Report::SnapshotSent { to, delivered }) => {
                 let status = if delivered { SnapshotStatus::Finish } else { SnapshotStatus::Failure };
                 self.node.report_snapshot(to, status);
             }
             Inbox::Stop => {}
         }
+    }
+
+    /// Whether a leader is known and, on a follower, was heard from lately and can be reached.
+    fn leader_heard(&self) -> bool {
+        let raft = &self.node.raft;
+        raft.leader_id != raft::INVALID_ID
+            && (raft.state == StateRole::Leader
+                || (raft.election_elapsed <= LEADER_SILENT_TICKS
+                    && !self.unreachable.contains(&raft.leader_id)))
     }
 
     fn change_members(&mut self, change: MemberChange, reply: Reply<()>) {
@@ -361,13 +380,13 @@ impl Driver {
         if self.reads.is_empty() {
             return;
         }
-        let raft = &self.node.raft;
-        if raft.leader_id == raft::INVALID_ID {
+        if !self.leader_heard() {
             for reply in self.reads.drain(..) {
                 reply(Err(Refusal::NoLeader));
             }
             return;
         }
+        let raft = &self.node.raft;
         // A new leader answers read indexes only once it has committed an entry of its term.
         if raft.state == StateRole::Leader && !raft.commit_to_current_term() {
             return;

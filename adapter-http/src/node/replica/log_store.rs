@@ -40,8 +40,10 @@ pub struct LogStore {
 struct LogFiles {
     dir: PathBuf,
     log: BufWriter<File>,
-    /// Whether anything was written since the last sync.
+    /// Whether anything was recorded since the last flush.
     dirty: bool,
+    /// Whether anything was flushed since the last sync.
+    unsynced: bool,
 }
 
 impl LogStore {
@@ -79,7 +81,7 @@ impl LogStore {
         file.set_len(valid)?;
         let log = BufWriter::with_capacity(1 << 20, OpenOptions::new().append(true).open(dir.join("log"))?);
         drop(file);
-        store.files = Some(LogFiles { dir, log, dirty: false });
+        store.files = Some(LogFiles { dir, log, dirty: false, unsynced: false });
         if fresh && store.snap.get_metadata().index > 0 {
             store.write_snapshot_file()?;
         }
@@ -191,14 +193,15 @@ impl LogStore {
     /// Writes what was recorded to the file; with `durable`, syncs it too.
     pub fn flush(&mut self, durable: bool) -> std::io::Result<()> {
         let Some(files) = &mut self.files else { return Ok(()) };
-        if !files.dirty {
-            return Ok(());
+        if files.dirty {
+            files.log.flush()?;
+            files.dirty = false;
+            files.unsynced = true;
         }
-        files.log.flush()?;
-        if durable {
+        if durable && files.unsynced {
             files.log.get_ref().sync_data()?;
+            files.unsynced = false;
         }
-        files.dirty = false;
         Ok(())
     }
 
@@ -245,8 +248,12 @@ impl LogStore {
             wants_fresh: std::cell::Cell::new(false),
         };
         let tmp = dir.join("log.new");
-        fresh.files =
-            Some(LogFiles { dir: dir.clone(), log: BufWriter::new(File::create(&tmp)?), dirty: false });
+        fresh.files = Some(LogFiles {
+            dir: dir.clone(),
+            log: BufWriter::new(File::create(&tmp)?),
+            dirty: false,
+            unsynced: false,
+        });
         fresh.set_hard_state(&self.hard)?;
         for e in &self.entries {
             fresh.record(ENTRY, &e.write_to_bytes().map_err(|e| invalid(&dir, &e.to_string()))?)?;
@@ -256,7 +263,7 @@ impl LogStore {
         fs::rename(&tmp, dir.join("log"))?;
         File::open(&dir)?.sync_all()?;
         let log = BufWriter::with_capacity(1 << 20, OpenOptions::new().append(true).open(dir.join("log"))?);
-        *files = LogFiles { dir, log, dirty: false };
+        *files = LogFiles { dir, log, dirty: false, unsynced: false };
         Ok(())
     }
 

@@ -21,7 +21,7 @@
 //!
 //! The engine of a member is a memory engine without a log of its own: the Raft log is its log.
 
-mod args;
+pub mod args;
 mod command;
 mod driver;
 mod log_store;
@@ -35,16 +35,16 @@ use std::sync::{Arc, Mutex};
 use otkv_engine::{Condition, Engine, EngineKind, PutOutcome};
 use raft::prelude::Snapshot;
 
-pub use args::ReplicaArgs;
-
 use self::command::{Applied, Command, Op};
 use self::driver::{Driver, DriverConfig, Inbox, Refusal, Reply};
 use self::log_store::LogStore;
 use self::status::Status;
+use super::cli::ServerArgs;
 use super::durable::DurableWaits;
+use super::error::ServerError;
 use super::handlers::{self, Context};
 use super::preconditions::write_condition;
-use super::{stats, ServerArgs, ServerError};
+use super::stats;
 use crate::front::{
     self, EntryMeta, Exchange, Front, HttpError, Method, Requests, Responder, Route, Service, StorageFailure,
     JSON, PROMETHEUS, TEXT,
@@ -57,6 +57,8 @@ pub struct ReplicaNode {
     inbox: Sender<Inbox>,
     status: Arc<Mutex<Status>>,
     waits: Arc<DurableWaits>,
+    /// The group's durability (the engine itself keeps no log: the Raft log is its durability).
+    durability: otkv_engine::Durability,
 }
 
 impl std::fmt::Debug for ReplicaNode {
@@ -231,6 +233,7 @@ impl ReplicaNode {
     fn send_status(&self, resp: &mut Responder<'_>, status: u16) -> u16 {
         let mut doc = stats::stats_json(&self.front.metrics, &self.front.limits, &self.engine);
         if let Some(map) = doc.as_object_mut() {
+            map.insert("durability".into(), self.durability.as_str().into());
             map.insert("replica".into(), front::lock(&self.status).json());
         }
         resp.send(status, Some(JSON), doc.to_string().as_bytes())
@@ -379,11 +382,16 @@ pub fn run(args: ServerArgs) -> Result<(), ServerError> {
         None => None,
     };
     let (inbox, rx) = mpsc::channel();
-    let transport = transport::Transport::new(id, own_url.clone(), token, inbox.clone());
+    let reports = Mutex::new(inbox.clone());
+    let reporter: transport::Reporter = Arc::new(move |report| {
+        let _ = front::lock(&reports).send(Inbox::Peer(report));
+    });
+    let transport = transport::Transport::new(id, own_url.clone(), token, reporter);
     let status = Arc::new(Mutex::new(Status { id, ..Status::default() }));
     let config = DriverConfig {
         id,
         durable: args.durability == otkv_engine::Durability::Sync,
+        sync_every: (args.durability == otkv_engine::Durability::Periodic).then_some(args.flush_interval),
         snapshot_every: replica.snapshot_entries,
         members,
     };
@@ -393,7 +401,14 @@ pub fn run(args: ServerArgs) -> Result<(), ServerError> {
         .name("otkv-raft".into())
         .spawn(move || driver.run())
         .map_err(|e| ServerError::Config(format!("cannot start the Raft thread: {e}")))?;
-    let node = Arc::new(ReplicaNode { front, engine, inbox: inbox.clone(), status, waits: Arc::default() });
+    let node = Arc::new(ReplicaNode {
+        front,
+        engine,
+        inbox: inbox.clone(),
+        status,
+        waits: Arc::default(),
+        durability: args.durability,
+    });
     tracing::info!(%local, member = id, url = %own_url, durability = %args.durability, workers, "member listening");
     let waits = Arc::clone(&node.waits);
     front::serve(Arc::clone(&node), listener, local, move || {

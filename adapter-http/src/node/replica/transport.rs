@@ -19,7 +19,27 @@ use std::time::Duration;
 use protobuf::Message as _;
 use raft::prelude::{Message, MessageType};
 
-use super::driver::Inbox;
+use super::command::context_of;
+
+/// What a sender tells the Raft thread, as raft-rs asks to be told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Report {
+    /// A peer could not be reached.
+    Unreachable(u64),
+    /// These writes this member proposed were never delivered to the leader (no connection could be
+    /// made): they did not happen.
+    Undelivered(Vec<u64>),
+    /// A snapshot was posted to a peer, and taken or not.
+    SnapshotSent {
+        /// The peer.
+        to: u64,
+        /// Whether it took it.
+        delivered: bool,
+    },
+}
+
+/// Where senders report.
+pub type Reporter = std::sync::Arc<dyn Fn(Report) + Send + Sync>;
 
 /// The most bytes of messages a sender puts in one request (a snapshot goes alone, whatever its size).
 const MAX_BATCH_BYTES: usize = 4 << 20;
@@ -58,14 +78,14 @@ pub struct Transport {
     own: u64,
     own_url: String,
     token: Option<String>,
-    inbox: Sender<Inbox>,
+    report: Reporter,
     peers: BTreeMap<u64, (String, Sender<Message>)>,
 }
 
 impl Transport {
     /// No peers yet; `token`, when given, goes with every request (the peers' front doors check it).
-    pub fn new(own: u64, own_url: String, token: Option<String>, inbox: Sender<Inbox>) -> Transport {
-        Transport { own, own_url, token, inbox, peers: BTreeMap::new() }
+    pub fn new(own: u64, own_url: String, token: Option<String>, report: Reporter) -> Transport {
+        Transport { own, own_url, token, report, peers: BTreeMap::new() }
     }
 
     /// A member not among the known ones wrote from `url`: answer it there (a member just added learns
@@ -94,7 +114,7 @@ impl Transport {
                 url: url.to_string(),
                 own_url: self.own_url.clone(),
                 token: self.token.clone(),
-                inbox: self.inbox.clone(),
+                report: std::sync::Arc::clone(&self.report),
                 conn: None,
             };
             let spawned =
@@ -125,7 +145,7 @@ struct PeerSender {
     url: String,
     own_url: String,
     token: Option<String>,
-    inbox: Sender<Inbox>,
+    report: Reporter,
     conn: Option<BufReader<TcpStream>>,
 }
 
@@ -147,13 +167,29 @@ impl PeerSender {
             let snapshots: Vec<u64> =
                 batch.iter().filter(|m| m.get_msg_type() == MessageType::MsgSnapshot).map(|m| m.to).collect();
             let body = encode(&self.own_url, &batch);
-            let sent = self.post(&body);
+            // A batch for which no connection could be made left nothing behind: the writes it carried
+            // for the leader are known not to have happened. One that failed later may have been taken in.
+            let sent = match self.connect() {
+                Ok(()) => self.post(&body),
+                Err(e) => {
+                    let own = batch.iter().filter(|m| m.get_msg_type() == MessageType::MsgPropose);
+                    let ids: Vec<u64> = own
+                        .flat_map(Message::get_entries)
+                        .filter_map(|e| context_of(&e.context))
+                        .map(|(_, request)| request)
+                        .collect();
+                    if !ids.is_empty() {
+                        (self.report)(Report::Undelivered(ids));
+                    }
+                    Err(e)
+                }
+            };
             if let Err(e) = &sent {
                 tracing::debug!(peer = self.id, url = %self.url, error = %e, "Raft messages not delivered");
-                let _ = self.inbox.send(Inbox::Unreachable(self.id));
+                (self.report)(Report::Unreachable(self.id));
             }
             for to in snapshots {
-                let _ = self.inbox.send(Inbox::SnapshotSent { to, delivered: sent.is_ok() });
+                (self.report)(Report::SnapshotSent { to, delivered: sent.is_ok() });
             }
         }
     }
@@ -166,7 +202,8 @@ impl PeerSender {
         result
     }
 
-    fn post_once(&mut self, body: &[u8]) -> std::io::Result<()> {
+    /// A connection to the peer: the kept-alive one, or a new one.
+    fn connect(&mut self) -> std::io::Result<()> {
         if self.conn.is_none() {
             let addr = resolve(&self.url)?;
             let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
@@ -177,6 +214,10 @@ impl PeerSender {
             stream.set_read_timeout(Some(Duration::from_secs(30)))?;
             self.conn = Some(BufReader::new(stream));
         }
+        Ok(())
+    }
+
+    fn post_once(&mut self, body: &[u8]) -> std::io::Result<()> {
         let Some(conn) = self.conn.as_mut() else { return Err(std::io::ErrorKind::NotConnected.into()) };
         let auth = self.token.as_ref().map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
         let head = format!(
