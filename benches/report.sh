@@ -10,12 +10,12 @@
 #   README.md                  its headline table (between `<!-- results:headline -->` and
 #                              `<!-- /results -->`), from the reference, instructions and memory sections.
 # Takes about an hour on a 2-core machine. Needs wrk, redis-server, redis-benchmark, haproxy, memcached
-# valgrind and openssl (apt-get install wrk redis-server haproxy memcached valgrind openssl); netns needs root and iproute2
-# (skipped, and said so, without them).
+# valgrind, openssl and etcd (apt-get install wrk redis-server haproxy memcached valgrind openssl
+# etcd-server); netns needs root and iproute2 (skipped, and said so, without them).
 #
 # Usage: benches/report.sh [NAME...]   (default: all; NAME: reference sync instructions pipelined compare
 #        durability proxy tls reshard listing resp-client client-vs-wrk memory memory-churn compaction-tail
-#        ten-million recovery netns)
+#        ten-million recovery replication failover netns)
 #        benches/report.sh --index-only  (rewrite the index and README's headline from the last results)
 # With NAMEs, only those are rerun; the others keep their last results (each section says its own date).
 set -euo pipefail
@@ -30,7 +30,7 @@ OUT=benches/results
 mkdir -p "$OUT" img
 
 ALL=(reference sync instructions pipelined compare durability proxy tls reshard listing resp-client client-vs-wrk
-  memory memory-churn compaction-tail ten-million recovery netns)
+  memory memory-churn compaction-tail ten-million recovery replication failover netns)
 WANT=("$@")
 INDEX_ONLY=
 if [ "${1:-}" = --index-only ]; then
@@ -40,8 +40,8 @@ elif [ ${#WANT[@]} -eq 0 ]; then
   WANT=("${ALL[@]}")
 fi
 
-[ -n "$INDEX_ONLY" ] || for tool in wrk redis-server redis-benchmark haproxy memcached valgrind python3 openssl; do
-  command -v "$tool" >/dev/null || { echo "report: needs $tool (apt-get install wrk redis-server haproxy memcached valgrind python3 openssl)" >&2; exit 1; }
+[ -n "$INDEX_ONLY" ] || for tool in wrk redis-server redis-benchmark haproxy memcached valgrind python3 openssl etcd; do
+  command -v "$tool" >/dev/null || { echo "report: needs $tool (apt-get install wrk redis-server haproxy memcached valgrind python3 openssl etcd-server)" >&2; exit 1; }
 done
 
 [ -n "$INDEX_ONLY" ] || cargo build --release -q -p otkv-harness -p otkv-adapter-http --bins
@@ -83,6 +83,10 @@ WHAT[ten-million]="Ten million keys of 16 + 100 bytes with periodic durability, 
 CMD[ten-million]="for e in memory flurry; do echo \"== ENGINE=\$e\"; ENGINE=\$e cargo run --release -q -p otkv-engine --example ten_million; done"
 WHAT[recovery]="Recovery of 1M keys of 100 B from the log alone and from a snapshot: time and disk use."
 CMD[recovery]="cargo run --release -q -p otkv-engine --example recovery"
+WHAT[replication]="Replica groups against etcd, the same harness on the same machine: one OTKV group of 3 members against one 3-member etcd cluster, both syncing every write before acknowledging it; replicated PUT, then linearizable GET, of 100k keys of 100 B, 64 connections, closed loop; alternating rounds, medians; CPU per operation summed over every member (from their own /metrics), and throughput per CPU as etcd's CPU per operation over OTKV's."
+CMD[replication]="benches/server/replication.sh 3 5s"
+WHAT[failover]="The leader of a group of 3 (durability sync) killed with kill -9 under a 2,000 ops/s open-loop YCSB-A load (50% writes) through harness proxy, then restarted on its data directory 3 s later: when writes were acknowledged again (a probe PUT every 10 ms), when the restarted member was back in sync, and the load's errors and latency as the harness saw them. That no acknowledged write is lost and the history stays linearizable is what harness/tests/replica_groups.rs checks."
+CMD[failover]="python3 benches/server/failover.py"
 WHAT[netns]="Three nodes in three network namespaces behind veth pairs and a bridge: the reference workload across real network hops (with netem's 0.1 ms delay where the kernel has it)."
 CMD[netns]="benches/netns/cluster.sh --duration 5s"
 
@@ -170,8 +174,8 @@ benches/report.sh memory proxy        # ... only some of them; the others keep t
 cargo bench -p otkv-benches           # criterion: the engine's table against flurry, papaya, dashmap, RwLock
 ```
 
-The scripts need `wrk`, `redis-server`, `haproxy`, `memcached`, `valgrind` and `openssl` (`apt-get install
-wrk redis-server haproxy memcached valgrind openssl`); `netns` needs root and iproute2. How to read the
+The scripts need `wrk`, `redis-server`, `haproxy`, `memcached`, `valgrind`, `openssl` and `etcd` (`apt-get
+install wrk redis-server haproxy memcached valgrind openssl etcd-server`); `netns` needs root and iproute2. How to read the
 figures: on small shared machines wall-clock figures swing by ±30% between runs, so the scripts that
 compare CPU time alternate the servers round by round and report medians and ratios; instruction counts
 (callgrind) are exact on every run. What `harness run`'s columns mean (server and client CPU per
@@ -268,6 +272,29 @@ table = "\n".join([
     "|---|---:|---:|---:|---|",
     *rows,
 ])
+# Replicated: a group of 3 against a 3-member etcd cluster.
+try:
+    replicated = []
+    for line in open(f"{out}/replication.txt"):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 9 and cells[0].startswith(("PUT", "GET")):
+            replicated.append(f"| {cells[0]} | {cells[1]} ({cells[3]}× etcd) | {cells[2]} | {cells[8]}× | "
+                              f"{cells[4]} / {cells[5]} | [replication](benches/results/README.md#replication) |")
+    if replicated:
+        sources.append("replication")
+        w = when("replication")
+        if w:
+            stamps.append(f"replication {w[0][:10]} at `{w[1]}`")
+        m = re.search(r"^## replication\n.*?```sh\n(.*?)\n```", index_text, re.S | re.M)
+        if m:
+            commands.append(f"`{m.group(1)}`")
+        table += "\n\n" + "\n".join([
+            "| replicated, a group of 3 against a 3-member etcd cluster, both `sync` | OTKV ops/s | etcd ops/s | throughput per CPU, OTKV ÷ etcd | p99 ms, OTKV / etcd | from |",
+            "|---|---:|---:|---:|---:|---|",
+            *replicated,
+        ])
+except OSError:
+    pass
 block = (f"{table}\n\n{machine.group(1) if machine else ''} Measured: {'; '.join(stamps)}. "
          f"Commands: {', '.join(commands)}.")
 readme = open("README.md").read()

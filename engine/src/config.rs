@@ -167,6 +167,10 @@ pub struct EngineConfig {
     /// Memory engine: whether the memory thread moves live entries out of mostly empty chunks so they can
     /// be given back (as Redis's `activedefrag`). Chunks that empty are given back either way.
     pub compaction: bool,
+    /// Memory engine: whether a thread removes expired values in the background (reads hide them
+    /// either way). Off for a member of a replica group, whose leader decides each removal once and
+    /// replicates it ([`crate::Engine::take_expired`]), so no member's clock decides alone.
+    pub active_expiry: bool,
 }
 
 impl EngineConfig {
@@ -182,6 +186,7 @@ impl EngineConfig {
             max_memory: None,
             eviction: Eviction::NoEviction,
             compaction: true,
+            active_expiry: true,
         }
     }
 
@@ -202,6 +207,7 @@ impl EngineConfig {
             max_memory: None,
             eviction: Eviction::NoEviction,
             compaction: false,
+            active_expiry: true,
         }
     }
 

@@ -316,6 +316,28 @@ impl Engine {
         }
     }
 
+    /// Up to `limit` keys whose values expired by `now_ms`, with their metadata, for a caller that removes
+    /// them itself: a replica group's leader, which replicates each removal (with
+    /// [`EngineConfig::active_expiry`] off, nothing else removes them). Each is returned once. Empty for
+    /// sled.
+    pub fn take_expired(&self, now_ms: u64, limit: usize) -> Vec<(Vec<u8>, Meta)> {
+        match &self.store {
+            Store::Memory(m) => m.take_expired(now_ms, limit),
+            Store::Flurry(m) => m.take_expired(now_ms, limit),
+            Store::Sled(_) => Vec::new(),
+        }
+    }
+
+    /// Calls `f` on every stored entry, expired ones not yet removed too, with its metadata: a replica's
+    /// snapshot holds exactly what its members hold. Memory engines only (nothing for sled).
+    pub fn for_each_entry(&self, f: impl FnMut(&[u8], Meta, &[u8])) {
+        match &self.store {
+            Store::Memory(m) => m.for_each_entry(f),
+            Store::Flurry(m) => m.for_each_entry(f),
+            Store::Sled(_) => {}
+        }
+    }
+
     /// Whether no key is stored.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

@@ -141,7 +141,8 @@ impl<M: Map> MemoryStore<M> {
             compacted: Arc::new(AtomicU64::new(0)),
         });
         let s = Arc::clone(&shared);
-        let expirer = Expirer::start("otkv-expire", move |now| expire_due(&s, now));
+        let active = config.active_expiry;
+        let expirer = Expirer::start("otkv-expire", move |now| if active { expire_due(&s, now) } else { 0 });
         let evictor = (config.max_memory.is_some() && config.eviction != Eviction::NoEviction).then(|| {
             let s = Arc::clone(&shared);
             Expirer::start_every("otkv-evict", EVICT_TICK, move |_| evict_excess(&s))
@@ -162,6 +163,27 @@ impl<M: Map> MemoryStore<M> {
             evictor: Mutex::new(evictor),
             reclaimer: Mutex::new(reclaimer),
         }
+    }
+
+    /// Up to `limit` keys whose values expired by `now_ms`, each with its value's metadata, taken from
+    /// the expiry index (a caller that removes them: the leader of a replica group, which replicates
+    /// each removal). A key rewritten since its index entry is left out.
+    pub(crate) fn take_expired(&self, now_ms: u64, limit: usize) -> Vec<(Vec<u8>, Meta)> {
+        let s = &self.shared;
+        let mut due = expiry::take_due(&s.expiring, &s.budget, now_ms);
+        due.truncate(limit);
+        let guard = s.map.pin();
+        due.into_iter()
+            .filter_map(|(at, key)| {
+                let (meta, _) = s.map.get(&key, &guard)?;
+                (meta.expires_ms == at).then(|| (key.as_slice().to_vec(), meta))
+            })
+            .collect()
+    }
+
+    /// Calls `f` on every stored entry, expired ones too.
+    pub(crate) fn for_each_entry(&self, f: impl FnMut(&[u8], Meta, &[u8])) {
+        self.shared.map.for_each(f);
     }
 
     /// Pins the current thread once for a batch of operations.

@@ -393,3 +393,25 @@ fn keys_move_between_groups_as_between_nodes() {
 fn nix_pid(child: &Child) -> String {
     child.id().to_string()
 }
+
+#[test]
+fn expiry_is_decided_by_the_leader_and_replicated_to_every_member() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let members = group(3, dir.path());
+    let url = members[leader(&members)].url();
+    for i in 0..50 {
+        let (s, _) = call("PUT", &format!("{url}/v1/kv/short{i}?ttl=1"), Some(b"soon gone"), &[]);
+        assert_eq!(s, 201);
+    }
+    assert_eq!(call("PUT", &format!("{url}/v1/kv/kept"), Some(b"stays"), &[]).0, 201);
+    // Members remove nothing on their own clock: every removal is an entry of the log, applied by all.
+    eventually_ok("the expired values removed on every member", || {
+        members.iter().all(|m| {
+            let (_, out) = call("GET", &format!("{}/v1/stats", m.url()), None, &[]);
+            serde_json::from_slice::<serde_json::Value>(&split(&out).1).is_ok_and(|d| d["keys"] == 1)
+        })
+    });
+    in_sync(&members);
+    let (s, out) = call("GET", &format!("{url}/v1/kv/kept"), None, &[]);
+    assert_eq!((s, split(&out).1), (200, b"stays".to_vec()));
+}

@@ -114,6 +114,7 @@ impl ServerArgs {
             max_memory: self.max_memory,
             eviction: self.eviction,
             compaction: self.compaction,
+            active_expiry: true,
         })
     }
 }

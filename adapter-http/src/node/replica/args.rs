@@ -23,9 +23,15 @@ pub struct ReplicaArgs {
     /// to any member) and send it the data.
     #[arg(long, requires = "member")]
     pub join: bool,
-    /// The URL the other members reach this one at (default: http:// and the address it listens on).
+    /// The URL the other members reach this one at (default: http:// and the address it listens on;
+    /// https:// with --tls-cert).
     #[arg(long, value_name = "URL", requires = "member")]
     pub advertise_url: Option<String>,
+    /// The CA that signs the other members' certificates, for `https://` member URLs (default: the
+    /// system's roots). This member presents its own --tls-cert to them, for members that require client
+    /// certificates (--tls-client-ca).
+    #[arg(long, value_name = "FILE", requires = "member")]
+    pub peer_tls_ca: Option<PathBuf>,
     /// A file whose first line is the token this member presents to the others (their --token-file
     /// must give it the `write` role). Needed when the members check tokens.
     #[arg(long, value_name = "FILE", requires = "member")]
@@ -36,7 +42,14 @@ pub struct ReplicaArgs {
     pub snapshot_entries: u64,
 }
 
-/// `ID=URL,ID=URL,...`: ids from 1, each once, `http://` URLs.
+/// Whether `url` can be a member's: `http://HOST:PORT` or `https://HOST:PORT`.
+pub fn is_member_url(url: &str) -> bool {
+    ["http://", "https://"]
+        .iter()
+        .any(|s| url.strip_prefix(s).is_some_and(|h| !h.is_empty() && !h.contains('/')))
+}
+
+/// `ID=URL,ID=URL,...`: ids from 1, each once, `http://` or `https://` URLs.
 pub fn parse_members(text: &str) -> Result<Members, String> {
     let mut members = Members::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -48,8 +61,8 @@ pub fn parse_members(text: &str) -> Result<Members, String> {
             .filter(|&i| i > 0)
             .ok_or_else(|| format!("`{id}`: a member id is a whole number from 1"))?;
         let url = url.trim().trim_end_matches('/');
-        if !url.starts_with("http://") || url.len() <= "http://".len() {
-            return Err(format!("`{url}`: a member's URL is http://HOST:PORT"));
+        if !is_member_url(url) {
+            return Err(format!("`{url}`: a member's URL is http://HOST:PORT or https://HOST:PORT"));
         }
         if members.insert(id, url.to_string()).is_some() {
             return Err(format!("member {id} is named twice"));
@@ -71,7 +84,9 @@ mod tests {
         assert_eq!(m.get(&2).map(String::as_str), Some("http://b:2"));
         assert!(parse_members("0=http://a:1").is_err());
         assert!(parse_members("1=http://a:1,1=http://b:1").is_err());
-        assert!(parse_members("1=https://a:1").is_err());
+        assert!(parse_members("1=https://a:1").is_ok());
+        assert!(parse_members("1=ftp://a:1").is_err());
+        assert!(parse_members("1=http://a:1/x").is_err());
         assert!(parse_members("1").is_err());
         assert!(parse_members("").is_err());
     }

@@ -45,6 +45,8 @@ const HEARTBEAT_TICKS: usize = 2;
 /// handing it requests: a leader that died would take them with it (their outcome unknown), while a
 /// refusal now is safe to retry.
 const LEADER_SILENT_TICKS: usize = 2 * HEARTBEAT_TICKS;
+/// The most expired values the leader proposes to remove per tick (20,000 a second).
+const EXPIRE_PER_TICK: usize = 1000;
 /// The longest a write waits for its entry to be applied before its outcome is reported unknown.
 const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest a read waits for the leader to confirm its read index.
@@ -231,6 +233,7 @@ impl Driver {
                 self.node.tick();
                 next_tick = now + TICK;
                 self.expire(now);
+                self.expire_due();
                 if self.config.sync_every.is_some_and(|every| now.duration_since(last_sync) >= every) {
                     last_sync = now;
                     if let Err(e) = self.node.mut_store().flush(true) {
@@ -348,8 +351,10 @@ impl Driver {
                 if self.conf.voters.contains(member) {
                     return reply(Err(Refusal::Invalid(format!("member {member} is already in the group"))));
                 }
-                if !url.starts_with("http://") {
-                    return reply(Err(Refusal::Invalid("a member's URL starts with http://".into())));
+                if !super::args::is_member_url(url) {
+                    return reply(Err(Refusal::Invalid(
+                        "a member's URL is http://HOST:PORT or https://HOST:PORT".into(),
+                    )));
                 }
                 cc.set_change_type(ConfChangeType::AddNode);
                 cc.node_id = *member;
@@ -372,6 +377,28 @@ impl Driver {
             }
             // raft-rs takes one change at a time.
             Err(e) => reply(Err(Refusal::Invalid(format!("not proposed: {e} (one change at a time)")))),
+        }
+    }
+
+    /// On the leader: proposes the removal of every value that expired by now, once, for every member:
+    /// a delete of exactly that version, judged just before its expiry (when it was still live), so it
+    /// removes the value on every member or, if the key was written since, nothing anywhere.
+    fn expire_due(&mut self) {
+        if self.node.raft.state != StateRole::Leader || self.failed.is_some() {
+            return;
+        }
+        for (key, meta) in self.engine.take_expired(otkv_engine::now_ms(), EXPIRE_PER_TICK) {
+            let command = Command {
+                op: command::Op::Delete,
+                key,
+                cond: otkv_engine::Condition::Version(meta.version),
+                now_ms: meta.expires_ms.saturating_sub(1),
+            };
+            // Request 0: nobody waits for it. If it is lost with a change of leader, the value stays
+            // unreadable (expired) until it is written again.
+            if self.node.propose(context(self.config.id, 0), command.encode()).is_err() {
+                return;
+            }
         }
     }
 
@@ -544,10 +571,7 @@ impl Driver {
             return;
         }
         let started = Instant::now();
-        let data = match state_dump::dump(&self.engine, &self.config.members) {
-            Ok(d) => d,
-            Err(e) => return tracing::error!(error = %e, "a snapshot could not be taken"),
-        };
+        let data = state_dump::dump(&self.engine, &self.config.members);
         let (applied, conf, bytes) = (self.applied, self.conf.clone(), data.len());
         if let Err(e) = self.node.mut_store().compact(applied, conf, data) {
             return self.fail(format!("a snapshot cannot be written: {e}"));

@@ -356,9 +356,12 @@ pub fn run(args: ServerArgs) -> Result<(), ServerError> {
     // The Raft log is the member's log: the engine keeps none of its own.
     engine_config.durability = otkv_engine::Durability::None;
     engine_config.data_dir = None;
+    // Expiry is the leader's to decide, once, for every member (`Driver::expire_due`).
+    engine_config.active_expiry = false;
     let engine = Arc::new(Engine::open(engine_config)?);
     let (listener, local) = front::bind(args.front.bind, args.port)?;
-    let own_url = replica.advertise_url.clone().unwrap_or_else(|| format!("http://{local}"));
+    let scheme = if args.front.tls_cert.is_some() { "https" } else { "http" };
+    let own_url = replica.advertise_url.clone().unwrap_or_else(|| format!("{scheme}://{local}"));
     let initial = match (&replica.peers, replica.join) {
         (_, true) => None,
         (Some(peers), false) => {
@@ -386,7 +389,10 @@ pub fn run(args: ServerArgs) -> Result<(), ServerError> {
     let reporter: transport::Reporter = Arc::new(move |report| {
         let _ = front::lock(&reports).send(Inbox::Peer(report));
     });
-    let transport = transport::Transport::new(id, own_url.clone(), token, reporter);
+    let cert_key = args.front.tls_cert.as_deref().zip(args.front.tls_key.as_deref());
+    let tls = crate::front::tls::client_config(replica.peer_tls_ca.as_deref(), cert_key)
+        .map_err(|e| ServerError::Config(format!("TLS towards the other members: {e}")))?;
+    let transport = transport::Transport::new(id, own_url.clone(), token, Some(tls), reporter);
     let status = Arc::new(Mutex::new(Status { id, ..Status::default() }));
     let config = DriverConfig {
         id,

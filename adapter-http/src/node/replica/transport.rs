@@ -14,12 +14,15 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
 use std::time::Duration;
 
 use protobuf::Message as _;
 use raft::prelude::{Message, MessageType};
 
 use super::command::context_of;
+use crate::front::tls::{ClientConnection, ServerName};
+use rustls::ClientConfig;
 
 /// What a sender tells the Raft thread, as raft-rs asks to be told.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +42,7 @@ pub enum Report {
 }
 
 /// Where senders report.
-pub type Reporter = std::sync::Arc<dyn Fn(Report) + Send + Sync>;
+pub type Reporter = Arc<dyn Fn(Report) + Send + Sync>;
 
 /// The most bytes of messages a sender puts in one request (a snapshot goes alone, whatever its size).
 const MAX_BATCH_BYTES: usize = 4 << 20;
@@ -78,20 +81,28 @@ pub struct Transport {
     own: u64,
     own_url: String,
     token: Option<String>,
+    /// For `https://` members.
+    tls: Option<Arc<ClientConfig>>,
     report: Reporter,
     peers: BTreeMap<u64, (String, Sender<Message>)>,
 }
 
 impl Transport {
     /// No peers yet; `token`, when given, goes with every request (the peers' front doors check it).
-    pub fn new(own: u64, own_url: String, token: Option<String>, report: Reporter) -> Transport {
-        Transport { own, own_url, token, report, peers: BTreeMap::new() }
+    pub fn new(
+        own: u64,
+        own_url: String,
+        token: Option<String>,
+        tls: Option<Arc<ClientConfig>>,
+        report: Reporter,
+    ) -> Transport {
+        Transport { own, own_url, token, tls, report, peers: BTreeMap::new() }
     }
 
     /// A member not among the known ones wrote from `url`: answer it there (a member just added learns
     /// its leader's address this way, before the log or a snapshot tells it the members).
     pub fn learn(&mut self, id: u64, url: &str) {
-        if id != self.own && !self.peers.contains_key(&id) && url.starts_with("http://") {
+        if id != self.own && !self.peers.contains_key(&id) && super::args::is_member_url(url) {
             self.start(id, url);
         }
     }
@@ -114,7 +125,8 @@ impl Transport {
                 url: url.to_string(),
                 own_url: self.own_url.clone(),
                 token: self.token.clone(),
-                report: std::sync::Arc::clone(&self.report),
+                tls: self.tls.clone(),
+                report: Arc::clone(&self.report),
                 conn: None,
             };
             let spawned =
@@ -145,8 +157,40 @@ struct PeerSender {
     url: String,
     own_url: String,
     token: Option<String>,
+    tls: Option<Arc<ClientConfig>>,
     report: Reporter,
-    conn: Option<BufReader<TcpStream>>,
+    conn: Option<BufReader<PeerStream>>,
+}
+
+/// A connection to a member, in clear or over TLS.
+enum PeerStream {
+    Clear(TcpStream),
+    Tls(Box<rustls::StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Read for PeerStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            PeerStream::Clear(s) => s.read(buf),
+            PeerStream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for PeerStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            PeerStream::Clear(s) => s.write(buf),
+            PeerStream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            PeerStream::Clear(s) => s.flush(),
+            PeerStream::Tls(s) => s.flush(),
+        }
+    }
 }
 
 impl PeerSender {
@@ -212,6 +256,16 @@ impl PeerSender {
             // next message.
             stream.set_write_timeout(Some(Duration::from_secs(30)))?;
             stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+            let stream = if self.url.starts_with("https://") {
+                let config = self.tls.clone().ok_or_else(|| std::io::Error::other("no TLS configuration"))?;
+                let host = host_of(&self.url);
+                let name = host.rsplit_once(':').map_or(host, |(h, _)| h).trim_matches(['[', ']']);
+                let name = ServerName::try_from(name.to_string()).map_err(std::io::Error::other)?;
+                let tls = ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+                PeerStream::Tls(Box::new(rustls::StreamOwned::new(tls, stream)))
+            } else {
+                PeerStream::Clear(stream)
+            };
             self.conn = Some(BufReader::new(stream));
         }
         Ok(())
@@ -258,9 +312,9 @@ impl PeerSender {
     }
 }
 
-/// The `host:port` of an `http://` URL.
+/// The `host:port` of an `http://` or `https://` URL.
 fn host_of(url: &str) -> &str {
-    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")).unwrap_or(url);
     rest.split('/').next().unwrap_or(rest)
 }
 
