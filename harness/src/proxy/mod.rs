@@ -21,10 +21,18 @@
 //!
 //! **Failures.** A request whose node cannot be reached gets 502 (refused, reset, invalid answer), 504
 //! (no complete answer within `--upstream-timeout`) or 503 (every connection to it busy), naming the
-//! node; it is never sent to another node, since a key's data lives only on its owner. Keys of other
+//! node; it is never sent to another node, since a key's data lives only on its owner (or its group's
+//! members, below). Keys of other
 //! nodes are unaffected. The proxy passes on only what the node answered: a write is acknowledged to
 //! the client only by the node's own answer, and a node is trusted for nothing: its answers are read by
 //! the strict reader of [`crate::response_head`], a group's whole before any is passed on ([`upstream::Group`]).
+//!
+//! **Replica groups.** An entry of the node set may be a replica group (its members' URLs, comma-
+//! separated): any member answers any request, so the proxy sends to one member, the leader when the
+//! members say which ([`Proxy::follow_leaders`]), and moves on to the next when one cannot be reached.
+//! A request is sent to a group again, alone, only when that cannot do twice what the client asked once
+//! ([`safe_to_resend`]): the group answered `503` with `Retry-After` (no leader: it did nothing), no
+//! member took a connection (nothing was sent), or it is a read.
 //!
 //! **Exactly one answer per request, in order.** `Proxy::flush` walks the queued requests in client
 //! order and gives each the next answer of its node's group, or the failure that stands for it; nothing
