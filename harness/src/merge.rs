@@ -283,6 +283,7 @@ fn merge_run(parts: &[(&Input, &RunSummary)], out: &Path) -> Result<(RunSummary,
         })
         .collect();
     let merged = RunSummary {
+        replicas: first.replicas,
         ops,
         duration_s: window.1 - window.0,
         throughput,

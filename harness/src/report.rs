@@ -127,6 +127,9 @@ pub struct Cost {
 pub struct RunSummary {
     /// How many nodes.
     pub nodes: usize,
+    /// Members of each node's replica group (1: plain nodes).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub replicas: usize,
     /// `proxy` when every request went through `harness proxy` (then `per_node` is the proxy); absent
     /// when the harness routed each key itself.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -239,11 +242,22 @@ pub struct Summary {
     pub runs: Vec<RunSummary>,
 }
 
+fn one() -> usize {
+    1
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref, reason = "serde's skip_serializing_if passes a reference")]
+fn is_one(n: &usize) -> bool {
+    *n == 1
+}
+
 /// Where a run went, for [`RunSummary::new`].
 #[derive(Debug, Clone)]
 pub struct RunContext<'a> {
     /// How many nodes.
     pub nodes: usize,
+    /// Members of each node's replica group (1: plain nodes).
+    pub replicas: usize,
     /// `Some("proxy")` when every request went through a proxy.
     pub via: Option<&'a str>,
     /// `otkv` or `redis`.
@@ -306,6 +320,7 @@ impl RunSummary {
             .filter(|_| cx.via.is_some());
         RunSummary {
             nodes: cx.nodes,
+            replicas: cx.replicas,
             via: cx.via.map(str::to_owned),
             target: cx.target.to_owned(),
             ops: outcome.ops,
@@ -344,11 +359,15 @@ impl RunSummary {
         }
     }
 
-    /// `2 nodes`, `2 nodes via proxy`, or `2 redis nodes`.
+    /// `2 nodes`, `2 nodes via proxy`, `2 redis nodes`, or `2 groups of 3`.
     pub fn label(&self) -> String {
         let via = self.via.as_deref().map(|v| format!(" via {v}")).unwrap_or_default();
         let target = if self.target == "otkv" { String::new() } else { format!("{} ", self.target) };
-        format!("{} {target}node{}{via}", self.nodes, if self.nodes == 1 { "" } else { "s" })
+        let plural = if self.nodes == 1 { "" } else { "s" };
+        if self.replicas > 1 {
+            return format!("{} {target}group{plural} of {}{via}", self.nodes, self.replicas);
+        }
+        format!("{} {target}node{plural}{via}", self.nodes)
     }
 
     /// `2nodes`, or `2nodes-proxy`: how this run's files are named.

@@ -75,6 +75,7 @@ pub(super) fn measure(
         targets.iter().zip(exits).map(|(t, e)| (t.name.clone(), t.addr.to_string(), e)).collect();
     let cx = RunContext {
         nodes: n,
+        replicas: targets.first().map_or(1, |t| t.group.len().max(1)),
         via: plan.via,
         target: &target_name,
         targets: &node_info,
