@@ -6,11 +6,16 @@
 
 #![allow(clippy::expect_used, reason = "a test's or an instrument's expect is its assertion")]
 
-use std::collections::HashSet;
+#[path = "support/wing_gong.rs"]
+mod wing_gong;
+
 use std::sync::{Arc, Barrier};
 use std::time::Instant;
 
 use otkv_engine::{Condition, Durability, Engine, EngineConfig, EngineKind, PutOutcome};
+
+/// An operation with its real-time interval.
+type Timed = wing_gong::Timed<Call>;
 
 const THREADS: usize = 4;
 const OPS_PER_THREAD: usize = 200;
@@ -25,13 +30,6 @@ enum Call {
     Delete(bool),
     PutIf(Vec<u8>, Condition, Option<(PutOutcome, u64)>),
     DeleteIf(Condition, Option<bool>),
-}
-
-#[derive(Debug, Clone)]
-struct Timed {
-    call: Call,
-    start: Instant,
-    end: Instant,
 }
 
 /// The sequential model of one key: its value and version, if present.
@@ -65,40 +63,10 @@ fn step(state: &State, call: &Call) -> Option<State> {
     }
 }
 
-/// Wing and Gong's search, with memoisation of (operations done, state): whether `history` has a
-/// linearization from `state`.
+/// Whether `history` has a linearization from an absent key (the shared search, with [`step`] as the
+/// model).
 fn linearizable(history: &[Timed]) -> bool {
-    fn search(
-        history: &[Timed],
-        done: &mut Vec<bool>,
-        state: &State,
-        seen: &mut HashSet<(Vec<bool>, State)>,
-    ) -> bool {
-        if done.iter().all(|&d| d) {
-            return true;
-        }
-        if !seen.insert((done.clone(), state.clone())) {
-            return false;
-        }
-        // An operation can go next only if no pending operation returned before it was called.
-        let earliest_end =
-            history.iter().zip(done.iter()).filter(|(_, &d)| !d).map(|(t, _)| t.end).min().expect("pending");
-        for i in 0..history.len() {
-            if done[i] || history[i].start > earliest_end {
-                continue;
-            }
-            if let Some(next) = step(state, &history[i].call) {
-                done[i] = true;
-                if search(history, done, &next, seen) {
-                    return true;
-                }
-                done[i] = false;
-            }
-        }
-        false
-    }
-    let mut done = vec![false; history.len()];
-    search(history, &mut done, &None, &mut HashSet::new())
+    wing_gong::linearizable(history, None, |state, call| step(state, call).into_iter().collect())
 }
 
 /// Runs one round of racing threads on `engine`; returns each key's history.
@@ -150,7 +118,7 @@ fn race(engine: &Arc<Engine>, round: usize) -> Vec<Vec<Timed>> {
                         }
                         _ => Call::DeleteIf(cond, engine.delete_if(key, cond).expect("delete_if")),
                     };
-                    out.push((k, Timed { call, start, end: Instant::now() }));
+                    out.push((k, Timed { call, start, end: Some(Instant::now()) }));
                 }
                 out
             })
@@ -232,7 +200,7 @@ fn sled_is_linearizable() {
 fn the_checker_tells_linearizable_from_not() {
     let t0 = Instant::now();
     let at = |ms: u64| t0 + std::time::Duration::from_millis(ms);
-    let timed = |call, start, end| Timed { call, start: at(start), end: at(end) };
+    let timed = |call, start, end| Timed { call, start: at(start), end: Some(at(end)) };
     // A put overlapping a get: the get may see it or not.
     let ok = vec![
         timed(Call::Put(b"x".to_vec(), PutOutcome::Created, 1), 0, 10),

@@ -12,57 +12,32 @@
 mod replica {
     pub mod cluster;
     pub mod history;
-
-    /// Polls `f` until it holds (what the group does on its own time: an election, catching up).
-    pub fn eventually_ok(what: &str, mut f: impl FnMut() -> bool) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while !f() {
-            assert!(std::time::Instant::now() < deadline, "timed out waiting for: {what}");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    }
 }
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+#[path = "../../engine/tests/support/wing_gong.rs"]
+mod wing_gong;
+
+// The adapter's test helpers: `eventually` (for what a group does on its own time: an election,
+// catching up) and starting a `harness` process on its `listening on` line.
+#[path = "../../adapter-http/tests/common/mod.rs"]
+mod common;
+
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use common::{eventually as eventually_ok, harness, Listening};
 use replica::cluster::{call, cond_header, group, split, Member, HARNESS};
-use replica::eventually_ok;
 use replica::history::{linearizable, Call, Cond, Timed};
 
 const KEYS: [&str; 3] = ["a", "b", "c"];
 const CLIENTS: usize = 4;
 
-/// `harness proxy` in front of one group.
-struct Proxy {
-    child: Child,
-    url: String,
-}
-
-impl Proxy {
-    fn start(members: &[Member]) -> Proxy {
-        let group: Vec<String> = members.iter().map(Member::url).collect();
-        let mut child = Command::new(HARNESS)
-            .args(["proxy", "--port", "0", "--node", &group.join(",")])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("proxy");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("line");
-        let url = line.trim().strip_prefix("listening on ").expect("listening").to_string();
-        Proxy { child, url }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `harness proxy` in front of one group (its members' URLs, comma-separated, as one node).
+fn proxy(members: &[Member]) -> Listening {
+    let group: Vec<String> = members.iter().map(Member::url).collect();
+    harness(&["proxy", "--port", "0", "--node", &group.join(",")])
 }
 
 /// Clients racing on [`KEYS`] at `url` until `stop`; each key's history.
@@ -236,7 +211,7 @@ fn until_writes(load: &Load, url: &str, what: &str) {
 fn killing_the_leader_loses_no_acknowledged_write_and_the_group_serves_on() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut members = group(3, dir.path());
-    let proxy = Proxy::start(&members);
+    let proxy = proxy(&members);
     let load = Load::start(&proxy.url);
     until_writes(&load, &proxy.url, "writes before the kill");
     let l = leader(&members);
@@ -264,7 +239,7 @@ fn killing_the_leader_loses_no_acknowledged_write_and_the_group_serves_on() {
 fn a_follower_killed_and_restarted_catches_up_while_writes_go_on() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut members = group(3, dir.path());
-    let proxy = Proxy::start(&members);
+    let proxy = proxy(&members);
     let load = Load::start(&proxy.url);
     until_writes(&load, &proxy.url, "writes");
     let l = leader(&members);
@@ -341,17 +316,7 @@ fn keys_move_between_groups_as_between_nodes() {
     let line = |g: &[Member]| g.iter().map(Member::url).collect::<Vec<_>>().join(" ");
     let nodes = dir.path().join("nodes.txt");
     std::fs::write(&nodes, format!("{}\n", line(&first))).expect("nodes file");
-    let mut child = Command::new(HARNESS)
-        .args(["proxy", "--port", "0", "--nodes-file"])
-        .arg(&nodes)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("proxy");
-    let mut listening = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut listening).expect("line");
-    let proxy =
-        Proxy { child, url: listening.trim().strip_prefix("listening on ").expect("listening").to_string() };
+    let proxy = harness(&["proxy", "--port", "0", "--nodes-file", nodes.to_str().expect("path")]);
     for i in 0..100 {
         let (s, _) = call("PUT", &format!("{}/v1/kv/k{i}", proxy.url), Some(format!("v{i}").as_bytes()), &[]);
         assert_eq!(s, 201);
@@ -359,8 +324,11 @@ fn keys_move_between_groups_as_between_nodes() {
     // The second group joins the set: a line of its members, the first group's as `previous`.
     std::fs::write(&nodes, format!("{}\n{}\nprevious {}\n", line(&first), line(&second), line(&first)))
         .expect("nodes file");
-    let pid = nix_pid(&proxy.child);
-    assert!(Command::new("kill").args(["-HUP", &pid]).status().expect("kill").success());
+    assert!(Command::new("kill")
+        .args(["-HUP", &proxy.child.id().to_string()])
+        .status()
+        .expect("kill")
+        .success());
     eventually_ok("the proxy took the new set", || {
         let (_, out) = call("GET", &format!("{}/v1/stats", proxy.url), None, &[]);
         String::from_utf8_lossy(&split(&out).1).contains("previous")
@@ -388,10 +356,6 @@ fn keys_move_between_groups_as_between_nodes() {
     // Every member of each group holds its group's keys.
     in_sync(&first);
     in_sync(&second);
-}
-
-fn nix_pid(child: &Child) -> String {
-    child.id().to_string()
 }
 
 #[test]

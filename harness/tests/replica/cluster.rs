@@ -1,10 +1,10 @@
 //! Real replica groups for the tests: members are `harness node --member` processes, each reached by the
 //! others through a [`Relay`] the test can cut (a partition), and a way to drive load and record it.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -97,20 +97,16 @@ impl Member {
 
     /// (Re)starts the process on its data directory, on a new port, and points its relay at it.
     pub fn restart(&mut self) {
-        let mut child = Command::new(HARNESS)
+        let mut command = Command::new(HARNESS);
+        command
             .args(["node", "--port", "0", "--member", &self.id.to_string(), "--durability", "sync"])
             .arg("--data-dir")
             .arg(&self.dir)
             .args(["--advertise-url", &self.relay.url()])
             .args(&self.extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start member");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("line");
-        let addr = line.trim().strip_prefix("listening on http://").expect("listening line");
-        self.addr = addr.parse().expect("address");
+            .env("RUST_LOG", "warn");
+        let (child, url) = crate::common::spawn_listening(command);
+        self.addr = url.strip_prefix("http://").expect("http").parse().expect("address");
         self.relay.point_at(self.addr);
         self.child = Some(child);
     }
@@ -150,7 +146,7 @@ pub fn group(n: u64, root: &std::path::Path) -> Vec<Member> {
     for id in 2..=n {
         let m = Member::start(id, root.join(format!("m{id}")), &["--join"]);
         let path = format!("{}/v1/replica/members?add={id}&url={}", members[0].url(), m.relay.url());
-        super::eventually_ok(&format!("member {id} added"), || call("POST", &path, None, &[]).0 == 200);
+        crate::common::eventually(&format!("member {id} added"), || call("POST", &path, None, &[]).0 == 200);
         members.push(m);
     }
     members

@@ -1,14 +1,15 @@
-//! Per-key linearizability of histories taken over HTTP while faults happen: Wing and Gong's search, as
-//! the engine's own checker (`engine/tests/linearizable.rs`), generalised to operations whose outcome
-//! the client never learned.
+//! Per-key linearizability of histories taken over HTTP while faults happen: the model of one key over
+//! the API, for Wing and Gong's search that the engine's own checker uses too
+//! (`engine/tests/support/wing_gong.rs`), with operations whose outcome the client never learned.
 //!
 //! A write that got no answer, or `504` (outcome unknown), may have taken effect at any time after it
 //! was sent, or never: it is linearized anywhere after its call, or left out. Its version is then not
 //! known either, until a read reveals it. A request refused with `503` (no leader) did nothing and is
 //! not in the history.
 
-use std::collections::HashSet;
 use std::time::Instant;
+
+use crate::wing_gong;
 
 /// What a client asked and learned.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -37,15 +38,7 @@ pub enum Cond {
 }
 
 /// An operation with its real-time interval (`end` is `None` for an unknown outcome).
-#[derive(Debug, Clone)]
-pub struct Timed {
-    /// What happened.
-    pub call: Call,
-    /// When it was sent.
-    pub start: Instant,
-    /// When its answer arrived.
-    pub end: Option<Instant>,
-}
+pub type Timed = wing_gong::Timed<Call>;
 
 /// A key's state: its value and version (`None`: a version no read has revealed yet).
 type State = Option<(Vec<u8>, Option<u64>)>;
@@ -114,34 +107,7 @@ fn steps(state: &State, call: &Call) -> Vec<State> {
 
 /// Whether one key's history has a linearization from an absent key.
 pub fn linearizable(history: &[Timed]) -> bool {
-    fn search(
-        history: &[Timed],
-        done: &mut Vec<bool>,
-        state: &State,
-        seen: &mut HashSet<(Vec<bool>, State)>,
-    ) -> bool {
-        // Done when every operation with a known outcome is placed; the unknown ones may never happen.
-        let pending_known = history.iter().zip(done.iter()).filter(|(t, d)| !**d && t.end.is_some());
-        let Some(earliest_end) = pending_known.filter_map(|(t, _)| t.end).min() else { return true };
-        if !seen.insert((done.clone(), state.clone())) {
-            return false;
-        }
-        for i in 0..history.len() {
-            if done[i] || history[i].start > earliest_end {
-                continue;
-            }
-            for next in steps(state, &history[i].call) {
-                done[i] = true;
-                if search(history, done, &next, seen) {
-                    return true;
-                }
-                done[i] = false;
-            }
-        }
-        false
-    }
-    let mut done = vec![false; history.len()];
-    search(history, &mut done, &None, &mut HashSet::new())
+    wing_gong::linearizable(history, None, steps)
 }
 
 #[test]

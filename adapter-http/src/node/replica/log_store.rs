@@ -50,14 +50,7 @@ impl LogStore {
     /// Opens the log in `dir` (`None`: in memory only). A store with no snapshot on disk starts from
     /// `initial`, when given (a new group's first snapshot), and writes it.
     pub fn open(dir: Option<&Path>, initial: Option<Snapshot>) -> std::io::Result<LogStore> {
-        let mut store = LogStore {
-            hard: HardState::default(),
-            conf: ConfState::default(),
-            snap: Snapshot::default(),
-            entries: Vec::new(),
-            files: None,
-            wants_fresh: std::cell::Cell::new(false),
-        };
+        let mut store = LogStore::empty(None);
         let Some(dir) = dir else {
             if let Some(snap) = initial {
                 store.install(snap);
@@ -86,6 +79,18 @@ impl LogStore {
             store.write_snapshot_file()?;
         }
         Ok(store)
+    }
+
+    /// No log, no snapshot, writing to `files`.
+    fn empty(files: Option<LogFiles>) -> LogStore {
+        LogStore {
+            hard: HardState::default(),
+            conf: ConfState::default(),
+            snap: Snapshot::default(),
+            entries: Vec::new(),
+            files,
+            wants_fresh: std::cell::Cell::new(false),
+        }
     }
 
     /// Replays the log file into memory; returns the length of its whole records.
@@ -239,21 +244,11 @@ impl LogStore {
         let Some(files) = &mut self.files else { return Ok(()) };
         files.log.flush()?;
         let dir = files.dir.clone();
-        let mut fresh = LogStore {
-            hard: HardState::default(),
-            conf: ConfState::default(),
-            snap: Snapshot::default(),
-            entries: Vec::new(),
-            files: None,
-            wants_fresh: std::cell::Cell::new(false),
-        };
+        // The entries after the snapshot and the hard state, written aside, then put in the log's place.
         let tmp = dir.join("log.new");
-        fresh.files = Some(LogFiles {
-            dir: dir.clone(),
-            log: BufWriter::new(File::create(&tmp)?),
-            dirty: false,
-            unsynced: false,
-        });
+        let log = BufWriter::new(File::create(&tmp)?);
+        let mut fresh =
+            LogStore::empty(Some(LogFiles { dir: dir.clone(), log, dirty: false, unsynced: false }));
         fresh.set_hard_state(&self.hard)?;
         for e in &self.entries {
             fresh.record(ENTRY, &e.write_to_bytes().map_err(|e| invalid(&dir, &e.to_string()))?)?;
