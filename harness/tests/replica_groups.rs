@@ -200,14 +200,7 @@ fn caught_up(members: &[Member]) {
 /// With no writes in flight: waits until every running member has applied what the group committed, then
 /// checks that each holds the same data (read locally, `?stale`, so every member answers from its own copy).
 fn in_sync(members: &[Member]) {
-    eventually_ok("every member in sync", || {
-        let views: Vec<_> = members.iter().filter(|m| m.child.is_some()).map(Member::replica).collect();
-        let Some(commit) = views.iter().flatten().map(|r| r["commit_index"].as_u64().unwrap_or(0)).max()
-        else {
-            return false;
-        };
-        views.iter().all(|r| r.as_ref().is_some_and(|r| r["applied_index"].as_u64() == Some(commit)))
-    });
+    caught_up(members);
     for key in KEYS {
         let copies: Vec<_> = members
             .iter()
@@ -406,4 +399,41 @@ fn expiry_is_decided_by_the_leader_and_replicated_to_every_member() {
     in_sync(&members);
     let (s, out) = call("GET", &format!("{url}/v1/kv/kept"), None, &[]);
     assert_eq!((s, split(&out).1), (200, b"stays".to_vec()));
+}
+
+/// Requests of kind `kind` (`put`, `get`, ...) member `m` has taken at its own front door.
+fn taken(m: &Member, kind: &str) -> u64 {
+    let (_, out) = call("GET", &format!("{}/v1/stats", m.url()), None, &[]);
+    serde_json::from_slice::<serde_json::Value>(&split(&out).1)
+        .ok()
+        .and_then(|d| d["requests"][kind].as_u64())
+        .unwrap_or(0)
+}
+
+/// Whether the proxy at `proxy` sends writes to member `to`: 20 writes through it, all taken by `to`.
+fn proxy_writes_to(proxy: &str, to: &Member) -> bool {
+    let before = taken(to, "put");
+    for i in 0..20 {
+        let (s, _) = call("PUT", &format!("{proxy}/v1/kv/w{i}"), Some(b"v"), &[]);
+        assert!(matches!(s, 201 | 204), "write {i}: {s}");
+    }
+    taken(to, "put") >= before + 20
+}
+
+#[test]
+fn leadership_handed_to_another_member_and_the_proxy_follows_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The members advertise their relays' addresses to each other; the proxy reaches them at their own.
+    // It must find the leader by asking each member, not by matching the address the group names.
+    let members = group(3, dir.path());
+    let proxy = proxy(&members);
+    let l = leader(&members);
+    eventually_ok("the proxy writes to the leader", || proxy_writes_to(&proxy.url, &members[l]));
+    let to = (l + 1) % 3;
+    let path = format!("{}/v1/replica/leader?to={}", members[l].url(), members[to].id);
+    let (s, body) = call("POST", &path, None, &[]);
+    assert_eq!(s, 202, "{}", String::from_utf8_lossy(&body));
+    eventually_ok("the new leader", || members[to].replica().is_some_and(|r| r["role"] == "leader"));
+    eventually_ok("the proxy writes to the new leader", || proxy_writes_to(&proxy.url, &members[to]));
+    in_sync(&members);
 }

@@ -28,8 +28,8 @@
 //! the strict reader of [`crate::response_head`], a group's whole before any is passed on ([`upstream::Group`]).
 //!
 //! **Replica groups.** An entry of the node set may be a replica group (its members' URLs, comma-
-//! separated): any member answers any request, so the proxy sends to one member, the leader when the
-//! members say which ([`Proxy::follow_leaders`]), and moves on to the next when one cannot be reached.
+//! separated): any member answers any request, so the proxy sends to one member, the one that says it
+//! leads ([`Proxy::follow_leaders`]), and moves on to the next when one cannot be reached.
 //! A request is sent to a group again, alone, only when that cannot do twice what the client asked once
 //! ([`safe_to_resend`]): the group answered `503` with `Retry-After` (no leader: it did nothing), no
 //! member took a connection (nothing was sent), or it is a read.
@@ -348,30 +348,40 @@ impl Proxy {
         }
     }
 
-    /// Runs for the life of the proxy: every [`LEADER_CHECK`], asks each replica group of the current set
-    /// which member leads (its `/v1/stats`), and sends its requests there from then on.
+    /// Runs for the life of the proxy, on a thread of its own: every [`LEADER_CHECK`], asks every member
+    /// of each replica group of the current set whether it leads (its `/v1/stats`), and sends the group's
+    /// requests to the one that says so (the highest term, should two) from then on.
+    ///
+    /// Each member speaks for itself: the proxy does not take one member's word for another's address
+    /// (a member's advertised URL may not be the one the proxy reaches it at: another name, a relay, a
+    /// NAT). The asks are blocking HTTP calls, all of a round at once on scoped threads, so a member
+    /// that does not answer delays no other group and no request.
     fn follow_leaders(&self) {
         loop {
-            may::coroutine::sleep(LEADER_CHECK);
+            std::thread::sleep(LEADER_CHECK);
             if self.front.shutting_down.load(Relaxed) {
                 return;
             }
             let (topology, _) = self.sets.now();
             let groups: Vec<Arc<Upstream>> =
                 topology.current.upstreams.iter().filter(|u| u.is_group()).cloned().collect();
-            if groups.is_empty() {
-                continue;
-            }
-            for (up, answer) in groups.iter().zip(upstream::fan_out(&groups, "/v1/stats", 1 << 20)) {
-                let leader = answer.ok().and_then(|(status, body)| {
-                    let doc: serde_json::Value =
-                        serde_json::from_slice(&body).ok().filter(|_| status == 200)?;
-                    doc["replica"]["leader_url"].as_str().map(str::to_string)
-                });
-                if let Some(url) = leader {
-                    up.prefer_member(&url);
+            std::thread::scope(|scope| {
+                for up in &groups {
+                    scope.spawn(move || {
+                        let members = up.members();
+                        let terms: Vec<Option<u64>> = std::thread::scope(|scope| {
+                            let asks: Vec<_> =
+                                members.iter().map(|m| scope.spawn(move || leader_term(m))).collect();
+                            asks.into_iter().map(|h| h.join().ok().flatten()).collect()
+                        });
+                        let leader =
+                            (0..terms.len()).filter(|&i| terms[i].is_some()).max_by_key(|&i| terms[i]);
+                        if let Some(at) = leader {
+                            up.prefer_member(at);
+                        }
+                    });
                 }
-            }
+            });
         }
     }
 
@@ -476,6 +486,15 @@ impl Proxy {
             self.pass_answer(requests, &slot, up, answer, elapsed_nanos(started))
         })
     }
+}
+
+/// The term of `member` if it says it leads its group (its `/v1/stats`), `None` if it does not or does not
+/// answer.
+fn leader_term(member: &crate::target::Target) -> Option<u64> {
+    let (status, body) = crate::cost::http_get(member, "/v1/stats").ok()?;
+    let doc: serde_json::Value = serde_json::from_slice(&body).ok().filter(|_| status == 200)?;
+    let replica = &doc["replica"];
+    (replica["role"] == "leader").then(|| replica["term"].as_u64()).flatten()
 }
 
 /// How often the proxy asks its replica groups which member leads.
@@ -593,7 +612,8 @@ pub fn run(args: &ProxyArgs) -> Result<(), String> {
     tracing::info!(%addr, router = %proxy.router_name, nodes = %nodes.join(" "), workers, "proxy listening");
     let watched = Arc::clone(&proxy);
     front::serve(proxy, listener, addr, move || {
-        front::spawn_coroutine(move || watched.follow_leaders());
+        let _ =
+            std::thread::Builder::new().name("otkv-leaders".into()).spawn(move || watched.follow_leaders());
     })
     .map_err(|e| e.to_string())?;
     if let Some(mut local) = local {

@@ -213,22 +213,26 @@ impl Upstream {
         }
     }
 
-    /// For a replica group: new requests go to the member at `url` (the leader, as the members say), and
-    /// connections to the one before are closed as they come back. Nothing if `url` is not a member,
-    /// or already the one in use.
-    pub fn prefer_member(&self, url: &str) {
-        let at = self.target.group.iter().position(|a| format!("http://{a}") == url);
-        let Some(at) = at.filter(|&at| at != self.member.load(Relaxed) % self.target.group.len().max(1))
-        else {
+    /// For a replica group: each member, as a target of its own (nothing for a single node).
+    pub fn members(&self) -> Vec<Target> {
+        self.target.group.iter().map(|&a| self.target.at_member(a)).collect()
+    }
+
+    /// For a replica group: new requests go to the member at `at` of [`Upstream::members`] (the one that
+    /// says it leads), and connections to the one before are closed as they come back. Nothing if `at`
+    /// is already the one in use.
+    pub fn prefer_member(&self, at: usize) {
+        let members = self.target.group.len();
+        if at >= members || at == self.member.load(Relaxed) % members {
             return;
-        };
+        }
         self.member.store(at, Relaxed);
         self.generation.fetch_add(1, Relaxed);
         let idle = std::mem::take(&mut *lock(&self.idle));
         for conn in idle {
             self.close(conn);
         }
-        tracing::info!(node = %self.name, leader = %url, "sending to the group's leader");
+        tracing::info!(node = %self.name, leader = %self.target.group[at], "sending to the group's leader");
     }
 
     /// Whether this is a replica group (any of whose members answers any request).

@@ -279,9 +279,20 @@ impl PeerSender {
             host_of(&self.url),
             body.len()
         );
+        // One write for the request, head and body: written apart, the body's segment could wait on the
+        // ACK of the head's behind any hop that batches small writes (Nagle's algorithm at a relay, a
+        // TLS terminator), and the peer delays that ACK while it waits for the body: 40 ms a message.
+        // A snapshot, too large to copy, goes in two writes; its time is not the copy's.
         let stream = conn.get_mut();
-        stream.write_all(head.as_bytes())?;
-        stream.write_all(body)?;
+        if body.len() <= MAX_BATCH_BYTES {
+            let mut request = Vec::with_capacity(head.len() + body.len());
+            request.extend_from_slice(head.as_bytes());
+            request.extend_from_slice(body);
+            stream.write_all(&request)?;
+        } else {
+            stream.write_all(head.as_bytes())?;
+            stream.write_all(body)?;
+        }
         // The answer: a status line, headers, and a body of Content-Length bytes.
         let mut line = String::new();
         conn.read_line(&mut line)?;
