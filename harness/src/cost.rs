@@ -153,7 +153,19 @@ pub fn http_call(
     headers: &[String],
     body: &[u8],
 ) -> Result<HttpAnswer, String> {
-    let mut stream = connect(target)?;
+    http_call_within(target, method, path, headers, body, READ_TIMEOUT)
+}
+
+/// [`http_call`], with `timeout` for the connect and each read and write instead of the harness's.
+pub fn http_call_within(
+    target: &Target,
+    method: &str,
+    path: &str,
+    headers: &[String],
+    body: &[u8],
+    timeout: Duration,
+) -> Result<HttpAnswer, String> {
+    let mut stream = connect_within(target, timeout)?;
     let authorization = target.secure.authorization_line();
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n{authorization}", target.host);
     for h in headers {
@@ -176,9 +188,15 @@ impl<S: Read + Write> Stream for S {}
 
 /// A blocking connection to `target` (TLS when it is `https://`), with the harness's read timeout.
 pub(crate) fn connect(target: &Target) -> Result<Box<dyn Stream>, String> {
-    let stream = TcpStream::connect_timeout(&target.addr, READ_TIMEOUT).map_err(|e| e.to_string())?;
-    stream.set_read_timeout(Some(READ_TIMEOUT)).map_err(|e| e.to_string())?;
-    stream.set_write_timeout(Some(READ_TIMEOUT)).map_err(|e| e.to_string())?;
+    connect_within(target, READ_TIMEOUT)
+}
+
+/// A blocking connection to `target` (TLS when it is `https://`), with `timeout` for the connect and
+/// each read and write.
+fn connect_within(target: &Target, timeout: Duration) -> Result<Box<dyn Stream>, String> {
+    let stream = TcpStream::connect_timeout(&target.addr, timeout).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     let Some(config) = &target.secure.tls else { return Ok(Box::new(stream)) };
     let name = crate::wire::server_name(&target.host)
         .ok_or_else(|| format!("{}: not a TLS server name", target.host))?;

@@ -489,10 +489,12 @@ impl Proxy {
 }
 
 /// The term of `member` if it says it leads its group (its `/v1/stats`), `None` if it does not or does not
-/// answer.
+/// answer within [`LEADER_CHECK`] (a member that slow is no leader to prefer, and a round waits for no
+/// longer than that).
 fn leader_term(member: &crate::target::Target) -> Option<u64> {
-    let (status, body) = crate::cost::http_get(member, "/v1/stats").ok()?;
-    let doc: serde_json::Value = serde_json::from_slice(&body).ok().filter(|_| status == 200)?;
+    let answer = crate::cost::http_call_within(member, "GET", "/v1/stats", &[], b"", LEADER_CHECK).ok()?;
+    let doc: serde_json::Value =
+        serde_json::from_slice(&answer.body).ok().filter(|_| answer.status == 200)?;
     let replica = &doc["replica"];
     (replica["role"] == "leader").then(|| replica["term"].as_u64()).flatten()
 }
