@@ -391,10 +391,7 @@ fn expiry_is_decided_by_the_leader_and_replicated_to_every_member() {
     assert_eq!(call("PUT", &format!("{url}/v1/kv/kept"), Some(b"stays"), &[]).0, 201);
     // Members remove nothing on their own clock: every removal is an entry of the log, applied by all.
     eventually_ok("the expired values removed on every member", || {
-        members.iter().all(|m| {
-            let (_, out) = call("GET", &format!("{}/v1/stats", m.url()), None, &[]);
-            serde_json::from_slice::<serde_json::Value>(&split(&out).1).is_ok_and(|d| d["keys"] == 1)
-        })
+        members.iter().all(|m| m.stats().is_some_and(|d| d["keys"] == 1))
     });
     in_sync(&members);
     let (s, out) = call("GET", &format!("{url}/v1/kv/kept"), None, &[]);
@@ -403,11 +400,7 @@ fn expiry_is_decided_by_the_leader_and_replicated_to_every_member() {
 
 /// Requests of kind `kind` (`put`, `get`, ...) member `m` has taken at its own front door.
 fn taken(m: &Member, kind: &str) -> u64 {
-    let (_, out) = call("GET", &format!("{}/v1/stats", m.url()), None, &[]);
-    serde_json::from_slice::<serde_json::Value>(&split(&out).1)
-        .ok()
-        .and_then(|d| d["requests"][kind].as_u64())
-        .unwrap_or(0)
+    m.stats().and_then(|d| d["requests"][kind].as_u64()).unwrap_or(0)
 }
 
 /// Whether the proxy at `proxy` sends writes to member `to`: 20 writes through it, all taken by `to`.

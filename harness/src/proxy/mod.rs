@@ -354,8 +354,8 @@ impl Proxy {
     ///
     /// Each member speaks for itself: the proxy does not take one member's word for another's address
     /// (a member's advertised URL may not be the one the proxy reaches it at: another name, a relay, a
-    /// NAT). The asks are blocking HTTP calls, all of a round at once on scoped threads, so a member
-    /// that does not answer delays no other group and no request.
+    /// NAT). The asks are blocking HTTP calls, all of a round at once on scoped threads, each bounded by
+    /// [`LEADER_CHECK`]: a member that does not answer delays the next round by that much, and no request.
     fn follow_leaders(&self) {
         loop {
             std::thread::sleep(LEADER_CHECK);
@@ -365,23 +365,21 @@ impl Proxy {
             let (topology, _) = self.sets.now();
             let groups: Vec<Arc<Upstream>> =
                 topology.current.upstreams.iter().filter(|u| u.is_group()).cloned().collect();
-            std::thread::scope(|scope| {
-                for up in &groups {
-                    scope.spawn(move || {
-                        let members = up.members();
-                        let terms: Vec<Option<u64>> = std::thread::scope(|scope| {
-                            let asks: Vec<_> =
-                                members.iter().map(|m| scope.spawn(move || leader_term(m))).collect();
-                            asks.into_iter().map(|h| h.join().ok().flatten()).collect()
-                        });
-                        let leader =
-                            (0..terms.len()).filter(|&i| terms[i].is_some()).max_by_key(|&i| terms[i]);
-                        if let Some(at) = leader {
-                            up.prefer_member(at);
-                        }
-                    });
-                }
+            let terms: Vec<Vec<Option<u64>>> = std::thread::scope(|scope| {
+                let asks: Vec<Vec<_>> = groups
+                    .iter()
+                    .map(|up| {
+                        up.members().into_iter().map(|m| scope.spawn(move || leader_term(&m))).collect()
+                    })
+                    .collect();
+                asks.into_iter().map(|g| g.into_iter().map(|h| h.join().ok().flatten()).collect()).collect()
             });
+            for (up, terms) in groups.iter().zip(terms) {
+                let leader = terms.iter().enumerate().filter_map(|(at, t)| t.map(|t| (t, at))).max();
+                if let Some((_, at)) = leader {
+                    up.prefer_member(at);
+                }
+            }
         }
     }
 

@@ -123,13 +123,15 @@ impl Member {
         format!("http://{}", self.addr)
     }
 
+    /// This member's `/v1/stats`, if it answers.
+    pub fn stats(&self) -> Option<serde_json::Value> {
+        let (status, out) = call("GET", &format!("{}/v1/stats", self.url()), None, &[]);
+        (status == 200).then(|| serde_json::from_slice(&split(&out).1).ok()).flatten()
+    }
+
     /// This member's `replica` object of `/v1/stats`, if it answers.
     pub fn replica(&self) -> Option<serde_json::Value> {
-        let (status, body) = call("GET", &format!("{}/v1/stats", self.url()), None, &[]);
-        (status == 200)
-            .then(|| serde_json::from_slice::<serde_json::Value>(&body).ok())
-            .flatten()
-            .map(|d| d["replica"].clone())
+        self.stats().map(|d| d["replica"].clone())
     }
 }
 
